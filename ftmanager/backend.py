@@ -1,0 +1,201 @@
+"""The Backend contract, what a poll reports, and the registry of backends.
+
+Backends never touch the ledger: they start a job, report through poll(), and jobs.py
+records what they report, so a hosted run and a local run take the same road into SQLite.
+Built-in backends are registered exactly like a third party's: through the `ftm.backends`
+entry-point group (see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from .errors import NotFound, Unsupported
+
+# OpenAI's statuses. Providers may invent others: those are kept verbatim, never rejected.
+CREATED = "created"  # ours: written to the ledger, backend not yet confirmed a job
+VALIDATING = "validating_files"
+QUEUED = "queued"
+RUNNING = "running"
+PAUSED = "paused"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+KNOWN_STATUSES = (CREATED, VALIDATING, QUEUED, RUNNING, PAUSED, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+# Metric names are OpenAI's everywhere, so hosted and local runs compare column for column.
+METRIC_NAMES = (
+    "train_loss",
+    "train_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL
+
+
+@dataclass
+class RunSpec:
+    """Everything a backend needs to start one run. Built by jobs.py from the ledger."""
+
+    run_id: str
+    base_model: str
+    training_file: Path  # canonical chat JSONL, read-only
+    dataset_id: str
+    n_examples: int
+    run_dir: Path  # a directory the backend may write to (worker files, adapters)
+    validation_file: Path | None = None
+    validation_dataset_id: str | None = None
+    # n_epochs / batch_size / learning_rate_multiplier: int|float or "auto"
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    suffix: str | None = None
+    seed: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # backend-specific (-p key=value)
+
+
+@dataclass
+class Event:
+    id: str  # the provider's event id: events are deduplicated on it
+    created_at: float
+    message: str
+    level: str = "info"
+    type: str = "message"  # "message" or "metrics"
+    data: dict | None = None
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    model_id: str | None = None  # e.g. ft:...:ckpt-step-N, or local:<run>:step-N
+    path: str | None = None  # where the weights lie, for local checkpoints
+    metrics: dict = field(default_factory=dict)
+    created_at: float | None = None
+
+
+@dataclass
+class Progress:
+    """What one poll learned. Lists hold only what is new since the cursor passed in."""
+
+    status: str
+    cursor: dict = field(default_factory=dict)  # handed back on the next poll
+    events: list[Event] = field(default_factory=list)
+    metrics: list[dict] = field(default_factory=list)  # {"step": n, "train_loss": x, ...}
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    hyperparameters: dict | None = None  # as resolved by the provider
+    result_model: str | None = None
+    result_path: str | None = None
+    trained_tokens: int | None = None
+    actual_cost: float | None = None
+    error: dict | None = None  # {"code", "message", "param"}
+    total_steps: int | None = None  # for progress displays
+    eta_seconds: float | None = None
+
+
+class Uploads(Protocol):
+    """The ledger's record of files already sent to a provider account (given by jobs.py)."""
+
+    def get(self, dataset_id: str, account: str) -> str | None: ...
+
+    def put(self, dataset_id: str, account: str, file_id: str, nbytes: int) -> None: ...
+
+    def forget(self, dataset_id: str, account: str) -> None: ...
+
+
+class Backend(abc.ABC):
+    """A place that runs supervised fine-tuning jobs."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    default_model: ClassVar[str | None] = None
+    # backend-specific options accepted as `ftm submit -p key=value`: name -> help
+    options: ClassVar[dict[str, str]] = {}
+    # does start() need a provider account (and so an uploads cache)?
+    account: str = ""
+
+    @abc.abstractmethod
+    def start(self, spec: RunSpec, uploads: Uploads) -> str:
+        """Start a job for spec; return the provider's job id."""
+
+    @abc.abstractmethod
+    def poll(self, job_id: str, cursor: dict) -> Progress:
+        """Report the job's status and everything new since cursor."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> None:
+        """Ask the provider to stop the job."""
+
+    def find(self, run_id: str) -> str | None:
+        """Find the job an interrupted start() may have created for our run id."""
+        return None
+
+    def pause(self, job_id: str) -> None:
+        raise Unsupported(f"the {self.name} backend cannot pause runs", "Cancel it instead.")
+
+    def resume(self, job_id: str, spec: RunSpec) -> str | None:
+        """Resume a paused or interrupted job; may return a new job id."""
+        raise Unsupported(f"the {self.name} backend cannot resume runs", "Re-run it instead.")
+
+    def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
+        """Estimated cost in USD of the run, or None where it has no price."""
+        return None
+
+    def resolve(self, spec: RunSpec) -> dict:
+        """Hyperparameters as this backend will use them, before the job starts."""
+        return dict(spec.hyperparameters)
+
+    def check_options(self, options: dict) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise Unsupported(
+                f"the {self.name} backend has no option {', '.join(unknown)}",
+                f"Options it takes: {known} (see `ftm backends`).",
+            )
+
+
+# --- registry --------------------------------------------------------------------------
+
+ENTRY_POINT_GROUP = "ftm.backends"
+_registered: dict[str, type[Backend]] = {}
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    """Register a backend class in this process (entry points are found without this)."""
+    _registered[cls.name] = cls
+    return cls
+
+
+def _entry_points() -> dict:
+    from importlib.metadata import entry_points  # late: scanning dist-info costs start-up
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def names() -> list[str]:
+    return sorted(set(_registered) | set(_entry_points()))
+
+
+def load(name: str) -> type[Backend]:
+    """The backend class called name, loaded from its entry point if need be."""
+    if name not in _registered:
+        ep = _entry_points().get(name)
+        if ep is None:
+            raise NotFound(
+                f"no backend called {name!r}",
+                f"Choose one of: {', '.join(names())}.",
+            )
+        _registered[name] = ep.load()
+    return _registered[name]
+
+
+def get(name: str) -> Backend:
+    """An instance of the backend called name."""
+    return load(name)()
