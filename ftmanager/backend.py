@@ -133,8 +133,17 @@ class Backend(abc.ABC):
         """Ask the provider to stop the job."""
 
     def find(self, run_id: str) -> str | None:
-        """Find the job an interrupted start() may have created for our run id."""
+        """Find the job an interrupted start() may have created for our run id.
+
+        start() raises FtmError when the provider definitely refused (the run is marked
+        failed); any other exception leaves the run `created`, and `ftm sync` calls find()
+        before it ever calls start() again, so a job is never created twice.
+        """
         return None
+
+    def poll_interval(self, status: str, last: float | None) -> float:
+        """Seconds to wait before the next poll, given the status and the last interval."""
+        return 2.0
 
     def pause(self, job_id: str) -> None:
         raise Unsupported(f"the {self.name} backend cannot pause runs", "Cancel it instead.")
