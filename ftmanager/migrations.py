@@ -1,0 +1,139 @@
+"""The ledger's schema, as append-only sqlite-utils migrations named mNNN_what.
+
+Never edit a migration that has shipped: add a new one at the end of MIGRATIONS.
+sqlite_utils is imported inside apply() only: `ftm runs` must not pay for it at start-up.
+"""
+
+from __future__ import annotations
+
+
+def m001_initial(db) -> None:
+    db["datasets"].create(
+        {
+            "id": str,  # sha256 of the canonical chat JSONL: same content, same id
+            "name": str,
+            "format": str,  # the format it was imported from
+            "source": str,  # the file it was imported from
+            "path": str,  # the canonical JSONL under FTM_HOME/datasets
+            "n_examples": int,
+            "bytes": int,
+            "stats": str,  # JSON: token statistics from validation
+            "parent_id": str,  # the dataset it was split from, if any
+            "split": str,  # JSON: {"fraction", "seed", "part"} for split datasets
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("parent_id", "datasets", "id")],
+    )
+    db["uploads"].create(
+        {
+            "id": int,
+            "dataset_id": str,
+            "backend": str,
+            "account": str,  # base URL + organisation + project; never a key
+            "file_id": str,  # the provider's file id
+            "bytes": int,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("dataset_id", "datasets", "id")],
+    )
+    db["uploads"].create_index(["dataset_id", "backend", "account"], unique=True)
+    db["runs"].create(
+        {
+            "id": str,  # ours; never a provider's id
+            "backend": str,
+            "base_model": str,
+            "dataset_id": str,
+            "validation_dataset_id": str,
+            "split": str,  # JSON: {"fraction", "seed"} when --split made the validation set
+            "hyperparameters": str,  # JSON, as asked (numbers or "auto")
+            "resolved_hyperparameters": str,  # JSON, as the backend resolved them
+            "options": str,  # JSON, backend-specific options
+            "suffix": str,
+            "seed": int,
+            "status": str,  # OpenAI's statuses, "created" before the backend confirms, or any unknown one verbatim
+            "provider_job_id": str,
+            "result_model": str,  # ft:... for OpenAI, local:<run id> for local runs
+            "result_path": str,  # where local weights (adapter) lie
+            "trained_tokens": int,
+            "total_steps": int,
+            "estimated_cost": float,  # USD
+            "actual_cost": float,  # USD
+            "error_code": str,
+            "error_message": str,
+            "error_param": str,
+            "parent_run_id": str,  # the run this one re-runs
+            "cursor": str,  # JSON: where the backend's next poll starts
+            "created_at": str,
+            "started_at": str,
+            "finished_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        foreign_keys=[
+            ("dataset_id", "datasets", "id"),
+            ("validation_dataset_id", "datasets", "id"),
+            ("parent_run_id", "runs", "id"),
+        ],
+    )
+    for column in ("status", "backend", "dataset_id", "created_at", "provider_job_id"):
+        db["runs"].create_index([column])
+    db["events"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "provider_event_id": str,
+            "created_at": str,
+            "level": str,
+            "type": str,  # "message" or "metrics"
+            "message": str,
+            "data": str,  # JSON
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["events"].create_index(["run_id", "provider_event_id"], unique=True)
+    db["metrics"].create(
+        {
+            "run_id": str,
+            "step": int,
+            "train_loss": float,
+            "train_accuracy": float,
+            "valid_loss": float,
+            "valid_mean_token_accuracy": float,
+            "full_valid_loss": float,
+            "full_valid_mean_token_accuracy": float,
+        },
+        pk=("run_id", "step"),
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["checkpoints"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "step": int,
+            "model_id": str,  # ft:...:ckpt-step-N, or local:<run id>:step-N
+            "path": str,
+            "metrics": str,  # JSON
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["checkpoints"].create_index(["run_id", "step"], unique=True)
+
+
+MIGRATIONS = [m001_initial]  # append-only
+VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
+
+
+def apply(db) -> None:
+    """Apply pending migrations to a sqlite_utils Database inside the caller's transaction."""
+    from sqlite_utils import Migrations
+
+    migrations = Migrations("ftm")
+    for fn in MIGRATIONS:
+        migrations(name=fn.__name__)(fn)
+    migrations.apply(db)
+    db.execute(f"PRAGMA user_version = {VERSION}")

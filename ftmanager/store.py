@@ -1,0 +1,326 @@
+"""The ledger: every dataset, upload, run, event, metric and checkpoint, in one SQLite file.
+
+This is the only module with SQL in it. Reads use the sqlite3 connection directly (so that
+`ftm runs` starts fast); writes go through sqlite-utils inside BEGIN IMMEDIATE transactions,
+because a deferred read-then-write transaction fails with "database is locked" when another
+process writes at the same moment, whatever the busy timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from . import migrations, paths
+from .backend import METRIC_NAMES, TERMINAL, Progress
+from .errors import InvalidInput, LedgerError, NotFound
+
+RUN_JSON_FIELDS = ("split", "hyperparameters", "resolved_hyperparameters", "options", "cursor")
+
+
+def now() -> str:
+    """The current UTC time as ISO 8601 text, which reads well in Datasette."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def busy_timeout() -> float:
+    return float(os.environ.get("FTM_BUSY_TIMEOUT", "10"))
+
+
+class Store:
+    """One connection to the ledger at path (default $FTM_HOME/ftm.db)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else paths.ledger_path()
+        self._db = None
+        with self._errors():
+            self.conn = sqlite3.connect(self.path, timeout=busy_timeout(), isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] != migrations.VERSION:
+                self._migrate()
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """Turn SQLite's operational errors into one-line ledger errors."""
+        try:
+            yield
+        except sqlite3.OperationalError as err:
+            raise self._explain(err) from None
+
+    def _explain(self, err: sqlite3.OperationalError) -> LedgerError:
+        text = str(err)
+        where = f"the ledger {self.path}"
+        if "locked" in text or "busy" in text:
+            return LedgerError(
+                f"{where} is held by another process's write (waited {busy_timeout():g} s)",
+                "Try again when that process finishes, or raise FTM_BUSY_TIMEOUT.",
+            )
+        if "readonly" in text or "read-only" in text:
+            return LedgerError(
+                f"{where} is read-only", "Make it writable, or point FTM_HOME at a writable directory."
+            )
+        if "unable to open" in text:
+            return LedgerError(f"{where} cannot be opened", "Check that FTM_HOME is a writable directory.")
+        return LedgerError(f"{where} failed: {text}", "Check the file, or restore it from a backup.")
+
+    @property
+    def db(self):
+        """The sqlite_utils Database over the same connection, imported on first write."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
+        return self._db
+
+    @contextlib.contextmanager
+    def write(self):
+        """A BEGIN IMMEDIATE transaction: it takes the write lock before reading."""
+        with self._errors():
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            # Set once when the ledger is new; WAL lets readers go on while a run is written.
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        with self.write() as db:
+            migrations.apply(db)
+
+    def _all(self, sql: str, params=()) -> list[dict]:
+        with self._errors():
+            return [dict(row) for row in self.conn.execute(sql, params)]
+
+    def _one(self, sql: str, params=()) -> dict | None:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- datasets -----------------------------------------------------------------------
+
+    def add_dataset(self, row: dict) -> tuple[dict, bool]:
+        """Record a dataset; return (its row, whether it was new)."""
+        with self.write() as db:
+            existing = self._one("SELECT * FROM datasets WHERE id = ?", [row["id"]])
+            if existing:
+                return existing, False
+            db["datasets"].insert({**row, "created_at": now()})
+        return self.dataset(row["id"]), True
+
+    def dataset(self, ref: str) -> dict:
+        """A dataset by id, unique id prefix, or name (the newest of that name)."""
+        row = self._one("SELECT * FROM datasets WHERE id = ?", [ref])
+        row = row or self._one(
+            "SELECT * FROM datasets WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1", [ref]
+        )
+        if row:
+            return row
+        rows = self._all("SELECT * FROM datasets WHERE id LIKE ? LIMIT 5", [_prefix(ref)])
+        return _single(rows, ref, "dataset", "ftm datasets list")
+
+    def datasets(self) -> list[dict]:
+        return self._all("SELECT * FROM datasets ORDER BY created_at DESC, rowid DESC")
+
+    # --- uploads ------------------------------------------------------------------------
+
+    def upload(self, dataset_id: str, backend: str, account: str) -> dict | None:
+        return self._one(
+            "SELECT * FROM uploads WHERE dataset_id = ? AND backend = ? AND account = ?",
+            [dataset_id, backend, account],
+        )
+
+    def put_upload(self, dataset_id: str, backend: str, account: str, file_id: str, nbytes: int):
+        row = dict(dataset_id=dataset_id, backend=backend, account=account)
+        with self.write() as db:
+            db.execute(
+                "DELETE FROM uploads WHERE dataset_id = ? AND backend = ? AND account = ?",
+                [dataset_id, backend, account],
+            )
+            db["uploads"].insert({**row, "file_id": file_id, "bytes": nbytes, "created_at": now()})
+
+    def forget_upload(self, dataset_id: str, backend: str, account: str) -> None:
+        with self.write() as db:
+            db.execute(
+                "DELETE FROM uploads WHERE dataset_id = ? AND backend = ? AND account = ?",
+                [dataset_id, backend, account],
+            )
+
+    def uploads_of(self, dataset_id: str) -> list[dict]:
+        return self._all("SELECT * FROM uploads WHERE dataset_id = ? ORDER BY id", [dataset_id])
+
+    # --- runs ---------------------------------------------------------------------------
+
+    def create_run(self, row: dict) -> dict:
+        stamp = now()
+        with self.write() as db:
+            db["runs"].insert({**_dump(row), "created_at": stamp, "updated_at": stamp})
+        return self.run(row["id"])
+
+    def update_run(self, run_id: str, **fields) -> dict:
+        with self.write() as db:
+            db["runs"].update(run_id, {**_dump(fields), "updated_at": now()})
+        return self.run(run_id)
+
+    def run(self, ref: str) -> dict:
+        """A run by our id, a unique prefix of it, or the provider's job id."""
+        row = self._one("SELECT * FROM runs WHERE id = ?", [ref])
+        row = row or self._one("SELECT * FROM runs WHERE provider_job_id = ?", [ref])
+        if not row:
+            rows = self._all("SELECT * FROM runs WHERE id LIKE ? LIMIT 5", [_prefix(ref)])
+            row = _single(rows, ref, "run", "ftm runs")
+        return _load(row)
+
+    def runs(self, backend=None, status=None, dataset_id=None, limit: int | None = None) -> list[dict]:
+        """Runs, newest first, filtered by any of backend, status and dataset."""
+        where, params = [], []
+        for column, value in (("backend", backend), ("status", status), ("dataset_id", dataset_id)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT * FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, rowid DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_load(row) for row in self._all(sql, params)]
+
+    def unfinished_runs(self) -> list[dict]:
+        marks = ",".join("?" * len(TERMINAL))
+        sql = f"SELECT * FROM runs WHERE status NOT IN ({marks}) ORDER BY created_at"
+        return [_load(row) for row in self._all(sql, sorted(TERMINAL))]
+
+    def events(self, run_id: str) -> list[dict]:
+        rows = self._all("SELECT * FROM events WHERE run_id = ? ORDER BY created_at, id", [run_id])
+        return [{**r, "data": json.loads(r["data"]) if r["data"] else None} for r in rows]
+
+    def metrics(self, run_id: str) -> list[dict]:
+        return self._all("SELECT * FROM metrics WHERE run_id = ? ORDER BY step", [run_id])
+
+    def checkpoints(self, run_id: str) -> list[dict]:
+        rows = self._all("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id])
+        return [{**r, "metrics": json.loads(r["metrics"]) if r["metrics"] else {}} for r in rows]
+
+    def models(self) -> list[dict]:
+        """Every model id the ledger knows: results of runs, and their checkpoints."""
+        return self._all(
+            """SELECT r.result_model AS model_id, 'model' AS kind, r.id AS run_id,
+                      r.backend, r.base_model, r.dataset_id, r.result_path AS path, NULL AS step,
+                      r.finished_at AS created_at
+               FROM runs r WHERE r.result_model IS NOT NULL
+               UNION ALL
+               SELECT c.model_id, 'checkpoint', c.run_id, r.backend, r.base_model, r.dataset_id,
+                      c.path, c.step, c.created_at
+               FROM checkpoints c JOIN runs r ON r.id = c.run_id WHERE c.model_id IS NOT NULL
+               ORDER BY created_at DESC"""
+        )
+
+    def add_event(self, run_id: str, message: str, level="info", data: dict | None = None) -> None:
+        """An event of ftm's own (not the provider's) on a run."""
+        with self.write() as db:
+            _insert_event(db, run_id, f"ftm-{time.time_ns()}", time.time(), level, "message", message, data)
+
+    def record(self, run_id: str, progress: Progress) -> dict:
+        """Write everything one poll learned, in one transaction."""
+        with self.write() as db:
+            for e in progress.events:
+                _insert_event(db, run_id, e.id, e.created_at, e.level, e.type, e.message, e.data)
+            for m in progress.metrics:
+                _upsert_metrics(db, run_id, m)
+            for c in progress.checkpoints:
+                _upsert_checkpoint(db, run_id, c)
+            db["runs"].update(run_id, {**_dump(_run_fields(self.run(run_id), progress)), "updated_at": now()})
+        return self.run(run_id)
+
+
+# --- helpers that shape rows ----------------------------------------------------------------
+
+
+def _prefix(ref: str) -> str:
+    return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" if ref else "\0"
+
+
+def _single(rows: list[dict], ref: str, noun: str, listing: str) -> dict:
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        raise NotFound(f"no {noun} matches {ref!r}", f"See `{listing}` for the ids.")
+    ids = ", ".join(r["id"][:16] for r in rows)
+    raise InvalidInput(f"{ref!r} matches several {noun}s ({ids})", "Give more of the id.")
+
+
+def _dump(row: dict) -> dict:
+    return {k: (json.dumps(v) if k in RUN_JSON_FIELDS and v is not None else v) for k, v in row.items()}
+
+
+def _load(row: dict) -> dict:
+    return {k: (json.loads(v) if k in RUN_JSON_FIELDS and v else v) for k, v in row.items()}
+
+
+def _iso(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts if ts is not None else time.time()))
+
+
+def _insert_event(db, run_id, event_id, created_at, level, type_, message, data) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO events (run_id, provider_event_id, created_at, level, type, message, data)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [run_id, event_id, _iso(created_at), level, type_, message, json.dumps(data) if data else None],
+    )
+
+
+def _upsert_metrics(db, run_id: str, metrics: dict) -> None:
+    """Merge a step's metrics: events and the results file each fill some columns."""
+
+    values = {k: metrics.get(k) for k in METRIC_NAMES if metrics.get(k) is not None}
+    columns = ", ".join(["run_id", "step", *values])
+    marks = ", ".join("?" * (2 + len(values)))
+    update = ", ".join(f"{k} = excluded.{k}" for k in values) or "step = excluded.step"
+    db.execute(
+        f"INSERT INTO metrics ({columns}) VALUES ({marks}) ON CONFLICT(run_id, step) DO UPDATE SET {update}",
+        [run_id, int(metrics["step"]), *values.values()],
+    )
+
+
+def _upsert_checkpoint(db, run_id: str, c) -> None:
+    db.execute(
+        "INSERT INTO checkpoints (run_id, step, model_id, path, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(run_id, step) DO UPDATE SET model_id = excluded.model_id, path = excluded.path,"
+        " metrics = excluded.metrics",
+        [run_id, c.step, c.model_id, c.path, json.dumps(c.metrics or {}), _iso(c.created_at)],
+    )
+
+
+def _run_fields(run: dict, p: Progress) -> dict:
+    """The run columns a poll changes; values it did not report stay as they were."""
+    fields = {"status": p.status, "cursor": p.cursor}
+    optional = {
+        "resolved_hyperparameters": p.hyperparameters,
+        "result_model": p.result_model,
+        "result_path": p.result_path,
+        "trained_tokens": p.trained_tokens,
+        "actual_cost": p.actual_cost,
+        "total_steps": p.total_steps,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    if p.error and (p.error.get("message") or p.error.get("code")):
+        fields.update(
+            error_code=p.error.get("code"), error_message=p.error.get("message"), error_param=p.error.get("param")
+        )
+    if p.status not in ("created", "validating_files", "queued") and not run.get("started_at"):
+        fields["started_at"] = now()
+    if p.status in TERMINAL and not run.get("finished_at"):
+        fields["finished_at"] = now()
+    return fields
