@@ -1,0 +1,98 @@
+"""`ftm datasets ...`: import, validate, list, show and export datasets."""
+
+import sys
+from pathlib import Path
+
+import typer
+
+from . import app
+from .output import emit_json, table
+
+datasets_app = typer.Typer(help="Import, validate, list, show and export datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+FORMATS = "auto|openai|alpaca|prompt-completion|sharegpt"
+
+
+@datasets_app.command("add")
+def add(
+    file: Path = typer.Argument(..., help="A JSONL (or Alpaca JSON array) file."),
+    name: str = typer.Option(None, "--name", "-n", help="A name to refer to it by."),
+    fmt: str = typer.Option("auto", "--format", "-f", help=FORMATS),
+    as_json: bool = typer.Option(False, "--json", help="Print the dataset as JSON."),
+):
+    """Convert a dataset to canonical chat JSONL, validate it and store it in the ledger."""
+    from .. import jobs
+
+    row, new = jobs.add_dataset(file, name=name, fmt=fmt)
+    if as_json:
+        return emit_json({**row, "new": new})
+    verb = "Added" if new else "Already stored as"
+    print(f"{verb} dataset {row['id'][:12]} ({row['name']}, {row['n_examples']} examples, from {row['format']})")
+
+
+@datasets_app.command("validate")
+def validate(
+    file: Path = typer.Argument(..., help="The file to check."),
+    model: str = typer.Option(None, "--model", "-m", help="Check token limits and prices for this model."),
+    fmt: str = typer.Option("auto", "--format", "-f", help=FORMATS),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Report every problem per line, then token statistics and the cost estimate."""
+    from .. import data
+
+    report = data.validate(file, model=model, fmt=fmt)
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        print(report.render())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@datasets_app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List the datasets in the ledger, newest first."""
+    from .. import jobs
+
+    rows = jobs.datasets()
+    if as_json:
+        return emit_json(rows)
+    shown = [{**r, "id": r["id"][:12], "examples": r["n_examples"]} for r in rows]
+    print(table(shown, ["id", "name", "examples", "format", "created_at"]))
+
+
+@datasets_app.command("show")
+def show(
+    ref: str = typer.Argument(..., help="Dataset id, id prefix or name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Show one dataset: where it came from, where it lies, its statistics and uploads."""
+    from .. import jobs
+
+    info = jobs.dataset_info(ref)
+    if as_json:
+        return emit_json(info)
+    for key in ("id", "name", "format", "n_examples", "bytes", "source", "path", "parent_id", "split", "created_at"):
+        if info.get(key) is not None:
+            print(f"{key:>12}: {info[key]}")
+    for up in info["uploads"]:
+        print(f"{'upload':>12}: {up['backend']} {up['file_id']} ({up['account']})")
+    for run in info["runs"]:
+        print(f"{'run':>12}: {run['id']} {run['backend']} {run['base_model']} {run['status']}")
+
+
+@datasets_app.command("export")
+def export(
+    ref: str = typer.Argument(..., help="Dataset id, id prefix or name."),
+    to: str = typer.Option(..., "--to", "-t", help="openai|together|alpaca|trl|sharegpt"),
+    output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
+):
+    """Write a stored dataset in another provider's or library's format."""
+    from .. import jobs
+
+    if output is None:
+        n = jobs.export_dataset(ref, to, sys.stdout)
+    else:
+        n = jobs.export_dataset_to(ref, to, output)
+    print(f"Exported {n} examples as {to}" + (f" to {output}" if output else ""), file=sys.stderr)

@@ -1,0 +1,195 @@
+"""`ftm submit`, `runs`, `show`, `watch`, `cancel`, `pause`, `resume`, `sync`, `models`, `backends`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import InvalidInput
+from . import app
+from .output import emit_json, table
+from .progress import Printer
+
+# `ftm watch` and `ftm submit --wait` exit with how the run ended.
+EXIT_CODES = {"succeeded": 0, "failed": 3, "cancelled": 4}
+RUN_COLUMNS = ["id", "backend", "base_model", "status", "dataset", "result_model", "created_at"]
+
+
+def _options(params: list[str], **flags) -> dict:
+    """Backend options from -p key=value pairs and the named convenience flags."""
+    options = {}
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"-p expects key=value, not {item!r}", "For example: -p lora_r=16.")
+        options[key.strip().replace("-", "_")] = value
+    options.update({k: v for k, v in flags.items() if v is not None})
+    return options
+
+
+def _finish(run: dict, as_json: bool) -> None:
+    if as_json:
+        emit_json(run)
+    code = EXIT_CODES.get(run["status"])
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def submit(
+    dataset: str = typer.Argument(..., help="A data file, or a dataset id/name from the ledger."),
+    backend: str = typer.Option(..., "--backend", "-b", help="Where to train: see `ftm backends`."),
+    model: str = typer.Option(None, "--model", "-m", help="Base model (default: the backend's)."),
+    epochs: str = typer.Option("auto", "--epochs", help="N or auto."),
+    batch_size: str = typer.Option("auto", "--batch-size", help="N or auto."),
+    lr_multiplier: str = typer.Option("auto", "--learning-rate-multiplier", help="X or auto."),
+    suffix: str = typer.Option(None, "--suffix", help="Added to the model name (1-64 characters)."),
+    seed: int = typer.Option(None, "--seed", help="Seed for training and --split."),
+    validation: str = typer.Option(None, "--validation", help="A validation file or dataset."),
+    split: float = typer.Option(None, "--split", help="Hold out this fraction for validation."),
+    params: list[str] = typer.Option(None, "--param", "-p", help="Backend option key=value (repeatable)."),
+    learning_rate: float = typer.Option(None, "--learning-rate", help="Local: set the learning rate outright."),
+    max_length: int = typer.Option(None, "--max-length", help="Local: truncate examples to N tokens."),
+    no_quantize: bool = typer.Option(False, "--no-quantize", help="Local: plain LoRA, no 4-bit base."),
+    gpus: int = typer.Option(None, "--gpus", help="Local: train on N GPUs through accelerate."),
+    wait: bool = typer.Option(False, "--wait", "-w", help="Follow the run until it ends."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
+):
+    """Record a fine-tuning run in the ledger and start it on a backend."""
+    from .. import jobs
+
+    options = _options(params, learning_rate=learning_rate, max_length=max_length,
+                       quantize="false" if no_quantize else None, gpus=gpus)
+    hp = {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": lr_multiplier}
+    printer = Printer(quiet=False) if wait else None
+    run = jobs.submit(dataset, backend, model, hyperparameters=hp, suffix=suffix, seed=seed,
+                      validation=validation, split=split, options=options, wait=wait,
+                      on_update=printer.update if printer else None)
+    if not as_json:
+        print(f"{run['id']}  {run['backend']}  {run['base_model']}  {run['status']}"
+              + (f"  {run['result_model']}" if run.get("result_model") else ""))
+    if wait:
+        _finish(run, as_json)
+    elif as_json:
+        emit_json(run)
+
+
+@app.command("runs")
+def runs(
+    backend: str = typer.Option(None, "--backend", "-b", help="Only this backend's runs."),
+    status: str = typer.Option(None, "--status", "-s", help="Only runs with this status."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Only runs of this dataset."),
+    limit: int = typer.Option(100, "--limit", "-n", help="Newest N runs (0: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """List runs, newest first."""
+    from .. import jobs
+
+    rows = jobs.runs(backend=backend, status=status, dataset_ref=dataset, limit=limit or None)
+    if as_json:
+        return emit_json(rows)
+    print(table([{**r, "dataset": r["dataset_id"][:12]} for r in rows], RUN_COLUMNS))
+
+
+@app.command()
+def show(
+    run: str = typer.Argument(..., help="Run id (or a unique prefix, or the provider's job id)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Show a run: its settings, status, error, events, metrics and checkpoints."""
+    from .. import jobs
+    from .display import render_run
+
+    info = jobs.show(run)
+    if as_json:
+        return emit_json(info)
+    print(render_run(info))
+
+
+@app.command()
+def watch(
+    run: str = typer.Argument(..., help="Run id."),
+    as_json: bool = typer.Option(False, "--json", help="Print the finished run as JSON."),
+):
+    """Follow a run until it ends. Exit code: 0 succeeded, 3 failed, 4 cancelled."""
+    from .. import jobs
+
+    printer = Printer(quiet=False)
+    finished = jobs.watch(run, on_update=printer.update)
+    printer.done(finished)
+    _finish(finished, as_json)
+
+
+def _act(verb: str, fn, run: str, as_json: bool) -> None:
+    result = fn(run)
+    if as_json:
+        return emit_json(result)
+    print(f"{result['id']}  {verb}  status: {result['status']}")
+
+
+@app.command()
+def cancel(run: str = typer.Argument(..., help="Run id."), as_json: bool = typer.Option(False, "--json")):
+    """Stop a run."""
+    from .. import jobs
+
+    _act("cancel requested", jobs.cancel, run, as_json)
+
+
+@app.command()
+def pause(run: str = typer.Argument(..., help="Run id."), as_json: bool = typer.Option(False, "--json")):
+    """Pause a running job (where the backend can)."""
+    from .. import jobs
+
+    _act("pause requested", jobs.pause, run, as_json)
+
+
+@app.command()
+def resume(run: str = typer.Argument(..., help="Run id."), as_json: bool = typer.Option(False, "--json")):
+    """Resume a paused run, or an interrupted local one from its last checkpoint."""
+    from .. import jobs
+
+    _act("resume requested", jobs.resume, run, as_json)
+
+
+@app.command()
+def sync(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Poll every unfinished run once and record what changed."""
+    from .. import jobs
+
+    results = jobs.sync()
+    if as_json:
+        return emit_json(results)
+    for item in results:
+        r = item["run"]
+        print(f"{r['id']}  {r['backend']}  {r['status']}" + (f"  error: {item['error']}" if item["error"] else ""))
+    print(f"{len(results)} unfinished run(s) polled.", file=sys.stderr)
+    if any(item["error"] for item in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Every model the ledger knows (results and checkpoints), with the run behind each."""
+    from .. import jobs
+
+    rows = jobs.models()
+    if as_json:
+        return emit_json(rows)
+    shown = [{**r, "dataset": (r["dataset_id"] or "")[:12]} for r in rows]
+    print(table(shown, ["model_id", "kind", "run_id", "backend", "base_model", "dataset", "path"]))
+
+
+@app.command()
+def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List the backends and the options each takes."""
+    from .. import jobs
+
+    rows = jobs.backends()
+    if as_json:
+        return emit_json(rows)
+    for b in rows:
+        print(f"{b['name']}: {b['description']} (default model: {b['default_model'] or 'none'})")
+        for key, help_ in b["options"].items():
+            print(f"    -p {key}=...  {help_}")

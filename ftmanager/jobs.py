@@ -1,0 +1,463 @@
+"""Runs: submit, follow, recover, cancel. The only module that knows both the ledger and backends.
+
+The rule that makes every crash explainable: a run is written to the ledger (status
+"created") before its backend is called, and a run left "created" without a provider job is
+recovered by asking the backend to find the job by our run id before starting it again.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from . import backend as registry
+from . import paths
+from .backend import CREATED, FAILED, CANCELLED, Backend, Progress, RunSpec, is_terminal
+from .errors import BackendError, FtmError, InvalidInput
+from .store import Store
+
+_stores: dict[Path, Store] = {}
+
+LIMITS = {  # OpenAI's ranges; every backend accepts at least these
+    "n_epochs": (int, 1, 50),
+    "batch_size": (int, 1, 256),
+    "learning_rate_multiplier": (float, 1e-9, 1e6),
+}
+
+
+def store() -> Store:
+    """The ledger for the current FTM_HOME (one connection per process)."""
+    path = paths.ledger_path()
+    if path not in _stores:
+        _stores[path] = Store(path)
+    return _stores[path]
+
+
+# --- datasets --------------------------------------------------------------------------
+
+
+def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto") -> tuple[dict, bool]:
+    """Import a file: convert, validate, store content-addressed, record. Returns (row, new)."""
+    from . import data
+
+    stored = data.store(Path(path), paths.datasets_dir(), fmt=fmt, name=name)
+    return _record_stored(stored, name or Path(path).stem, source=str(Path(path).resolve()))
+
+
+def _record_stored(stored, name: str, source: str, parent_id=None, split=None) -> tuple[dict, bool]:
+    import json
+
+    row = {
+        "id": stored.sha256,
+        "name": name,
+        "format": stored.format,
+        "source": source,
+        "path": str(stored.path),
+        "n_examples": stored.n_examples,
+        "bytes": Path(stored.path).stat().st_size,
+        "stats": json.dumps(getattr(stored.report, "stats", None) or {}, default=str),
+        "parent_id": parent_id,
+        "split": json.dumps(split) if split else None,
+    }
+    return store().add_dataset(row)
+
+
+def dataset(ref: str) -> dict:
+    """A dataset by id, id prefix or name."""
+    return store().dataset(ref)
+
+
+def datasets() -> list[dict]:
+    return store().datasets()
+
+
+def export_dataset(ref: str, to: str, out) -> int:
+    """Write a stored dataset to out in another format; returns the number of examples."""
+    from . import data
+
+    return data.export(Path(dataset(ref)["path"]), to, out)
+
+
+def export_dataset_to(ref: str, to: str, output: Path) -> int:
+    """Export to a file, atomically: an error leaves no partial file behind."""
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            n = export_dataset(ref, to, out)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
+def dataset_info(ref: str) -> dict:
+    """A dataset with its statistics, its uploads and the runs that used it."""
+    import json
+
+    row = dataset(ref)
+    return {
+        **row,
+        "stats": json.loads(row["stats"]) if row["stats"] else {},
+        "split": json.loads(row["split"]) if row["split"] else None,
+        "uploads": store().uploads_of(row["id"]),
+        "runs": store().runs(dataset_id=row["id"]),
+    }
+
+
+def _dataset_arg(ref: str) -> dict:
+    """A dataset named on the command line: a file to import, or one in the ledger."""
+    path = Path(ref)
+    if path.exists() or ref.endswith((".jsonl", ".json")):
+        return add_dataset(path)[0]
+    return dataset(ref)
+
+
+def _split(ds: dict, fraction: float, seed: int) -> tuple[dict, dict]:
+    from . import data
+
+    if not 0 < fraction < 1:
+        raise InvalidInput(f"--split must be between 0 and 1, not {fraction}", "Try --split 0.1.")
+    train, valid = data.split(Path(ds["path"]), fraction, seed, paths.datasets_dir())
+    info = {"fraction": fraction, "seed": seed}
+    train_row = _record_stored(train, f"{ds['name']}-train", ds["source"], ds["id"], {**info, "part": "train"})[0]
+    valid_row = _record_stored(valid, f"{ds['name']}-valid", ds["source"], ds["id"], {**info, "part": "validation"})[0]
+    return train_row, valid_row
+
+
+# --- submitting --------------------------------------------------------------------------
+
+
+def hyperparameter(name: str, value) -> int | float | str:
+    """A hyperparameter value checked against its range: a number, or "auto"."""
+    if value is None or value == "auto":
+        return "auto"
+    kind, low, high = LIMITS[name]
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a number or 'auto', not {value!r}", "") from None
+    if not low <= number <= high:
+        raise InvalidInput(f"{name} must be between {low:g} and {high:g}, not {number}", "")
+    return number
+
+
+def submit(
+    dataset_ref: str,
+    backend: str,
+    model: str | None = None,
+    *,
+    hyperparameters: dict | None = None,
+    suffix: str | None = None,
+    seed: int | None = None,
+    validation: str | None = None,
+    split: float | None = None,
+    options: dict | None = None,
+    parent_run_id: str | None = None,
+    wait: bool = False,
+    on_update: Callable | None = None,
+) -> dict:
+    """Record a run, then start it on the backend. Returns the run (finished if wait)."""
+    impl = registry.get(backend)
+    model = model or impl.default_model
+    if not model:
+        raise InvalidInput(f"the {backend} backend needs a base model", "Give one with --model.")
+    impl.check_options(options or {})
+    _check_suffix_seed(suffix, seed)
+    hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in LIMITS}
+    train, valid, split_info = _training_data(dataset_ref, validation, split, seed)
+    _refuse_invalid(train, model)
+    row = {
+        "id": f"run-{secrets.token_hex(4)}",
+        "backend": backend,
+        "base_model": model,
+        "dataset_id": train["id"],
+        "validation_dataset_id": valid["id"] if valid else None,
+        "split": split_info,
+        "hyperparameters": hp,
+        "options": options or {},
+        "suffix": suffix,
+        "seed": seed,
+        "status": CREATED,
+        "parent_run_id": parent_run_id,
+        "cursor": _starting_claim(),
+    }
+    spec = _spec(row, train, valid)
+    row.update(estimated_cost=_estimate(impl, spec, train), resolved_hyperparameters=impl.resolve(spec))
+    run = _start(store().create_run(row), impl, spec)
+    return watch(run["id"], on_update) if wait else run
+
+
+def _check_suffix_seed(suffix, seed) -> None:
+    if suffix is not None and not 1 <= len(suffix) <= 64:
+        raise InvalidInput(f"--suffix must be 1 to 64 characters, not {len(suffix)}", "")
+    if seed is not None and not 0 <= seed <= 2**31 - 1:
+        raise InvalidInput(f"--seed must be between 0 and 2147483647, not {seed}", "")
+
+
+def _training_data(dataset_ref, validation, split, seed) -> tuple[dict, dict | None, dict | None]:
+    if validation and split:
+        raise InvalidInput("--validation and --split cannot be used together", "Choose one.")
+    train = _dataset_arg(dataset_ref)
+    if validation:
+        return train, _dataset_arg(validation), None
+    if split:
+        seed = 0 if seed is None else seed
+        train, valid = _split(train, split, seed)
+        return train, valid, {"fraction": split, "seed": seed}
+    return train, None, None
+
+
+def _refuse_invalid(ds: dict, model: str) -> None:
+    """Refuse, before anything is recorded, data the provider would reject."""
+    from . import data
+
+    report = data.validate(Path(ds["path"]), model=model)
+    if not report.ok:
+        first = report.errors[0]
+        raise InvalidInput(
+            f"dataset {ds['id'][:12]} has {len(report.errors)} problem(s) for {model} "
+            f"(first: line {first.line}: {first.message})",
+            f"Run `ftm datasets validate {ds['path']} --model {model}` to see them all.",
+        )
+
+
+def _estimate(impl: Backend, spec: RunSpec, ds: dict) -> float | None:
+    from . import data
+
+    n_epochs = spec.hyperparameters.get("n_epochs", "auto")
+    try:
+        estimate = data.estimate(Path(ds["path"]), spec.base_model, n_epochs)
+    except FtmError:
+        return None
+    return impl.estimate_cost(spec, estimate.get("billed_tokens"))
+
+
+def _spec_for(run: dict) -> RunSpec:
+    """Rebuild a run's RunSpec from the ledger alone."""
+    train = store().dataset(run["dataset_id"])
+    valid = store().dataset(run["validation_dataset_id"]) if run["validation_dataset_id"] else None
+    return _spec(run, train, valid)
+
+
+def _spec(run: dict, train: dict, valid: dict | None) -> RunSpec:
+    return RunSpec(
+        run_id=run["id"],
+        base_model=run["base_model"],
+        training_file=Path(train["path"]),
+        dataset_id=train["id"],
+        n_examples=train["n_examples"],
+        run_dir=paths.runs_dir() / run["id"],  # created by _start, not before the run is recorded
+        validation_file=Path(valid["path"]) if valid else None,
+        validation_dataset_id=valid["id"] if valid else None,
+        hyperparameters=run["hyperparameters"] or {},
+        suffix=run["suffix"],
+        seed=run["seed"],
+        options=run["options"] or {},
+    )
+
+
+class _Uploads:
+    """The ledger's uploads table, as a backend sees it."""
+
+    def __init__(self, backend: str):
+        self.backend = backend
+
+    def get(self, dataset_id: str, account: str) -> str | None:
+        row = store().upload(dataset_id, self.backend, account)
+        return row["file_id"] if row else None
+
+    def put(self, dataset_id: str, account: str, file_id: str, nbytes: int) -> None:
+        store().put_upload(dataset_id, self.backend, account, file_id, nbytes)
+
+    def forget(self, dataset_id: str, account: str) -> None:
+        store().forget_upload(dataset_id, self.backend, account)
+
+
+def _starting_claim() -> dict:
+    return {"starting": {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}}
+
+
+def _start(run: dict, impl: Backend, spec: RunSpec) -> dict:
+    """Call backend.start; a definite refusal fails the run, anything else leaves it recoverable."""
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        job_id = impl.start(spec, _Uploads(impl.name))
+    except FtmError as err:
+        store().update_run(run["id"], status=FAILED, cursor={}, error_code="start_refused",
+                           error_message=err.line(), finished_at=_now())
+        raise
+    except Exception as err:
+        detail = f"{type(err).__name__}: {err}"
+        store().update_run(run["id"], cursor={})
+        store().add_event(run["id"], f"start interrupted ({detail})", "error",
+                          {"traceback": traceback.format_exc()})
+        raise BackendError(
+            f"could not confirm that run {run['id']} started on {impl.name} ({detail})",
+            "Run `ftm sync` to find the job or start it; it is never created twice.",
+        ) from err
+    store().add_event(run["id"], f"started {impl.name} job {job_id}")
+    return store().update_run(run["id"], provider_job_id=job_id, cursor={})
+
+
+def _now() -> str:
+    from .store import now
+
+    return now()
+
+
+# --- following ---------------------------------------------------------------------------
+
+
+def _claim_is_live(cursor: dict) -> bool:
+    """Is another process of this machine still inside start() for this run?"""
+    claim = (cursor or {}).get("starting")
+    if not claim or claim.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(claim["pid"], 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _recover(run: dict, impl: Backend) -> dict:
+    """A run left `created` with no job: find its job by our id, or start it now."""
+    if _claim_is_live(run["cursor"]):
+        return run
+    job_id = impl.find(run["id"])
+    if job_id:
+        store().add_event(run["id"], f"found {impl.name} job {job_id} created by an interrupted start")
+        return store().update_run(run["id"], provider_job_id=job_id, cursor={})
+    store().update_run(run["id"], cursor=_starting_claim())
+    return _start(run, impl, _spec_for(run))
+
+
+def refresh(ref: str) -> tuple[dict, Progress | None]:
+    """Poll a run's backend once and record what it reports."""
+    run = store().run(ref)
+    if is_terminal(run["status"]):
+        return run, None
+    impl = registry.get(run["backend"])
+    if not run["provider_job_id"]:
+        run = _recover(run, impl)
+        if not run["provider_job_id"]:
+            return run, None
+    progress = impl.poll(run["provider_job_id"], run["cursor"] or {})
+    return store().record(run["id"], progress), progress
+
+
+def watch(ref: str, on_update: Callable | None = None) -> dict:
+    """Follow a run until it reaches a terminal status; on_update(run, progress) after each poll."""
+    run = store().run(ref)
+    impl = registry.get(run["backend"])
+    interval = None
+    while True:
+        run, progress = refresh(run["id"])
+        if on_update:
+            on_update(run, progress)
+        if is_terminal(run["status"]):
+            return run
+        interval = impl.poll_interval(run["status"], interval)
+        time.sleep(interval)
+
+
+def sync() -> list[dict]:
+    """Poll every unfinished run once. Returns one {run, error} per run."""
+    results = []
+    for run in store().unfinished_runs():
+        try:
+            results.append({"run": refresh(run["id"])[0], "error": None})
+        except FtmError as err:
+            results.append({"run": store().run(run["id"]), "error": err.line()})
+    return results
+
+
+def cancel(ref: str) -> dict:
+    """Ask the backend to stop a run; a run that never reached a backend is cancelled here."""
+    run = store().run(ref)
+    if is_terminal(run["status"]):
+        raise InvalidInput(f"run {run['id']} already {run['status']}", "Nothing to cancel.")
+    impl = registry.get(run["backend"])
+    if not run["provider_job_id"]:
+        job_id = impl.find(run["id"])
+        if not job_id:
+            store().add_event(run["id"], "cancelled before any job was created")
+            return store().update_run(run["id"], status=CANCELLED, cursor={}, finished_at=_now())
+        store().update_run(run["id"], provider_job_id=job_id)
+        run["provider_job_id"] = job_id
+    impl.cancel(run["provider_job_id"])
+    store().add_event(run["id"], "cancel requested")
+    return refresh(run["id"])[0]
+
+
+def pause(ref: str) -> dict:
+    run = _live_run(ref)
+    registry.get(run["backend"]).pause(run["provider_job_id"])
+    store().add_event(run["id"], "pause requested")
+    return refresh(run["id"])[0]
+
+
+def resume(ref: str) -> dict:
+    """Resume a paused run (or, where the backend can, an interrupted one)."""
+    run = store().run(ref)
+    if run["status"] == "succeeded":
+        raise InvalidInput(f"run {run['id']} already succeeded", "Nothing to resume.")
+    impl = registry.get(run["backend"])
+    job_id = impl.resume(run["provider_job_id"], _spec_for(run))
+    fields = {"provider_job_id": job_id} if job_id else {}
+    if is_terminal(run["status"]):
+        fields.update(status="queued", finished_at=None, error_code=None, error_message=None, error_param=None)
+    store().update_run(run["id"], **fields)
+    store().add_event(run["id"], "resume requested")
+    return refresh(run["id"])[0]
+
+
+def _live_run(ref: str) -> dict:
+    run = store().run(ref)
+    if is_terminal(run["status"]) or not run["provider_job_id"]:
+        raise InvalidInput(f"run {run['id']} is {run['status']}", "Only a running job can be paused.")
+    return run
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def runs(backend=None, status=None, dataset_ref=None, limit=None) -> list[dict]:
+    dataset_id = dataset(dataset_ref)["id"] if dataset_ref else None
+    return store().runs(backend=backend, status=status, dataset_id=dataset_id, limit=limit)
+
+
+def show(ref: str) -> dict:
+    """A run with its events, metrics and checkpoints."""
+    run = store().run(ref)
+    return {
+        **run,
+        "events": store().events(run["id"]),
+        "metrics": store().metrics(run["id"]),
+        "checkpoints": store().checkpoints(run["id"]),
+    }
+
+
+def models() -> list[dict]:
+    return store().models()
+
+
+def backends() -> list[dict]:
+    """Each registered backend with its description, default model and options."""
+    rows = []
+    for name in registry.names():
+        try:
+            cls = registry.load(name)
+        except Exception as err:  # a broken plugin must not hide the others
+            rows.append({"name": name, "description": f"cannot load: {type(err).__name__}: {err}",
+                         "default_model": None, "options": {}})
+            continue
+        rows.append({"name": name, "description": cls.description,
+                     "default_model": cls.default_model, "options": dict(cls.options)})
+    return rows
