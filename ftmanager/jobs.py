@@ -45,8 +45,14 @@ def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto") ->
     """Import a file: convert, validate, store content-addressed, record. Returns (row, new)."""
     from . import data
 
+    ledger = store()  # open the ledger first: a ledger we cannot use means nothing is written
     stored = data.store(Path(path), paths.datasets_dir(), fmt=fmt, name=name)
-    return _record_stored(stored, name or Path(path).stem, source=str(Path(path).resolve()))
+    try:
+        return _record_stored(stored, name or Path(path).stem, source=str(Path(path).resolve()))
+    except BaseException:
+        if not ledger.has_dataset(stored.sha256):  # not recorded: the file would be an orphan
+            Path(stored.path).unlink(missing_ok=True)
+        raise
 
 
 def _record_stored(stored, name: str, source: str, parent_id=None, split=None) -> tuple[dict, bool]:

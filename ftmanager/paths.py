@@ -3,6 +3,18 @@
 import os
 from pathlib import Path
 
+from .errors import LedgerError
+
+
+def _ensure(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LedgerError(
+            f"cannot create {path} ({err.strerror})", "Point FTM_HOME at a writable directory."
+        ) from None
+    return path
+
 
 def home() -> Path:
     """The ftm home directory, created on first use."""
@@ -13,8 +25,7 @@ def home() -> Path:
         import platformdirs  # imported late: only needed when FTM_HOME is unset
 
         path = Path(platformdirs.user_data_dir("ftm", appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _ensure(path)
 
 
 def ledger_path() -> Path:
@@ -22,24 +33,16 @@ def ledger_path() -> Path:
 
 
 def datasets_dir() -> Path:
-    path = home() / "datasets"
-    path.mkdir(exist_ok=True)
-    return path
+    return _ensure(home() / "datasets")
 
 
 def runs_dir() -> Path:
-    path = home() / "runs"
-    path.mkdir(exist_ok=True)
-    return path
+    return _ensure(home() / "runs")
 
 
 def run_dir(run_id: str) -> Path:
-    path = runs_dir() / run_id
-    path.mkdir(exist_ok=True)
-    return path
+    return _ensure(runs_dir() / run_id)
 
 
 def models_dir() -> Path:
-    path = home() / "models"
-    path.mkdir(exist_ok=True)
-    return path
+    return _ensure(home() / "models")

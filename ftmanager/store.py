@@ -130,6 +130,9 @@ class Store:
         rows = self._all("SELECT * FROM datasets WHERE id LIKE ? LIMIT 5", [_prefix(ref)])
         return _single(rows, ref, "dataset", "ftm datasets list")
 
+    def has_dataset(self, dataset_id: str) -> bool:
+        return self._one("SELECT 1 AS x FROM datasets WHERE id = ?", [dataset_id]) is not None
+
     def datasets(self) -> list[dict]:
         return self._all("SELECT * FROM datasets ORDER BY created_at DESC, rowid DESC")
 

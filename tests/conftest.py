@@ -1,0 +1,68 @@
+"""Shared fixtures: a fresh FTM_HOME per test, the fake backend plugin, and `ftm` as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+EXAMPLES = ROOT / "examples"
+
+# The fake backend is a plugin found through its entry point, as a third party's would be.
+sys.path.insert(0, str(PLUGINS))
+
+
+@pytest.fixture
+def ftm_home(tmp_path, monkeypatch) -> Path:
+    """A fresh FTM_HOME (and fake provider) for one test; the library's ledger cache is reset."""
+    from ftmanager import jobs
+
+    home = tmp_path / "ftm-home"
+    monkeypatch.setenv("FTM_HOME", str(home))
+    monkeypatch.setenv("FTM_FAKE_DIR", str(tmp_path / "fake-provider"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
+    jobs._stores.clear()
+    yield home
+    for s in jobs._stores.values():
+        s.close()
+    jobs._stores.clear()
+
+
+class Result:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.code, self.out, self.err = proc.returncode, proc.stdout, proc.stderr
+
+    def json(self):
+        return json.loads(self.out)
+
+    def __repr__(self):
+        return f"<exit {self.code}\nstdout: {self.out[-2000:]}\nstderr: {self.err[-2000:]}>"
+
+
+def ftm(*args, input=None, timeout=120, env=None) -> Result:
+    """Run `ftm ARGS` as a real process, with the current environment (FTM_HOME included)."""
+    cmd = [sys.executable, "-m", "ftmanager", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    return Result(proc)
+
+
+@pytest.fixture
+def chat_file(tmp_path) -> Path:
+    """A small valid chat dataset of 12 examples."""
+    path = tmp_path / "chat.jsonl"
+    rows = []
+    for i in range(12):
+        rows.append({"messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": f"What is {i} plus {i}?"},
+            {"role": "assistant", "content": f"{2 * i}"},
+        ]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
