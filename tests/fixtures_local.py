@@ -1,0 +1,85 @@
+"""A tiny real Llama for the local backend's tests: trains in well under a second.
+
+Character-level WordLevel tokenizer (every printable ASCII character is a token, offsets
+exact) with ChatML-style special tokens and chat template, and a 2-layer LlamaConfig.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+
+from ftmanager.backend import RunSpec
+
+SPECIALS = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_llama(path: Path, hidden: int = 32, layers: int = 2) -> Path:
+    """Save a randomly initialised tiny Llama with its tokenizer and chat template at path."""
+    import torch
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, decoders
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + chars)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>",
+                                  eos_token="<|im_end|>", bos_token="<|im_start|>")
+    tok.add_special_tokens({"additional_special_tokens": SPECIALS[2:]})
+    tok.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, pad_token_id=1, bos_token_id=2, eos_token_id=3,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def chat(question: str, answer: str, system: str | None = None) -> dict:
+    msgs = [{"role": "system", "content": system}] if system else []
+    return {"messages": msgs + [{"role": "user", "content": question},
+                                {"role": "assistant", "content": answer}]}
+
+
+def tiny_dataset(n: int = 12) -> list[dict]:
+    return [chat(f"What is {i} plus {i}?", f"{2 * i}") for i in range(n)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def tiny_spec(tmp: Path, model: Path, rows: list[dict] | None = None, run_id: str = "run-tiny",
+              validation: list[dict] | None = None, **hp_and_options) -> RunSpec:
+    """A RunSpec for the tiny model; keyword args: n_epochs/batch_size/... or options."""
+    rows = rows if rows is not None else tiny_dataset()
+    hp_keys = {"n_epochs", "batch_size", "learning_rate_multiplier"}
+    hp = {k: v for k, v in hp_and_options.items() if k in hp_keys}
+    options = {"quantize": "false", "lora_dropout": "0.1", "device": "cpu", "learning_rate": "0.01"}
+    options.update({k: str(v) for k, v in hp_and_options.items() if k not in hp_keys})
+    run_dir = tmp / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunSpec(
+        run_id=run_id, base_model=str(model), training_file=write_jsonl(tmp / f"{run_id}.jsonl", rows),
+        dataset_id="ds-tiny", n_examples=len(rows), run_dir=run_dir,
+        validation_file=write_jsonl(tmp / f"{run_id}-valid.jsonl", validation) if validation else None,
+        hyperparameters=hp, seed=7, options=options,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
