@@ -196,7 +196,9 @@ def submit(
     spec = _spec(row, train, valid)
     row.update(estimated_cost=_estimate(impl, spec, train), resolved_hyperparameters=impl.resolve(spec))
     run = _start(store().create_run(row), impl, spec)
-    return watch(run["id"], on_update) if wait else run
+    if wait:
+        return watch(run["id"], on_update)
+    return refresh(run["id"])[0]  # one poll, so the status shown is the provider's
 
 
 def _check_suffix_seed(suffix, seed) -> None:

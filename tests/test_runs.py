@@ -1,0 +1,158 @@
+"""Runs through every status with the fake provider plugin, as a user drives them from `ftm`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from conftest import ftm
+
+
+def fake_jobs(ftm_home) -> list[dict]:
+    from ftm_fake_backend import FakeBackend
+
+    return FakeBackend().jobs()
+
+
+def one_line_error(result, *needles) -> None:
+    assert result.code == 1, result
+    assert result.err.startswith("Error: "), result
+    assert len(result.err.strip().splitlines()) == 1, result
+    for needle in needles:
+        assert needle in result.err, result
+
+
+def test_submit_wait_records_everything_the_provider_reported(ftm_home, chat_file):
+    result = ftm("submit", chat_file, "--backend", "fake", "--model", "fake-ok", "--epochs", "3",
+                 "--suffix", "demo", "--seed", "7", "--wait", "--json")
+    assert result.code == 0, result
+    run = result.json()
+    assert run["status"] == "succeeded"
+    assert run["result_model"] == f"fake:{run['provider_job_id']}"
+    assert run["hyperparameters"] == {"n_epochs": 3, "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    assert run["resolved_hyperparameters"]["learning_rate_multiplier"] == 2.0
+    assert run["trained_tokens"] == 1234 and run["finished_at"]
+    shown = ftm("show", run["id"], "--json").json()
+    assert [m["step"] for m in shown["metrics"]] == [1, 2, 3]
+    assert shown["metrics"][-1]["train_loss"] == pytest.approx(2 / 3)
+    assert [c["model_id"] for c in shown["checkpoints"]][-1].endswith("ckpt-step-3")
+    messages = [e["message"] for e in shown["events"]]
+    assert messages[0].startswith("started fake job") and "fake: now succeeded" in messages
+    assert len(messages) == len(set(e["provider_event_id"] for e in shown["events"]))
+
+
+def test_a_failed_run_keeps_its_error_and_watch_says_so(ftm_home, chat_file):
+    result = ftm("submit", chat_file, "-b", "fake", "-m", "fake-fail", "--wait")
+    assert result.code == 3, result
+    assert "invalid_n_examples" in result.err
+    run_id = result.out.split()[0]
+    text = ftm("show", run_id).out
+    assert "error: invalid_n_examples: the fake job failed (param: training_file)" in text
+    assert ftm("watch", run_id).code == 3
+
+
+def test_an_unknown_status_is_kept_verbatim(ftm_home, chat_file):
+    from ftmanager import jobs
+
+    run = jobs.submit(str(chat_file), "fake", "fake-odd")
+    seen = [jobs.refresh(run["id"])[0]["status"] for _ in range(3)]
+    assert seen == ["validating_files", "compacting", "succeeded"]
+    listed = ftm("runs", "--status", "succeeded", "--json").json()
+    assert [r["id"] for r in listed] == [run["id"]]
+
+
+def test_a_refused_start_fails_the_run_with_one_line(ftm_home, chat_file):
+    result = ftm("submit", chat_file, "-b", "fake", "-m", "fake-refuse")
+    one_line_error(result, "refused the job")
+    runs = ftm("runs", "--json").json()
+    assert [r["status"] for r in runs] == ["failed"]
+    assert "refused" in runs[0]["error_message"]
+    assert fake_jobs(ftm_home) == []
+
+
+def test_an_interrupted_start_is_recovered_by_sync_without_a_second_job(ftm_home, chat_file):
+    result = ftm("submit", chat_file, "-b", "fake", "-m", "fake-drop")
+    one_line_error(result, "could not confirm", "ftm sync")
+    [run] = ftm("runs", "--json").json()
+    assert run["status"] == "queued" and run["provider_job_id"] is None
+    assert len(fake_jobs(ftm_home)) == 1  # the provider did create it
+    synced = ftm("sync", "--json")
+    assert synced.code == 0, synced
+    assert synced.json()[0]["run"]["provider_job_id"] == fake_jobs(ftm_home)[0]["id"]
+    assert ftm("watch", run["id"]).code == 0
+    assert len(fake_jobs(ftm_home)) == 1
+    assert ftm("show", run["id"], "--json").json()["status"] == "succeeded"
+
+
+def test_cancel_pause_and_resume(ftm_home, chat_file):
+    run = ftm("submit", chat_file, "-b", "fake", "-m", "fake-slow", "--json").json()
+    assert run["status"] == "queued" and run["provider_job_id"]
+    assert ftm("pause", run["id"], "--json").json()["status"] == "paused"
+    assert ftm("resume", run["id"], "--json").json()["status"] == "running"
+    assert ftm("cancel", run["id"], "--json").json()["status"] == "cancelled"
+    assert ftm("watch", run["id"]).code == 4
+    one_line_error(ftm("cancel", run["id"]), "already cancelled")
+
+
+def test_uploads_are_recorded_once_per_dataset_and_account(ftm_home, chat_file):
+    for _ in range(2):
+        assert ftm("submit", chat_file, "-b", "fake", "--wait").code == 0
+    conn = sqlite3.connect(ftm_home / "ftm.db")
+    assert conn.execute("SELECT count(*), min(account) FROM uploads").fetchone() == (1, "fake://provider")
+    assert conn.execute("SELECT count(*) FROM datasets").fetchone()[0] == 1
+    assert conn.execute("SELECT count(DISTINCT id) FROM runs").fetchone()[0] == 2
+
+
+def test_split_makes_a_seeded_recorded_validation_set(ftm_home, chat_file):
+    first = ftm("submit", chat_file, "-b", "fake", "--split", "0.25", "--seed", "3", "--json").json()
+    again = ftm("submit", chat_file, "-b", "fake", "--split", "0.25", "--seed", "3", "--json").json()
+    assert first["split"] == {"fraction": 0.25, "seed": 3}
+    assert first["validation_dataset_id"] and first["validation_dataset_id"] != first["dataset_id"]
+    assert (first["dataset_id"], first["validation_dataset_id"]) == (again["dataset_id"], again["validation_dataset_id"])
+    sizes = {d["id"]: d["n_examples"] for d in ftm("datasets", "list", "--json").json()}
+    assert sizes[first["dataset_id"]] + sizes[first["validation_dataset_id"]] == 12
+    assert sizes[first["validation_dataset_id"]] == 3
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["-b", "nope"], "no backend called 'nope'"),
+        (["-b", "fake", "--epochs", "0"], "n_epochs must be between 1 and 50"),
+        (["-b", "fake", "--epochs", "many"], "n_epochs must be a number or 'auto'"),
+        (["-b", "fake", "--learning-rate-multiplier", "-1"], "learning_rate_multiplier must be between"),
+        (["-b", "fake", "-p", "lora_r=8"], "has no option lora_r"),
+        (["-b", "fake", "-p", "oops"], "-p expects key=value"),
+        (["-b", "fake", "--split", "0.2", "--validation", "x.jsonl"], "cannot be used together"),
+        (["-b", "fake", "--split", "1.5"], "--split must be between 0 and 1"),
+        (["-b", "fake", "--suffix", "x" * 65], "--suffix must be 1 to 64 characters"),
+    ],
+)
+def test_bad_submit_flags_are_one_line_and_record_nothing(ftm_home, chat_file, args, needle):
+    one_line_error(ftm("submit", chat_file, *args), needle)
+    assert ftm("runs", "--json").json() == []
+
+
+def test_unknown_ids_are_one_line(ftm_home, chat_file):
+    for args in (["show", "run-nope"], ["watch", "run-nope"], ["cancel", "nope"], ["datasets", "show", "nope"]):
+        one_line_error(ftm(*args), "nope")
+
+
+def test_every_listing_prints_pure_json(ftm_home, chat_file):
+    run = ftm("submit", chat_file, "-b", "fake", "--wait", "--json").json()
+    for args in (["runs"], ["show", run["id"]], ["datasets", "list"], ["datasets", "show", run["dataset_id"][:10]],
+                 ["models"], ["backends"], ["sync"]):
+        result = ftm(*args, "--json")
+        assert result.code == 0, result
+        json.loads(result.out)
+    models = ftm("models", "--json").json()
+    assert {m["model_id"] for m in models} >= {run["result_model"]}
+    assert all(m["run_id"] == run["id"] for m in models)
+
+
+def test_backends_lists_built_ins_and_plugins_with_their_options(ftm_home):
+    rows = {b["name"]: b for b in ftm("backends", "--json").json()}
+    assert {"openai", "local", "fake"} <= set(rows)
+    assert rows["fake"]["options"] == {"note": "any text; recorded, otherwise ignored"}
