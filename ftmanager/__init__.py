@@ -1,0 +1,28 @@
+"""ftm: a fine-tuning manager. The library behind the `ftm` command.
+
+    import ftmanager
+    run = ftmanager.submit("examples/capitals.jsonl", backend="local", wait=True)
+    ftmanager.show(run["id"])["metrics"]
+
+Every CLI command is a call to one of these functions (see ftmanager.jobs).
+"""
+
+__version__ = "0.1.0"
+
+_API = {
+    "add_dataset", "dataset", "datasets", "export_dataset", "submit", "refresh", "watch", "sync",
+    "cancel", "pause", "resume", "runs", "show", "models", "backends",
+}
+
+
+def __getattr__(name: str):
+    # Lazy, so that `import ftmanager` (and so `ftm --help`) stays cheap.
+    if name in _API:
+        from . import jobs
+
+        return getattr(jobs, name)
+    raise AttributeError(f"module 'ftmanager' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(_API | {"__version__"})
