@@ -117,8 +117,10 @@ class Backend(abc.ABC):
     default_model: ClassVar[str | None] = None
     # backend-specific options accepted as `ftm submit -p key=value`: name -> help
     options: ClassVar[dict[str, str]] = {}
-    # does start() need a provider account (and so an uploads cache)?
+    # the provider account uploads are cached for (base URL + organisation); never a key
     account: str = ""
+    # the rate learning_rate_multiplier scales, where the backend documents one (re-runs map on it)
+    base_learning_rate: ClassVar[float | None] = None
 
     @abc.abstractmethod
     def start(self, spec: RunSpec, uploads: Uploads) -> str:

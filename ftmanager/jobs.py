@@ -19,6 +19,7 @@ from . import backend as registry
 from . import paths
 from .backend import CREATED, FAILED, CANCELLED, Backend, Progress, RunSpec, is_terminal
 from .errors import BackendError, FtmError, InvalidInput
+from .mapping import Mapped, map_settings
 from .store import Store
 
 _stores: dict[Path, Store] = {}
@@ -199,6 +200,39 @@ def submit(
     if wait:
         return watch(run["id"], on_update)
     return refresh(run["id"])[0]  # one poll, so the status shown is the provider's
+
+
+def rerun(
+    ref: str,
+    backend: str,
+    model: str | None = None,
+    *,
+    hyperparameters: dict | None = None,
+    options: dict | None = None,
+    suffix: str | None = None,
+    seed: int | None = None,
+    wait: bool = False,
+    on_update: Callable | None = None,
+) -> tuple[dict, Mapped]:
+    """Re-run a run's dataset (and validation set) on another backend, linked to its parent.
+
+    Needs nothing from the parent's provider: the data lives in the ledger.
+    """
+    parent = store().run(ref)
+    source, target = registry.load(parent["backend"]), registry.load(backend)
+    mapped = map_settings(parent, source, target, hyperparameters or {}, options or {})
+    if not model:
+        model = parent["base_model"] if backend == parent["backend"] else target.default_model
+        mapped.notes.append(f"model={model}" + ("" if backend == parent["backend"] else f" ({backend}'s default)"))
+    run = submit(
+        parent["dataset_id"], backend, model, hyperparameters=mapped.hyperparameters,
+        suffix=suffix if suffix is not None else parent["suffix"],
+        seed=seed if seed is not None else parent["seed"],
+        validation=parent["validation_dataset_id"], options=mapped.options,
+        parent_run_id=parent["id"], on_update=on_update, wait=False,
+    )
+    store().add_event(run["id"], f"re-run of {parent['id']} ({parent['backend']}): {mapped.summary()}")
+    return (watch(run["id"], on_update) if wait else run), mapped
 
 
 def _check_suffix_seed(suffix, seed) -> None:

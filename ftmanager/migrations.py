@@ -124,7 +124,48 @@ def m001_initial(db) -> None:
     db["checkpoints"].create_index(["run_id", "step"], unique=True)
 
 
-MIGRATIONS = [m001_initial]  # append-only
+def m002_evaluations(db) -> None:
+    db["evaluations"].create(
+        {
+            "id": int,
+            "run_id": str,  # null for a base model evaluated as a baseline
+            "label": str,  # the run id, or "base:<backend>:<model>"
+            "backend": str,
+            "model_id": str,  # what answered: an ft:/local: model, or the base model
+            "base_model": str,
+            "dataset_id": str,  # the held-out data, stored like any dataset
+            "n_examples": int,
+            "exact_match": float,  # means over the examples
+            "token_f1": float,
+            "rouge_l": float,
+            "chrf": float,
+            "seconds": float,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id"), ("dataset_id", "datasets", "id")],
+    )
+    db["evaluations"].create_index(["run_id"])
+    db["generations"].create(
+        {
+            "id": int,
+            "evaluation_id": int,
+            "example": int,  # index in the held-out file
+            "prompt": str,  # JSON: the messages sent
+            "reference": str,
+            "output": str,
+            "exact_match": float,
+            "token_f1": float,
+            "rouge_l": float,
+            "chrf": float,
+        },
+        pk="id",
+        foreign_keys=[("evaluation_id", "evaluations", "id")],
+    )
+    db["generations"].create_index(["evaluation_id", "example"], unique=True)
+
+
+MIGRATIONS = [m001_initial, m002_evaluations]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 

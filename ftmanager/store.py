@@ -230,6 +230,52 @@ class Store:
                ORDER BY created_at DESC"""
         )
 
+    def metric_summary(self, run_id: str) -> dict:
+        """Final and best value of each metric, computed in SQLite (runs may have 100k steps)."""
+        best = self._one(
+            """SELECT count(*) AS steps, max(step) AS last_step, min(train_loss) AS best_train_loss,
+                      max(train_accuracy) AS best_train_accuracy, min(valid_loss) AS best_valid_loss,
+                      max(valid_mean_token_accuracy) AS best_valid_mean_token_accuracy
+               FROM metrics WHERE run_id = ?""", [run_id])
+        for name in ("train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"):
+            row = self._one(f"SELECT {name} AS v FROM metrics WHERE run_id = ? AND {name} IS NOT NULL"
+                            " ORDER BY step DESC LIMIT 1", [run_id])
+            best[f"final_{name}"] = row["v"] if row else None
+        return best
+
+    def metric_curve(self, run_id: str, name: str, max_points: int = 2000) -> list[tuple[int, float]]:
+        """(step, value) pairs of one metric, thinned to at most about max_points."""
+        if name not in METRIC_NAMES:
+            raise InvalidInput(f"no metric called {name}", f"Choose one of {', '.join(METRIC_NAMES)}.")
+        n = self._one("SELECT count(*) AS n FROM metrics WHERE run_id = ?", [run_id])["n"]
+        every = max(1, n // max_points)
+        rows = self.conn.execute(
+            f"SELECT step, {name} FROM metrics WHERE run_id = ? AND {name} IS NOT NULL"
+            f" AND (step % ? = 0 OR step = (SELECT max(step) FROM metrics WHERE run_id = ?)) ORDER BY step",
+            [run_id, every, run_id])
+        return [tuple(r) for r in rows]
+
+    def add_evaluation(self, row: dict, generations: list[dict]) -> int:
+        """Record one evaluation and every generation in it, in one transaction."""
+        with self.write() as db:
+            eval_id = db["evaluations"].insert({**row, "created_at": now()}).last_pk
+            db["generations"].insert_all({**g, "evaluation_id": eval_id} for g in generations)
+        return eval_id
+
+    def evaluations(self, run_id: str | None = None, label: str | None = None) -> list[dict]:
+        if run_id:
+            return self._all("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id", [run_id])
+        if label:
+            return self._all("SELECT * FROM evaluations WHERE label = ? ORDER BY id", [label])
+        return self._all("SELECT * FROM evaluations ORDER BY id")
+
+    def generations(self, evaluation_id: int) -> list[dict]:
+        return self._all("SELECT * FROM generations WHERE evaluation_id = ? ORDER BY example", [evaluation_id])
+
+    def children(self, run_id: str) -> list[dict]:
+        """Runs that re-run this one."""
+        return [_load(r) for r in self._all("SELECT * FROM runs WHERE parent_run_id = ? ORDER BY created_at", [run_id])]
+
     def add_event(self, run_id: str, message: str, level="info", data: dict | None = None) -> None:
         """An event of ftm's own (not the provider's) on a run."""
         with self.write() as db:

@@ -42,6 +42,22 @@ CREATE TABLE "datasets" (
    "split" TEXT,
    "created_at" TEXT
 );
+CREATE TABLE "evaluations" (
+   "id" INTEGER PRIMARY KEY,
+   "run_id" TEXT REFERENCES "runs"("id"),
+   "label" TEXT,
+   "backend" TEXT,
+   "model_id" TEXT,
+   "base_model" TEXT,
+   "dataset_id" TEXT REFERENCES "datasets"("id"),
+   "n_examples" INTEGER,
+   "exact_match" REAL,
+   "token_f1" REAL,
+   "rouge_l" REAL,
+   "chrf" REAL,
+   "seconds" REAL,
+   "created_at" TEXT
+);
 CREATE TABLE "events" (
    "id" INTEGER PRIMARY KEY,
    "run_id" TEXT REFERENCES "runs"("id"),
@@ -51,6 +67,18 @@ CREATE TABLE "events" (
    "type" TEXT,
    "message" TEXT,
    "data" TEXT
+);
+CREATE TABLE "generations" (
+   "id" INTEGER PRIMARY KEY,
+   "evaluation_id" INTEGER REFERENCES "evaluations"("id"),
+   "example" INTEGER,
+   "prompt" TEXT,
+   "reference" TEXT,
+   "output" TEXT,
+   "exact_match" REAL,
+   "token_f1" REAL,
+   "rouge_l" REAL,
+   "chrf" REAL
 );
 CREATE TABLE "metrics" (
    "run_id" TEXT REFERENCES "runs"("id"),
@@ -106,8 +134,12 @@ CREATE UNIQUE INDEX "idx__sqlite_migrations_migration_set_name"
     ON "_sqlite_migrations" ("migration_set", "name");
 CREATE UNIQUE INDEX "idx_checkpoints_run_id_step"
     ON "checkpoints" ("run_id", "step");
+CREATE INDEX "idx_evaluations_run_id"
+    ON "evaluations" ("run_id");
 CREATE UNIQUE INDEX "idx_events_run_id_provider_event_id"
     ON "events" ("run_id", "provider_event_id");
+CREATE UNIQUE INDEX "idx_generations_evaluation_id_example"
+    ON "generations" ("evaluation_id", "example");
 CREATE INDEX "idx_runs_backend"
     ON "runs" ("backend");
 CREATE INDEX "idx_runs_created_at"

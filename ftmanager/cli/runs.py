@@ -67,6 +67,41 @@ def submit(
     run = jobs.submit(dataset, backend, model, hyperparameters=hp, suffix=suffix, seed=seed,
                       validation=validation, split=split, options=options, wait=wait,
                       on_update=printer.update if printer else None)
+    _report(run, wait, as_json)
+
+
+@app.command()
+def rerun(
+    run: str = typer.Argument(..., help="The run whose dataset and settings to re-run."),
+    backend: str = typer.Option(..., "--backend", "-b", help="Where to re-run it."),
+    model: str = typer.Option(None, "--model", "-m", help="Base model (default: the backend's)."),
+    epochs: str = typer.Option(None, "--epochs", help="Override: N or auto."),
+    batch_size: str = typer.Option(None, "--batch-size", help="Override: N or auto."),
+    lr_multiplier: str = typer.Option(None, "--learning-rate-multiplier", help="Override: X or auto."),
+    suffix: str = typer.Option(None, "--suffix", help="Override the suffix."),
+    seed: int = typer.Option(None, "--seed", help="Override the seed."),
+    params: list[str] = typer.Option(None, "--param", "-p", help="Backend option key=value (repeatable)."),
+    learning_rate: float = typer.Option(None, "--learning-rate", help="Local: set the learning rate outright."),
+    max_length: int = typer.Option(None, "--max-length", help="Local: truncate examples to N tokens."),
+    no_quantize: bool = typer.Option(False, "--no-quantize", help="Local: plain LoRA, no 4-bit base."),
+    gpus: int = typer.Option(None, "--gpus", help="Local: train on N GPUs through accelerate."),
+    wait: bool = typer.Option(False, "--wait", "-w", help="Follow the new run until it ends."),
+    as_json: bool = typer.Option(False, "--json", help="Print the new run as JSON."),
+):
+    """Re-run a run's dataset on another backend (or model), mapping its settings across."""
+    from .. import jobs
+
+    options = _options(params, learning_rate=learning_rate, max_length=max_length,
+                       quantize="false" if no_quantize else None, gpus=gpus)
+    hp = {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": lr_multiplier}
+    printer = Printer(quiet=False) if wait else None
+    new, mapped = jobs.rerun(run, backend, model, hyperparameters=hp, options=options, suffix=suffix,
+                             seed=seed, wait=wait, on_update=printer.update if printer else None)
+    print(f"Re-run of {new['parent_run_id']}: {mapped.summary()}", file=sys.stderr)
+    _report(new, wait, as_json)
+
+
+def _report(run: dict, wait: bool, as_json: bool) -> None:
     if not as_json:
         print(f"{run['id']}  {run['backend']}  {run['base_model']}  {run['status']}"
               + (f"  {run['result_model']}" if run.get("result_model") else ""))

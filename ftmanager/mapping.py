@@ -1,0 +1,61 @@
+"""Carry a run's settings to another backend, saying plainly what could not be carried."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+
+
+@dataclass
+class Mapped:
+    hyperparameters: dict
+    options: dict
+    notes: list[str] = field(default_factory=list)  # what was carried, and how
+    dropped: list[str] = field(default_factory=list)  # what could not be carried
+
+    def summary(self) -> str:
+        parts = []
+        if self.notes:
+            parts.append("mapped: " + "; ".join(self.notes))
+        if self.dropped:
+            parts.append("not mapped: " + "; ".join(self.dropped))
+        return ". ".join(parts) or "nothing to map"
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def map_settings(parent: dict, source, target, hp_overrides: dict, option_overrides: dict) -> Mapped:
+    """The hyperparameters and options for re-running parent (trained on source) on target.
+
+    Numbers the parent actually trained with (resolved) win over "auto", so the re-run trains
+    the way the parent did; overrides win over both.
+    """
+    asked = parent.get("hyperparameters") or {}
+    resolved = parent.get("resolved_hyperparameters") or {}
+    out = Mapped(hyperparameters={}, options={})
+    for key in HYPERPARAMETERS:
+        value = asked.get(key, "auto")
+        if value == "auto" and _number(resolved.get(key)) is not None:
+            value = resolved[key]
+            out.notes.append(f"{key}={value} (resolved by {source.name} from auto)")
+        out.hyperparameters[key] = value
+    _map_options(parent.get("options") or {}, source, target, out)
+    out.hyperparameters.update({k: v for k, v in hp_overrides.items() if v is not None})
+    out.options.update(option_overrides)
+    return out
+
+
+def _map_options(options: dict, source, target, out: Mapped) -> None:
+    for key, value in options.items():
+        if key in target.options:
+            out.options[key] = value
+        elif key == "learning_rate" and source.base_learning_rate:
+            multiplier = float(value) / source.base_learning_rate
+            out.hyperparameters["learning_rate_multiplier"] = multiplier
+            out.notes.append(f"learning_rate={value} -> learning_rate_multiplier={multiplier:g} "
+                             f"({source.name}'s base rate is {source.base_learning_rate:g})")
+        else:
+            out.dropped.append(f"{key}={value} ({target.name} has no such option)")
