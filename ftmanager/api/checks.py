@@ -1,0 +1,93 @@
+"""The training-file checks OpenAI runs while a job is `validating_files`.
+
+Only what the provider does (its errors end a job as `failed` with a code and message);
+ftm's own, stricter checks live in the data layer and run before a job is ever created.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MIN_EXAMPLES = 10
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>",
+                  "<|fim_middle|>", "<|fim_suffix|>", "<|endofprompt|>")
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+@dataclass
+class FileReport:
+    n_examples: int = 0
+    tokens: int = 0  # one epoch's tokens, by a rough word-piece count
+    error: dict | None = None  # {"code", "message", "param"} when OpenAI would fail the job
+
+
+def count_tokens(text: str) -> int:
+    """A deterministic stand-in for a tokenizer: words and punctuation marks."""
+    return len(_WORD.findall(text))
+
+
+def check_file(path: Path, param: str = "training_file", label: str = "Training") -> FileReport:
+    """Stream a JSONL file the way OpenAI validates it; stop at the first error."""
+    report = FileReport()
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            problem, tokens = _check_line(raw)
+            if problem:
+                report.error = _error("invalid_file_format", f"Invalid file format. Line {n}, {problem}", param)
+                return report
+            report.n_examples += 1
+            report.tokens += tokens
+    if report.n_examples < MIN_EXAMPLES:
+        message = (f"{label} file has {report.n_examples} example(s), but must have at least "
+                   f"{MIN_EXAMPLES} examples")
+        report.error = _error("invalid_n_examples", message, param)
+    return report
+
+
+def _error(code: str, message: str, param: str) -> dict:
+    return {"code": code, "message": message, "param": param}
+
+
+def _check_line(raw: bytes) -> tuple[str | None, int]:
+    """(problem, tokens) for one line: problem is None when OpenAI would accept it."""
+    try:
+        example = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return "could not parse the line as JSON", 0
+    messages = example.get("messages") if isinstance(example, dict) else None
+    if not isinstance(messages, list) or not messages:
+        return 'key "messages": missing or not a list of messages', 0
+    tokens = 3
+    for i, message in enumerate(messages, 1):
+        problem = _check_message(message)
+        if problem:
+            return f"message {i}, {problem}", 0
+        tokens += 3 + count_tokens(_text(message.get("content")))
+    if not any(m.get("role") == "assistant" for m in messages):
+        return "an example must contain at least one assistant message", 0
+    return None, tokens
+
+
+def _check_message(message) -> str | None:
+    if not isinstance(message, dict) or message.get("role") not in ROLES:
+        return 'key "role": missing or not one of ' + ", ".join(sorted(ROLES))
+    content = message.get("content")
+    if content is None and not (message.get("tool_calls") or message.get("function_call")):
+        return 'key "content": missing'
+    if any(token in _text(content) for token in SPECIAL_TOKENS):
+        return 'key "content": contains invalid special tokens'
+    return None
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # list of parts
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""

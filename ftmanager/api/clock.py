@@ -1,0 +1,232 @@
+"""The stand-in's job runner: jobs advance on a clock, with OpenAI's statuses, events and results.
+
+Nothing trains. A job is simulated lazily: whenever it is read, the clock is played forward
+from the last read, phase by phase, and every event is stamped with the moment it would have
+happened. So a job finishes at a precise instant (terminal_at) however often it is polled,
+and pausing simply stops the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checks import check_file
+from .runner import JobRunner
+from .state import Job
+
+# Seconds each phase takes at speed 1; --speed divides them.
+PHASES = {"validating_files": 2.0, "queued": 3.0, "step": 0.5}
+OWNER = "ftm-standin"  # the org part of the ft: ids this server makes
+
+
+@dataclass
+class _Sim:
+    phase: str  # validating_files | queued | running | done
+    remaining: float  # virtual seconds left in the current phase (or step)
+    last: float  # real time the clock was last played up to
+    step: int = 0
+    total_steps: int = 0
+    steps_per_epoch: int = 1
+    tokens: int = 0
+    n_examples: int = 0
+    paused: bool = False
+    terminal_at: float | None = None  # exact real time the job reached a terminal status
+
+
+class ClockRunner(JobRunner):
+    """Jobs that advance on a clock `speed` times faster than PHASES says."""
+
+    def __init__(self, speed: float = 1.0, results_base64: str = "alternate"):
+        self.speed = speed
+        self.results_base64 = results_base64  # "alternate" (every other job), "always", "never"
+        self._sims: dict[str, _Sim] = {}
+        self._answers: dict[str, dict[str, str]] = {}
+        self._finished = 0
+
+    def start(self, job: Job) -> None:
+        now = time.time()
+        job.emit(f"Created fine-tuning job: {job.id}", now)
+        job.emit(f"Validating training file: {job.training_file}", now)
+        if job.validation_file:
+            job.emit(f"Validating validation file: {job.validation_file}", now)
+        self._sims[job.id] = _Sim("validating_files", PHASES["validating_files"], now)
+
+    def terminal_at(self, job_id: str) -> float | None:
+        """The exact moment a job finished (for benchmarks of how fast clients notice)."""
+        sim = self._sims.get(job_id)
+        return sim.terminal_at if sim else None
+
+    def refresh(self, job: Job) -> None:
+        sim = self._sims.get(job.id)
+        now = time.time()
+        while sim and sim.phase != "done" and not sim.paused:
+            available = (now - sim.last) * self.speed
+            if available < sim.remaining:
+                sim.remaining -= available
+                sim.last = now
+                return
+            sim.last += sim.remaining / self.speed
+            self._boundary(job, sim, sim.last)
+
+    def _boundary(self, job: Job, sim: _Sim, at: float) -> None:
+        """The current phase (or step) ended at `at`: move the job on."""
+        if sim.phase == "validating_files":
+            self._validated(job, sim, at)
+        elif sim.phase == "queued":
+            self._started(job, sim, at)
+        else:
+            self._stepped(job, sim, at)
+
+    def _validated(self, job: Job, sim: _Sim, at: float) -> None:
+        report = check_file(job.training_path)
+        if not report.error and job.validation_path:
+            report.error = check_file(job.validation_path, "validation_file", "Validation").error
+        if report.error:
+            job.emit(report.error["message"], at, level="error")
+            job.emit("Fine-tuning job failed", at, level="error")
+            return self._end(job, sim, "failed", at, report.error)
+        sim.tokens, sim.n_examples = report.tokens, report.n_examples
+        job.emit("Files validated, moving job to queued state", at)
+        job.status, sim.phase, sim.remaining = "queued", "queued", PHASES["queued"]
+
+    def _started(self, job: Job, sim: _Sim, at: float) -> None:
+        if sim.total_steps == 0:
+            job.resolved = resolve(job.requested, sim.n_examples)
+            batch = job.resolved["batch_size"]
+            sim.steps_per_epoch = math.ceil(sim.n_examples / batch)
+            sim.total_steps = sim.steps_per_epoch * job.resolved["n_epochs"]
+            job.emit("Fine-tuning job started", at)
+        else:
+            job.emit(f"Fine-tuning job resumed at step {sim.step}", at)
+        job.status, sim.phase, sim.remaining = "running", "running", PHASES["step"]
+        left = (sim.total_steps - sim.step) * PHASES["step"] / self.speed
+        job.estimated_finish = at + left
+
+    def _stepped(self, job: Job, sim: _Sim, at: float) -> None:
+        sim.step += 1
+        metrics = self._metrics(job, sim)
+        message = f"Step {sim.step}/{sim.total_steps}: training loss={metrics['train_loss']:.4f}"
+        job.emit(message, at, type="metrics", data={**metrics, "total_steps": sim.total_steps})
+        if sim.step % sim.steps_per_epoch == 0 or sim.step == sim.total_steps:
+            self._checkpoint(job, sim, metrics, at)
+        if sim.step == sim.total_steps:
+            return self._succeed(job, sim, at)
+        sim.remaining = PHASES["step"]
+
+    def _metrics(self, job: Job, sim: _Sim) -> dict:
+        """A loss that falls smoothly from about 2.4 towards 0.15, the same for every run."""
+        loss = 0.15 + 2.25 * math.exp(-4.0 * sim.step / sim.total_steps)
+        out = {"step": sim.step, "train_loss": round(loss, 6),
+               "train_mean_token_accuracy": round(1 - loss / 3, 6)}
+        if job.validation_path:
+            out.update(valid_loss=round(loss * 1.1 + 0.05, 6),
+                       valid_mean_token_accuracy=round(1 - (loss * 1.1 + 0.05) / 3, 6))
+        return out
+
+    def _checkpoint(self, job: Job, sim: _Sim, metrics: dict, at: float) -> None:
+        model_id = f"{self._model_id(job)}:ckpt-step-{sim.step}"
+        extra = {k: v for k, v in metrics.items() if k != "step"}
+        if job.validation_path:
+            extra.update(full_valid_loss=metrics["valid_loss"],
+                         full_valid_mean_token_accuracy=metrics["valid_mean_token_accuracy"])
+        job.add_checkpoint(sim.step, model_id, extra, at)
+        self.state.add_model(model_id, job.id)
+        job.emit(f"Checkpoint created at step {sim.step} with Snapshot ID: {model_id}", at)
+
+    def _succeed(self, job: Job, sim: _Sim, at: float) -> None:
+        job.fine_tuned_model = self._model_id(job)
+        self.state.add_model(job.fine_tuned_model, job.id)
+        job.emit(f"New fine-tuned model created: {job.fine_tuned_model}", at)
+        job.trained_tokens = sim.tokens * job.resolved["n_epochs"]
+        job.result_files = [self._results_file(job, sim).id]
+        job.emit("The job has successfully completed", at)
+        self._end(job, sim, "succeeded", at)
+
+    def _end(self, job: Job, sim: _Sim, status: str, at: float, error: dict | None = None) -> None:
+        job.finish(status, at, error)
+        sim.phase, sim.terminal_at = "done", at
+
+    def _model_id(self, job: Job) -> str:
+        base = job.model.split(":")[1] if job.model.startswith("ft:") else job.model
+        return f"ft:{base}:{OWNER}:{job.suffix or ''}:{job.id[-8:]}"
+
+    def _results_file(self, job: Job, sim: _Sim):
+        rows = ["step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"]
+        for e in job.events:
+            if e["type"] == "metrics":
+                d = e["data"]
+                cells = [d["step"], d["train_loss"], d["train_mean_token_accuracy"],
+                         d.get("valid_loss", ""), d.get("valid_mean_token_accuracy", "")]
+                rows.append(",".join(str(c) for c in cells))
+        path = self.state.new_path("results-")
+        path.write_text("\n".join(rows) + "\n")
+        self._finished += 1
+        encode = {"always": True, "never": False}.get(self.results_base64, self._finished % 2 == 0)
+        return self.state.add_file("step_metrics.csv", "fine-tune-results", path, base64=encode)
+
+    def cancel(self, job: Job) -> None:
+        job.emit("Fine-tuning job cancelled", time.time())
+        self._end(job, self._sims[job.id], "cancelled", time.time())
+
+    def pause(self, job: Job) -> None:
+        self._sims[job.id].paused = True
+        job.status = "paused"
+        job.emit(f"Fine-tuning job paused at step {self._sims[job.id].step}", time.time())
+
+    def resume(self, job: Job) -> None:
+        sim = self._sims[job.id]
+        sim.paused, sim.last = False, time.time()
+        job.status, sim.phase, sim.remaining = "queued", "queued", PHASES["queued"]
+        job.emit("Fine-tuning job resumed: moving job to queued state", sim.last)
+
+    def answer(self, model: str, messages: list[dict]) -> str:
+        """The training file's answer when the last user message matches an example's."""
+        job_id = self.state.models[model].job_id if model in self.state.models else None
+        if job_id is None:
+            return f"This is the ftm stand-in server's {model}: it was not fine-tuned on anything."
+        if job_id not in self._answers:
+            self._answers[job_id] = _answers_from(self.state.jobs[job_id].training_path)
+        prompt = _last_user(messages)
+        canned = self._answers[job_id].get(prompt)
+        return canned if canned is not None else f"({model} saw no training example like that.)"
+
+
+def resolve(requested: dict, n_examples: int) -> dict:
+    """OpenAI's `auto` hyperparameters for n examples (epochs by its documented rule)."""
+    epochs = requested.get("n_epochs", "auto")
+    if epochs == "auto":
+        epochs = 3
+        if n_examples * 3 < 100:
+            epochs = min(25, 100 // n_examples)
+        elif n_examples * 3 > 25000:
+            epochs = max(1, 25000 // n_examples)
+    batch = requested.get("batch_size", "auto")
+    if batch == "auto":
+        batch = max(1, min(256, n_examples // 500))
+    lrm = requested.get("learning_rate_multiplier", "auto")
+    return {"n_epochs": epochs, "batch_size": batch,
+            "learning_rate_multiplier": 1.8 if lrm == "auto" else lrm}
+
+
+def _last_user(messages: list[dict]) -> str:
+    users = [m.get("content") for m in messages if m.get("role") == "user"]
+    text = users[-1] if users else ""
+    return (text if isinstance(text, str) else json.dumps(text)).strip().casefold()
+
+
+def _answers_from(path: Path) -> dict[str, str]:
+    answers = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                messages = json.loads(line)["messages"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            replies = [m.get("content") for m in messages if m.get("role") == "assistant"]
+            if replies and isinstance(replies[-1], str):
+                answers.setdefault(_last_user(messages), replies[-1])
+    return answers

@@ -1,0 +1,63 @@
+"""The stand-in's control endpoints under /_standin/, for tests and benchmarks (no auth).
+
+  POST   /_standin/faults     {"kind": "429", "method": "POST", "path": "/fine_tuning/jobs", ...}
+  GET    /_standin/faults     the faults still waiting
+  DELETE /_standin/faults     clear them
+  GET    /_standin/requests   API requests received, by "METHOD /path"; DELETE resets the count
+  GET    /_standin/jobs/ID    {"status", "terminal_at"}: the exact moment a job finished
+  POST   /_standin/config     {"speed": 20, "results_base64": "always|never|alternate",
+                               "max_file_bytes": N}
+"""
+
+from __future__ import annotations
+
+import json
+
+from .state import ApiError
+
+
+def control(server, method: str, path: str, body: bytes | None):
+    """Answer one control request; returns the JSON body."""
+    name = path[len("/_standin/"):]
+    data = json.loads(body) if body else {}
+    if name == "faults":
+        return _faults(server, method, data)
+    if name == "requests":
+        if method == "DELETE":
+            server.requests.clear()
+        counts = {f"{m} {p}": n for (m, p), n in server.requests.items()}
+        return {"total": sum(counts.values()), "by_route": counts}
+    if name.startswith("jobs/"):
+        with server.state.lock:
+            job = server.state.job(name[5:])
+            server.runner.refresh(job)
+            terminal_at = getattr(server.runner, "terminal_at", lambda _: None)(job.id)
+            return {"id": job.id, "status": job.status, "terminal_at": terminal_at}
+    if name == "config" and method == "POST":
+        return _config(server, data)
+    raise ApiError(404, f"Invalid URL ({method} {path})")
+
+
+def _faults(server, method: str, data: dict):
+    if method == "DELETE":
+        server.faults.clear()
+    elif method == "POST":
+        try:
+            server.faults.add(**data)
+        except (TypeError, ValueError) as err:
+            raise ApiError(400, str(err)) from None
+    return {"faults": server.faults.pending()}
+
+
+def _config(server, data: dict) -> dict:
+    runner = server.runner
+    if "speed" in data:
+        with server.state.lock:
+            for job in server.state.jobs.values():
+                runner.refresh(job)  # play the clock up to now at the old speed
+            runner.speed = float(data["speed"])
+    if "results_base64" in data:
+        runner.results_base64 = data["results_base64"]
+    if "max_file_bytes" in data:
+        server.max_file_bytes = int(data["max_file_bytes"])
+    return {"speed": getattr(runner, "speed", None), "max_file_bytes": server.max_file_bytes}

@@ -1,0 +1,311 @@
+"""The /v1 endpoints: files, uploads, fine-tuning jobs, models and chat, in the spec's shapes.
+
+Each route is fn(server, request) -> JSON-able dict (or a Raw body). Routes marked unlocked
+do their disk work first and take the state lock only to record the result.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+
+from .front import Raw
+from .multipart import copy_range
+from .state import ApiError, Job, new_id
+
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data")
+MAX_UPLOAD_BYTES = 8 << 30
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def create_file(srv, req):
+    form = req.form()
+    purpose = form["purpose"].value if "purpose" in form else None
+    if purpose not in PURPOSES:
+        raise ApiError(400, f"'{purpose}' is not one of {list(PURPOSES)} - 'purpose'", param="purpose")
+    part = form.get("file")
+    if part is None or part.filename is None:
+        raise ApiError(400, "Missing the 'file' field of the multipart body.", param="file")
+    _check_fine_tune_name(purpose, part.filename, "file")
+    if part.length > srv.max_file_bytes:
+        raise ApiError(400, f"File is too large: {part.length} bytes, over the "
+                       f"{srv.max_file_bytes} byte limit. Use the Uploads API.", param="file")
+    path = srv.state.new_path("file-")
+    copy_range(req.spooled, part.offset, part.length, path)
+    with srv.state.lock:
+        return srv.state.add_file(part.filename, purpose, path).to_api()
+
+
+def _check_fine_tune_name(purpose: str, filename: str, param: str) -> None:
+    if purpose == "fine-tune" and not filename.endswith(".jsonl"):
+        raise ApiError(400, f"Invalid file format for Fine-Tuning API. Must be .jsonl (got {filename!r}).",
+                       param=param)
+
+
+def list_files(srv, req):
+    files = [f for f in reversed(srv.state.files.values())
+             if req.arg("purpose") in (None, f.purpose)]
+    data = [f.to_api() for f in _after(files, req.arg("after"))][: req.int_arg("limit", 10000)]
+    first, last = (data[0]["id"], data[-1]["id"]) if data else ("", "")
+    return {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
+
+
+def retrieve_file(srv, req):
+    return srv.state.file(req.params[0]).to_api()
+
+
+def delete_file(srv, req):
+    srv.state.delete_file(req.params[0])
+    return {"id": req.params[0], "object": "file", "deleted": True}
+
+
+def file_content(srv, req):
+    f = srv.state.file(req.params[0])
+    if f.base64:
+        return Raw(base64.b64encode(f.path.read_bytes()))
+    return Raw(path=f.path)
+
+
+# --- uploads -------------------------------------------------------------------------------
+
+
+def create_upload(srv, req):
+    body = req.json()
+    size, filename, purpose = body.get("bytes"), body.get("filename"), body.get("purpose")
+    if not isinstance(size, int) or not 0 <= size <= MAX_UPLOAD_BYTES:
+        raise ApiError(400, f"'bytes' must be an integer from 0 to {MAX_UPLOAD_BYTES}.", param="bytes")
+    if not isinstance(filename, str) or not filename:
+        raise ApiError(400, "Missing required parameter: 'filename'.", param="filename")
+    if purpose not in PURPOSES:
+        raise ApiError(400, f"'{purpose}' is not one of {list(PURPOSES)} - 'purpose'", param="purpose")
+    _check_fine_tune_name(purpose, filename, "filename")
+    from .state import Upload
+
+    upload = Upload(new_id("upload_"), filename, purpose, str(body.get("mime_type")), size, int(time.time()))
+    srv.state.uploads[upload.id] = upload
+    return upload.to_api()
+
+
+def _pending(srv, upload_id: str):
+    upload = srv.state.upload(upload_id)
+    status = upload.to_api()["status"]
+    if status != "pending":
+        raise ApiError(400, f"Upload {upload_id} is {status}; it no longer accepts changes.", param="upload_id")
+    return upload
+
+
+def add_part(srv, req):
+    with srv.state.lock:
+        _pending(srv, req.params[0])
+    part = req.form().get("data")
+    if part is None:
+        raise ApiError(400, "Missing the 'data' field of the multipart body.", param="data")
+    if part.length > srv.max_part_bytes:
+        raise ApiError(400, f"A part may hold at most {srv.max_part_bytes} bytes, not {part.length}.",
+                       param="data")
+    path = srv.state.new_path("part-")
+    copy_range(req.spooled, part.offset, part.length, path)
+    with srv.state.lock:
+        upload = _pending(srv, req.params[0])
+        part_id = new_id("part_")
+        upload.parts[part_id] = path
+    return {"id": part_id, "object": "upload.part", "created_at": int(time.time()), "upload_id": upload.id}
+
+
+def complete_upload(srv, req):
+    body = req.json()
+    with srv.state.lock:
+        upload = _pending(srv, req.params[0])
+        ids = body.get("part_ids") or []
+        missing = [p for p in ids if p not in upload.parts]
+        if missing or not isinstance(ids, list):
+            raise ApiError(400, f"Unknown part ids: {missing}.", param="part_ids")
+        total = sum(upload.parts[p].stat().st_size for p in ids)
+        if total != upload.bytes:
+            raise ApiError(400, f"The parts add up to {total} bytes, but the upload was created "
+                           f"for {upload.bytes} bytes.", param="part_ids")
+        upload.status = "completing"  # no second complete while the parts are joined
+    path = srv.state.new_path("file-")
+    with open(path, "wb") as out:
+        for p in ids:
+            with open(upload.parts[p], "rb") as part:
+                _copy(part, out)
+            upload.parts[p].unlink()
+    with srv.state.lock:
+        upload.file, upload.status = srv.state.add_file(upload.filename, upload.purpose, path), "completed"
+        upload.parts.clear()
+        return upload.to_api()
+
+
+def _copy(src, dst) -> None:
+    while chunk := src.read(1 << 20):
+        dst.write(chunk)
+
+
+def cancel_upload(srv, req):
+    upload = _pending(srv, req.params[0])
+    upload.status = "cancelled"
+    for path in upload.parts.values():
+        path.unlink(missing_ok=True)
+    upload.parts.clear()
+    return upload.to_api()
+
+
+# --- fine-tuning jobs ----------------------------------------------------------------------
+
+
+def create_job(srv, req):
+    from .jobspec import job_from_request
+
+    job = job_from_request(srv, req.json())
+    if req.fault and req.fault.kind == "empty_error":
+        job.error = {}
+    srv.state.jobs[job.id] = job
+    srv.runner.start(job)
+    return job.to_api()
+
+
+def list_jobs(srv, req):
+    wanted = {k[9:-1]: v[0] for k, v in req.query.items() if k.startswith("metadata[") and k.endswith("]")}
+    jobs = []
+    for job in reversed(srv.state.jobs.values()):
+        if all((job.metadata or {}).get(k) == v for k, v in wanted.items()):
+            jobs.append(job)
+    return _page(srv, jobs, req, 20)
+
+
+def _page(srv, jobs: list[Job], req, default_limit: int) -> dict:
+    jobs = _after(jobs, req.arg("after"))
+    limit = req.int_arg("limit", default_limit, high=100)
+    for job in jobs[:limit]:
+        srv.runner.refresh(job)
+    return {"object": "list", "data": [j.to_api() for j in jobs[:limit]], "has_more": len(jobs) > limit}
+
+
+def _after(items: list, after: str | None) -> list:
+    """The items after the one whose id is `after` (cursor paging on a newest-first list)."""
+    if not after:
+        return items
+    ids = [getattr(i, "id", None) or i["id"] for i in items]
+    return items[ids.index(after) + 1:] if after in ids else []
+
+
+def _job(srv, req) -> Job:
+    job = srv.state.job(req.params[0])
+    srv.runner.refresh(job)
+    return job
+
+
+def retrieve_job(srv, req):
+    return _job(srv, req).to_api()
+
+
+def cancel_job(srv, req):
+    job = _job(srv, req)
+    if job.status in TERMINAL:
+        raise ApiError(400, f"Job {job.id} has already {_done(job.status)} and cannot be cancelled.",
+                       code="invalid_job_state")
+    srv.runner.cancel(job)
+    return job.to_api()
+
+
+def _done(status: str) -> str:
+    return {"succeeded": "succeeded", "failed": "failed", "cancelled": "been cancelled"}[status]
+
+
+def pause_job(srv, req):
+    job = _job(srv, req)
+    if job.status != "running":
+        raise ApiError(400, f"Job {job.id} is {job.status}; only a running job can be paused.",
+                       code="invalid_job_state")
+    srv.runner.pause(job)
+    return job.to_api()
+
+
+def resume_job(srv, req):
+    job = _job(srv, req)
+    if job.status != "paused":
+        raise ApiError(400, f"Job {job.id} is {job.status}; only a paused job can be resumed.",
+                       code="invalid_job_state")
+    srv.runner.resume(job)
+    return job.to_api()
+
+
+def list_events(srv, req):
+    events = list(reversed(_job(srv, req).events))
+    events = _after(events, req.arg("after"))
+    limit = req.int_arg("limit", 20, high=1000)
+    return {"object": "list", "data": events[:limit], "has_more": len(events) > limit}
+
+
+def list_checkpoints(srv, req):
+    checkpoints = _after(list(reversed(_job(srv, req).checkpoints)), req.arg("after"))
+    limit = req.int_arg("limit", 10, high=100)
+    data = checkpoints[:limit]
+    return {"object": "list", "data": data, "has_more": len(checkpoints) > limit,
+            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+
+# --- models and chat -----------------------------------------------------------------------
+
+
+def list_models(srv, req):
+    base = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "system"}
+            for m in srv.runner.base_models()]
+    tuned = [m.to_api() for m in srv.state.models.values() if ":ckpt-step-" not in m.id]
+    return {"object": "list", "data": base + tuned}
+
+
+def retrieve_model(srv, req):
+    model_id = req.params[0]
+    if model_id in srv.runner.base_models():
+        return {"id": model_id, "object": "model", "created": 1700000000, "owned_by": "system"}
+    return srv.state.model(model_id).to_api()
+
+
+def delete_model(srv, req):
+    model_id = req.params[0]
+    if model_id in srv.runner.base_models():
+        raise ApiError(403, "You have insufficient permissions for this operation.", code="permission_denied")
+    srv.state.model(model_id)
+    del srv.state.models[model_id]
+    return {"id": model_id, "object": "model", "deleted": True}
+
+
+def chat(srv, req):
+    from .jobspec import chat_completion
+
+    return chat_completion(srv, req.json())
+
+
+_ID = "([^/]+)"
+ROUTES = [
+    (method, re.compile(pattern.replace("{id}", _ID)), fn, locked)
+    for method, pattern, fn, locked in [
+        ("POST", "/files", create_file, False),
+        ("GET", "/files", list_files, True),
+        ("GET", "/files/{id}", retrieve_file, True),
+        ("DELETE", "/files/{id}", delete_file, True),
+        ("GET", "/files/{id}/content", file_content, True),
+        ("POST", "/uploads", create_upload, True),
+        ("POST", "/uploads/{id}/parts", add_part, False),
+        ("POST", "/uploads/{id}/complete", complete_upload, False),
+        ("POST", "/uploads/{id}/cancel", cancel_upload, True),
+        ("POST", "/fine_tuning/jobs", create_job, True),
+        ("GET", "/fine_tuning/jobs", list_jobs, True),
+        ("GET", "/fine_tuning/jobs/{id}", retrieve_job, True),
+        ("POST", "/fine_tuning/jobs/{id}/cancel", cancel_job, True),
+        ("POST", "/fine_tuning/jobs/{id}/pause", pause_job, True),
+        ("POST", "/fine_tuning/jobs/{id}/resume", resume_job, True),
+        ("GET", "/fine_tuning/jobs/{id}/events", list_events, True),
+        ("GET", "/fine_tuning/jobs/{id}/checkpoints", list_checkpoints, True),
+        ("GET", "/models", list_models, True),
+        ("GET", "/models/{id}", retrieve_model, True),
+        ("DELETE", "/models/{id}", delete_model, True),
+        ("POST", "/chat/completions", chat, True),
+    ]
+]
