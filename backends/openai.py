@@ -1,0 +1,415 @@
+"""The OpenAI backend: upload once per account, create the job, then follow it through poll().
+
+Talks to OPENAI_BASE_URL (default api.openai.com) with OPENAI_API_KEY through the official
+SDK, imported only when a job is started or polled. Two things make it safe to interrupt:
+every job carries metadata {"ftm_run_id": <our run id>}, and the create call is never
+retried blindly (the SDK would, and a retried POST can create a second job whose id nobody
+sees): after an ambiguous failure find() looks the job up by that metadata first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import random
+import re
+import time
+from contextlib import contextmanager
+
+from ftmanager.backend import (CREATED, PAUSED, QUEUED, RUNNING, VALIDATING, Backend, Checkpoint,
+                               Event, Progress, RunSpec, Uploads, is_terminal)
+from ftmanager.errors import BackendError, NotFound
+
+KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+MULTIPART_THRESHOLD = 512 << 20  # files.create takes at most 512 MB; larger go through Uploads
+PART_SIZE = 64 << 20  # the Uploads API's largest part
+EVENTS_PAGE = 100
+# Metric names as the ledger keeps them: OpenAI's events say train_mean_token_accuracy where
+# its results file says train_accuracy; both are the same number.
+_METRIC_ALIASES = {"train_mean_token_accuracy": "train_accuracy"}
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+    description = "OpenAI's fine-tuning API (or any server speaking it, via OPENAI_BASE_URL)"
+    default_model = "gpt-4o-mini-2024-07-18"
+
+    def __init__(self, *, multipart_threshold: int | None = None, part_size: int | None = None,
+                 timeout: float | None = None, max_retries: int = 2):
+        self.base_url = (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.organization = os.environ.get("OPENAI_ORG_ID") or None
+        self.project = os.environ.get("OPENAI_PROJECT_ID") or None
+        # Uploads are cached per account: where the files live, never which key reached them.
+        self.account = f"{self.base_url} org={self.organization or '-'} project={self.project or '-'}"
+        self.multipart_threshold = multipart_threshold or _env_int("FTM_OPENAI_MULTIPART_BYTES", MULTIPART_THRESHOLD)
+        self.part_size = part_size or _env_int("FTM_OPENAI_PART_BYTES", PART_SIZE)
+        self.timeout = timeout or float(os.environ.get("FTM_OPENAI_TIMEOUT") or 60)
+        self.max_retries = max_retries
+        self._client = None
+
+    # --- the SDK and its errors ------------------------------------------------------------
+
+    @property
+    def client(self):
+        """The SDK client, built on first use (importing openai costs start-up time)."""
+        if self._client is None:
+            key = os.environ.get(KEY_ENV)
+            if not key:
+                raise BackendError(f"no OpenAI API key: {KEY_ENV} is not set",
+                                   f"Set {KEY_ENV}, or run `ftm standin` and point OPENAI_BASE_URL at it.")
+            import openai
+
+            self._client = openai.OpenAI(api_key=key, base_url=self.base_url, organization=self.organization,
+                                         project=self.project, timeout=self.timeout,
+                                         max_retries=self.max_retries)
+        return self._client
+
+    @contextmanager
+    def _refusals(self, run_id: str | None = None):
+        """Turn the provider's definite refusals into BackendError; let the rest propagate."""
+        import openai
+
+        try:
+            yield
+        except openai.AuthenticationError:
+            raise BackendError(f"OpenAI rejected the API key read from {KEY_ENV} (401 at {self.base_url})",
+                               f"Check the key in {KEY_ENV} (and OPENAI_ORG_ID / OPENAI_PROJECT_ID).") from None
+        except openai.PermissionDeniedError as err:
+            raise self._denied(err, run_id) from None
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
+            raise BackendError(f"OpenAI refused the request: {self._said(err)}",
+                               "Fix that and try again.") from None
+        except openai.NotFoundError as err:
+            raise NotFound(f"OpenAI has no such object: {self._said(err)}",
+                           f"Check the id (account {self.account}).") from None
+
+    def _denied(self, err, run_id: str | None) -> BackendError:
+        if run_id:
+            return BackendError(
+                "OpenAI refused to create the fine-tuning job (403 permission denied): OpenAI is "
+                "closing self-serve fine-tuning (no new organisations since 2026-05-07, none at all "
+                f"from 2027-01-06). It said: {self._said(err)}",
+                f"Train it on your own hardware instead: ftm rerun {run_id} --backend local")
+        return BackendError(f"OpenAI denied permission (403): {self._said(err)}",
+                            "Check the organisation and project this key belongs to.")
+
+    def _said(self, err) -> str:
+        """The provider's message and param, with anything key-like masked."""
+        body = err.body if isinstance(getattr(err, "body", None), dict) else {}
+        text = str(body.get("message") or err.message)
+        if body.get("param"):
+            text += f" (param: {body['param']})"
+        key = os.environ.get(KEY_ENV)
+        if key:
+            text = text.replace(key, "***")
+        return re.sub(r"\bsk-[\w*-]+", "sk-***", text)
+
+    # --- starting --------------------------------------------------------------------------
+
+    def start(self, spec: RunSpec, uploads: Uploads) -> str:
+        """Upload the data (once per account), then create the job tagged with our run id."""
+        training = self._ensure_file(spec.training_file, spec.dataset_id, uploads, spec.run_id)
+        validation = None
+        if spec.validation_file:
+            vid = spec.validation_dataset_id or f"{spec.dataset_id}-validation"
+            validation = self._ensure_file(spec.validation_file, vid, uploads, spec.run_id)
+        return self._create(spec, self._job_params(spec, training, validation))
+
+    def _ensure_file(self, path, dataset_id: str, uploads: Uploads, run_id: str) -> str:
+        file_id = uploads.get(dataset_id, self.account)
+        if file_id and self._still_there(file_id):
+            return file_id
+        if file_id:
+            uploads.forget(dataset_id, self.account)
+        with self._refusals():
+            file_id = self.upload(path, f"ftm-{dataset_id[:16]}.jsonl")
+        uploads.put(dataset_id, self.account, file_id, os.path.getsize(path))
+        return file_id
+
+    def _still_there(self, file_id: str) -> bool:
+        try:
+            with self._refusals():
+                f = self.client.files.retrieve(file_id)
+        except NotFound:
+            return False
+        return getattr(f, "status", None) != "error" and f.purpose == "fine-tune"
+
+    def upload(self, path, filename: str) -> str:
+        """Send a JSONL file for fine-tuning, streamed from disk; returns the file id."""
+        size = os.path.getsize(path)
+        if size > self.multipart_threshold:
+            return self._upload_parts(path, filename, size)
+        with open(path, "rb") as fh:
+            return self.client.files.create(file=(filename, fh, "application/jsonl"), purpose="fine-tune").id
+
+    def _upload_parts(self, path, filename: str, size: int) -> str:
+        """The Uploads API: parts of at most part_size, one in memory at a time."""
+        uploads = self.client.uploads
+        upload = uploads.create(bytes=size, filename=filename, mime_type="text/jsonl", purpose="fine-tune")
+        try:
+            part_ids = []
+            with open(path, "rb") as fh:
+                while True:
+                    chunk = None  # drop the last part before reading the next
+                    chunk = fh.read(self.part_size)
+                    if not chunk:
+                        break
+                    part_ids.append(uploads.parts.create(upload.id, data=chunk).id)
+            return uploads.complete(upload.id, part_ids=part_ids).file.id
+        except BaseException:
+            self._quietly(uploads.cancel, upload.id)
+            raise
+
+    @staticmethod
+    def _quietly(fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception:  # best effort: the upload expires by itself after an hour
+            pass
+
+    def _job_params(self, spec: RunSpec, training: str, validation: str | None) -> dict:
+        hp = {k: v for k, v in spec.hyperparameters.items()
+              if k in ("n_epochs", "batch_size", "learning_rate_multiplier") and v not in (None, "auto")}
+        params = {"model": spec.base_model, "training_file": training,
+                  "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+                  "metadata": {"ftm_run_id": spec.run_id}}
+        optional = {"validation_file": validation, "suffix": spec.suffix, "seed": spec.seed}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return params
+
+    def _create(self, spec: RunSpec, params: dict) -> str:
+        """POST the job; after an ambiguous failure, look for it before posting again."""
+        import openai
+
+        jobs = self.client.with_options(max_retries=0).fine_tuning.jobs
+        for attempt in range(self.max_retries + 1):
+            try:
+                with self._refusals(run_id=spec.run_id):
+                    return jobs.create(**params).id
+            except openai.RateLimitError as err:  # refused, so nothing was created
+                last, wait = err, _retry_after(err) or _backoff(attempt)
+            except (openai.APIConnectionError, openai.InternalServerError) as err:
+                last, wait = err, _backoff(attempt)
+                time.sleep(wait)  # give the provider a moment to list what it may have made
+                found, wait = self.find(spec.run_id), 0
+                if found:
+                    return found
+            if attempt < self.max_retries:
+                time.sleep(wait)
+        raise last
+
+    def find(self, run_id: str) -> str | None:
+        """The job tagged with our run id, if one exists (the oldest, should there be several)."""
+        found, after = None, None
+        while True:
+            with self._refusals():
+                page = self.client.fine_tuning.jobs.list(metadata={"ftm_run_id": run_id}, limit=100,
+                                                         **({"after": after} if after else {}))
+            for job in page.data:  # filtered here too, in case a server ignores the filter
+                if (job.metadata or {}).get("ftm_run_id") == run_id:
+                    found = job.id
+            if not page.has_more or not page.data:
+                return found
+            after = page.data[-1].id
+
+    # --- following -------------------------------------------------------------------------
+
+    def poll(self, job_id: str, cursor: dict) -> Progress:
+        """The job's status and everything new since cursor; nothing is consumed on failure."""
+        with self._refusals():
+            job = self.client.fine_tuning.jobs.retrieve(job_id).to_dict()
+            events, cursor = self._new_events(job_id, dict(cursor or {}))
+        status = job.get("status") or "unknown"
+        metrics = [_metric(e.data) for e in events if e.type == "metrics" and e.data and "step" in e.data]
+        totals = [e.data["total_steps"] for e in events if e.type == "metrics" and (e.data or {}).get("total_steps")]
+        if totals:
+            cursor["total_steps"] = totals[-1]
+        checkpoints = self._new_checkpoints(job_id, status, events, cursor)
+        if status == "succeeded" and not cursor.get("results_read"):
+            metrics += self._results(job)
+            cursor["results_read"] = True
+        return self._progress(job, status, cursor, events, metrics, checkpoints)
+
+    def _progress(self, job: dict, status, cursor, events, metrics, checkpoints) -> Progress:
+        hp = job.get("hyperparameters") or {}
+        resolved = hp if hp and "auto" not in hp.values() else None
+        error = job.get("error") or {}
+        eta = job.get("estimated_finish")
+        return Progress(
+            status=status, cursor=cursor, events=events, metrics=metrics, checkpoints=checkpoints,
+            hyperparameters=resolved, result_model=job.get("fine_tuned_model"),
+            trained_tokens=job.get("trained_tokens"), actual_cost=self._cost(job),
+            # an empty error object means no error (OpenAI sends one on healthy jobs)
+            error=error if (error.get("code") or error.get("message")) else None,
+            total_steps=cursor.get("total_steps"), eta_seconds=max(0.0, eta - time.time()) if eta else None,
+        )
+
+    def _new_events(self, job_id: str, cursor: dict) -> tuple[list[Event], dict]:
+        """Events newer than the cursor, oldest first. The API lists newest first: page back
+        with `after` until reaching the newest event the cursor has seen."""
+        seen_id, seen_at, edge = cursor.get("last_event_id"), cursor.get("last_event_at"), set(cursor.get("edge_ids", ()))
+        fresh, after = [], None
+        while True:
+            page = self.client.fine_tuning.jobs.list_events(job_id, limit=EVENTS_PAGE, **({"after": after} if after else {}))
+            older = next((i for i, e in enumerate(page.data)
+                          if e.id == seen_id or (seen_at is not None and e.created_at < seen_at)), None)
+            fresh += page.data[:older]
+            if older is not None or not page.has_more or not page.data:
+                break
+            after = page.data[-1].id
+        unique = {e.id: e for e in reversed(fresh) if e.id not in edge}
+        events = [Event(id=e.id, created_at=float(e.created_at), message=e.message, level=e.level or "info",
+                        type=e.type or "message", data=e.data if isinstance(e.data, dict) else None)
+                  for e in unique.values()]
+        if events:
+            newest = events[-1].created_at
+            cursor.update(last_event_id=events[-1].id, last_event_at=int(newest),
+                          edge_ids=[e.id for e in events if e.created_at == newest]
+                          + (list(edge) if int(newest) == seen_at else []))
+        return events, cursor
+
+    def _new_checkpoints(self, job_id: str, status: str, events, cursor: dict) -> list[Checkpoint]:
+        """Checkpoints not yet reported, asked for only when an event or the end says so."""
+        announced = any("checkpoint" in e.message.lower() for e in events)
+        final = status == "succeeded" and not cursor.get("checkpoints_final")
+        if not (announced or final):
+            return []
+        with self._refusals():
+            page = self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100)
+        known = set(cursor.get("checkpoint_ids", ()))
+        new = [c for c in reversed(page.data) if c.id not in known]
+        cursor["checkpoint_ids"] = sorted(known | {c.id for c in new})
+        cursor["checkpoints_final"] = cursor.get("checkpoints_final") or final
+        return [Checkpoint(step=c.step_number, model_id=c.fine_tuned_model_checkpoint,
+                           metrics={k: v for k, v in _metric(c.metrics.to_dict()).items() if k != "step"},
+                           created_at=float(c.created_at)) for c in new]
+
+    def _results(self, job: dict) -> list[dict]:
+        """Step metrics from the results CSV (served plain or base64-encoded)."""
+        rows = []
+        for file_id in job.get("result_files") or []:
+            try:
+                with self._refusals():
+                    raw = self.client.files.content(file_id).read()
+            except NotFound:
+                continue  # results deleted: the events' metrics stay
+            rows += parse_results(raw)
+        return rows
+
+    def _cost(self, job: dict) -> float | None:
+        tokens = job.get("trained_tokens")
+        price = price_per_1m(job.get("model") or "")
+        return None if tokens is None or price is None else tokens * price / 1e6
+
+    def poll_interval(self, status: str, last: float | None) -> float:
+        """Back off (2 s doubling to 30 s) while waiting; poll every 1.5 s while it runs."""
+        scale = float(os.environ.get("FTM_POLL_SCALE") or 1)
+        prev = last / scale if last else None
+        if is_terminal(status):
+            return 0.0
+        if status == RUNNING:
+            base = 1.5
+        elif status in (CREATED, VALIDATING, QUEUED):
+            base = 2.0 if not prev or prev < 2.0 else min(30.0, prev * 2)
+        elif status == PAUSED:
+            base = 30.0
+        else:  # a status OpenAI invented after us: keep watching, calmly
+            base = 5.0
+        return base * scale
+
+    # --- the rest of the contract ------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> None:
+        with self._refusals():
+            self.client.fine_tuning.jobs.cancel(job_id)
+
+    def pause(self, job_id: str) -> None:
+        with self._refusals():
+            self.client.fine_tuning.jobs.pause(job_id)
+
+    def resume(self, job_id: str, spec: RunSpec) -> str | None:
+        with self._refusals():
+            self.client.fine_tuning.jobs.resume(job_id)
+        return None  # the same job carries on
+
+    def resolve(self, spec: RunSpec) -> dict:
+        """n_epochs as OpenAI's "auto" will choose it; batch size and rate stay the provider's."""
+        hp = dict(spec.hyperparameters)
+        if hp.get("n_epochs", "auto") == "auto" and spec.n_examples:
+            hp["n_epochs"] = auto_epochs(spec.n_examples)
+        return hp
+
+    def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
+        price = price_per_1m(spec.base_model)
+        return None if billed_tokens is None or price is None else billed_tokens * price / 1e6
+
+
+def _retry_after(err) -> float | None:
+    """Seconds the provider asked us to wait (retry-after-ms or retry-after), capped at 60."""
+    headers = getattr(getattr(err, "response", None), "headers", {}) or {}
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return min(60.0, float(headers[name]) / scale)
+        except (KeyError, ValueError, TypeError):
+            continue
+    return None
+
+
+def _backoff(attempt: int) -> float:
+    return min(8.0, 0.5 * 2**attempt) * (1 - 0.25 * random.random())
+
+
+def _metric(data: dict) -> dict:
+    """A metrics event's (or checkpoint's) data under the ledger's metric names."""
+    out = {_METRIC_ALIASES.get(k, k): v for k, v in data.items() if k != "total_steps" and v is not None}
+    if "step" in out:
+        out["step"] = int(out["step"])
+    return out
+
+
+def parse_results(raw: bytes) -> list[dict]:
+    """Rows of a results CSV, by header name; empty cells are left out (None)."""
+    import base64
+
+    text = raw.lstrip(b"\xef\xbb\xbf").strip()
+    if not text.startswith(b"step"):
+        text = base64.b64decode(text)
+    rows = []
+    for row in csv.DictReader(io.StringIO(text.decode("utf-8"))):
+        values = {_METRIC_ALIASES.get(k.strip(), k.strip()): _number(v) for k, v in row.items() if k}
+        if values.get("step") is None:
+            continue
+        values["step"] = int(values["step"])
+        rows.append({k: v for k, v in values.items() if v is not None})
+    return rows
+
+
+def _number(cell: str | None) -> float | None:
+    try:
+        return float(cell) if cell not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def price_per_1m(model: str) -> float | None:
+    """USD per 1M training tokens from the editable model table (None where it has no price)."""
+    from ftmanager.data.models import model_info
+    from ftmanager.errors import FtmError
+
+    try:
+        return model_info(model).price_per_1m_train
+    except (FtmError, OSError, ValueError):  # an unreadable table: no price rather than no poll
+        return None
+
+
+def auto_epochs(n_examples: int) -> int:
+    """OpenAI's n_epochs="auto" for n examples (the rule lives with the data layer)."""
+    from ftmanager.data.models import auto_epochs as rule
+
+    return rule(n_examples)
