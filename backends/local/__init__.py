@@ -88,7 +88,7 @@ class LocalBackend(Backend):
         status = self._status(run_dir)
         if status == SUCCEEDED:
             raise BackendError(f"run {spec.run_id} already succeeded", "Re-run it to train again.")
-        if not progress.worker_gone(run_dir):
+        if not wait_gone(run_dir, 30.0 if is_terminal(status) else 0.0):
             raise BackendError(f"run {spec.run_id} is still running", "Wait for it, or cancel it first.")
         (run_dir / progress.CANCEL).unlink(missing_ok=True)
         opts = resolve_options(json.loads((run_dir / progress.SPEC).read_text()).get("options") or {})
@@ -180,6 +180,16 @@ def worker_command(run_dir: Path, gpus: int, device: str, resume: bool) -> list[
               "--num_machines", "1", "--main_process_port", str(free_port())]
     launch += ["--cpu"] if device == "cpu" else ["--multi_gpu"]
     return launch + ["-m", *tail]
+
+
+def wait_gone(run_dir: Path, seconds: float) -> bool:
+    """Has the worker exited (waiting up to seconds: a finished one is still saving)?"""
+    deadline = time.time() + seconds
+    while progress.worker_gone(run_dir) is None:
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def free_port() -> int:

@@ -1,0 +1,116 @@
+"""The local backend end to end on a tiny Llama: real detached workers, polled until done."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from fixtures_local import tiny_dataset, tiny_llama, tiny_spec  # noqa: F401  (fixture)
+
+pytest.importorskip("peft")
+
+from backends.local import LocalBackend, progress  # noqa: E402
+from ftmanager.errors import FtmError  # noqa: E402
+
+
+def follow(backend, job, until=None, timeout=120):
+    """Poll until terminal (or until(progress) is true); everything seen, in order."""
+    seen = {"statuses": [], "events": [], "metrics": [], "checkpoints": [], "last": None}
+    cursor, deadline = {}, time.time() + timeout
+    while time.time() < deadline:
+        p = backend.poll(job, cursor)
+        cursor = p.cursor
+        if not seen["statuses"] or seen["statuses"][-1] != p.status:
+            seen["statuses"].append(p.status)
+        for key in ("events", "metrics", "checkpoints"):
+            seen[key] += getattr(p, key)
+        seen["last"] = p
+        if p.status in ("succeeded", "failed", "cancelled") or (until and until(seen)):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"run still {p.status} after {timeout} s")
+
+
+def final_loss(seen) -> float:
+    return [m for m in seen["metrics"] if m["step"] == seen["last"].total_steps][-1]["train_loss"]
+
+
+def test_a_run_reports_like_a_hosted_one(tmp_path, tiny_llama):  # noqa: F811
+    backend = LocalBackend()
+    spec = tiny_spec(tmp_path, tiny_llama, n_epochs=2, batch_size=4, quantize="true",
+                     validation=tiny_dataset(3))
+    t0 = time.time()
+    job = backend.start(spec, uploads=None)
+    assert time.time() - t0 < 2, "start() must return at once"
+    seen = follow(backend, job)
+    last = seen["last"]
+    assert last.status == "succeeded", last.error
+    assert seen["statuses"][-2:] == ["running", "succeeded"]
+    assert last.result_model == "local:run-tiny" and (tmp_path / "runs/run-tiny/adapter/adapter_config.json").exists()
+    assert last.hyperparameters["n_epochs"] == 2 and last.hyperparameters["learning_rate"] == 0.01
+    assert last.total_steps == 6 and [m["step"] for m in seen["metrics"]] == [1, 2, 3, 4, 5, 6]
+    assert {"train_loss", "train_accuracy"} <= set(seen["metrics"][0])
+    assert {"valid_loss", "valid_mean_token_accuracy"} <= set(seen["metrics"][2])  # end of epoch 1
+    assert [(c.step, c.model_id) for c in seen["checkpoints"]] == [
+        (3, "local:run-tiny:step-3"), (6, "local:run-tiny:step-6")]
+    ids = [e.id for e in seen["events"]]
+    assert len(ids) == len(set(ids)) and "The job has successfully completed" in seen["events"][-1].message
+    assert last.trained_tokens > 0 and last.eta_seconds == 0.0
+
+
+def test_bad_option_values_are_refused_before_anything_runs(tmp_path, tiny_llama):  # noqa: F811
+    backend = LocalBackend()
+    with pytest.raises(FtmError, match="lora_r must be a number"):
+        backend.start(tiny_spec(tmp_path, tiny_llama, lora_r="big"), uploads=None)
+    with pytest.raises(FtmError, match="no option"):
+        backend.check_options({"lora_rank": "8"})
+    spec = tiny_spec(tmp_path, tiny_llama, learning_rate_multiplier="2")
+    spec.options.pop("learning_rate")
+    hp = backend.resolve(spec)
+    assert hp["n_epochs"] == 8 and hp["learning_rate"] == pytest.approx(4e-4)  # 12 examples: 100 // 12
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_llama):  # noqa: F811
+    """An uninterrupted run that the interrupted ones must end like."""
+    tmp = tmp_path_factory.mktemp("reference")
+    backend = LocalBackend()
+    job = backend.start(tiny_spec(tmp, tiny_llama, tiny_dataset(40), n_epochs=4, batch_size=2), uploads=None)
+    return backend, job
+
+
+def test_a_killed_worker_is_noticed_and_resume_ends_at_the_same_loss(tmp_path, tiny_llama, reference):  # noqa: F811
+    backend = LocalBackend()
+    spec = tiny_spec(tmp_path, tiny_llama, tiny_dataset(40), n_epochs=4, batch_size=2)
+    job = backend.start(spec, uploads=None)
+    follow(backend, job, until=lambda seen: seen["checkpoints"])
+    pid = json.loads((spec.run_dir / progress.LAUNCH).read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    lost = follow(backend, job)
+    assert lost["last"].status == "failed"
+    assert lost["last"].error["code"] == "worker_lost" and str(pid) in lost["last"].error["message"]
+    assert backend.resume(job, spec) == job
+    resumed = follow(backend, job)
+    assert resumed["last"].status == "succeeded" and "Resumed from checkpoint at step 20/80" in [
+        e.message for e in resumed["events"]]
+    assert final_loss(resumed) == pytest.approx(final_loss(follow(*reference)), abs=1e-6)
+
+
+def test_cancel_stops_saves_and_resume_ends_at_the_same_loss(tmp_path, tiny_llama, reference):  # noqa: F811
+    backend = LocalBackend()
+    spec = tiny_spec(tmp_path, tiny_llama, tiny_dataset(40), n_epochs=4, batch_size=2)
+    job = backend.start(spec, uploads=None)
+    follow(backend, job, until=lambda seen: len(seen["metrics"]) >= 5)
+    backend.cancel(job)
+    stopped = follow(backend, job)
+    assert stopped["last"].status == "cancelled"
+    step = stopped["checkpoints"][-1].step
+    assert step < 80 and (spec.run_dir / f"checkpoints/step-{step}/state.pt").exists()
+    backend.resume(job, spec)
+    resumed = follow(backend, job)
+    assert resumed["last"].status == "succeeded"
+    assert final_loss(resumed) == pytest.approx(final_loss(follow(*reference)), abs=1e-6)
