@@ -149,6 +149,7 @@ def _handler(server: Server):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
+    disable_nagle_algorithm = True  # else headers and body in two writes wait on a delayed ACK
     server_ref: Server
 
     def log_message(self, format, *args):  # quiet: tests and `ftm standin` print their own
