@@ -9,20 +9,24 @@ Every CLI command is a call to one of these functions (see ftmanager.jobs).
 
 __version__ = "0.1.0"
 
-_API = {
-    "add_dataset", "dataset", "datasets", "export_dataset", "submit", "refresh", "watch", "sync",
-    "cancel", "pause", "resume", "runs", "show", "models", "backends",
+_API = {  # public name -> the module that defines it
+    **dict.fromkeys(["add_dataset", "dataset", "datasets", "export_dataset", "lineage"], "datasets"),
+    **dict.fromkeys(["submit", "rerun", "refresh", "watch", "sync", "cancel", "pause", "resume",
+                     "runs", "show", "models", "backends"], "jobs"),
+    "compare": "compare",
+    "plot": "compare",
+    "evaluate": "evaluate",
 }
 
 
 def __getattr__(name: str):
     # Lazy, so that `import ftmanager` (and so `ftm --help`) stays cheap.
     if name in _API:
-        from . import jobs
+        import importlib
 
-        return getattr(jobs, name)
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
     raise AttributeError(f"module 'ftmanager' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(_API | {"__version__"})
+    return sorted([*_API, "__version__"])

@@ -154,6 +154,11 @@ class Backend(abc.ABC):
         """Resume a paused or interrupted job; may return a new job id."""
         raise Unsupported(f"the {self.name} backend cannot resume runs", "Re-run it instead.")
 
+    def generate(self, result_model: str | None, result_path: str | None, base_model: str,
+                 conversations: list[list[dict]], max_new_tokens: int = 256) -> list[str]:
+        """Answer each conversation with the run's model (the base model when both are None)."""
+        raise Unsupported(f"the {self.name} backend cannot generate", "Export the model and use it directly.")
+
     def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
         """Estimated cost in USD of the run, or None where it has no price."""
         return None

@@ -20,121 +20,14 @@ from . import paths
 from .backend import CREATED, FAILED, CANCELLED, Backend, Progress, RunSpec, is_terminal
 from .errors import BackendError, FtmError, InvalidInput
 from .mapping import Mapped, map_settings
-from .store import Store
-
-_stores: dict[Path, Store] = {}
+from .datasets import dataset, dataset_arg, split_dataset
+from .store import ledger as store
 
 LIMITS = {  # OpenAI's ranges; every backend accepts at least these
     "n_epochs": (int, 1, 50),
     "batch_size": (int, 1, 256),
     "learning_rate_multiplier": (float, 1e-9, 1e6),
 }
-
-
-def store() -> Store:
-    """The ledger for the current FTM_HOME (one connection per process)."""
-    path = paths.ledger_path()
-    if path not in _stores:
-        _stores[path] = Store(path)
-    return _stores[path]
-
-
-# --- datasets --------------------------------------------------------------------------
-
-
-def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto") -> tuple[dict, bool]:
-    """Import a file: convert, validate, store content-addressed, record. Returns (row, new)."""
-    from . import data
-
-    ledger = store()  # open the ledger first: a ledger we cannot use means nothing is written
-    stored = data.store(Path(path), paths.datasets_dir(), fmt=fmt, name=name)
-    try:
-        return _record_stored(stored, name or Path(path).stem, source=str(Path(path).resolve()))
-    except BaseException:
-        if not ledger.has_dataset(stored.sha256):  # not recorded: the file would be an orphan
-            Path(stored.path).unlink(missing_ok=True)
-        raise
-
-
-def _record_stored(stored, name: str, source: str, parent_id=None, split=None) -> tuple[dict, bool]:
-    import json
-
-    row = {
-        "id": stored.sha256,
-        "name": name,
-        "format": stored.format,
-        "source": source,
-        "path": str(stored.path),
-        "n_examples": stored.n_examples,
-        "bytes": Path(stored.path).stat().st_size,
-        "stats": json.dumps(getattr(stored.report, "stats", None) or {}, default=str),
-        "parent_id": parent_id,
-        "split": json.dumps(split) if split else None,
-    }
-    return store().add_dataset(row)
-
-
-def dataset(ref: str) -> dict:
-    """A dataset by id, id prefix or name."""
-    return store().dataset(ref)
-
-
-def datasets() -> list[dict]:
-    return store().datasets()
-
-
-def export_dataset(ref: str, to: str, out) -> int:
-    """Write a stored dataset to out in another format; returns the number of examples."""
-    from . import data
-
-    return data.export(Path(dataset(ref)["path"]), to, out)
-
-
-def export_dataset_to(ref: str, to: str, output: Path) -> int:
-    """Export to a file, atomically: an error leaves no partial file behind."""
-    output = Path(output)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            n = export_dataset(ref, to, out)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return n
-
-
-def dataset_info(ref: str) -> dict:
-    """A dataset with its statistics, its uploads and the runs that used it."""
-    import json
-
-    row = dataset(ref)
-    return {
-        **row,
-        "stats": json.loads(row["stats"]) if row["stats"] else {},
-        "split": json.loads(row["split"]) if row["split"] else None,
-        "uploads": store().uploads_of(row["id"]),
-        "runs": store().runs(dataset_id=row["id"]),
-    }
-
-
-def _dataset_arg(ref: str) -> dict:
-    """A dataset named on the command line: a file to import, or one in the ledger."""
-    path = Path(ref)
-    if path.exists() or ref.endswith((".jsonl", ".json")):
-        return add_dataset(path)[0]
-    return dataset(ref)
-
-
-def _split(ds: dict, fraction: float, seed: int) -> tuple[dict, dict]:
-    from . import data
-
-    if not 0 < fraction < 1:
-        raise InvalidInput(f"--split must be between 0 and 1, not {fraction}", "Try --split 0.1.")
-    train, valid = data.split(Path(ds["path"]), fraction, seed, paths.datasets_dir())
-    info = {"fraction": fraction, "seed": seed}
-    train_row = _record_stored(train, f"{ds['name']}-train", ds["source"], ds["id"], {**info, "part": "train"})[0]
-    valid_row = _record_stored(valid, f"{ds['name']}-valid", ds["source"], ds["id"], {**info, "part": "validation"})[0]
-    return train_row, valid_row
 
 
 # --- submitting --------------------------------------------------------------------------
@@ -245,12 +138,12 @@ def _check_suffix_seed(suffix, seed) -> None:
 def _training_data(dataset_ref, validation, split, seed) -> tuple[dict, dict | None, dict | None]:
     if validation and split:
         raise InvalidInput("--validation and --split cannot be used together", "Choose one.")
-    train = _dataset_arg(dataset_ref)
+    train = dataset_arg(dataset_ref)
     if validation:
-        return train, _dataset_arg(validation), None
+        return train, dataset_arg(validation), None
     if split:
         seed = 0 if seed is None else seed
-        train, valid = _split(train, split, seed)
+        train, valid = split_dataset(train, split, seed)
         return train, valid, {"fraction": split, "seed": seed}
     return train, None, None
 
@@ -503,3 +396,5 @@ def backends() -> list[dict]:
         rows.append({"name": name, "description": cls.description,
                      "default_model": cls.default_model, "options": dict(cls.options)})
     return rows
+
+

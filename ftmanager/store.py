@@ -27,6 +27,17 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+_ledgers: dict[Path, "Store"] = {}
+
+
+def ledger() -> "Store":
+    """The ledger of the current FTM_HOME, one connection per process."""
+    path = paths.ledger_path()
+    if path not in _ledgers:
+        _ledgers[path] = Store(path)
+    return _ledgers[path]
+
+
 def busy_timeout() -> float:
     return float(os.environ.get("FTM_BUSY_TIMEOUT", "10"))
 

@@ -21,17 +21,17 @@ sys.path.insert(0, str(PLUGINS))
 @pytest.fixture
 def ftm_home(tmp_path, monkeypatch) -> Path:
     """A fresh FTM_HOME (and fake provider) for one test; the library's ledger cache is reset."""
-    from ftmanager import jobs
+    from ftmanager import store
 
     home = tmp_path / "ftm-home"
     monkeypatch.setenv("FTM_HOME", str(home))
     monkeypatch.setenv("FTM_FAKE_DIR", str(tmp_path / "fake-provider"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
-    jobs._stores.clear()
+    store._ledgers.clear()
     yield home
-    for s in jobs._stores.values():
+    for s in store._ledgers.values():
         s.close()
-    jobs._stores.clear()
+    store._ledgers.clear()
 
 
 class Result:

@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 # Importing a module registers its commands. Keep these imports light: no torch, no openai.
-from . import datasets, runs  # noqa: E402,F401
+from . import runs, compare, datasets  # noqa: E402,F401  (order = order in --help)
 
 
 def main() -> None:

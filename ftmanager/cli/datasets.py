@@ -22,9 +22,9 @@ def add(
     as_json: bool = typer.Option(False, "--json", help="Print the dataset as JSON."),
 ):
     """Convert a dataset to canonical chat JSONL, validate it and store it in the ledger."""
-    from .. import jobs
+    from .. import datasets
 
-    row, new = jobs.add_dataset(file, name=name, fmt=fmt)
+    row, new = datasets.add_dataset(file, name=name, fmt=fmt)
     if as_json:
         return emit_json({**row, "new": new})
     verb = "Added" if new else "Already stored as"
@@ -53,9 +53,9 @@ def validate(
 @datasets_app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """List the datasets in the ledger, newest first."""
-    from .. import jobs
+    from .. import datasets
 
-    rows = jobs.datasets()
+    rows = datasets.datasets()
     if as_json:
         return emit_json(rows)
     shown = [{**r, "id": r["id"][:12], "examples": r["n_examples"]} for r in rows]
@@ -68,9 +68,9 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Show one dataset: where it came from, where it lies, its statistics and uploads."""
-    from .. import jobs
+    from .. import datasets
 
-    info = jobs.dataset_info(ref)
+    info = datasets.dataset_info(ref)
     if as_json:
         return emit_json(info)
     for key in ("id", "name", "format", "n_examples", "bytes", "source", "path", "parent_id", "split", "created_at"):
@@ -89,10 +89,25 @@ def export(
     output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
 ):
     """Write a stored dataset in another provider's or library's format."""
-    from .. import jobs
+    from .. import datasets
 
     if output is None:
-        n = jobs.export_dataset(ref, to, sys.stdout)
+        n = datasets.export_dataset(ref, to, sys.stdout)
     else:
-        n = jobs.export_dataset_to(ref, to, output)
+        n = datasets.export_dataset_to(ref, to, output)
     print(f"Exported {n} examples as {to}" + (f" to {output}" if output else ""), file=sys.stderr)
+
+
+@datasets_app.command("lineage")
+def lineage(
+    ref: str = typer.Argument(..., help="Dataset id, id prefix or name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Show the tree: dataset -> derived splits, uploads -> runs (and re-runs) -> models."""
+    from .. import datasets
+    from .display import render_lineage
+
+    tree = datasets.lineage(ref)
+    if as_json:
+        return emit_json(tree)
+    print(render_lineage(tree))

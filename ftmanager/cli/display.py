@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .output import table
+from .output import _cell, table
 
 FIELDS = ("id", "backend", "base_model", "status", "provider_job_id", "dataset_id",
           "validation_dataset_id", "split", "suffix", "seed", "parent_run_id", "result_model",
@@ -46,3 +46,38 @@ def _metrics(rows: list[dict]) -> list[str]:
     if valid:
         out.append(f"valid_loss: last {valid[-1]:.4f}, best {min(valid):.4f}")
     return out
+
+
+def render_compare(result: dict) -> str:
+    """A table with one row per field and one column per run; differing settings marked *."""
+    runs, differ = result["runs"], set(result["differing_hyperparameters"])
+    header = ["field"] + [r["id"] for r in runs]
+    rows = [[("* " if f in differ else "  ") + f] + [_cell(r.get(f)) for r in runs] for f in result["fields"]
+            if f != "id" and any(r.get(f) is not None for r in runs)]
+    widths = [max(len(str(line[i])) for line in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in [header] + rows]
+    if differ:
+        lines.append("* hyperparameters that differ between the runs")
+    return "\n".join(lines)
+
+
+def render_lineage(tree: dict, indent: str = "") -> str:
+    """dataset -> uploads, derived datasets, runs -> models and re-runs, as an indented tree."""
+    ds = tree["dataset"]
+    split = f", {ds['split']}" if ds.get("split") else ""
+    lines = [f"{indent}dataset {ds['id'][:12]} {ds['name']} ({ds['n_examples']} examples{split})"]
+    for up in tree["uploads"]:
+        lines.append(f"{indent}  upload {up['file_id']} on {up['backend']} ({up['account']})")
+    for child in tree["derived"]:
+        lines.append(render_lineage(child, indent + "  "))
+    lines += [_render_run(node, indent + "  ") for node in tree["runs"]]
+    return "\n".join(lines)
+
+
+def _render_run(node: dict, indent: str) -> str:
+    r = node["run"]
+    lines = [f"{indent}run {r['id']} {r['backend']} {r['base_model']} {r['status']}"
+             + (f" (job {r['provider_job_id']})" if r.get("provider_job_id") else "")]
+    lines += [f"{indent}  {m['kind']} {m['model_id']}" for m in node["models"]]
+    lines += [_render_run(child, indent + "  re-run: ") for child in node["reruns"]]
+    return "\n".join(lines)

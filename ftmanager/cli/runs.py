@@ -67,7 +67,7 @@ def submit(
     run = jobs.submit(dataset, backend, model, hyperparameters=hp, suffix=suffix, seed=seed,
                       validation=validation, split=split, options=options, wait=wait,
                       on_update=printer.update if printer else None)
-    _report(run, wait, as_json)
+    _report(run, wait, as_json, printer)
 
 
 @app.command()
@@ -98,10 +98,12 @@ def rerun(
     new, mapped = jobs.rerun(run, backend, model, hyperparameters=hp, options=options, suffix=suffix,
                              seed=seed, wait=wait, on_update=printer.update if printer else None)
     print(f"Re-run of {new['parent_run_id']}: {mapped.summary()}", file=sys.stderr)
-    _report(new, wait, as_json)
+    _report(new, wait, as_json, printer)
 
 
-def _report(run: dict, wait: bool, as_json: bool) -> None:
+def _report(run: dict, wait: bool, as_json: bool, printer: Printer | None = None) -> None:
+    if printer:
+        printer.done(run)
     if not as_json:
         print(f"{run['id']}  {run['backend']}  {run['base_model']}  {run['status']}"
               + (f"  {run['result_model']}" if run.get("result_model") else ""))

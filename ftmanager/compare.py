@@ -1,0 +1,102 @@
+"""`ftm compare`: runs side by side, one row per field, and their loss curves on one plot."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from pathlib import Path
+
+from .errors import InvalidInput
+from .store import ledger
+
+SCORES = ("exact_match", "token_f1", "rouge_l", "chrf")
+
+
+def _seconds(run: dict) -> float | None:
+    def parse(text):
+        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")) if text else None
+
+    start, end = parse(run.get("started_at") or run.get("created_at")), parse(run.get("finished_at"))
+    return end - start if start and end else None
+
+
+def _hyperparameters(run: dict) -> dict:
+    """What the run trained with: resolved values where known, else what was asked."""
+    asked = run.get("hyperparameters") or {}
+    resolved = run.get("resolved_hyperparameters") or {}
+    return {k: resolved.get(k, v) for k, v in asked.items()} | {
+        k: v for k, v in resolved.items() if k not in asked
+    }
+
+
+def compare(refs: list[str]) -> dict:
+    """Every run's settings, outcome, metrics summary and evaluation scores, field by field."""
+    store = ledger()
+    if len(refs) < 2:
+        raise InvalidInput("compare needs at least two runs", "Give two or more run ids.")
+    runs = [store.run(ref) for ref in refs]
+    columns = []
+    for run in runs:
+        ds = store.dataset(run["dataset_id"])
+        column = {
+            "id": run["id"], "backend": run["backend"], "base_model": run["base_model"],
+            "dataset": f"{ds['name']} ({ds['id'][:12]})", "status": run["status"],
+            "parent_run_id": run["parent_run_id"], "duration_s": _seconds(run),
+            "trained_tokens": run["trained_tokens"], "estimated_cost": run["estimated_cost"],
+            "actual_cost": run["actual_cost"], "result_model": run["result_model"],
+        }
+        column |= {f"hp.{k}": v for k, v in sorted(_hyperparameters(run).items())}
+        column |= store.metric_summary(run["id"])
+        column |= _scores(store, run["id"])
+        columns.append(column)
+    fields = list(dict.fromkeys(k for c in columns for k in c))
+    differ = [f for f in fields if f.startswith("hp.") and len({repr(c.get(f)) for c in columns}) > 1]
+    return {"runs": columns, "fields": fields, "differing_hyperparameters": differ}
+
+
+def _scores(store, run_id: str) -> dict:
+    evals = store.evaluations(run_id=run_id)
+    if not evals:
+        return {}
+    last = evals[-1]
+    return {f"eval.{k}": last[k] for k in SCORES} | {"eval.n": last["n_examples"]}
+
+
+def plot(refs: list[str], out: Path, by: str = "step") -> Path:
+    """Train (solid) and validation (dashed) loss of every run on one PNG, by step or by epoch."""
+    store = ledger()
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InvalidInput("plotting needs matplotlib", "Install it: pip install 'ftm[plot]'.") from None
+    if by not in ("step", "epoch"):
+        raise InvalidInput(f"--by must be step or epoch, not {by!r}", "")
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for ref in refs:
+        run = store.run(ref)
+        scale = _epoch_scale(store, run) if by == "epoch" else 1.0
+        for metric, style in (("train_loss", "-"), ("valid_loss", "--")):
+            points = store.metric_curve(run["id"], metric)
+            if points:
+                ax.plot([s * scale for s, _ in points], [v for _, v in points], style,
+                        label=f"{run['id']} {run['backend']} {metric}")
+    ax.set_xlabel(by)
+    ax.set_ylabel("loss")
+    ax.set_title("ftm compare")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _epoch_scale(store, run: dict) -> float:
+    """Epochs per step: total steps over the epochs the run trained."""
+    epochs = _hyperparameters(run).get("n_epochs")
+    steps = run.get("total_steps") or store.metric_summary(run["id"])["last_step"]
+    if not isinstance(epochs, (int, float)) or not steps:
+        raise InvalidInput(f"run {run['id']} does not record its epochs and steps", "Compare --by step.")
+    return epochs / steps

@@ -1,0 +1,129 @@
+"""Datasets in the ledger: import, look up, export, split, and their lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from . import paths
+from .errors import InvalidInput
+from .store import ledger as store
+
+
+# --- datasets --------------------------------------------------------------------------
+
+
+def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto",
+                check: bool = True) -> tuple[dict, bool]:
+    """Import a file: convert, validate, store content-addressed, record. Returns (row, new).
+
+    check=False stores data that is not for training (held-out prompts) without the
+    training rules (such as OpenAI's minimum of 10 examples).
+    """
+    from . import data
+
+    ledger = store()  # open the ledger first: a ledger we cannot use means nothing is written
+    stored = data.store(Path(path), paths.datasets_dir(), fmt=fmt, name=name, **({} if check else {"check": False}))
+    try:
+        return _record_stored(stored, name or Path(path).stem, source=str(Path(path).resolve()))
+    except BaseException:
+        if not ledger.has_dataset(stored.sha256):  # not recorded: the file would be an orphan
+            Path(stored.path).unlink(missing_ok=True)
+        raise
+
+
+def _record_stored(stored, name: str, source: str, parent_id=None, split=None) -> tuple[dict, bool]:
+    row = {
+        "id": stored.sha256,
+        "name": name,
+        "format": stored.format,
+        "source": source,
+        "path": str(stored.path),
+        "n_examples": stored.n_examples,
+        "bytes": Path(stored.path).stat().st_size,
+        "stats": json.dumps(getattr(stored.report, "stats", None) or {}, default=str),
+        "parent_id": parent_id,
+        "split": json.dumps(split) if split else None,
+    }
+    return store().add_dataset(row)
+
+
+def dataset(ref: str) -> dict:
+    """A dataset by id, id prefix or name."""
+    return store().dataset(ref)
+
+
+def datasets() -> list[dict]:
+    return store().datasets()
+
+
+def export_dataset(ref: str, to: str, out) -> int:
+    """Write a stored dataset to out in another format; returns the number of examples."""
+    from . import data
+
+    return data.export(Path(dataset(ref)["path"]), to, out)
+
+
+def export_dataset_to(ref: str, to: str, output: Path) -> int:
+    """Export to a file, atomically: an error leaves no partial file behind."""
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            n = export_dataset(ref, to, out)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
+def dataset_info(ref: str) -> dict:
+    """A dataset with its statistics, its uploads and the runs that used it."""
+    row = dataset(ref)
+    return {
+        **row,
+        "stats": json.loads(row["stats"]) if row["stats"] else {},
+        "split": json.loads(row["split"]) if row["split"] else None,
+        "uploads": store().uploads_of(row["id"]),
+        "runs": store().runs(dataset_id=row["id"]),
+    }
+
+
+def dataset_arg(ref: str) -> dict:
+    """A dataset named on the command line: a file to import, or one in the ledger."""
+    path = Path(ref)
+    if path.exists() or ref.endswith((".jsonl", ".json")):
+        return add_dataset(path)[0]
+    return dataset(ref)
+
+
+def split_dataset(ds: dict, fraction: float, seed: int) -> tuple[dict, dict]:
+    from . import data
+
+    if not 0 < fraction < 1:
+        raise InvalidInput(f"--split must be between 0 and 1, not {fraction}", "Try --split 0.1.")
+    train, valid = data.split(Path(ds["path"]), fraction, seed, paths.datasets_dir())
+    info = {"fraction": fraction, "seed": seed}
+    train_row = _record_stored(train, f"{ds['name']}-train", ds["source"], ds["id"], {**info, "part": "train"})[0]
+    valid_row = _record_stored(valid, f"{ds['name']}-valid", ds["source"], ds["id"], {**info, "part": "validation"})[0]
+    return train_row, valid_row
+
+
+def lineage(ref: str) -> dict:
+    """The tree dataset -> derived datasets, uploads, runs (and their re-runs) -> models."""
+    ds = dataset(ref)
+    children = [lineage(child["id"]) for child in store().datasets() if child["parent_id"] == ds["id"]]
+    runs_ = [_run_node(r) for r in store().runs(dataset_id=ds["id"]) if not r["parent_run_id"]
+             or store().run(r["parent_run_id"])["dataset_id"] != ds["id"]]
+    return {"dataset": {k: ds[k] for k in ("id", "name", "format", "n_examples", "split")},
+            "uploads": store().uploads_of(ds["id"]), "derived": children, "runs": runs_}
+
+
+def _run_node(run: dict) -> dict:
+    models = [{"model_id": c["model_id"], "kind": "checkpoint", "step": c["step"]}
+              for c in store().checkpoints(run["id"]) if c["model_id"]]
+    if run["result_model"]:
+        models.append({"model_id": run["result_model"], "kind": "model", "path": run["result_path"]})
+    return {"run": {k: run[k] for k in ("id", "backend", "base_model", "status", "provider_job_id")},
+            "models": models, "reruns": [_run_node(c) for c in store().children(run["id"])]}
