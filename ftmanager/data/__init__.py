@@ -1,0 +1,35 @@
+"""The dataset layer: read any supported format as canonical OpenAI chat JSONL, validate it,
+count its tokens, estimate its cost, store it content-addressed, split and export it.
+
+Pure functions over files: no SQL and no CLI here (the ledger and `ftm datasets` build on it).
+"""
+
+from .export import CannotHold, export
+from .formats import EXPORTS, FORMATS, detect
+from .models import ModelInfo, auto_epochs, model_info, resolve_epochs
+from .report import Problem, Report
+from .source import read
+from .store import Stored, canonical_line, split, store
+from .validate import estimate, example_hash, validate
+
+__all__ = [
+    "EXPORTS",
+    "FORMATS",
+    "CannotHold",
+    "ModelInfo",
+    "Problem",
+    "Report",
+    "Stored",
+    "auto_epochs",
+    "canonical_line",
+    "detect",
+    "estimate",
+    "example_hash",
+    "export",
+    "model_info",
+    "read",
+    "resolve_epochs",
+    "split",
+    "store",
+    "validate",
+]

@@ -1,0 +1,144 @@
+"""Canonical examples written out for other tools. A target that cannot hold an example
+(tool calls in Alpaca, a weight-0 turn in ShareGPT) refuses it by line: data is never dropped.
+
+Lossless round trips (import -> export -> import gives the same sha256): openai always;
+together, sharegpt and alpaca for the examples they accept (alpaca: single-turn ones), as long
+as no message carries an explicit "weight": 1 (they drop it: it means the same as no weight);
+trl except tool calls, whose argument strings come back re-serialised compactly.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+import orjson
+
+from ..errors import InvalidInput
+from .formats import EXPORTS
+
+
+class CannotHold(ValueError):
+    """This example does not fit the target format; the message says why."""
+
+
+def _plain(messages: list, target: str, roles=("system", "user", "assistant")) -> None:
+    """Refuse what text-only chat targets cannot hold."""
+    for i, m in enumerate(messages, 1):
+        if m.get("role") not in roles:
+            raise CannotHold(f"message {i} has role {m.get('role')!r}, which {target} cannot hold")
+        if not isinstance(m.get("content"), str):
+            raise CannotHold(f"message {i} has non-text content, which {target} cannot hold")
+        extra = m.keys() - {"role", "content", "weight"}
+        if extra:
+            raise CannotHold(f"message {i} has {', '.join(sorted(extra))}, which {target} cannot hold")
+
+
+def _drop_weight(messages: list, target: str) -> list:
+    out = []
+    for i, m in enumerate(messages, 1):
+        if m.get("weight", 1) == 0:
+            raise CannotHold(f"message {i} has weight 0 (not trained), which {target} cannot express")
+        out.append({k: v for k, v in m.items() if k != "weight"})
+    return out
+
+
+def to_together(example: dict) -> dict:
+    """Together's conversational format: system?, then user/assistant turns alternating."""
+    if "tools" in example:
+        raise CannotHold("it has tools, which together's conversational format cannot hold")
+    messages = example["messages"]
+    _plain(messages, "together")
+    roles = [m["role"] for m in messages]
+    if roles[:1] == ["system"]:
+        roles = roles[1:]
+    if roles != [("user", "assistant")[i % 2] for i in range(len(roles))]:
+        raise CannotHold("its turns do not alternate user/assistant after one leading system message")
+    return {"messages": messages}
+
+
+def to_alpaca(example: dict) -> dict:
+    """Alpaca: one instruction and one output (and a system prompt, as LLaMA-Factory reads it)."""
+    if "tools" in example:
+        raise CannotHold("it has tools, which alpaca cannot hold")
+    messages = example["messages"]
+    _plain(messages, "alpaca")
+    messages = _drop_weight(messages, "alpaca")
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
+    turns = messages[1:] if system is not None else messages
+    if [m["role"] for m in turns] != ["user", "assistant"]:
+        raise CannotHold("alpaca holds one user message and one assistant reply; this example has more")
+    out = {"instruction": turns[0]["content"], "input": "", "output": turns[1]["content"]}
+    if system is not None:
+        out["system"] = system
+    return out
+
+
+def to_sharegpt(example: dict) -> dict:
+    """ShareGPT: conversations of {from: system|human|gpt, value}."""
+    if "tools" in example:
+        raise CannotHold("it has tools, which sharegpt's plain conversations cannot hold")
+    _plain(example["messages"], "sharegpt")
+    names = {"system": "system", "user": "human", "assistant": "gpt"}
+    turns = _drop_weight(example["messages"], "sharegpt")
+    return {"conversations": [{"from": names[m["role"]], "value": m["content"]} for m in turns]}
+
+
+def to_trl(example: dict) -> dict:
+    """TRL's conversational "messages" (tool call arguments as objects, as chat templates want)."""
+    messages = []
+    for i, m in enumerate(_drop_weight(example["messages"], "trl"), 1):
+        if isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"]):
+            raise CannotHold(f"message {i} has an image part, which ftm's trl export does not convert")
+        if m.get("tool_calls"):
+            m = {**m, "tool_calls": [_object_arguments(call) for call in m["tool_calls"]]}
+        messages.append(m)
+    out = {"messages": messages}
+    if "tools" in example:
+        out["tools"] = example["tools"]
+    return out
+
+
+def _object_arguments(call: dict) -> dict:
+    fn = call["function"]
+    return {**call, "function": {**fn, "arguments": orjson.loads(fn["arguments"])}}
+
+
+_WRITERS = {
+    "openai": lambda example: example,
+    "together": to_together,
+    "alpaca": to_alpaca,
+    "trl": to_trl,
+    "sharegpt": to_sharegpt,
+}
+
+
+def export(canonical_path, to: str, out: TextIO) -> int:
+    """Write a canonical dataset as JSONL for `to`; returns the number of examples written.
+
+    Every example is checked before anything is written, so a refusal writes nothing.
+    """
+    from .source import read
+
+    if to not in _WRITERS:
+        raise InvalidInput(f"unknown export format {to!r}", f"Use one of: {', '.join(EXPORTS)}")
+    write = _WRITERS[to]
+    refused = list(_refusals(read(canonical_path, "openai"), write))
+    if refused:
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise InvalidInput(
+            f"{len(refused)} example(s) cannot be written as {to}: line {refused[0][0]}: {refused[0][1]}{more}",
+            "Export to openai or trl, which hold every example, or remove those examples",
+        )
+    n = 0
+    for n, example in enumerate((ex for _, ex in read(canonical_path, "openai")), 1):
+        out.write(orjson.dumps(write(example)).decode() + "\n")
+    return n
+
+
+def _refusals(examples, write):
+    """(line, why) for each example the target cannot hold (a first pass: memory stays flat)."""
+    for n, example in examples:
+        try:
+            write(example)
+        except CannotHold as why:
+            yield n, str(why)

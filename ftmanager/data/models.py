@@ -1,0 +1,136 @@
+"""What ftm knows about base models (models.toml beside this file, merged with the user's) and
+OpenAI's epoch and billing rules."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import InvalidInput
+
+SHIPPED = Path(__file__).with_name("models.toml")
+FALLBACK_ENCODING = "cl100k_base"
+
+# OpenAI's "auto" epochs (cookbook): aim for 100..25,000 example-passes, 3 epochs by default.
+TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
+MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 1, 25
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # as asked
+    entry: str | None  # the models.toml table it matched; None for an unknown model
+    context_limit: int | None
+    encoding: str | None  # tiktoken encoding; None when the model has its own tokenizer
+    price_per_1m_train: float | None  # USD per 1M billed training tokens; None when unknown
+
+    @property
+    def known(self) -> bool:
+        return self.entry is not None
+
+
+def user_table_path() -> Path:
+    """$FTM_HOME/models.toml (not created: only read when the user made it)."""
+    env = os.environ.get("FTM_HOME")
+    if env:
+        return Path(env).expanduser() / "models.toml"
+    import platformdirs  # late: only when FTM_HOME is unset
+
+    return Path(platformdirs.user_data_dir("ftm", appauthor=False)) / "models.toml"
+
+
+def _load(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidInput(f"{path}: {e}", "Fix the TOML syntax in that file") from None
+
+
+@lru_cache(maxsize=8)
+def _table(user_path: str, user_mtime: float) -> dict:
+    """Shipped table with the user's merged over it, field by field (cached per user file)."""
+    table = _load(SHIPPED)
+    if user_mtime >= 0:
+        user = _load(Path(user_path))
+        table["default_model"] = user.get("default_model", table["default_model"])
+        for name, fields in user.get("models", {}).items():
+            table["models"].setdefault(name, {}).update(fields)
+    return table
+
+
+def table() -> dict:
+    """The merged model table: {"default_model": str, "models": {name: {...}}}."""
+    path = user_table_path()
+    mtime = path.stat().st_mtime if path.is_file() else -1.0
+    return _table(str(path), mtime)
+
+
+def default_model() -> str:
+    return table()["default_model"]
+
+
+def _match(name: str, models: dict) -> str | None:
+    bare = name[3:] if name.startswith("ft:") else name
+    if bare in models:
+        return bare
+    for entry, fields in models.items():
+        if bare in fields.get("aliases", ()):
+            return entry
+    prefixes = [entry for entry in models if bare.startswith(entry)]
+    return max(prefixes, key=len) if prefixes else None
+
+
+def _tiktoken_guess(name: str) -> str | None:
+    """tiktoken's own model -> encoding map, for models our table does not list."""
+    import tiktoken.model  # a light module: no encodings are loaded
+
+    try:
+        return tiktoken.model.encoding_name_for_model(name.removeprefix("ft:").split(":")[0])
+    except KeyError:
+        return None
+
+
+def model_info(model: str | None = None) -> ModelInfo:
+    """Context limit, encoding and price of a model (the default model when None)."""
+    name = model or default_model()
+    models = table()["models"]
+    entry = _match(name, models)
+    if entry is None:
+        return ModelInfo(name, None, None, _tiktoken_guess(name), None)
+    fields = models[entry]
+    price = fields.get("train_usd_per_1m")
+    return ModelInfo(
+        name=name,
+        entry=entry,
+        context_limit=fields.get("context_limit"),
+        encoding=fields.get("encoding"),
+        price_per_1m_train=None if price is None else float(price),
+    )
+
+
+def auto_epochs(n_examples: int) -> int:
+    """The epochs OpenAI's n_epochs="auto" picks for a training file of n examples."""
+    if n_examples <= 0:
+        return 0
+    if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_examples)
+    if n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
+    return TARGET_EPOCHS
+
+
+def resolve_epochs(n_epochs, n_examples: int) -> int:
+    """An explicit epoch count, or OpenAI's auto rule for "auto"/None."""
+    if n_epochs in (None, "auto"):
+        return auto_epochs(n_examples)
+    try:
+        value = int(n_epochs)
+    except (TypeError, ValueError):
+        value = 0
+    if not 1 <= value <= 50 or str(value) != str(n_epochs).strip():
+        raise InvalidInput(f"n_epochs must be 1-50 or auto, not {n_epochs!r}", "Pass a whole number of epochs or auto")
+    return value

@@ -1,0 +1,138 @@
+"""What validation found: problems per line, statistics, and their human rendering."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# A file with a problem on every line would otherwise hold one object per line in memory:
+# keep this many of each code (the counts stay exact).
+KEEP_PER_CODE = 100
+SHOW_PER_CODE = 10
+
+HINTS = {
+    "invalid_json": "each line must be one complete JSON object",
+    "invalid_utf8": "save the file as UTF-8",
+    "too_few_examples": "OpenAI refuses training files with fewer than 10 examples",
+    "special_token": "OpenAI refuses literal control tokens; remove or reword them",
+    "duplicate": "duplicates weigh those examples twice",
+    "overlap": "examples in both training and validation sets inflate validation scores",
+    "too_long": "OpenAI truncates these examples to the context limit",
+    "few_examples": "50-100 examples are recommended for a noticeable effect",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int | None  # 1-based line in the file; None for the file as a whole
+    code: str
+    message: str
+
+
+@dataclass
+class Report:
+    """The result of validate(): problems, statistics, and whether token counts are exact."""
+
+    path: str
+    format: str
+    model: str
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # code -> every occurrence
+    stats: dict = field(default_factory=dict)
+    exact_tokens: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def n_examples(self) -> int:
+        return self.stats.get("examples", 0)
+
+    def add(self, line: int | None, code: str, message: str, error: bool) -> None:
+        """Record one problem (kept up to KEEP_PER_CODE per code, always counted)."""
+        seen = self.counts.get(code, 0)
+        self.counts[code] = seen + 1
+        if seen < KEEP_PER_CODE:
+            (self.errors if error else self.warnings).append(Problem(line, code, message))
+
+    def n_errors(self) -> int:
+        return sum(self.counts[code] for code in {p.code for p in self.errors})
+
+    def first_error(self) -> str:
+        first = min(self.errors, key=lambda p: p.line or 0)
+        where = f"{self.path}:{first.line}" if first.line else self.path
+        return f"{where}: {first.message}"
+
+    def as_dict(self) -> dict:
+        """JSON-able form (the shape of `ftm datasets validate --json`)."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "model": self.model,
+            "ok": self.ok,
+            "exact_tokens": self.exact_tokens,
+            "counts": dict(self.counts),
+            "errors": [asdict(p) for p in self.errors],
+            "warnings": [asdict(p) for p in self.warnings],
+            "stats": self.stats,
+        }
+
+    def render(self) -> str:
+        """Human text: problems grouped by code with their lines, then the statistics."""
+        n_err, n_warn = self.n_errors(), sum(self.counts.values()) - self.n_errors()
+        head = f"{self.path}: {self.n_examples:,} examples ({self.format} format), "
+        head += f"{n_err:,} error(s), {n_warn:,} warning(s)"
+        out = [head]
+        out += _render_group("Errors", self.errors, self.counts)
+        out += _render_group("Warnings", self.warnings, self.counts)
+        out += _render_stats(self.stats)
+        return "\n".join(out)
+
+
+def _render_group(title: str, problems: list[Problem], counts: dict) -> list[str]:
+    if not problems:
+        return []
+    out = [f"{title}:"]
+    by_code: dict[str, list[Problem]] = {}
+    for p in problems:
+        by_code.setdefault(p.code, []).append(p)
+    for code, group in by_code.items():
+        hint = f" ({HINTS[code]})" if code in HINTS else ""
+        out.append(f"  {code}: {counts[code]:,}{hint}")
+        for p in group[:SHOW_PER_CODE]:
+            out.append(f"    line {p.line}: {p.message}" if p.line else f"    {p.message}")
+        if counts[code] > SHOW_PER_CODE:
+            out.append(f"    ... and {counts[code] - SHOW_PER_CODE:,} more")
+    return out
+
+
+def _spread(d: dict | None) -> str:
+    if not d:
+        return "-"
+    return f"p5 {d['p5']:,}  p50 {d['p50']:,}  p95 {d['p95']:,}  max {d['max']:,}  total {d['total']:,}"
+
+
+def _render_stats(s: dict) -> list[str]:
+    if not s:
+        return []
+    tok = s["tokenizer"]
+    how = "exact" if s["exact_tokens"] else f"ESTIMATE: {tok['wanted'] or 'its tokenizer'} is not available offline, counted with {tok['used']}"
+    m = s["messages_per_example"]
+    limit = s["context_limit"]
+    lines = [
+        f"Statistics (model {s['model']}, tokens {how}):",
+        f"  examples: {s['examples']:,}",
+        f"  messages per example: min {m['min']}  p50 {m['p50']}  max {m['max']}",
+        f"  tokens per example: {_spread(s['tokens'])}",
+        f"  trained (assistant) tokens: {_spread(s['assistant_tokens'])}",
+        f"  over the {limit:,}-token limit: {s['examples_over_limit']:,}" if limit else "  context limit: unknown",
+        f"  epochs (auto): {s['n_epochs_auto']}",
+        f"  billed tokens: {s['billed_tokens']:,}{'' if s['exact_tokens'] else ' (estimate)'}",
+    ]
+    price = s["price_per_1m_train"]
+    if price is None:
+        lines.append("  cost: unknown (no price for this model in models.toml)")
+    else:
+        lines.append(f"  cost: ${s['cost_usd']:,.2f} at ${price:g} per 1M training tokens")
+    return lines
