@@ -38,6 +38,7 @@ class LocalBackend(Backend):
                    f"base learning rate {BASE_LEARNING_RATE:g} x learning_rate_multiplier")
     default_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
     options = HELP
+    base_learning_rate = BASE_LEARNING_RATE
 
     # --- the contract ------------------------------------------------------------------
 
@@ -137,7 +138,7 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _launch(run_dir: Path, opts: dict, resume: bool) -> None:
-        cmd = worker_command(run_dir, opts["gpus"], opts["device"], resume)
+        cmd = worker_command(run_dir, opts["gpus"], resume)
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}  # keep keys out of logs
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         with open(run_dir / progress.LOG, "ab") as log:
@@ -171,14 +172,16 @@ class LocalBackend(Backend):
         cursor["status"] = prog.status
 
 
-def worker_command(run_dir: Path, gpus: int, device: str, resume: bool) -> list[str]:
+def worker_command(run_dir: Path, gpus: int, resume: bool) -> list[str]:
     """The worker's command line: plain python, or accelerate launch for gpus > 1 (DDP)."""
     tail = ["backends.local.worker", str(run_dir)] + (["--resume"] if resume else [])
     if gpus <= 1:
         return [sys.executable, "-m", *tail]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
-              "--num_machines", "1", "--main_process_port", str(free_port())]
-    launch += ["--cpu"] if device == "cpu" else ["--multi_gpu"]
+              "--num_machines", "1", "--main_process_port", str(free_port()), "--multi_gpu",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    # --multi_gpu is accelerate's torchrun path even on CPU (its --cpu flag means one process
+    # or MPI); the worker picks gloo or nccl from its device.
     return launch + ["-m", *tail]
 
 

@@ -242,7 +242,8 @@ def train(run: Run, device: str, resume: bool) -> None:
     step = restore(ckpt, opt, sched) if ckpt else 0
     if ckpt:
         run.event(f"Resumed from checkpoint at step {step}/{total}")
-    run.event(f"Fine-tuning started: {len(train_set)} examples, {hp['n_epochs']} epochs, {total} steps on {device}")
+    run.event(f"Fine-tuning started: {len(train_set)} examples, {hp['n_epochs']} epochs, {total} steps on {device}"
+              + (f" x {run.world} processes (DDP)" if run.world > 1 else ""))
     loop(run, dict(loss_mod=loss_mod, peft_model=peft_model, opt=opt, sched=sched, device=device,
                    pad_id=tok.pad_token_id, train_set=train_set, valid=valid, hp=hp,
                    per_epoch=per_epoch, total=total), step)
