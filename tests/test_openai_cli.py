@@ -1,0 +1,138 @@
+"""`ftm` as real processes against the stand-in: submit, crash, recover, and never leak the key."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ftm
+from ftmanager.api import standin
+
+KEY = "sk-test-e2e-" + "s3cr3t" * 4
+MODEL = "gpt-4o-mini-2024-07-18"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with standin(speed=20) as srv:
+        yield srv
+
+
+@pytest.fixture
+def env(server, ftm_home, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("FTM_POLL_SCALE", "0.05")
+    server.faults.clear()
+    server.runner.speed = 20
+    return server
+
+
+def tagged(server, run_id: str) -> list[str]:
+    return [j.id for j in server.state.jobs.values() if (j.metadata or {}).get("ftm_run_id") == run_id]
+
+
+def provider_events(run_id: str) -> list[str]:
+    shown = ftm("show", run_id, "--json").json()
+    return [e["provider_event_id"] for e in shown["events"] if e["provider_event_id"].startswith("ftevent-")]
+
+
+def assert_key_never_written(home, *outputs):
+    for text in outputs:
+        assert KEY not in text and KEY[-10:] not in text
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+def spawn(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ftmanager", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(condition, timeout=20.0):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_submit_wait_records_the_whole_job(env, chat_file, ftm_home):
+    result = ftm("submit", chat_file, "--backend", "openai", "--model", MODEL, "--epochs", "2",
+                 "--suffix", "demo", "--wait", "--json")
+    assert result.code == 0, result
+    run = result.json()
+    assert run["status"] == "succeeded" and run["result_model"].startswith(f"ft:{MODEL}:ftm-standin:demo:")
+    assert tagged(env, run["id"]) == [run["provider_job_id"]]
+    job = env.state.jobs[run["provider_job_id"]]
+    shown = ftm("show", run["id"], "--json").json()
+    assert provider_events(run["id"]) == [e["id"] for e in job.events]
+    assert [m["step"] for m in shown["metrics"]] == list(range(1, 25))
+    assert {c["model_id"] for c in shown["checkpoints"]} == {c["fine_tuned_model_checkpoint"] for c in job.checkpoints}
+    assert shown["trained_tokens"] == job.trained_tokens
+    assert shown["actual_cost"] == pytest.approx(job.trained_tokens * 3.0 / 1e6)
+    models = {m["model_id"] for m in ftm("models", "--json").json()}
+    assert run["result_model"] in models
+    assert_key_never_written(ftm_home, result.out, result.err)
+
+
+def test_killed_mid_create_then_sync_finds_the_one_job(env, chat_file, ftm_home):
+    env.faults.add("slow", "POST", "/fine_tuning/jobs", delay=30)
+    before = len(env.state.jobs)
+    proc = spawn("submit", chat_file, "--backend", "openai", "--model", MODEL, "--epochs", "2")
+    wait_until(lambda: len(env.state.jobs) > before)  # the provider has made the job ...
+    proc.kill()  # ... and ftm dies before hearing of it
+    proc.wait()
+    [run] = ftm("runs", "--json").json()
+    assert run["status"] == "created" and not run["provider_job_id"]
+    synced = ftm("sync", "--json")
+    assert synced.code == 0, synced
+    run = ftm("show", run["id"], "--json").json()
+    assert tagged(env, run["id"]) == [run["provider_job_id"]]  # found, not created again
+    assert ftm("watch", run["id"]).code == 0
+    assert len(env.state.jobs) == before + 1
+
+
+def test_submit_wait_killed_while_polling_then_watch_records_everything(env, chat_file, ftm_home):
+    env.runner.speed = 4  # slow enough to be caught running
+    proc = spawn("submit", chat_file, "--backend", "openai", "--model", MODEL, "--epochs", "2", "--wait")
+    wait_until(lambda: any(j.status == "running" for j in env.state.jobs.values()
+                           if (j.metadata or {}).get("ftm_run_id") and j.finished_at is None))
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate()
+    [run] = ftm("runs", "--json").json()
+    assert run["status"] != "succeeded"
+    env.runner.speed = 40
+    watched = ftm("watch", run["id"])
+    assert watched.code == 0, watched
+    job = env.state.jobs[run["provider_job_id"]]
+    assert provider_events(run["id"]) == [e["id"] for e in job.events]
+    assert ftm("show", run["id"], "--json").json()["result_model"] == job.fine_tuned_model
+    assert_key_never_written(ftm_home, out, err, watched.out, watched.err)
+
+
+def test_403_on_create_fails_the_run_with_the_way_out(env, chat_file, ftm_home):
+    env.faults.add("403")
+    result = ftm("submit", chat_file, "--backend", "openai", "--model", MODEL)
+    assert result.code == 1
+    [line] = result.err.strip().splitlines()
+    [run] = ftm("runs", "--json").json()
+    assert line.startswith("Error: ") and line.endswith(f"ftm rerun {run['id']} --backend local")
+    assert run["status"] == "failed"
+    assert_key_never_written(ftm_home, result.out, result.err)
+
+
+def test_a_wrong_key_is_one_line_naming_the_variable(env, chat_file, ftm_home, monkeypatch):
+    env.api_key = "sk-the-right-one"
+    try:
+        result = ftm("submit", chat_file, "--backend", "openai", "--model", MODEL)
+    finally:
+        env.api_key = None
+    assert result.code == 1 and "OPENAI_API_KEY" in result.err and "Traceback" not in result.err
+    assert_key_never_written(ftm_home, result.out, result.err)
+    assert os.environ["OPENAI_API_KEY"] == KEY
