@@ -24,7 +24,7 @@ def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto",
     from . import data
 
     ledger = store()  # open the ledger first: a ledger we cannot use means nothing is written
-    stored = data.store(Path(path), paths.datasets_dir(), fmt=fmt, name=name, **({} if check else {"check": False}))
+    stored = data.store(Path(path), paths.datasets_dir(), fmt=fmt, name=name, check=check)
     try:
         return _record_stored(stored, name or Path(path).stem, source=str(Path(path).resolve()))
     except BaseException:

@@ -63,7 +63,9 @@ class FakeBackend(Backend):
             uploads.put(spec.dataset_id, self.account, file_id, spec.training_file.stat().st_size)
         job_id = f"fakejob-{len(list(self.dir.glob('*.json'))) + 1}-{spec.run_id}"
         self._save({"id": job_id, "run_id": spec.run_id, "model": spec.base_model, "step": 0,
-                    "file": file_id, "cancelled": False, "paused": False})
+                    "file": file_id, "training_file": str(spec.training_file),
+                    "hyperparameters": spec.hyperparameters,
+                    "cancelled": False, "paused": False})
         if spec.base_model == "fake-drop":
             raise ConnectionResetError("connection dropped after the job was created")
         return job_id
@@ -97,7 +99,9 @@ class FakeBackend(Backend):
         if status == "succeeded":
             progress.result_model = f"fake:{job_id}"
             progress.trained_tokens = 1234
-            progress.hyperparameters = {"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 2.0}
+            auto = {"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 2.0}
+            asked = job["hyperparameters"]
+            progress.hyperparameters = {k: v if asked.get(k, "auto") == "auto" else asked[k] for k, v in auto.items()}
         if status == "failed":
             progress.error = {"code": "invalid_n_examples", "message": "the fake job failed", "param": "training_file"}
         return progress
@@ -116,6 +120,18 @@ class FakeBackend(Backend):
         job = self._load(job_id)
         job["paused"] = False
         self._save(job)
+
+    def generate(self, result_model, result_path, base_model, conversations, max_new_tokens=256):
+        """A fine-tuned fake model answers what it was trained on; a base model knows nothing."""
+        answers = {}
+        if result_model:
+            job = self._load(result_model.split(":", 1)[1])
+            for line in open(job["training_file"], encoding="utf-8"):
+                messages = json.loads(line)["messages"]
+                users = [m["content"] for m in messages if m["role"] == "user"]
+                answers[users[-1]] = [m["content"] for m in messages if m["role"] == "assistant"][-1]
+        return [answers.get([m["content"] for m in c if m["role"] == "user"][-1], "I do not know.")
+                for c in conversations]
 
     def poll_interval(self, status: str, last: float | None) -> float:
         return 0.01
