@@ -83,10 +83,14 @@ def _refuse(report: Report, path) -> InvalidInput:
     )
 
 
-def store(path, dest_dir, fmt: str = "auto", name: str | None = None, model: str | None = None) -> Stored:
-    """Validate a dataset file and store it as canonical JSONL at dest_dir/<sha256>.jsonl."""
+def store(path, dest_dir, fmt: str = "auto", name: str | None = None, model: str | None = None,
+          check: bool = True) -> Stored:
+    """Validate a dataset file and store it as canonical JSONL at dest_dir/<sha256>.jsonl.
+
+    check=False stores data that is not for training (held-out prompts) despite training rules.
+    """
     report = validate(path, model=model, fmt=fmt)
-    if not report.ok:
+    if check and not report.ok:
         raise _refuse(report, path)
     writer = _Writer(dest_dir)
     try:
