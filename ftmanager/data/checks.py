@@ -13,6 +13,7 @@ import re
 import orjson
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
+PLAIN_ROLES = frozenset({"system", "user", "assistant"})  # {role, content} is all they need
 MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "function_call", "tool_calls", "tool_call_id"})
 TOP_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
 PART_TYPES = frozenset({"text", "image_url"})
@@ -39,7 +40,7 @@ def check_example(example: dict, problems: list, count) -> tuple[int, int, int, 
     if example.keys() - TOP_KEYS:
         extra = ", ".join(sorted(map(str, example.keys() - TOP_KEYS)))
         problems.append(("unknown_key", f"top-level key(s) {extra} ignored", False))
-    total = trained = PER_EXAMPLE
+    total, trained = PER_EXAMPLE, 0
     tools = example.get("tools")
     if tools is not None:
         total += _check_tools(tools, problems, count)
@@ -52,7 +53,7 @@ def check_example(example: dict, problems: list, count) -> tuple[int, int, int, 
         role = m.get("role")
         content = m.get("content")
         total += PER_MESSAGE + (count(role) if type(role) is str else 0)
-        if len(m) != 2 or type(role) is not str or role not in ROLES or type(content) is not str:
+        if len(m) != 2 or type(role) is not str or role not in PLAIN_ROLES or type(content) is not str:
             total += _check_unusual(m, i, role, problems, count, call_ids)
         if role == "assistant":
             has_assistant = True
