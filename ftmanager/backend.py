@@ -159,6 +159,10 @@ class Backend(abc.ABC):
         """Answer each conversation with the run's model (the base model when both are None)."""
         raise Unsupported(f"the {self.name} backend cannot generate", "Export the model and use it directly.")
 
+    def export(self, result_path: str, base_model: str, out_dir: str, merge: bool = True) -> Path:
+        """Write the run's model to out_dir in a form plain libraries load."""
+        raise Unsupported(f"the {self.name} backend keeps its weights", "Only local runs can be exported.")
+
     def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
         """Estimated cost in USD of the run, or None where it has no price."""
         return None

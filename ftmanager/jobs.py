@@ -398,3 +398,31 @@ def backends() -> list[dict]:
     return rows
 
 
+
+
+# --- using the result --------------------------------------------------------------------
+
+
+def _succeeded(ref: str) -> dict:
+    run = store().run(ref)
+    if run["status"] != "succeeded" or not run["result_model"]:
+        raise InvalidInput(f"run {run['id']} is {run['status']} and has no model yet",
+                           f"Wait for it: `ftm watch {run['id']}`.")
+    return run
+
+
+def generate(ref: str, conversations: list[list[dict]], max_new_tokens: int = 256) -> list[str]:
+    """Answer each conversation with a succeeded run's model."""
+    run = _succeeded(ref)
+    impl = registry.get(run["backend"])
+    return impl.generate(run["result_model"], run["result_path"], run["base_model"], conversations,
+                         max_new_tokens=max_new_tokens)
+
+
+def export(ref: str, out_dir: str | Path, merge: bool = True) -> Path:
+    """Write a run's weights (merged, or the adapter) with tokenizer and chat template."""
+    run = _succeeded(ref)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise InvalidInput(f"{out} is not empty", "Choose a new directory with -o.")
+    return registry.get(run["backend"]).export(run["result_path"], run["base_model"], str(out), merge=merge)
