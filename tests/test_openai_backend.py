@@ -175,13 +175,26 @@ def test_large_files_go_through_the_uploads_api_in_parts(env, tmp_path):
     size = spec.training_file.stat().st_size
     backend = OpenAIBackend(multipart_threshold=1000, part_size=1024)
     uploads = MemoryUploads()
+    env.faults.add("500", "POST", "/uploads/*/parts")  # the SDK re-sends the part from its start
     job_id = backend.start(spec, uploads)
     assert env.requests[("POST", "/files")] == 0 and env.requests[("POST", "/uploads")] == 1
     parts = sum(n for (m, p), n in env.requests.items() if p.endswith("/parts"))
-    assert parts == -(-size // 1024) > 2
+    assert parts == -(-size // 1024) + 1 > 3
     stored = env.state.files[uploads.get(spec.dataset_id, backend.account)]
     assert stored.path.read_bytes() == spec.training_file.read_bytes()
     assert follow(backend, job_id)[-1].status == "succeeded"
+
+
+def test_an_upload_that_fails_midway_is_cancelled(env, tmp_path):
+    import openai
+
+    spec = make_spec(tmp_path, n=40)
+    env.faults.add("503", "POST", "/uploads/*/parts", times=3)
+    before = set(env.state.uploads)
+    with pytest.raises(openai.InternalServerError):
+        OpenAIBackend(multipart_threshold=1000, part_size=1024).start(spec, MemoryUploads())
+    [upload] = [u for k, u in env.state.uploads.items() if k not in before]
+    assert upload.status == "cancelled" and not upload.parts
 
 
 def test_pause_resume_and_cancel(env, tmp_path):

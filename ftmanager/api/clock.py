@@ -40,8 +40,9 @@ class _Sim:
 class ClockRunner(JobRunner):
     """Jobs that advance on a clock `speed` times faster than PHASES says."""
 
-    def __init__(self, speed: float = 1.0, results_base64: str = "alternate"):
+    def __init__(self, speed: float = 1.0, results_base64: str = "alternate", phases: dict | None = None):
         self.speed = speed
+        self.phases = {**PHASES, **(phases or {})}
         self.results_base64 = results_base64  # "alternate" (every other job), "always", "never"
         self._sims: dict[str, _Sim] = {}
         self._answers: dict[str, dict[str, str]] = {}
@@ -53,7 +54,7 @@ class ClockRunner(JobRunner):
         job.emit(f"Validating training file: {job.training_file}", now)
         if job.validation_file:
             job.emit(f"Validating validation file: {job.validation_file}", now)
-        self._sims[job.id] = _Sim("validating_files", PHASES["validating_files"], now)
+        self._sims[job.id] = _Sim("validating_files", self.phases["validating_files"], now)
 
     def terminal_at(self, job_id: str) -> float | None:
         """The exact moment a job finished (for benchmarks of how fast clients notice)."""
@@ -91,7 +92,7 @@ class ClockRunner(JobRunner):
             return self._end(job, sim, "failed", at, report.error)
         sim.tokens, sim.n_examples = report.tokens, report.n_examples
         job.emit("Files validated, moving job to queued state", at)
-        job.status, sim.phase, sim.remaining = "queued", "queued", PHASES["queued"]
+        job.status, sim.phase, sim.remaining = "queued", "queued", self.phases["queued"]
 
     def _started(self, job: Job, sim: _Sim, at: float) -> None:
         if sim.total_steps == 0:
@@ -102,8 +103,8 @@ class ClockRunner(JobRunner):
             job.emit("Fine-tuning job started", at)
         else:
             job.emit(f"Fine-tuning job resumed at step {sim.step}", at)
-        job.status, sim.phase, sim.remaining = "running", "running", PHASES["step"]
-        left = (sim.total_steps - sim.step) * PHASES["step"] / self.speed
+        job.status, sim.phase, sim.remaining = "running", "running", self.phases["step"]
+        left = (sim.total_steps - sim.step) * self.phases["step"] / self.speed
         job.estimated_finish = at + left
 
     def _stepped(self, job: Job, sim: _Sim, at: float) -> None:
@@ -115,7 +116,7 @@ class ClockRunner(JobRunner):
             self._checkpoint(job, sim, metrics, at)
         if sim.step == sim.total_steps:
             return self._succeed(job, sim, at)
-        sim.remaining = PHASES["step"]
+        sim.remaining = self.phases["step"]
 
     def _metrics(self, job: Job, sim: _Sim) -> dict:
         """A loss that falls smoothly from about 2.4 towards 0.15, the same for every run."""
@@ -180,7 +181,7 @@ class ClockRunner(JobRunner):
     def resume(self, job: Job) -> None:
         sim = self._sims[job.id]
         sim.paused, sim.last = False, time.time()
-        job.status, sim.phase, sim.remaining = "queued", "queued", PHASES["queued"]
+        job.status, sim.phase, sim.remaining = "queued", "queued", self.phases["queued"]
         job.emit("Fine-tuning job resumed: moving job to queued state", sim.last)
 
     def answer(self, model: str, messages: list[dict]) -> str:

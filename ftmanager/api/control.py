@@ -56,6 +56,8 @@ def _config(server, data: dict) -> dict:
             for job in server.state.jobs.values():
                 runner.refresh(job)  # play the clock up to now at the old speed
             runner.speed = float(data["speed"])
+    if "phases" in data:  # seconds per phase at speed 1: validating_files, queued, step
+        runner.phases.update({k: float(v) for k, v in data["phases"].items()})
     if "results_base64" in data:
         runner.results_base64 = data["results_base64"]
     if "max_file_bytes" in data:

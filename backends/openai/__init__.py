@@ -9,26 +9,24 @@ sees): after an ambiguous failure find() looks the job up by that metadata first
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-import random
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from ftmanager.backend import (CREATED, PAUSED, QUEUED, RUNNING, VALIDATING, Backend, Checkpoint,
                                Event, Progress, RunSpec, Uploads, is_terminal)
 from ftmanager.errors import BackendError, NotFound
+
+from .sdk import FileWindow, backoff, metric, parse_results, price_per_1m, retry_after, sdk_client
+
+__all__ = ["OpenAIBackend", "parse_results", "price_per_1m"]
 
 KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MULTIPART_THRESHOLD = 512 << 20  # files.create takes at most 512 MB; larger go through Uploads
 PART_SIZE = 64 << 20  # the Uploads API's largest part
 EVENTS_PAGE = 100
-# Metric names as the ledger keeps them: OpenAI's events say train_mean_token_accuracy where
-# its results file says train_accuracy; both are the same number.
-_METRIC_ALIASES = {"train_mean_token_accuracy": "train_accuracy"}
 
 
 def _env_int(name: str, default: int) -> int:
@@ -63,11 +61,8 @@ class OpenAIBackend(Backend):
             if not key:
                 raise BackendError(f"no OpenAI API key: {KEY_ENV} is not set",
                                    f"Set {KEY_ENV}, or run `ftm standin` and point OPENAI_BASE_URL at it.")
-            import openai
-
-            self._client = openai.OpenAI(api_key=key, base_url=self.base_url, organization=self.organization,
-                                         project=self.project, timeout=self.timeout,
-                                         max_retries=self.max_retries)
+            self._client = sdk_client(key, self.base_url, self.organization, self.project,
+                                       self.timeout, self.max_retries)
         return self._client
 
     @contextmanager
@@ -149,29 +144,19 @@ class OpenAIBackend(Backend):
             return self.client.files.create(file=(filename, fh, "application/jsonl"), purpose="fine-tune").id
 
     def _upload_parts(self, path, filename: str, size: int) -> str:
-        """The Uploads API: parts of at most part_size, one in memory at a time."""
+        """The Uploads API: parts of at most part_size, each streamed from disk as it is sent."""
         uploads = self.client.uploads
         upload = uploads.create(bytes=size, filename=filename, mime_type="text/jsonl", purpose="fine-tune")
         try:
             part_ids = []
-            with open(path, "rb") as fh:
-                while True:
-                    chunk = None  # drop the last part before reading the next
-                    chunk = fh.read(self.part_size)
-                    if not chunk:
-                        break
-                    part_ids.append(uploads.parts.create(upload.id, data=chunk).id)
+            for offset in range(0, size, self.part_size):
+                with FileWindow(path, offset, min(self.part_size, size - offset)) as part:
+                    part_ids.append(uploads.parts.create(upload.id, data=("part", part)).id)
             return uploads.complete(upload.id, part_ids=part_ids).file.id
         except BaseException:
-            self._quietly(uploads.cancel, upload.id)
+            with suppress(Exception):  # best effort: an unfinished upload expires after an hour
+                uploads.cancel(upload.id)
             raise
-
-    @staticmethod
-    def _quietly(fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception:  # best effort: the upload expires by itself after an hour
-            pass
 
     def _job_params(self, spec: RunSpec, training: str, validation: str | None) -> dict:
         hp = {k: v for k, v in spec.hyperparameters.items()
@@ -193,9 +178,9 @@ class OpenAIBackend(Backend):
                 with self._refusals(run_id=spec.run_id):
                     return jobs.create(**params).id
             except openai.RateLimitError as err:  # refused, so nothing was created
-                last, wait = err, _retry_after(err) or _backoff(attempt)
+                last, wait = err, retry_after(err) or backoff(attempt)
             except (openai.APIConnectionError, openai.InternalServerError) as err:
-                last, wait = err, _backoff(attempt)
+                last, wait = err, backoff(attempt)
                 time.sleep(wait)  # give the provider a moment to list what it may have made
                 found, wait = self.find(spec.run_id), 0
                 if found:
@@ -226,7 +211,7 @@ class OpenAIBackend(Backend):
             job = self.client.fine_tuning.jobs.retrieve(job_id).to_dict()
             events, cursor = self._new_events(job_id, dict(cursor or {}))
         status = job.get("status") or "unknown"
-        metrics = [_metric(e.data) for e in events if e.type == "metrics" and e.data and "step" in e.data]
+        metrics = [metric(e.data) for e in events if e.type == "metrics" and e.data and "step" in e.data]
         totals = [e.data["total_steps"] for e in events if e.type == "metrics" and (e.data or {}).get("total_steps")]
         if totals:
             cursor["total_steps"] = totals[-1]
@@ -287,7 +272,7 @@ class OpenAIBackend(Backend):
         cursor["checkpoint_ids"] = sorted(known | {c.id for c in new})
         cursor["checkpoints_final"] = cursor.get("checkpoints_final") or final
         return [Checkpoint(step=c.step_number, model_id=c.fine_tuned_model_checkpoint,
-                           metrics={k: v for k, v in _metric(c.metrics.to_dict()).items() if k != "step"},
+                           metrics={k: v for k, v in metric(c.metrics.to_dict()).items() if k != "step"},
                            created_at=float(c.created_at)) for c in new]
 
     def _results(self, job: dict) -> list[dict]:
@@ -342,74 +327,11 @@ class OpenAIBackend(Backend):
         """n_epochs as OpenAI's "auto" will choose it; batch size and rate stay the provider's."""
         hp = dict(spec.hyperparameters)
         if hp.get("n_epochs", "auto") == "auto" and spec.n_examples:
+            from ftmanager.data.models import auto_epochs  # the rule lives with the data layer
+
             hp["n_epochs"] = auto_epochs(spec.n_examples)
         return hp
 
     def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
         price = price_per_1m(spec.base_model)
         return None if billed_tokens is None or price is None else billed_tokens * price / 1e6
-
-
-def _retry_after(err) -> float | None:
-    """Seconds the provider asked us to wait (retry-after-ms or retry-after), capped at 60."""
-    headers = getattr(getattr(err, "response", None), "headers", {}) or {}
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        try:
-            return min(60.0, float(headers[name]) / scale)
-        except (KeyError, ValueError, TypeError):
-            continue
-    return None
-
-
-def _backoff(attempt: int) -> float:
-    return min(8.0, 0.5 * 2**attempt) * (1 - 0.25 * random.random())
-
-
-def _metric(data: dict) -> dict:
-    """A metrics event's (or checkpoint's) data under the ledger's metric names."""
-    out = {_METRIC_ALIASES.get(k, k): v for k, v in data.items() if k != "total_steps" and v is not None}
-    if "step" in out:
-        out["step"] = int(out["step"])
-    return out
-
-
-def parse_results(raw: bytes) -> list[dict]:
-    """Rows of a results CSV, by header name; empty cells are left out (None)."""
-    import base64
-
-    text = raw.lstrip(b"\xef\xbb\xbf").strip()
-    if not text.startswith(b"step"):
-        text = base64.b64decode(text)
-    rows = []
-    for row in csv.DictReader(io.StringIO(text.decode("utf-8"))):
-        values = {_METRIC_ALIASES.get(k.strip(), k.strip()): _number(v) for k, v in row.items() if k}
-        if values.get("step") is None:
-            continue
-        values["step"] = int(values["step"])
-        rows.append({k: v for k, v in values.items() if v is not None})
-    return rows
-
-
-def _number(cell: str | None) -> float | None:
-    try:
-        return float(cell) if cell not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def price_per_1m(model: str) -> float | None:
-    """USD per 1M training tokens from the editable model table (None where it has no price)."""
-    from ftmanager.data.models import model_info
-    from ftmanager.errors import FtmError
-
-    try:
-        return model_info(model).price_per_1m_train
-    except (FtmError, OSError, ValueError):  # an unreadable table: no price rather than no poll
-        return None
-
-
-def auto_epochs(n_examples: int) -> int:
-    """OpenAI's n_epochs="auto" for n examples (the rule lives with the data layer)."""
-    from ftmanager.data.models import auto_epochs as rule
-
-    return rule(n_examples)
