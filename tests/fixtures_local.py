@@ -7,12 +7,16 @@ exact) with ChatML-style special tokens and chat template, and a 2-layer LlamaCo
 from __future__ import annotations
 
 import json
+import os
 import string
 from pathlib import Path
 
 import pytest
 
 from ftmanager.backend import RunSpec
+
+# Before torch loads: spinning OpenMP threads crawl on a shared 2-core machine (see __init__).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SPECIALS = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -36,10 +40,12 @@ def build_tiny_llama(path: Path, hidden: int = 32, layers: int = 2) -> Path:
                                   eos_token="<|im_end|>", bos_token="<|im_start|>")
     tok.add_special_tokens({"additional_special_tokens": SPECIALS[2:]})
     tok.chat_template = CHAT_TEMPLATE
+    # A large init range: the final norm is frozen under LoRA, so with the usual 0.02 the
+    # tied output layer could never make a confident prediction on 32 dimensions.
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=1024, pad_token_id=1, bos_token_id=2, eos_token_id=3,
-                         tie_word_embeddings=True)
+                         tie_word_embeddings=True, initializer_range=0.2)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
