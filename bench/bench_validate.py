@@ -29,14 +29,6 @@ import time
 MODEL = "gpt-3.5-turbo-0125"
 ENCODING = "cl100k_base"
 
-WORDS = (
-    "the a of to and in is it that for on with as was be by this are or from at an not have "
-    "model data training learning rate epoch batch token answer question capital city country "
-    "python function error value list string return because however therefore example system "
-    "weather forecast recipe flour sugar bake minutes oven history treaty century river mountain "
-    "invoice refund shipping order account password customer support ticket priority delivery "
-    "café naïve résumé Zürich São Paulo München Kraków 東京 北京 서울 데이터 модель данные"
-).split()
 SYSTEMS = [
     "You are a helpful assistant.",
     "You are a concise customer-support agent for Acme Corp. Answer politely, in at most three "
@@ -45,36 +37,72 @@ SYSTEMS = [
     "You are a senior Python reviewer. Point out bugs, explain why they are bugs, and suggest a "
     "minimal fix. Prefer standard-library solutions. Quote the offending line.",
 ]
+COMMON = (
+    "the of and to a in is it you that he was for on are with as I his they be at one have this from "
+    "or had by not word but what some we can out other were all there when up use your how said an "
+    "each she which do their time if will way about many then them write would like so these her long "
+    "make thing see him two has look more day could go come did number sound no most people my over "
+    "know water than call first who may down side been now find model data training learning rate "
+    "epoch batch token answer question capital city country python function error value list string "
+    "return because however therefore example customer order refund shipping account password invoice"
+).split()
+SYLLABLES = ("ka ri to me na lo su vi de ra pen tor al ex in con ver sta tion ment able ing ly er "
+             "pre pro tri qua zen mor lith gra phy bio neo cy ber ox an gel ium ics ard ous ful").split()
+FOREIGN = ["café", "naïve", "résumé", "Zürich", "São", "München", "Kraków", "東京", "北京", "서울", "데이터",
+           "модель", "данные", "año", "Größe", "ελληνικά", "😀", "—", "“quoted”", "…"]
 CODE = [
-    "def mean(xs):\n    return sum(xs) / len(xs)\n",
+    "def mean(xs):\n    if not xs:\n        raise ValueError('empty')\n    return sum(xs) / len(xs)\n",
     "for i in range(10):\n    print(i ** 2)\n",
-    "SELECT id, total FROM orders WHERE status = 'paid' ORDER BY total DESC LIMIT 10;\n",
-    "const x = await fetch(url).then(r => r.json());\n",
+    "SELECT id, total\n  FROM orders\n WHERE status = 'paid'\n ORDER BY total DESC LIMIT 10;\n",
+    "const x = await fetch(url).then(r => r.json());\nconsole.log(x.items.length);\n",
 ]
 
 
-def _sentence(rng: random.Random) -> str:
-    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 20)))
-    tail = rng.choice([".", ".", "?", "!", f" ({rng.randint(1, 9999)}).", f": {rng.random():.3f}."])
-    return words[0].upper() + words[1:] + tail
+def _pool(rng: random.Random, n_words: int = 30_000, size: int = 400_000) -> list[str]:
+    """Words drawn with Zipf weights (common words first, then made-up ones), some with
+    punctuation, numbers or non-English words: sampling it gives text that repeats like real text."""
+    words = list(COMMON)
+    while len(words) < n_words:
+        words.append("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))))
+    weights = [1 / rank**1.07 for rank in range(1, len(words) + 1)]
+    pool = rng.choices(words, weights=weights, k=size)
+    for i in range(size):
+        roll = rng.random()
+        if roll < 0.06:
+            pool[i] += rng.choice([",", ",", ";", ":"])
+        elif roll < 0.09:
+            pool[i] = str(rng.randint(0, 99999))
+        elif roll < 0.11:
+            pool[i] = rng.choice(FOREIGN)
+        elif roll < 0.16:
+            pool[i] = pool[i].capitalize()
+    return pool
 
 
-def _text(rng: random.Random, lo: int, hi: int) -> str:
-    parts = [_sentence(rng) for _ in range(rng.randint(lo, hi))]
+def _sentence(rng: random.Random, pool: list[str]) -> str:
+    text = " ".join(rng.choices(pool, k=rng.randint(4, 24)))
+    return text[0].upper() + text[1:] + rng.choice([".", ".", ".", "?", "!", f" ({rng.random():.3f})."])
+
+
+def _text(rng: random.Random, vocab: list[str], lo: int, hi: int) -> str:
+    parts = [_sentence(rng, vocab) for _ in range(rng.randint(lo, hi))]
     if rng.random() < 0.15:
         parts.insert(rng.randrange(len(parts) + 1), "```\n" + rng.choice(CODE) + "```")
-    return " ".join(parts) if rng.random() < 0.7 else "\n\n".join(parts)
+    if rng.random() < 0.1:
+        parts = [f"{i}. {p}" for i, p in enumerate(parts, 1)]
+    return " ".join(parts) if rng.random() < 0.6 else "\n\n".join(parts)
 
 
 def generate(path: str, n: int, seed: int = 0) -> None:
     """n chat examples: 1-4 turns, short to long replies, a system prompt in most."""
     rng = random.Random(seed)
+    vocab = _pool(rng)
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(n):
             messages = [{"role": "system", "content": rng.choice(SYSTEMS)}] if rng.random() < 0.8 else []
             for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 4))):
-                messages.append({"role": "user", "content": _text(rng, 1, 4)})
-                messages.append({"role": "assistant", "content": _text(rng, 1, rng.choice((2, 6, 15, 40)))})
+                messages.append({"role": "user", "content": _text(rng, vocab, 1, 4)})
+                messages.append({"role": "assistant", "content": _text(rng, vocab, 1, rng.choice((2, 6, 15, 40)))})
             f.write(json.dumps({"messages": messages}, ensure_ascii=rng.random() < 0.5) + "\n")
 
 
@@ -182,12 +210,14 @@ def ours(path: str) -> dict:
 
 def run_one(which: str, path: str) -> None:
     """Child process: run one contender, print JSON with time and peak memory."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), os.times()
     result = {"baseline": cookbook, "ftm": ours}[which](path)
-    seconds = time.perf_counter() - start
+    seconds, after = time.perf_counter() - start, os.times()
+    cpu_seconds = sum(after[:4]) - sum(cpu[:4])  # user + system, this process and its workers
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"seconds": seconds, "rss_mb": own / 1024, "worker_rss_mb": children / 1024, **result}))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "rss_mb": own / 1024,
+                      "worker_rss_mb": children / 1024, **result}))
 
 
 def measure(which: str, path: str) -> dict:
@@ -220,18 +250,19 @@ def main() -> None:
 
 
 def report(rows: list) -> None:
-    print(f"\ncpus: {os.cpu_count()}  load average: {os.getloadavg()[0]:.2f} (other work on the machine slows both)")
-    print(f"{'examples':>9} {'contender':9} {'seconds':>8} {'examples/s':>11} {'peak RSS MB':>12} {'workers MB':>11} {'tokens':>12}")
+    print(f"\ncpus: {os.cpu_count()}  load average now: {os.getloadavg()[0]:.2f} "
+          "(other work on the machine slows both contenders; ftm's workers most)")
+    print(f"{'examples':>9} {'contender':9} {'wall s':>7} {'examples/s':>11} {'CPU s':>7} {'examples/CPU s':>15} "
+          f"{'peak RSS MB':>12} {'worker RSS MB':>14} {'tokens':>12}")
     for n, which, r in rows:
-        print(f"{n:>9,} {which:9} {r['seconds']:>8.2f} {n / r['seconds']:>11,.0f} {r['rss_mb']:>12.0f} "
-              f"{r['worker_rss_mb']:>11.0f} {r['tokens_total']:>12,}")
+        print(f"{n:>9,} {which:9} {r['seconds']:>7.2f} {n / r['seconds']:>11,.0f} {r['cpu_seconds']:>7.2f} "
+              f"{n / r['cpu_seconds']:>15,.0f} {r['rss_mb']:>12.0f} {r['worker_rss_mb']:>14.0f} {r['tokens_total']:>12,}")
     for n in sorted({n for n, _, _ in rows}):
         base, ftm = (r for m, _, r in rows if m == n)
-        ratio = base["seconds"] / ftm["seconds"]
-        same = "same token totals" if base["tokens_total"] == ftm["tokens_total"] else "token totals differ (see note)"
-        print(f"{n:,} examples: ftm is {ratio:.2f}x the baseline's throughput; {same}")
-    print("note: ftm does not count the role and 'weight' values as the cookbook would; the role is"
-          " counted too, so totals agree on plain chats")
+        same = "same" if base["tokens_total"] == ftm["tokens_total"] else "DIFFERENT"
+        print(f"{n:,} examples: ftm {base['seconds'] / ftm['seconds']:.2f}x the baseline's throughput "
+              f"({base['cpu_seconds'] / ftm['cpu_seconds']:.2f}x per CPU second); {same} token totals")
+    print("(both count 3 per message + role + content, + 3 per example: on plain chats the totals must agree)")
 
 
 if __name__ == "__main__":

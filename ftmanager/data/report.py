@@ -117,7 +117,12 @@ def _render_stats(s: dict) -> list[str]:
     if not s:
         return []
     tok = s["tokenizer"]
-    how = "exact" if s["exact_tokens"] else f"ESTIMATE: {tok['wanted'] or 'its tokenizer'} is not available offline, counted with {tok['used']}"
+    if s["exact_tokens"]:
+        how = "exact"
+    elif tok["wanted"]:
+        how = f"ESTIMATE: {tok['wanted']} is not available offline, counted with {tok['used']}"
+    else:
+        how = f"ESTIMATE: counted with {tok['used']}, not the model's own tokenizer"
     m = s["messages_per_example"]
     limit = s["context_limit"]
     lines = [

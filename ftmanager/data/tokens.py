@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -87,13 +88,13 @@ def encoding(name: str):
 def _exact_counter(name: str):
     """str -> token count straight from tiktoken (no Python list built)."""
     core = encoding(name)._core_bpe
+    ordinary = core.encode_ordinary
     to_buffer = getattr(core, "encode_to_tiktoken_buffer", None)
     if to_buffer is None:
-        ordinary = core.encode_ordinary
         return lambda text: len(ordinary(text))
     empty = frozenset()
-    # the buffer holds u32 token ids: its size is the count
-    return lambda text: memoryview(to_buffer(text, empty)).nbytes >> 2
+    # for long texts a buffer of u32 ids (its size is the count) beats building a list of ints
+    return lambda text: memoryview(to_buffer(text, empty)).nbytes >> 2 if len(text) > 256 else len(ordinary(text))
 
 
 def counter(name: str):
@@ -107,8 +108,9 @@ def counter(name: str):
 # Encodings whose split pattern puts a space only at the start of a piece or inside an
 # all-whitespace piece (OpenAI's: see the pat_str of each in tiktoken_ext/openai_public.py).
 SPACE_SPLIT_SAFE = frozenset({"cl100k_base", "o200k_base", "p50k_base", "r50k_base"})
+_BOUNDARY = re.compile(r"(?<=\S) ")  # Python's \s covers all of Unicode's White_Space
 FLAG = 1 << 40  # added to a word's count when a space after it would not start a new piece
-MAX_WORD, MAX_WORDS = 64, 1 << 16
+MAX_WORD, MAX_WORDS = 64, 1 << 18  # ~100 bytes a word: at most ~26 MB a cache
 
 
 class _Words(dict):
@@ -124,9 +126,17 @@ class _Words(dict):
             n += FLAG
         if len(word) <= MAX_WORD:
             if len(self) >= MAX_WORDS:
-                self.clear()  # bounded memory; frequent words come straight back
+                self._evict()
             self[word] = n
         return n
+
+    def _evict(self) -> None:
+        """Forget the older half (dicts keep insertion order): memory stays bounded."""
+        try:
+            for word in list(islice(self, len(self) // 2)):
+                self.pop(word, None)
+        except RuntimeError:  # another thread resized it meanwhile: start afresh
+            self.clear()
 
 
 class SegmentCounter:
@@ -136,8 +146,8 @@ class SegmentCounter:
     encoding's split pattern, and BPE never merges across pieces; so a text's count is the sum
     of the counts of its " word" segments, and words repeat (Zipf), so each is counted once
     and then looked up. Where some space follows whitespace (indentation, double spaces) the
-    words around it are merged into one segment first. tests/test_data_tokens.py checks the
-    equality against tiktoken on adversarial text.
+    text is split at the boundary spaces only. tests/test_data_tokens.py checks the equality
+    against tiktoken on adversarial text.
     """
 
     def __init__(self, exact):
@@ -153,14 +163,11 @@ class SegmentCounter:
         total = self.bare[words[0]] + sum(map(self.lead.__getitem__, islice(words, 1, None))) - last
         if total < FLAG:
             return total + (last & (FLAG - 1))
-        return self._merged(words)
+        return self._merged(text)
 
-    def _merged(self, words: list[str]) -> int:
-        total, segment, lead = 0, words[0], False
-        for word in islice(words, 1, None):
-            if segment and not segment[-1].isspace():
-                total += (self.lead if lead else self.bare)[segment] & (FLAG - 1)
-                segment, lead = word, True
-            else:
-                segment = f"{segment} {word}"
-        return total + ((self.lead if lead else self.bare)[segment] & (FLAG - 1))
+    def _merged(self, text: str) -> int:
+        # split only at spaces after a non-space: every piece but the last ends in a non-space,
+        # so at most the last one (and a lone first one) carries FLAG, which the mask drops
+        pieces = _BOUNDARY.split(text)
+        total = self.bare[pieces[0]] + sum(map(self.lead.__getitem__, islice(pieces, 1, None)))
+        return total & (FLAG - 1)

@@ -13,6 +13,7 @@ from collections import Counter as Histogram
 from collections import deque
 from dataclasses import dataclass, field
 from hashlib import blake2b
+from itertools import islice
 
 import orjson
 
@@ -176,11 +177,15 @@ def _parallel_parts(source: Source, job: Job, n: int):
     import threading
     from concurrent.futures import ProcessPoolExecutor
 
-    # fork shares the loaded encoding at no cost; it is unsafe only with other threads running
+    # fork shares the loaded encoding and the word cache at no cost; it is unsafe only with
+    # other threads running. The first block is checked here, before forking, to warm the cache.
     method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
+    blocks = source.blocks()
+    for first, block in islice(blocks, 1):
+        yield check_block(first, block, job)
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(method)) as pool:
         pending: deque = deque()
-        for first, block in source.blocks():
+        for first, block in blocks:
             pending.append(pool.submit(check_block, first, block, job))
             if len(pending) >= 2 * n:  # bounded look-ahead keeps memory flat
                 yield pending.popleft().result()
