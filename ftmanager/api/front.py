@@ -87,7 +87,7 @@ class Server:
         runner.bind(self.state)
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._serving = False
 
     @property
     def url(self) -> str:
@@ -97,15 +97,18 @@ class Server:
 
     def start(self) -> "Server":
         """Serve in a background thread (tests, benchmarks)."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._serving = True  # before the thread runs, so a quick close() still stops it
+        threading.Thread(target=self.serve_forever, daemon=True).start()
         return self
 
     def serve_forever(self) -> None:
+        self._serving = True
         self.httpd.serve_forever()
 
     def close(self) -> None:
-        self.httpd.shutdown() if self._thread else None
+        if self._serving:  # shutdown() waits for a serve_forever loop: only ask a running one
+            self.httpd.shutdown()
+            self._serving = False
         self.httpd.server_close()
         self.runner.close()
         if self._own_dir:
