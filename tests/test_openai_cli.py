@@ -116,6 +116,27 @@ def test_submit_wait_killed_while_polling_then_watch_records_everything(env, cha
     assert_key_never_written(ftm_home, out, err, watched.out, watched.err)
 
 
+def test_pause_resume_and_cancel_an_openai_run(env, chat_file, ftm_home):
+    run = ftm("submit", chat_file, "--backend", "openai", "--model", MODEL, "--epochs", "5", "--json").json()
+    job = env.state.jobs[run["provider_job_id"]]
+
+    def running():
+        with env.state.lock:
+            env.runner.refresh(job)
+            if job.status == "running":
+                env.runner.speed = 0.5  # from here on, slow enough for ftm to catch it running
+            return job.status == "running"
+
+    wait_until(running)
+    paused = ftm("pause", run["id"], "--json")
+    assert paused.code == 0 and paused.json()["status"] == "paused", paused
+    resumed = ftm("resume", run["id"], "--json")
+    assert resumed.code == 0 and resumed.json()["status"] == "queued", resumed
+    cancelled = ftm("cancel", run["id"], "--json")
+    assert cancelled.code == 0 and cancelled.json()["status"] == "cancelled", cancelled
+    assert job.status == "cancelled" and ftm("watch", run["id"]).code == 4
+
+
 def test_403_on_create_fails_the_run_with_the_way_out(env, chat_file, ftm_home):
     env.faults.add("403")
     result = ftm("submit", chat_file, "--backend", "openai", "--model", MODEL)

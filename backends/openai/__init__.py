@@ -216,7 +216,7 @@ class OpenAIBackend(Backend):
         if totals:
             cursor["total_steps"] = totals[-1]
         checkpoints = self._new_checkpoints(job_id, status, events, cursor)
-        if status == "succeeded" and not cursor.get("results_read"):
+        if status == "succeeded" and job.get("result_files") and not cursor.get("results_read"):
             metrics += self._results(job)
             cursor["results_read"] = True
         return self._progress(job, status, cursor, events, metrics, checkpoints)
