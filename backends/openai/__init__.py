@@ -34,6 +34,8 @@ def _env_int(name: str, default: int) -> int:
 
 
 class OpenAIBackend(Backend):
+    """Fine-tuning jobs on OpenAI's API (or a server speaking it) through the official SDK."""
+
     name = "openai"
     description = "OpenAI's fine-tuning API (or any server speaking it, via OPENAI_BASE_URL)"
     default_model = "gpt-4o-mini-2024-07-18"
@@ -333,5 +335,6 @@ class OpenAIBackend(Backend):
         return hp
 
     def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
+        """Billed tokens times the base model's price per 1M training tokens."""
         price = price_per_1m(spec.base_model)
         return None if billed_tokens is None or price is None else billed_tokens * price / 1e6

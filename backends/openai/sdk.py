@@ -74,6 +74,7 @@ def retry_after(err) -> float | None:
 
 
 def backoff(attempt: int) -> float:
+    """The SDK's own wait before retry n: 0.5 s doubling, capped at 8 s, with jitter."""
     return min(8.0, 0.5 * 2**attempt) * (1 - 0.25 * random.random())
 
 

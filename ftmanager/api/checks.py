@@ -20,6 +20,8 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 
 @dataclass
 class FileReport:
+    """What validating one file found: its size in examples and tokens, or OpenAI's error."""
+
     n_examples: int = 0
     tokens: int = 0  # one epoch's tokens, by a rough word-piece count
     error: dict | None = None  # {"code", "message", "param"} when OpenAI would fail the job

@@ -28,6 +28,8 @@ _DEFAULT_TARGET = {"403": ("POST", "/fine_tuning/jobs"), "empty_error": ("POST",
 
 @dataclass
 class Fault:
+    """One fault waiting to happen to the next `times` requests that match."""
+
     kind: str
     method: str = "*"
     path: str = "*"

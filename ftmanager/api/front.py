@@ -133,6 +133,7 @@ class Server:
         raise ApiError(405 if known else 404, f"{word} ({method} /v1{path})")
 
     def check_auth(self, header: str) -> None:
+        """401 without a bearer key, or with the wrong one when the server has a key."""
         key = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not key:
             raise ApiError(401, "You didn't provide an API key. You need to provide your API key "

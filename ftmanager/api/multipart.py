@@ -17,6 +17,8 @@ CHUNK = 1 << 20
 
 @dataclass
 class Part:
+    """One field of a multipart body, located in the spooled file."""
+
     name: str
     filename: str | None
     offset: int  # where the part's content starts in the spooled body
@@ -63,6 +65,7 @@ def _chunked(rfile):
 
 
 def boundary_of(content_type: str) -> bytes | None:
+    """The boundary a multipart Content-Type header declares."""
     match = re.search(r'boundary="?([^";]+)"?', content_type or "")
     return match.group(1).encode() if match else None
 

@@ -47,9 +47,11 @@ class JobRunner(abc.ABC):
         """Stop a job that has not finished."""
 
     def pause(self, job: Job) -> None:
+        """Stop a running job's clock or worker, keeping its progress (status paused)."""
         raise ApiError(400, "This server cannot pause fine-tuning jobs.", code="unsupported")
 
     def resume(self, job: Job) -> None:
+        """Carry a paused job on (status queued, then running from where it stopped)."""
         raise ApiError(400, "This server cannot resume fine-tuning jobs.", code="unsupported")
 
     @abc.abstractmethod

@@ -18,6 +18,7 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 def new_id(prefix: str, n: int = 24) -> str:
+    """An id in OpenAI's style: a prefix and n random letters and digits."""
     return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(n))
 
 
@@ -33,11 +34,14 @@ class ApiError(Exception):
 
 
 def not_found(what: str, ident: str, param: str | None = None) -> ApiError:
+    """The 404 OpenAI answers for an id it does not know."""
     return ApiError(404, f"No such {what}: '{ident}'", param=param, code=None)
 
 
 @dataclass
 class File:
+    """An uploaded file, its bytes on disk."""
+
     id: str
     filename: str
     purpose: str
@@ -54,6 +58,8 @@ class File:
 
 @dataclass
 class Upload:
+    """An Uploads-API upload: parts on disk until completed into a File."""
+
     id: str
     filename: str
     purpose: str
@@ -109,6 +115,7 @@ class Job:
                             "data": data or {}, "type": type})
 
     def add_checkpoint(self, step: int, model_id: str, metrics: dict, at: float) -> None:
+        """Record a checkpoint; like OpenAI, keep only the last three."""
         self.checkpoints.append({"object": "fine_tuning.job.checkpoint", "id": new_id("ftckpt_"),
                                  "created_at": int(at), "fine_tuned_model_checkpoint": model_id,
                                  "fine_tuning_job_id": self.id, "metrics": {"step": step, **metrics},
@@ -116,6 +123,7 @@ class Job:
         del self.checkpoints[:-3]
 
     def finish(self, status: str, at: float, error: dict | None = None) -> None:
+        """Move to a terminal status at time `at`."""
         self.status, self.finished_at, self.estimated_finish = status, at, None
         if error is not None:
             self.error = error
@@ -144,6 +152,8 @@ def _int(value: float | None) -> int | None:
 
 @dataclass
 class Model:
+    """A model this server can answer for: a fine-tuned model or one of its checkpoints."""
+
     id: str
     created: int
     owned_by: str
@@ -175,6 +185,7 @@ class State:
         return f
 
     def file(self, file_id: str, param: str | None = None) -> File:
+        """The file with this id, or a 404 (as are upload(), job() and model())."""
         if file_id not in self.files:
             raise not_found("file", file_id, param)
         return self.files[file_id]
