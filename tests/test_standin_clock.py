@@ -89,6 +89,11 @@ def test_chat_answers_from_the_training_file(client):
     assert base.choices[0].message.content != '{"n": 7}'
     with pytest.raises(openai.NotFoundError):
         ask(model="ft:nope", messages=[{"role": "user", "content": "hi"}])
+    kept = [c.fine_tuned_model_checkpoint for c in client.fine_tuning.jobs.checkpoints.list(job.id).data]
+    assert [k.rsplit("-", 1)[1] for k in kept] == ["100", "90", "80"]  # the last 3 of 10 epochs
+    assert ask(model=kept[-1], messages=[{"role": "user", "content": "Question 7?"}]).choices
+    with pytest.raises(openai.NotFoundError):  # older checkpoints are no longer served
+        ask(model=kept[0].replace("ckpt-step-100", "ckpt-step-70"), messages=[{"role": "user", "content": "hi"}])
 
 
 def test_jobs_list_pages_newest_first(client):

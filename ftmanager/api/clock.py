@@ -134,7 +134,8 @@ class ClockRunner(JobRunner):
         if job.validation_path:
             extra.update(full_valid_loss=metrics["valid_loss"],
                          full_valid_mean_token_accuracy=metrics["valid_mean_token_accuracy"])
-        job.add_checkpoint(sim.step, model_id, extra, at)
+        for gone in job.add_checkpoint(sim.step, model_id, extra, at):
+            self.state.models.pop(gone["fine_tuned_model_checkpoint"], None)  # no longer served
         self.state.add_model(model_id, job.id)
         job.emit(f"Checkpoint created at step {sim.step} with Snapshot ID: {model_id}", at)
 

@@ -114,13 +114,15 @@ class Job:
                             "created_at": int(at), "level": level, "message": message,
                             "data": data or {}, "type": type})
 
-    def add_checkpoint(self, step: int, model_id: str, metrics: dict, at: float) -> None:
-        """Record a checkpoint; like OpenAI, keep only the last three."""
+    def add_checkpoint(self, step: int, model_id: str, metrics: dict, at: float) -> list[dict]:
+        """Record a checkpoint; like OpenAI, keep only the last three. Returns those dropped."""
         self.checkpoints.append({"object": "fine_tuning.job.checkpoint", "id": new_id("ftckpt_"),
                                  "created_at": int(at), "fine_tuned_model_checkpoint": model_id,
                                  "fine_tuning_job_id": self.id, "metrics": {"step": step, **metrics},
                                  "step_number": step})
+        dropped = self.checkpoints[:-3]
         del self.checkpoints[:-3]
+        return dropped
 
     def finish(self, status: str, at: float, error: dict | None = None) -> None:
         """Move to a terminal status at time `at`."""
