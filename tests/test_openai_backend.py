@@ -76,9 +76,9 @@ def make_spec(tmp_path: Path, n: int = 12, validation: int = 0, **fields) -> Run
                    **fields)
 
 
-def follow(backend: OpenAIBackend, job_id: str, every: float = 0.05, timeout: float = 30) -> list:
+def follow(backend: OpenAIBackend, job_id: str, every: float = 0.05, timeout: float = 30, cursor=None) -> list:
     """Poll until a terminal status, as jobs.watch does; returns every Progress."""
-    progresses, cursor = [], {}
+    progresses, cursor = [], cursor or {}
     deadline = time.time() + timeout
     while time.time() < deadline:
         p = backend.poll(job_id, cursor)
@@ -150,6 +150,15 @@ def test_events_beyond_one_page_arrive_once_and_in_order(env, tmp_path):
     assert len(progress.events) > 120
     assert env.requests[("GET", f"/fine_tuning/jobs/{job_id}/events")] == 2  # paged with `after`
     assert sorted(m["step"] for m in progress.metrics if "train_loss" in m)[-1] == 120
+
+
+def test_a_cursor_whose_last_event_vanished_still_reports_each_event_once(env, tmp_path):
+    backend = OpenAIBackend()
+    job_id = backend.start(make_spec(tmp_path), MemoryUploads())
+    first = backend.poll(job_id, {})
+    cursor = {**first.cursor, "last_event_id": "ftevent-gone"}  # e.g. the provider pruned it
+    later = [e.id for p in follow(backend, job_id, cursor=cursor) for e in p.events]
+    assert [e.id for e in first.events] + later == [e["id"] for e in env.state.jobs[job_id].events]
 
 
 def test_a_dataset_is_uploaded_once_per_account(env, tmp_path, monkeypatch):
