@@ -15,16 +15,17 @@ from .store import ledger as store
 
 
 def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto",
-                check: bool = True) -> tuple[dict, bool]:
+                check: bool = True, model: str | None = None) -> tuple[dict, bool]:
     """Import a file: convert, validate, store content-addressed, record. Returns (row, new).
 
+    model: validate by that model's rules (default: models.toml's default model).
     check=False stores data that is not for training (held-out prompts) without the
     training rules (such as OpenAI's minimum of 10 examples).
     """
     from . import data
 
     ledger = store()  # open the ledger first: a ledger we cannot use means nothing is written
-    stored = data.store(Path(path), paths.datasets_dir(), fmt=fmt, name=name, check=check)
+    stored = data.store(Path(path), paths.datasets_dir(), fmt=fmt, name=name, check=check, model=model)
     try:
         return _record_stored(stored, name or Path(path).stem, source=str(Path(path).resolve()))
     except BaseException:
@@ -90,11 +91,11 @@ def dataset_info(ref: str) -> dict:
     }
 
 
-def dataset_arg(ref: str) -> dict:
+def dataset_arg(ref: str, model: str | None = None) -> dict:
     """A dataset named on the command line: a file to import, or one in the ledger."""
     path = Path(ref)
     if path.exists() or ref.endswith((".jsonl", ".json")):
-        return add_dataset(path)[0]
+        return add_dataset(path, model=model)[0]
     return dataset(ref)
 
 

@@ -70,7 +70,7 @@ def submit(
     impl.check_options(options or {})
     _check_suffix_seed(suffix, seed)
     hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in LIMITS}
-    train, valid, split_info = _training_data(dataset_ref, validation, split, seed)
+    train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
     _refuse_invalid(train, model)
     row = {
         "id": f"run-{secrets.token_hex(4)}",
@@ -135,12 +135,12 @@ def _check_suffix_seed(suffix, seed) -> None:
         raise InvalidInput(f"--seed must be between 0 and 2147483647, not {seed}", "")
 
 
-def _training_data(dataset_ref, validation, split, seed) -> tuple[dict, dict | None, dict | None]:
+def _training_data(dataset_ref, validation, split, seed, model) -> tuple[dict, dict | None, dict | None]:
     if validation and split:
         raise InvalidInput("--validation and --split cannot be used together", "Choose one.")
-    train = dataset_arg(dataset_ref)
+    train = dataset_arg(dataset_ref, model)
     if validation:
-        return train, dataset_arg(validation), None
+        return train, dataset_arg(validation, model), None
     if split:
         seed = 0 if seed is None else seed
         train, valid = split_dataset(train, split, seed)

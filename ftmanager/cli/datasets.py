@@ -19,12 +19,13 @@ def add(
     file: Path = typer.Argument(..., help="A JSONL (or Alpaca JSON array) file."),
     name: str = typer.Option(None, "--name", "-n", help="A name to refer to it by."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMATS),
+    model: str = typer.Option(None, "--model", "-m", help="Validate by this model's rules (default: models.toml's)."),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset as JSON."),
 ):
     """Convert a dataset to canonical chat JSONL, validate it and store it in the ledger."""
     from .. import datasets
 
-    row, new = datasets.add_dataset(file, name=name, fmt=fmt)
+    row, new = datasets.add_dataset(file, name=name, fmt=fmt, model=model)
     if as_json:
         return emit_json({**row, "new": new})
     verb = "Added" if new else "Already stored as"

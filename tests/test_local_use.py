@@ -1,0 +1,62 @@
+"""Using a local run from the command line: generate, chat and export what `ftm submit` trained."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ftm
+from fixtures_local import tiny_llama  # noqa: F401  (fixture)
+
+pytest.importorskip("torch")
+
+ANSWER = "zz"
+
+
+@pytest.fixture
+def trained_run(ftm_home, tmp_path, tiny_llama):  # noqa: F811
+    """A local run of the tiny model taught to answer everything with ANSWER, through `ftm submit`."""
+    data = tmp_path / "zz.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                      {"role": "assistant", "content": ANSWER}]}) + "\n"
+                            for i in range(8)))
+    result = ftm("submit", data, "-b", "local", "-m", tiny_llama, "--epochs", "10", "--batch-size", "4",
+                 "--learning-rate", "0.05", "--no-quantize", "-p", "lora_dropout=0", "-p", "device=cpu",
+                 "--seed", "7", "--wait", "--json", timeout=300)
+    assert result.code == 0, result
+    return result.json()
+
+
+def test_a_local_run_is_recorded_like_a_hosted_one_and_its_model_answers(trained_run, tmp_path):
+    run = trained_run
+    assert run["status"] == "succeeded" and run["result_model"] == f"local:{run['id']}"
+    assert run["resolved_hyperparameters"]["n_epochs"] == 10
+    shown = ftm("show", run["id"], "--json").json()
+    assert len(shown["checkpoints"]) == 10 and shown["metrics"][-1]["train_loss"] < shown["metrics"][0]["train_loss"]
+    assert {"train_loss", "train_accuracy"} <= {k for m in shown["metrics"] for k, v in m.items() if v is not None}
+
+    answered = ftm("generate", run["id"], "q1", "q5", "--max-new-tokens", "4")
+    assert answered.code == 0, answered
+    assert answered.out.splitlines() == [ANSWER, ANSWER]
+    talked = ftm("chat", run["id"], "--max-new-tokens", "4", input="q2\nq3\n")
+    assert talked.out.splitlines() == [ANSWER, ANSWER]
+
+    out = tmp_path / "merged"
+    assert ftm("export", run["id"], "-o", out).code == 0
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
+    ids = tok.apply_chat_template([{"role": "user", "content": "q7"}], add_generation_prompt=True, return_tensors="pt")
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    new = model.generate(ids, max_new_tokens=3, do_sample=False)[0][ids.shape[1]:]
+    assert tok.decode(new, skip_special_tokens=True) == ANSWER
+    again = ftm("export", run["id"], "-o", out)
+    assert again.code == 1 and "is not empty" in again.err
+
+
+def test_a_run_without_a_model_cannot_generate(ftm_home, chat_file):
+    run = ftm("submit", chat_file, "-b", "fake", "-m", "fake-slow", "--json").json()
+    result = ftm("generate", run["id"], "hello")
+    assert result.code == 1 and "has no model yet" in result.err
+    assert len(result.err.strip().splitlines()) == 1
