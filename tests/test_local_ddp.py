@@ -24,3 +24,17 @@ def test_two_process_ddp_trains_like_one_process(tmp_path, tiny_llama):  # noqa:
     ddp_losses = [m["train_loss"] for m in ddp_seen["metrics"]]
     assert ddp_losses == pytest.approx([m["train_loss"] for m in single_seen["metrics"]], rel=1e-4)
     assert ddp_seen["last"].result_model == "local:run-tiny"
+
+
+def test_speed_levers_do_not_change_the_losses(tmp_path, tiny_llama):  # noqa: F811
+    """Padded batches, gradient accumulation and checkpointing train exactly like packed rows."""
+    backend = LocalBackend()
+    # One step per epoch holds every example, so length grouping cannot change a step's batch.
+    common = dict(n_epochs=3, batch_size=12, lora_dropout="0")
+    levers = backend.start(tiny_spec(tmp_path / "levers", tiny_llama, packing="false", gradient_checkpointing="true",
+                                     gradient_accumulation_steps=2, **common), uploads=None)
+    plain = backend.start(tiny_spec(tmp_path / "plain", tiny_llama, **common), uploads=None)
+    levers_seen, plain_seen = follow(backend, levers), follow(backend, plain)
+    assert levers_seen["last"].status == "succeeded", levers_seen["last"].error
+    assert [m["train_loss"] for m in levers_seen["metrics"]] == pytest.approx(
+        [m["train_loss"] for m in plain_seen["metrics"]], rel=1e-4)
