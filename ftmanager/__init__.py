@@ -10,12 +10,12 @@ Every CLI command is a call to one of these functions (see ftmanager.jobs).
 __version__ = "0.1.0"
 
 _API = {  # public name -> the module that defines it
-    **dict.fromkeys(["add_dataset", "dataset", "datasets", "export_dataset", "lineage"], "datasets"),
+    **dict.fromkeys(["add_dataset", "dataset", "datasets", "export_dataset", "lineage"], "catalog"),
     **dict.fromkeys(["submit", "rerun", "refresh", "watch", "sync", "cancel", "pause", "resume",
                      "runs", "show", "models", "backends"], "jobs"),
-    "compare": "compare",
-    "plot": "compare",
-    "evaluate": "evaluate",
+    "compare": "comparing",
+    "plot": "comparing",
+    "evaluate": "evaluation",
 }
 
 

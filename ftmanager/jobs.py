@@ -20,7 +20,7 @@ from . import paths
 from .backend import CREATED, FAILED, CANCELLED, Backend, Progress, RunSpec, is_terminal
 from .errors import BackendError, FtmError, InvalidInput
 from .mapping import Mapped, map_settings
-from .datasets import dataset, dataset_arg, split_dataset
+from .catalog import dataset, dataset_arg, split_dataset
 from .store import ledger as store
 
 LIMITS = {  # OpenAI's ranges; every backend accepts at least these

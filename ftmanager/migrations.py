@@ -94,19 +94,20 @@ def m001_initial(db) -> None:
         foreign_keys=[("run_id", "runs", "id")],
     )
     db["events"].create_index(["run_id", "provider_event_id"], unique=True)
-    db["metrics"].create(
-        {
-            "run_id": str,
-            "step": int,
-            "train_loss": float,
-            "train_accuracy": float,
-            "valid_loss": float,
-            "valid_mean_token_accuracy": float,
-            "full_valid_loss": float,
-            "full_valid_mean_token_accuracy": float,
-        },
-        pk=("run_id", "step"),
-        foreign_keys=[("run_id", "runs", "id")],
+    # WITHOUT ROWID clusters a run's steps together on disk: summarising a run of 100,000 steps
+    # reads them in order instead of hopping from the index to the table row by row.
+    db.execute(
+        """CREATE TABLE "metrics" (
+   "run_id" TEXT REFERENCES "runs"("id"),
+   "step" INTEGER,
+   "train_loss" REAL,
+   "train_accuracy" REAL,
+   "valid_loss" REAL,
+   "valid_mean_token_accuracy" REAL,
+   "full_valid_loss" REAL,
+   "full_valid_mean_token_accuracy" REAL,
+   PRIMARY KEY ("run_id", "step")
+) WITHOUT ROWID"""
     )
     db["checkpoints"].create(
         {

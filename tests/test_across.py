@@ -114,7 +114,7 @@ def test_lineage_shows_dataset_uploads_runs_reruns_and_models(ftm_home, tmp_path
 
 
 def test_scores_match_hand_computed_values():
-    from ftmanager.evaluate import rouge_l, score, token_f1
+    from ftmanager.evaluation import rouge_l, score, token_f1
 
     assert token_f1("the cat sat", "the cat sat down") == pytest.approx(2 * 1 * 0.75 / 1.75)
     # LCS of (a b c d) and (a c b d) is 3 tokens long
@@ -122,3 +122,38 @@ def test_scores_match_hand_computed_values():
     assert score("Paris", "paris")["exact_match"] == 1.0
     assert score("Lyon", "Paris") == {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0,
                                       "chrf": pytest.approx(0.0, abs=0.2)}
+
+
+def test_the_python_api_gives_what_the_cli_gives(ftm_home, tmp_path):
+    import ftmanager
+
+    data = capitals(tmp_path)
+    run = ftmanager.submit(str(data), "fake", hyperparameters={"n_epochs": 2}, wait=True)
+    assert run["status"] == "succeeded" and run["hyperparameters"]["n_epochs"] == 2
+    assert ftmanager.show(run["id"]) == ftm("show", run["id"], "--json").json()
+    child, mapped = ftmanager.rerun(run["id"], "fake", "fake-odd", wait=True)
+    assert child["parent_run_id"] == run["id"] and "batch_size=1 (resolved by fake from auto)" in mapped.summary()
+    via_cli = ftm("compare", run["id"], child["id"], "--json").json()
+    assert ftmanager.compare([run["id"], child["id"]]) == {k: v for k, v in via_cli.items() if k != "plot"}
+    assert [d["id"] for d in ftmanager.datasets()] == [d["id"] for d in ftm("datasets", "list", "--json").json()]
+    assert ftmanager.lineage(run["dataset_id"]) == ftm("datasets", "lineage", run["dataset_id"], "--json").json()
+
+
+def test_eval_of_an_openai_run_goes_through_chat_completions(ftm_home, tmp_path, monkeypatch):
+    from ftmanager.api import standin
+
+    with standin(speed=50) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-eval")
+        monkeypatch.setenv("FTM_POLL_SCALE", "0.05")
+        data = capitals(tmp_path)
+        run = ftm("submit", data, "-b", "openai", "-m", "gpt-4o-mini-2024-07-18", "--wait", "--json").json()
+        assert run["status"] == "succeeded" and run["result_model"].startswith("ft:gpt-4o-mini")
+        heldout = tmp_path / "seen.jsonl"
+        heldout.write_text("".join(data.read_text().splitlines(keepends=True)[:2]))
+        result = ftm("eval", run["id"], "--data", heldout, "--baseline", "--json")
+        assert result.code == 0, result
+        tuned, base = result.json()
+        # the stand-in's ft: model answers from its training file; its base model knows nothing
+        assert tuned["exact_match"] == 1.0 and base["exact_match"] == 0.0
+        assert base["model_id"] == "gpt-4o-mini-2024-07-18"

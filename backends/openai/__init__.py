@@ -338,3 +338,22 @@ class OpenAIBackend(Backend):
         """Billed tokens times the base model's price per 1M training tokens."""
         price = price_per_1m(spec.base_model)
         return None if billed_tokens is None or price is None else billed_tokens * price / 1e6
+
+    def generate(self, result_model: str | None, result_path: str | None, base_model: str,
+                 conversations: list[list[dict]], max_new_tokens: int = 256) -> list[str]:
+        """Answer each conversation with chat completions on the ft: model (or the base model).
+
+        Requests go out a few at a time: one HTTP round trip each, so threads overlap the waiting.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        model = result_model or base_model
+
+        def ask(messages: list[dict]) -> str:
+            with self._refusals():
+                reply = self.client.chat.completions.create(model=model, messages=messages, temperature=0,
+                                                            max_completion_tokens=max_new_tokens)
+            return reply.choices[0].message.content or ""
+
+        with ThreadPoolExecutor(max_workers=min(8, len(conversations) or 1)) as pool:
+            return list(pool.map(ask, conversations))

@@ -18,7 +18,7 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Compare runs: settings (differences marked), outcome, cost, losses, evaluation scores."""
-    from .. import compare as comparing
+    from .. import comparing
     from .display import render_compare
 
     result = comparing.compare(runs)
@@ -40,9 +40,9 @@ def eval_(
     as_json: bool = typer.Option(False, "--json", help="Print JSON, generations included."),
 ):
     """Answer held-out prompts with each run's model, score them, record and show side by side."""
-    from .. import evaluate
+    from .. import evaluation
 
-    results = evaluate.evaluate(runs, data, baseline=baseline, max_new_tokens=max_new_tokens)
+    results = evaluation.evaluate(runs, data, baseline=baseline, max_new_tokens=max_new_tokens)
     if as_json:
         return emit_json(results)
     print(table(results, ["label", "model_id", "n_examples", "exact_match", "token_f1", "rouge_l", "chrf"]))

@@ -23,9 +23,9 @@ def add(
     as_json: bool = typer.Option(False, "--json", help="Print the dataset as JSON."),
 ):
     """Convert a dataset to canonical chat JSONL, validate it and store it in the ledger."""
-    from .. import datasets
+    from .. import catalog
 
-    row, new = datasets.add_dataset(file, name=name, fmt=fmt, model=model)
+    row, new = catalog.add_dataset(file, name=name, fmt=fmt, model=model)
     if as_json:
         return emit_json({**row, "new": new})
     verb = "Added" if new else "Already stored as"
@@ -54,9 +54,9 @@ def validate(
 @datasets_app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """List the datasets in the ledger, newest first."""
-    from .. import datasets
+    from .. import catalog
 
-    rows = datasets.datasets()
+    rows = catalog.datasets()
     if as_json:
         return emit_json(rows)
     shown = [{**r, "id": r["id"][:12], "examples": r["n_examples"]} for r in rows]
@@ -69,9 +69,9 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Show one dataset: where it came from, where it lies, its statistics and uploads."""
-    from .. import datasets
+    from .. import catalog
 
-    info = datasets.dataset_info(ref)
+    info = catalog.dataset_info(ref)
     if as_json:
         return emit_json(info)
     for key in ("id", "name", "format", "n_examples", "bytes", "source", "path", "parent_id", "split", "created_at"):
@@ -90,12 +90,12 @@ def export(
     output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
 ):
     """Write a stored dataset in another provider's or library's format."""
-    from .. import datasets
+    from .. import catalog
 
     if output is None:
-        n = datasets.export_dataset(ref, to, sys.stdout)
+        n = catalog.export_dataset(ref, to, sys.stdout)
     else:
-        n = datasets.export_dataset_to(ref, to, output)
+        n = catalog.export_dataset_to(ref, to, output)
     print(f"Exported {n} examples as {to}" + (f" to {output}" if output else ""), file=sys.stderr)
 
 
@@ -105,10 +105,10 @@ def lineage(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Show the tree: dataset -> derived splits, uploads -> runs (and re-runs) -> models."""
-    from .. import datasets
+    from .. import catalog
     from .display import render_lineage
 
-    tree = datasets.lineage(ref)
+    tree = catalog.lineage(ref)
     if as_json:
         return emit_json(tree)
     print(render_lineage(tree))

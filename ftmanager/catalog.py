@@ -1,4 +1,4 @@
-"""Datasets in the ledger: import, look up, export, split, and their lineage."""
+"""Datasets in the ledger (the catalog): import, look up, export, split, and their lineage."""
 
 from __future__ import annotations
 

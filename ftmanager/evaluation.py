@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import backend as registry
-from .datasets import add_dataset
+from .catalog import add_dataset
 from .errors import InvalidInput
 from .store import ledger
 
