@@ -90,7 +90,7 @@ CREATE TABLE "metrics" (
    "full_valid_loss" REAL,
    "full_valid_mean_token_accuracy" REAL,
    PRIMARY KEY ("run_id", "step")
-);
+) WITHOUT ROWID;
 CREATE TABLE "runs" (
    "id" TEXT PRIMARY KEY,
    "backend" TEXT,
