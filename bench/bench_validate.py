@@ -10,7 +10,8 @@ contender in its own process and reads that process's peak RSS:
             num_assistant_tokens_from_messages with encoding.encode, the distributions, the
             too-long count and the billing estimate. Same encoding as ours.
   ftm       ftmanager.data.validate(): the full check set (every cookbook check, tools,
-            tool_calls, weights, special tokens, duplicates, empty content, UTF-8, ...).
+            tool_calls, weights, special tokens, duplicates, empty content, UTF-8, ...),
+            one worker process per core for big files; "ftm-1proc" is the same in one process.
 Both count with cl100k_base (model gpt-3.5-turbo-0125), so token counts must agree.
 """
 
@@ -193,10 +194,10 @@ def cookbook(path: str) -> dict:
     }
 
 
-def ours(path: str) -> dict:
+def ours(path: str, workers: int | None = None) -> dict:
     from ftmanager.data import validate
 
-    report = validate(path, model=MODEL)
+    report = validate(path, model=MODEL, workers=workers)
     s = report.stats
     return {
         "examples": s["examples"],
@@ -211,7 +212,7 @@ def ours(path: str) -> dict:
 def run_one(which: str, path: str) -> None:
     """Child process: run one contender, print JSON with time and peak memory."""
     start, cpu = time.perf_counter(), os.times()
-    result = {"baseline": cookbook, "ftm": ours}[which](path)
+    result = {"baseline": cookbook, "ftm": ours, "ftm-1proc": lambda p: ours(p, workers=1)}[which](path)
     seconds, after = time.perf_counter() - start, os.times()
     cpu_seconds = sum(after[:4]) - sum(cpu[:4])  # user + system, this process and its workers
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -243,7 +244,7 @@ def main() -> None:
             generate(path, n)
             size = os.path.getsize(path) / 2**20
             print(f"generated {n:,} examples ({size:,.0f} MB) in {time.perf_counter() - started:.1f} s", flush=True)
-            for which in ("baseline", "ftm"):
+            for which in ("baseline", "ftm", "ftm-1proc"):
                 rows.append((n, which, measure(which, path)))
                 print(f"  {which:8} done in {rows[-1][2]['seconds']:.1f} s", flush=True)
         report(rows)
@@ -258,10 +259,11 @@ def report(rows: list) -> None:
         print(f"{n:>9,} {which:9} {r['seconds']:>7.2f} {n / r['seconds']:>11,.0f} {r['cpu_seconds']:>7.2f} "
               f"{n / r['cpu_seconds']:>15,.0f} {r['rss_mb']:>12.0f} {r['worker_rss_mb']:>14.0f} {r['tokens_total']:>12,}")
     for n in sorted({n for n, _, _ in rows}):
-        base, ftm = (r for m, _, r in rows if m == n)
-        same = "same" if base["tokens_total"] == ftm["tokens_total"] else "DIFFERENT"
+        base, ftm, single = (r for m, _, r in rows if m == n)
+        same = "same" if base["tokens_total"] == ftm["tokens_total"] == single["tokens_total"] else "DIFFERENT"
         print(f"{n:,} examples: ftm {base['seconds'] / ftm['seconds']:.2f}x the baseline's throughput "
-              f"({base['cpu_seconds'] / ftm['cpu_seconds']:.2f}x per CPU second); {same} token totals")
+              f"({base['cpu_seconds'] / ftm['cpu_seconds']:.2f}x per CPU second; in one process "
+              f"{base['seconds'] / single['seconds']:.2f}x); {same} token totals")
     print("(both count 3 per message + role + content, + 3 per example: on plain chats the totals must agree)")
 
 

@@ -120,14 +120,14 @@ def export(canonical_path, to: str, out: TextIO) -> int:
     from .source import read
 
     if to not in _WRITERS:
-        raise InvalidInput(f"unknown export format {to!r}", f"Use one of: {', '.join(EXPORTS)}")
+        raise InvalidInput(f"unknown export format {to!r}", f"Use one of: {', '.join(EXPORTS)}.")
     write = _WRITERS[to]
     refused = list(_refusals(read(canonical_path, "openai"), write))
     if refused:
         more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
         raise InvalidInput(
             f"{len(refused)} example(s) cannot be written as {to}: line {refused[0][0]}: {refused[0][1]}{more}",
-            "Export to openai or trl, which hold every example, or remove those examples",
+            "Export to openai or trl, which hold every example, or remove those examples.",
         )
     n = 0
     for n, example in enumerate((ex for _, ex in read(canonical_path, "openai")), 1):

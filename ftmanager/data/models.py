@@ -47,7 +47,7 @@ def _load(path: Path) -> dict:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
-        raise InvalidInput(f"{path}: {e}", "Fix the TOML syntax in that file") from None
+        raise InvalidInput(f"{path}: {e}", "Fix the TOML syntax in that file.") from None
 
 
 @lru_cache(maxsize=8)
@@ -132,5 +132,5 @@ def resolve_epochs(n_epochs, n_examples: int) -> int:
     except (TypeError, ValueError):
         value = 0
     if not 1 <= value <= 50 or str(value) != str(n_epochs).strip():
-        raise InvalidInput(f"n_epochs must be 1-50 or auto, not {n_epochs!r}", "Pass a whole number of epochs or auto")
+        raise InvalidInput(f"n_epochs must be 1-50 or auto, not {n_epochs!r}", "Pass a whole number of epochs or auto.")
     return value

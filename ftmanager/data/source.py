@@ -43,16 +43,16 @@ class Source:
         head = _head(self.path)
         self.bom = head.startswith(BOM)
         if head.startswith(UTF16_BOMS):
-            raise InvalidInput(f"{self.name}:1: the file is UTF-16 encoded", "Save it as UTF-8 and try again")
+            raise InvalidInput(f"{self.name}:1: the file is UTF-16 encoded", "Save it as UTF-8 and try again.")
         body = head[3:] if self.bom else head
         if b"\0" in body:
             raise self.binary(body.count(b"\n", 0, body.index(b"\0")) + 1)
         if not body.strip():
-            raise InvalidInput(f"{self.name}:1: the file is empty", "Add at least 10 examples, one JSON object per line")
+            raise InvalidInput(f"{self.name}:1: the file is empty", "Add at least 10 examples, one JSON object per line.")
         self.is_array = body.lstrip().startswith(b"[")
 
     def binary(self, line: int) -> InvalidInput:
-        return InvalidInput(f"{self.name}:{line}: this looks like a binary file (it holds NUL bytes)", "Pass a UTF-8 JSONL or JSON file")
+        return InvalidInput(f"{self.name}:{line}: this looks like a binary file (it holds NUL bytes)", "Pass a UTF-8 JSONL or JSON file.")
 
     def blocks(self) -> Iterator[tuple[int, bytes]]:
         """(first line number, bytes holding whole lines): bounded memory, never one huge line."""
@@ -82,7 +82,7 @@ class Source:
     def too_long(self, line: int) -> InvalidInput:
         return InvalidInput(
             f"{self.name}:{line}: line {line} is longer than {MAX_LINE_BYTES >> 20} MB",
-            "Put one example per line (JSONL); no model can train on an example this large",
+            "Put one example per line (JSONL); no model can train on an example this large.",
         )
 
     def lines(self) -> Iterator[tuple[int, bytes]]:
@@ -103,7 +103,7 @@ class Source:
 
     def _array_records(self) -> Iterator[tuple[int, object]]:
         if self.path.stat().st_size > MAX_ARRAY_BYTES:
-            raise InvalidInput(f"{self.name}: a JSON array file over 1 GB", "Convert it to JSONL (one example per line)")
+            raise InvalidInput(f"{self.name}: a JSON array file over 1 GB", "Convert it to JSONL (one example per line).")
         raw = self.path.read_bytes()[3 if self.bom else 0 :]
         try:
             text = raw.decode("utf-8")
@@ -129,7 +129,7 @@ class Source:
 
 _FORMAT_HELP = (
     "Use OpenAI chat ('messages'), Alpaca ('instruction'/'output'), prompt/completion or "
-    "ShareGPT ('conversations'), or name one with --format"
+    "ShareGPT ('conversations'), or name one with --format."
 )
 
 
@@ -145,13 +145,13 @@ def _head(path: Path) -> bytes:
         with open(path, "rb") as f:
             return f.read(BLOCK)
     except FileNotFoundError:
-        raise InvalidInput(f"{path}: no such file", "Check the path") from None
+        raise InvalidInput(f"{path}: no such file", "Check the path.") from None
     except IsADirectoryError:
-        raise InvalidInput(f"{path} is a directory, not a dataset file", "Pass a .jsonl or .json file") from None
+        raise InvalidInput(f"{path} is a directory, not a dataset file", "Pass a .jsonl or .json file.") from None
     except PermissionError:
-        raise InvalidInput(f"{path}: permission denied", "Make the file readable") from None
+        raise InvalidInput(f"{path}: permission denied", "Make the file readable.") from None
     except OSError as e:
-        raise InvalidInput(f"{path}: cannot read it ({e.strerror or e})", "Check the path") from None
+        raise InvalidInput(f"{path}: cannot read it ({e.strerror or e})", "Check the path.") from None
 
 
 def split_lines(block: bytes) -> list[bytes]:
@@ -216,11 +216,11 @@ def read(path, fmt: str = "auto") -> Iterator[tuple[int, dict]]:
         if value is BLANK:
             continue
         if isinstance(value, BadLine):
-            raise InvalidInput(f"{source.name}:{n}: {value.message}", "Run `ftm datasets validate` on it to see every problem")
+            raise InvalidInput(f"{source.name}:{n}: {value.message}", "Run `ftm datasets validate` on it to see every problem.")
         try:
             yield n, to_canonical(value, fmt)
         except Unconvertible as bad:
-            raise InvalidInput(f"{source.name}:{n}: {bad.message}", "Run `ftm datasets validate` on it to see every problem") from None
+            raise InvalidInput(f"{source.name}:{n}: {bad.message}", "Run `ftm datasets validate` on it to see every problem.") from None
 
 
 def resolve_format(source: Source, fmt: str) -> str:
@@ -228,5 +228,5 @@ def resolve_format(source: Source, fmt: str) -> str:
     if fmt == "auto":
         return source.detect()[0]
     if fmt not in FORMATS:
-        raise InvalidInput(f"unknown format {fmt!r}", f"Use one of: auto, {', '.join(FORMATS)}")
+        raise InvalidInput(f"unknown format {fmt!r}", f"Use one of: auto, {', '.join(FORMATS)}.")
     return fmt

@@ -107,11 +107,11 @@ def store(path, dest_dir, fmt: str = "auto", name: str | None = None, model: str
 def split(canonical_path, fraction: float, seed: int, dest_dir) -> tuple[Stored, Stored]:
     """(training, validation) parts of a canonical dataset: `fraction` of it, chosen by seed."""
     if not 0 < fraction < 1:
-        raise InvalidInput(f"split fraction must be between 0 and 1, not {fraction}", "Use e.g. --split 0.1")
+        raise InvalidInput(f"split fraction must be between 0 and 1, not {fraction}", "Use e.g. --split 0.1.")
     n = sum(1 for _ in read(canonical_path, "openai"))
     k = round(n * fraction)
     if not 0 < k < n:
-        raise InvalidInput(f"a {fraction} split of {n} examples leaves one side empty", "Use a larger dataset or another fraction")
+        raise InvalidInput(f"a {fraction} split of {n} examples leaves one side empty", "Use a larger dataset or another fraction.")
     chosen = set(random.Random(seed).sample(range(n), k))
     writers = (_Writer(dest_dir), _Writer(dest_dir))
     try:
