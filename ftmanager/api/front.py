@@ -23,6 +23,7 @@ from .runner import JobRunner
 from .state import ApiError, State, new_id
 
 MAX_JSON_BODY = 16 << 20
+FORM_SLACK = 1 << 20  # a multipart body's fields and boundaries beside its file
 
 
 class Request:
@@ -68,6 +69,13 @@ class Raw:
     def __init__(self, data: bytes | None = None, path: Path | None = None,
                  content_type: str = "application/octet-stream"):
         self.data, self.path, self.content_type = data, path, content_type
+
+
+class Stream:
+    """A server-sent events body: each dict `events` yields goes out as `data: <json>` when made."""
+
+    def __init__(self, events):
+        self.events = iter(events)
 
 
 class Server:
@@ -173,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query, keep_blank_values=True)
         spooled = None
         try:
-            body, spooled = self._read_body()
+            body, spooled = self._read_body(url.path)
             if url.path.startswith("/_standin/"):
                 from .control import control
 
@@ -218,10 +226,24 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fault.delay)
         self._send(200, result)
 
-    def _read_body(self) -> tuple[bytes | None, Path | None]:
+    def _read_body(self, path: str) -> tuple[bytes | None, Path | None]:
         if "multipart/" in self.headers.get("Content-Type", ""):
-            spooled = self.server_ref.state.new_path("body-")
-            multipart.spool(self.rfile, self.headers, spooled)
+            srv = self.server_ref
+            limit = (srv.max_part_bytes if "/parts" in path else srv.max_file_bytes) + FORM_SLACK
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > limit:  # refused before a byte is read: a huge body never reaches the disk
+                self.close_connection = True  # the unread body must not be taken for a request
+                raise ApiError(413, f"The request body is {length} bytes, over this server's limit of "
+                               f"{limit}. Send big files through the Uploads API in parts.",
+                               code="request_too_large")
+            spooled = srv.state.new_path("body-")
+            try:
+                multipart.spool(self.rfile, self.headers, spooled, limit)
+            except ValueError as err:
+                spooled.unlink(missing_ok=True)
+                self.close_connection = True
+                raise ApiError(413, f"{err}. Send big files through the Uploads API in parts.",
+                               code="request_too_large") from None
             return None, spooled
         body = b"".join(multipart.iter_body(self.rfile, self.headers))
         if len(body) > MAX_JSON_BODY:
@@ -237,6 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, result, headers: dict | None = None) -> None:
         if isinstance(result, Raw):
             return self._send_raw(status, result)
+        if isinstance(result, Stream):
+            return self._send_stream(status, result)
         data = json.dumps(result).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -258,6 +282,34 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with open(raw.path, "rb") as fh:
             shutil.copyfileobj(fh, self.wfile, multipart.CHUNK)
+
+
+    def _send_stream(self, status: int, stream: Stream) -> None:
+        # The first event is made before the status line, so an error up to then is a plain
+        # error response; after it, an error can only travel as an event (the SDK raises it).
+        first = next(stream.events, None)
+        self.send_response(status)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-request-id", new_id("req_", 16))
+        self.end_headers()
+        try:
+            for event in ([first] if first is not None else []):
+                self._event(event)
+            for event in stream.events:
+                self._event(event)
+        except ApiError as err:
+            self._event(err.body())
+        else:
+            self._chunk(b"data: [DONE]\n\n")
+        self._chunk(b"")
+
+    def _event(self, event: dict) -> None:
+        self._chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
 
 _FAULT_ERRORS = {

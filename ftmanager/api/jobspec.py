@@ -33,8 +33,7 @@ def _model(srv, model) -> str:
         raise ApiError(400, "Missing required parameter: 'model'.", param="model")
     if model in srv.runner.base_models() or (model.startswith("ft:") and model in srv.state.models):
         return model
-    raise ApiError(400, f"Model {model} is not available for fine-tuning or does not exist.",
-                   param="model", code="model_not_available")
+    raise srv.runner.unknown_model(model, 400)
 
 
 def _training_file(srv, file_id, param: str):
@@ -96,22 +95,72 @@ def _hyperparameters(body: dict) -> dict:
     return out
 
 
-def chat_completion(srv, body: dict) -> dict:
-    """A chat.completion whose answer comes from the runner."""
+def chat_completion(srv, body: dict):
+    """A chat.completion whose answer comes from the runner (a Stream of chunks when stream)."""
+    from .front import Stream
+
     model, messages = body.get("model"), body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty array.", param="messages")
+    params = _chat_params(body)
+    with srv.state.lock:  # only the lookup: answering runs unlocked, beside other requests
+        if model not in srv.runner.base_models() and model not in srv.state.models:
+            raise srv.runner.unknown_model(str(model), 404)
     if body.get("stream"):
-        raise ApiError(400, "Streaming is not supported by this server.", param="stream")
-    if model not in srv.runner.base_models():
-        srv.state.model(model)
-    text = srv.runner.answer(model, messages)
-    prompt = sum(count_tokens(str(m.get("content", ""))) + 3 for m in messages if isinstance(m, dict))
-    completion = count_tokens(text)
+        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return Stream(_chunks(srv, model, messages, params, usage))
+    reply = srv.runner.reply(model, messages, params)
     return {
         "id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                     "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []}}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                  "total_tokens": prompt + completion},
+        "choices": [{"index": 0, "finish_reason": reply.finish_reason, "logprobs": None,
+                     "message": {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}}],
+        "usage": _usage(messages, reply),
     }
+
+
+def _chat_params(body: dict) -> dict:
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ApiError(400, f"Invalid 'max_tokens': {limit!r}; expected an integer of at least 1.",
+                       param="max_tokens")
+    temperature = body.get("temperature")
+    if temperature is not None and (not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
+        raise ApiError(400, f"Invalid 'temperature': {temperature!r}; expected 0 to 2.", param="temperature")
+    return {"max_tokens": limit, "temperature": temperature}
+
+
+def _usage(messages: list, reply) -> dict:
+    prompt = reply.prompt_tokens
+    if prompt is None:
+        prompt = sum(count_tokens(str(m.get("content", ""))) + 3 for m in messages if isinstance(m, dict))
+    completion = reply.completion_tokens
+    if completion is None:
+        completion = count_tokens(reply.text)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _chunks(srv, model: str, messages: list, params: dict, include_usage: bool):
+    """chat.completion.chunk objects: the role, then each piece, then the finish reason."""
+    from .runner import Reply
+
+    head = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": model, "system_fingerprint": None}
+
+    def chunk(delta: dict, finish=None) -> dict:
+        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    pieces, last = [], Reply()
+    for piece in srv.runner.stream(model, messages, params):
+        if isinstance(piece, Reply):
+            last = piece
+            continue
+        if not pieces:
+            yield chunk({"role": "assistant", "content": "", "refusal": None})
+        pieces.append(piece)
+        yield chunk({"content": piece})
+    if not pieces:
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
+    yield chunk({}, last.finish_reason)
+    if include_usage:
+        last.text = "".join(pieces)
+        yield {**head, "choices": [], "usage": _usage(messages, last)}

@@ -26,13 +26,18 @@ class Part:
     value: str | None = None  # the decoded content of small non-file fields
 
 
-def spool(rfile, headers, dest: Path) -> int:
-    """Copy a request body (Content-Length or chunked) from rfile to dest; return its size."""
+def spool(rfile, headers, dest: Path, limit: int | None = None) -> int:
+    """Copy a request body (Content-Length or chunked) from rfile to dest; return its size.
+
+    ValueError once the body passes `limit` bytes (a chunked body declares no length).
+    """
     total = 0
     with open(dest, "wb") as out:
         for chunk in iter_body(rfile, headers):
             out.write(chunk)
             total += len(chunk)
+            if limit is not None and total > limit:
+                raise ValueError(f"The request body is over this server's limit of {limit} bytes")
     return total
 
 

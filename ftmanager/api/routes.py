@@ -306,6 +306,6 @@ ROUTES = [
         ("GET", "/models", list_models, True),
         ("GET", "/models/{id}", retrieve_model, True),
         ("DELETE", "/models/{id}", delete_model, True),
-        ("POST", "/chat/completions", chat, True),
+        ("POST", "/chat/completions", chat, False),  # locks only its lookup
     ]
 ]

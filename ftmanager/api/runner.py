@@ -8,6 +8,8 @@ before a pause) and then calls the runner; the runner moves the Job record along
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
+from typing import Iterator
 
 from .state import ApiError, Job, State
 
@@ -20,6 +22,16 @@ FINE_TUNABLE = (
     "gpt-4.1-nano-2025-04-14",
     "gpt-3.5-turbo-0125",
 )
+
+
+@dataclass
+class Reply:
+    """A chat answer; token counts left None are counted by the front's word-piece rule."""
+
+    text: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str = "stop"
 
 
 class JobRunner(abc.ABC):
@@ -57,6 +69,21 @@ class JobRunner(abc.ABC):
     @abc.abstractmethod
     def answer(self, model: str, messages: list[dict]) -> str:
         """The assistant's reply from `model` (a base or an ft: model) to a chat."""
+
+    def reply(self, model: str, messages: list[dict], params: dict) -> Reply:
+        """The answer with its token counts; params: max_tokens, temperature (None: defaults)."""
+        return Reply(self.answer(model, messages))
+
+    def stream(self, model: str, messages: list[dict], params: dict) -> Iterator[str | Reply]:
+        """The answer in pieces as they are made; a last Reply may carry counts and finish_reason."""
+        yield self.answer(model, messages)
+
+    def unknown_model(self, model: str, status: int) -> ApiError:
+        """The error for a model this server neither offers nor made (400 on create, 404 in chat)."""
+        if status == 404:
+            return ApiError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
+        return ApiError(400, f"Model {model} is not available for fine-tuning or does not exist.",
+                        param="model", code="model_not_available")
 
     def close(self) -> None:
         """Release what the runner holds (threads, workers) when the server stops."""
