@@ -1,0 +1,51 @@
+"""`ftm serve`: an OpenAI-compatible fine-tuning and chat endpoint on this machine."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import typer
+
+from ..errors import InvalidInput
+from . import app
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback unless you mean otherwise)."),
+    port: int = typer.Option(8000, help="Port to listen on; 0 picks a free one."),
+    api_key: str = typer.Option(None, "--api-key", envvar="FTM_SERVE_API_KEY",
+                                help="Refuse requests without this key (default: any key)."),
+    max_file_mb: int = typer.Option(512, help="Largest POST /files upload, in MB (bigger: the Uploads API)."),
+    device: str = typer.Option("auto", help="Where chat models run: auto, cpu, cuda or cuda:N."),
+    max_batch: int = typer.Option(8, help="Chat requests answered together in one batch, at most."),
+):
+    """Serve OpenAI's fine-tuning and chat API with real local training behind it.
+
+    Code written for OpenAI's SDK keeps working: point OPENAI_BASE_URL at the URL printed.
+    Each job is an ftm run of the local backend (see `ftm runs`); its ft: model answers
+    /v1/chat/completions. Base-model names map to local models in served_models.toml.
+    """
+    from ..serve import serve as make_server
+    from ..serve.table import user_path
+
+    if max_file_mb < 1 or max_batch < 1:
+        raise InvalidInput("--max-file-mb and --max-batch must be at least 1", "")
+    try:
+        server = make_server(host, port, api_key=api_key, max_file_bytes=max_file_mb << 20,
+                             device=device, max_batch=max_batch)
+    except OSError as err:
+        raise InvalidInput(f"cannot listen on {host}:{port} ({err.strerror})",
+                           "Pick another with --port, or --port 0 for a free one.") from None
+    print(f"ftm serve: OpenAI-compatible fine-tuning and chat on {server.url} (local training)")
+    print(f"  export OPENAI_BASE_URL={server.url} OPENAI_API_KEY={'<your key>' if api_key else 'any'}")
+    print(f"  base models: {', '.join(server.runner.base_models()[:4])}, ... (edit {user_path()})", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop as cleanly as on Ctrl-C
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        print("ftm serve stopped", file=sys.stderr)
