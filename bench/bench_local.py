@@ -1,0 +1,224 @@
+"""One epoch of SmolLM2-135M LoRA fine-tuning: ftm's local trainer vs the naive loop vs TRL.
+
+    python bench/bench_local.py                 # both datasets, all three contenders
+    python bench/bench_local.py --data spread --n 48 --max-length 384
+
+Same base model, LoRA settings (r=16, alpha=32, dropout 0.05, all linear layers), effective
+batch size (8 examples per optimizer step), machine and epoch for everyone; each contender
+runs in its own process so peak RSS is its own. Contenders:
+- ftm: packed padding-free rows with position ids, loss head only on trained tokens.
+- naive: every example padded to max_length, micro-batches of 4 (x2 accumulation), plain
+  AdamW, the model's own full-vocabulary loss.
+- trl: TRL's SFTTrainer with its defaults (batch 8, pad to the longest in the batch). TRL is
+  installed for the benchmark only: in bench/out/venv-trl (see --help for the command).
+Datasets: examples/capitals.jsonl, and a generated one whose lengths spread like Alpaca's.
+Base weights are float32 for all (--quantize gives ftm and naive an NF4 base; TRL's defaults
+have none). "Loss-bearing tokens" are the assistant tokens: the same count for everyone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see backends/local/__init__.py
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TRL_VENV = ROOT / "bench" / "out" / "venv-trl"
+TRL_HELP = (f"TRL is not installed for the benchmark. Install it beside ftm's venv with:\n"
+            f"  python -m venv --system-site-packages {TRL_VENV} && {TRL_VENV}/bin/pip install trl torch==2.13.0")
+LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
+LORA_OPTS = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
+BATCH, LR = 8, 2e-4
+WORDS = ("the of and to in is was for on that with as by at from it an be this are or his which "
+         "model data river city music history energy garden recipe network planet story market").split()
+
+
+def spread_dataset(n: int, seed: int = 0) -> list[dict]:
+    """Chat examples whose token lengths spread like Alpaca's: tens to hundreds."""
+    rng = random.Random(seed)
+    text = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
+    rows = []
+    for _ in range(n):
+        prompt = max(4, int(rng.lognormvariate(2.8, 0.6)))  # ~16 words, up to ~100
+        answer = max(2, min(300, int(rng.lognormvariate(3.6, 0.9))))  # ~35 words, tail to 300
+        rows.append({"messages": [{"role": "user", "content": text(prompt)},
+                                  {"role": "assistant", "content": text(answer)}]})
+    return rows
+
+
+def load_rows(name: str, n: int) -> list[dict]:
+    if name == "capitals":
+        return [json.loads(x) for x in (ROOT / "examples/capitals.jsonl").read_text().splitlines() if x.strip()]
+    return spread_dataset(n)
+
+
+def smollm2() -> str:
+    from backends.local import model as models
+
+    return str(models.ensure_smollm2())
+
+
+# --- contenders: each returns {seconds, examples, trained_tokens, padding_fraction, loss} ----
+
+def run_ftm(rows, max_length, quantize) -> dict:
+    import torch
+
+    from backends.local import batching, chat, model as models, progress
+    from backends.local.train import Run, TokenLoss, lr_factor, train_step
+
+    path = smollm2()
+    tmp = Path(tempfile.mkdtemp())
+    opts = {"quantize": quantize, "max_length": max_length, "device": "cpu", **LORA_OPTS}
+    (tmp / progress.SPEC).write_text(json.dumps({"run_id": "bench", "options": opts, "seed": 0}))
+    run = Run(tmp)
+    tok = models.load_tokenizer(path)
+    peft_model = models.with_lora(models.load_base(path, "cpu", quantize), run.opts, 0)
+    encoded, _ = chat.encode_all(tok, rows, max_length)
+    loss_mod = TokenLoss(peft_model)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=LR)
+    plan = batching.plan_epoch([len(e.input_ids) for e in encoded], BATCH, 0, 0, grouped=False)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, len(plan)))
+    t0, losses = time.time(), []
+    for step in plan:
+        losses.append(train_step(run, loss_mod, [encoded[i] for i in step], opt, sched, "cpu",
+                                 tok.pad_token_id)["train_loss"])
+    return {"seconds": time.time() - t0, "examples": len(encoded), "loss": losses[-1],
+            "trained_tokens": sum(e.n_trained for e in encoded), "padding_fraction": 0.0}
+
+
+def run_naive(rows, max_length, quantize) -> dict:
+    import torch
+
+    from backends.local import batching, chat, model as models
+    from backends.local.options import resolve_options
+
+    path = smollm2()
+    tok = models.load_tokenizer(path)
+    opts = resolve_options({"quantize": quantize, **LORA_OPTS})
+    model = models.with_lora(models.load_base(path, "cpu", quantize), opts, 0)
+    encoded, _ = chat.encode_all(tok, rows, max_length)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    order = list(range(len(encoded)))
+    random.Random(0).shuffle(order)
+    t0, micro, loss, batches = time.time(), 4, None, []
+    for k in range(0, len(order), micro):
+        batch = batching.collate_padded([encoded[i] for i in order[k:k + micro]], tok.pad_token_id, max_length)
+        labels = torch.tensor([e.labels + [-100] * (max_length - len(e.labels)) for e in
+                               (encoded[i] for i in order[k:k + micro])])
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+        (out.loss / (BATCH // micro)).backward()
+        batches.append(batch)
+        if (k // micro) % (BATCH // micro) == BATCH // micro - 1 or k + micro >= len(order):
+            opt.step()
+            opt.zero_grad()
+        loss = out.loss.item()
+    return {"seconds": time.time() - t0, "examples": len(encoded), "loss": loss,
+            "trained_tokens": sum(e.n_trained for e in encoded),
+            "padding_fraction": batching.padding_fraction(batches)}
+
+
+def run_trl(rows, max_length, quantize) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from backends.local import chat, model as models
+
+    path = smollm2()
+    tok = models.load_tokenizer(path)
+    trained = sum(e.n_trained for e in chat.encode_all(tok, rows, max_length)[0])
+    config = SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
+                       max_length=max_length, report_to="none", save_strategy="no", use_cpu=True,
+                       learning_rate=LR, logging_steps=1, dataloader_num_workers=0)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
+                         processing_class=tok, peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA))
+    counts, collate = [0, 0], trainer.data_collator
+
+    def counting(features):
+        batch = collate(features)
+        mask = batch.get("attention_mask")
+        counts[0] += batch["input_ids"].numel()
+        counts[1] += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+        return batch
+
+    trainer.data_collator = counting
+    t0 = time.time()
+    result = trainer.train()
+    return {"seconds": time.time() - t0, "examples": len(rows), "loss": result.training_loss,
+            "trained_tokens": trained, "padding_fraction": 1 - counts[1] / counts[0] if counts[0] else None}
+
+
+CONTENDERS = {"ftm": run_ftm, "naive": run_naive, "trl": run_trl}
+
+
+def one(name: str, data: str, n: int, max_length: int, quantize: bool) -> dict:
+    """Run one contender in this process and measure it."""
+    result = CONTENDERS[name](load_rows(data, n), max_length, quantize)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["examples_per_s"] = result["examples"] / result["seconds"]
+    result["trained_tokens_per_s"] = result["trained_tokens"] / result["seconds"]
+    return result
+
+
+def spawn(name: str, args) -> dict | None:
+    python = sys.executable
+    if name == "trl":
+        if not (TRL_VENV / "bin" / "python").exists():
+            print(TRL_HELP, file=sys.stderr)
+            return None
+        python = str(TRL_VENV / "bin" / "python")
+    cmd = [python, __file__, "--one", name, "--data", args.data_one, "--n", str(args.n),
+           "--max-length", str(args.max_length)] + (["--quantize"] if args.quantize else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(data: str, results: dict) -> None:
+    print(f"\n== {data}: one epoch, effective batch {BATCH} ==")
+    print(f"{'contender':10} {'s/epoch':>9} {'ex/s':>7} {'tok/s':>7} {'peak MB':>8} {'padding':>8} {'loss':>7}")
+    for name, r in results.items():
+        if r:
+            print(f"{name:10} {r['seconds']:9.1f} {r['examples_per_s']:7.2f} {r['trained_tokens_per_s']:7.1f} "
+                  f"{r['peak_rss_mb']:8.0f} {r['padding_fraction']:8.1%} {r['loss']:7.3f}")
+    ours = results.get("ftm")
+    for name, r in results.items():
+        if r and ours and name != "ftm":
+            print(f"ftm vs {name}: {ours['examples_per_s'] / r['examples_per_s']:.2f}x examples/s, "
+                  f"{ours['peak_rss_mb'] / r['peak_rss_mb']:.2f}x peak RSS")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=TRL_HELP)
+    parser.add_argument("--data", choices=["capitals", "spread", "both"], default="both")
+    parser.add_argument("--n", type=int, default=48, help="examples in the generated spread dataset")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--quantize", action="store_true")
+    parser.add_argument("--only", default="ftm,naive,trl", help="comma-separated contenders")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.data, args.n, args.max_length, args.quantize)))
+        return
+    smollm2()  # convert the GGUF once, outside every contender's timing
+    for data in (["capitals", "spread"] if args.data == "both" else [args.data]):
+        args.data_one = data
+        table(data, {name: spawn(name, args) for name in args.only.split(",")})
+
+
+if __name__ == "__main__":
+    main()
