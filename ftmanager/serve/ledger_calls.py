@@ -17,7 +17,7 @@ SERVED = "served by ftm serve as "  # the ledger event that names a run's ft: mo
 
 def submit(job, served, names: list[str]) -> str:
     """Import the job's files as datasets and start a local run; returns the run id."""
-    from ..datasets import add_dataset
+    from ftmanager import add_dataset  # the public name: it outlives module moves
 
     train = add_dataset(job.training_path, name=_stem(names[0]), model=served.local)[0]
     valid = None

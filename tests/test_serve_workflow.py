@@ -1,0 +1,109 @@
+"""The openai SDK, unchanged, runs a whole fine-tuning workflow against `ftm serve` over loopback.
+
+Real local training (the tiny Llama, mapped from gpt-4o-mini-2024-07-18 by the test's own
+served_models.toml), real adapters answering chat, and every job an ftm run in the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import openai
+import pytest
+
+from conftest import ftm
+from fixtures_local import tiny_llama  # noqa: F401  (fixture)
+from ftmanager.serve import serve
+
+pytest.importorskip("peft")
+
+KEY = "sk-serve-workflow"
+BASE = "gpt-4o-mini-2024-07-18"
+METHOD = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 10, "batch_size": 4}}}
+
+
+def dataset(tmp_path, answer: str):
+    path = tmp_path / f"{answer}.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                      {"role": "assistant", "content": answer}]}) + "\n"
+                            for i in range(8)))
+    return path
+
+
+def wait(c: openai.OpenAI, job_id: str, timeout: float = 300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = c.fine_tuning.jobs.retrieve(job_id)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"{job_id} still {job.status} after {timeout} s")
+
+
+def ask(c: openai.OpenAI, model: str, prompt: str) -> str:
+    answer = c.chat.completions.create(model=model, max_tokens=4, messages=[{"role": "user", "content": prompt}])
+    return answer.choices[0].message.content.strip()
+
+
+@pytest.fixture
+def tiny_table(ftm_home, tiny_llama):  # noqa: F811
+    ftm_home.mkdir(parents=True, exist_ok=True)
+    (ftm_home / "served_models.toml").write_text(
+        f'[models."{BASE}"]\nlocal = "{tiny_llama}"\n'
+        'options = {quantize = false, device = "cpu", learning_rate = 0.05, lora_dropout = 0.0}\n')
+    return ftm_home
+
+
+def test_sdk_workflow_trains_locally_and_serves_two_adapters_on_one_base(tiny_table, tmp_path):
+    with serve(port=0, api_key=KEY, device="cpu") as server:
+        c = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
+        upload = c.files.create(file=dataset(tmp_path, "zz").open("rb"), purpose="fine-tune")
+        created = c.fine_tuning.jobs.create(model=BASE, training_file=upload.id, method=METHOD,
+                                            suffix="zz", seed=7)
+        assert created.status == "validating_files"
+        job_a = wait(c, created.id)
+        assert job_a.status == "succeeded", job_a.error
+        ft_a = job_a.fine_tuned_model
+        assert re.fullmatch(rf"ft:{BASE}:ftm:zz:[0-9a-f]{{8}}", ft_a)
+        assert job_a.hyperparameters.n_epochs == 10 and job_a.trained_tokens > 0
+
+        events = c.fine_tuning.jobs.list_events(job_a.id, limit=100).data
+        metrics = [e for e in events if e.type == "metrics"]
+        assert metrics and metrics[0].data["train_loss"] < metrics[-1].data["train_loss"]  # newest first
+        assert f"New fine-tuned model created: {ft_a}" in [e.message for e in events]
+        assert ask(c, ft_a, "q3") == "zz"
+
+        # A second job trains while the server goes on answering.
+        upload_b = c.files.create(file=dataset(tmp_path, "yy").open("rb"), purpose="fine-tune")
+        job_b = c.fine_tuning.jobs.create(model=BASE, training_file=upload_b.id, method=METHOD, suffix="yy")
+        assert ft_a in {m.id for m in c.models.list()}
+        assert ask(c, ft_a, "q1") == "zz"
+        assert c.fine_tuning.jobs.retrieve(job_b.id).status not in ("succeeded", "failed", "cancelled")
+
+        job_b = wait(c, job_b.id)
+        assert job_b.status == "succeeded", job_b.error
+        ft_b = job_b.fine_tuned_model
+        assert ask(c, ft_b, "q1") == "yy" and ask(c, ft_a, "q1") == "zz"
+        stream = c.chat.completions.create(model=ft_b, max_tokens=4, stream=True,
+                                           messages=[{"role": "user", "content": "q2"}])
+        pieces = [ch.choices[0].delta.content for ch in stream if ch.choices and ch.choices[0].delta.content]
+        assert len(pieces) >= 2 and "".join(pieces).strip() == "yy"
+        assert ask(c, BASE, "q1") not in ("zz", "yy")  # the base alone, without either adapter
+        assert {ft_a, ft_b} <= {m.id for m in c.models.list()}
+
+        loaded = server.runner.pool.loaded()
+        assert len(loaded) == 1 and len(next(iter(loaded.values()))) == 2  # one base, two adapters
+
+    runs = {r["id"]: r for r in ftm("runs", "--json").json()}
+    for ft in (ft_a, ft_b):
+        run = runs["run-" + ft.rsplit(":", 1)[1]]
+        assert run["backend"] == "local" and run["status"] == "succeeded"
+        shown = ftm("show", run["id"], "--json").json()
+        assert any(e["message"] == f"served by ftm serve as {ft}" for e in shown["events"])
+
+    with serve(port=0, api_key=KEY, device="cpu") as again:  # a restart keeps serving both
+        c = openai.OpenAI(base_url=again.url, api_key=KEY, max_retries=0)
+        assert {ft_a, ft_b} <= {m.id for m in c.models.list()}
+        assert ask(c, ft_b, "q5") == "yy"
