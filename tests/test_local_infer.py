@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,9 @@ def test_generate_uses_the_adapter_and_the_base_alone_differs(trained, tiny_llam
     base = backend.generate(None, None, str(tiny_llama), convs, max_new_tokens=4)
     assert tuned == [ANSWER, ANSWER]
     assert base != tuned
+    last_ckpt = max((Path(adapter).parent / "checkpoints").glob("step-*"), key=lambda p: int(p.name[5:]))
+    assert backend.generate("local:run-tiny:step-20", str(last_ckpt / "adapter"), None, convs[:1],
+                            max_new_tokens=4) == [ANSWER]  # base found from the adapter's config
 
 
 def test_export_merged_loads_in_plain_transformers_and_answers_the_same(trained, tiny_llama, tmp_path):  # noqa: F811

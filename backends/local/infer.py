@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,10 +14,14 @@ BASE_MARKER = "ftm_base_model.txt"  # written beside the adapter: the base it wa
 
 
 def base_of(result_path: str | None, base_model: str | None) -> str:
-    """The base model directory for an adapter (as recorded at training time)."""
-    marker = Path(result_path) / BASE_MARKER if result_path else None
-    if marker and marker.exists() and Path(marker.read_text().strip()).exists():
-        return marker.read_text().strip()
+    """The base model directory for an adapter (a final one or a checkpoint's)."""
+    if result_path:
+        marker, config = Path(result_path) / BASE_MARKER, Path(result_path) / "adapter_config.json"
+        recorded = marker.read_text().strip() if marker.exists() else None
+        if not recorded and config.exists():
+            recorded = json.loads(config.read_text()).get("base_model_name_or_path")
+        if recorded and Path(recorded).exists():
+            return recorded
     return models.resolve(base_model)
 
 
@@ -26,7 +31,8 @@ def load(result_path: str | None, base_model: str | None, device: str = "auto"):
 
     device = models.pick_device(device)
     path = base_of(result_path, base_model)
-    tok = models.load_tokenizer(result_path or path)
+    has_tok = result_path and (Path(result_path) / "tokenizer_config.json").exists()
+    tok = models.load_tokenizer(result_path if has_tok else path)
     model = models.load_base(path, device, quantize=False)
     if result_path:
         model = PeftModel.from_pretrained(model, result_path).merge_and_unload()
