@@ -33,8 +33,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see backends/local/__init
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 TRL_VENV = ROOT / "bench" / "out" / "venv-trl"
-TRL_HELP = (f"TRL is not installed for the benchmark. Install it beside ftm's venv with:\n"
-            f"  python -m venv --system-site-packages {TRL_VENV} && {TRL_VENV}/bin/pip install trl torch==2.13.0")
+TRL_HELP = (f"TRL is not installed for the benchmark. Install it in its own venv that also sees "
+            f"ftm's (a .pth file), so ftm's own environment stays free of it:\n"
+            f"  python -m venv {TRL_VENV}\n"
+            f"  python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])' "
+            f"> {TRL_VENV}/lib/python3.11/site-packages/ftm-venv.pth\n"
+            f"  {TRL_VENV}/bin/pip install trl torch==2.13.0")
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
 LORA_OPTS = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
 BATCH, LR = 8, 2e-4

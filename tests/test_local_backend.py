@@ -114,3 +114,15 @@ def test_cancel_stops_saves_and_resume_ends_at_the_same_loss(tmp_path, tiny_llam
     resumed = follow(backend, job)
     assert resumed["last"].status == "succeeded"
     assert final_loss(resumed) == pytest.approx(final_loss(follow(*reference)), abs=1e-6)
+
+
+def test_find_knows_a_launched_run_and_nothing_else(ftm_home, tiny_llama):  # noqa: F811
+    from ftmanager import paths
+
+    backend = LocalBackend()
+    assert backend.find("run-nope") is None
+    spec = tiny_spec(ftm_home, tiny_llama, run_id="run-found", n_epochs=1)
+    spec.run_dir = paths.run_dir("run-found")
+    assert backend.start(spec, uploads=None) == "run-found"
+    assert backend.find("run-found") == "run-found"
+    assert follow(backend, "run-found")["last"].status == "succeeded"

@@ -56,6 +56,11 @@ class LocalBackend(Backend):
         self._launch(run_dir, opts, resume=False)
         return self._job_id(spec.run_id, run_dir)
 
+    def find(self, run_id: str) -> str | None:
+        """The job an interrupted start() launched for run_id, so it is never launched twice."""
+        run_dir = paths.runs_dir() / run_id
+        return run_id if (run_dir / progress.LAUNCH).exists() else None
+
     def poll(self, job_id: str, cursor: dict) -> Progress:
         """Status and what is new in the progress file since cursor; a lost worker fails the run."""
         run_dir = self._dir(job_id)
