@@ -60,7 +60,8 @@ class Report:
         return sum(self.counts[code] for code in {p.code for p in self.errors})
 
     def first_error(self) -> str:
-        first = min(self.errors, key=lambda p: p.line or 0)
+        # a problem on a line says more than one about the whole file (e.g. "too few examples")
+        first = min(self.errors, key=lambda p: (p.line is None, p.line or 0))
         where = f"{self.path}:{first.line}" if first.line else self.path
         return f"{where}: {first.message}"
 
