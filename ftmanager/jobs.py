@@ -154,10 +154,8 @@ def _refuse_invalid(ds: dict, model: str) -> None:
 
     report = data.validate(Path(ds["path"]), model=model)
     if not report.ok:
-        first = report.errors[0]
         raise InvalidInput(
-            f"dataset {ds['id'][:12]} has {len(report.errors)} problem(s) for {model} "
-            f"(first: line {first.line}: {first.message})",
+            f"dataset {ds['id'][:12]} has {report.n_errors():,} problem(s) for {model} (first: {report.first_error()})",
             f"Run `ftm datasets validate {ds['path']} --model {model}` to see them all.",
         )
 
