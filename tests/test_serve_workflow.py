@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -21,7 +22,8 @@ pytest.importorskip("peft")
 
 KEY = "sk-serve-workflow"
 BASE = "gpt-4o-mini-2024-07-18"
-METHOD = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 10, "batch_size": 4}}}
+def method(n_epochs: int) -> dict:
+    return {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": n_epochs, "batch_size": 4}}}
 
 
 def dataset(tmp_path, answer: str):
@@ -42,6 +44,11 @@ def wait(c: openai.OpenAI, job_id: str, timeout: float = 300):
     raise AssertionError(f"{job_id} still {job.status} after {timeout} s")
 
 
+def ys(answer: str) -> bool:
+    """Job B's answer: "yy", or more y's where max_tokens cut it short."""
+    return len(answer) >= 2 and set(answer) == {"y"}
+
+
 def ask(c: openai.OpenAI, model: str, prompt: str) -> str:
     answer = c.chat.completions.create(model=model, max_tokens=4, messages=[{"role": "user", "content": prompt}])
     return answer.choices[0].message.content.strip()
@@ -60,7 +67,7 @@ def test_sdk_workflow_trains_locally_and_serves_two_adapters_on_one_base(tiny_ta
     with serve(port=0, api_key=KEY, device="cpu") as server:
         c = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
         upload = c.files.create(file=dataset(tmp_path, "zz").open("rb"), purpose="fine-tune")
-        created = c.fine_tuning.jobs.create(model=BASE, training_file=upload.id, method=METHOD,
+        created = c.fine_tuning.jobs.create(model=BASE, training_file=upload.id, method=method(10),
                                             suffix="zz", seed=7)
         assert created.status == "validating_files"
         job_a = wait(c, created.id)
@@ -77,7 +84,8 @@ def test_sdk_workflow_trains_locally_and_serves_two_adapters_on_one_base(tiny_ta
 
         # A second job trains while the server goes on answering.
         upload_b = c.files.create(file=dataset(tmp_path, "yy").open("rb"), purpose="fine-tune")
-        job_b = c.fine_tuning.jobs.create(model=BASE, training_file=upload_b.id, method=METHOD, suffix="yy")
+        job_b = c.fine_tuning.jobs.create(model=BASE, training_file=upload_b.id, method=method(20),
+                                          suffix="yy", seed=7)  # "yy" takes longer to learn
         assert ft_a in {m.id for m in c.models.list()}
         assert ask(c, ft_a, "q1") == "zz"
         assert c.fine_tuning.jobs.retrieve(job_b.id).status not in ("succeeded", "failed", "cancelled")
@@ -85,12 +93,12 @@ def test_sdk_workflow_trains_locally_and_serves_two_adapters_on_one_base(tiny_ta
         job_b = wait(c, job_b.id)
         assert job_b.status == "succeeded", job_b.error
         ft_b = job_b.fine_tuned_model
-        assert ask(c, ft_b, "q1") == "yy" and ask(c, ft_a, "q1") == "zz"
+        assert ys(ask(c, ft_b, "q1")) and ask(c, ft_a, "q1") == "zz"
         stream = c.chat.completions.create(model=ft_b, max_tokens=4, stream=True,
                                            messages=[{"role": "user", "content": "q2"}])
         pieces = [ch.choices[0].delta.content for ch in stream if ch.choices and ch.choices[0].delta.content]
-        assert len(pieces) >= 2 and "".join(pieces).strip() == "yy"
-        assert ask(c, BASE, "q1") not in ("zz", "yy")  # the base alone, without either adapter
+        assert len(pieces) >= 2 and ys("".join(pieces).strip())
+        assert ask(c, BASE, "q1") != "zz" and not ys(ask(c, BASE, "q1"))  # the base alone, without either adapter
         assert {ft_a, ft_b} <= {m.id for m in c.models.list()}
 
         loaded = server.runner.pool.loaded()
@@ -103,7 +111,13 @@ def test_sdk_workflow_trains_locally_and_serves_two_adapters_on_one_base(tiny_ta
         shown = ftm("show", run["id"], "--json").json()
         assert any(e["message"] == f"served by ftm serve as {ft}" for e in shown["events"])
 
-    with serve(port=0, api_key=KEY, device="cpu") as again:  # a restart keeps serving both
+    # A restart keeps serving both; requests that arrive together share one batch, each row
+    # with its own adapter (or none).
+    with serve(port=0, api_key=KEY, device="cpu", batch_window=1.0) as again:
         c = openai.OpenAI(base_url=again.url, api_key=KEY, max_retries=0)
         assert {ft_a, ft_b} <= {m.id for m in c.models.list()}
-        assert ask(c, ft_b, "q5") == "yy"
+        models = [ft_a, ft_b, BASE, ft_b]
+        with ThreadPoolExecutor(len(models)) as pool:
+            answers = list(pool.map(lambda m: ask(c, m, "q5"), models))
+        assert answers[0] == "zz" and ys(answers[1]) and not ys(answers[2]) and ys(answers[3])
+        assert again.runner.pool.batch_sizes() == {4: 1}

@@ -25,9 +25,10 @@ MAX_PART_BYTES = 64 << 20  # and for each part of an upload
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = None,
           max_file_bytes: int = MAX_FILE_BYTES, max_part_bytes: int = MAX_PART_BYTES,
-          device: str = "auto", max_batch: int = 8, data_dir: Path | None = None) -> Server:
+          device: str = "auto", max_batch: int = 8, batch_window: float = 0.0,
+          data_dir: Path | None = None) -> Server:
     """An OpenAI-compatible server backed by local training (not started: `with` it, or start())."""
-    runner = LocalRunner(ModelPool(device=device, max_batch=max_batch))
+    runner = LocalRunner(ModelPool(device=device, max_batch=max_batch, batch_window=batch_window))
     try:
         return Server(runner, host, port, api_key=api_key, data_dir=data_dir,
                       max_file_bytes=max_file_bytes, max_part_bytes=max_part_bytes)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -38,8 +40,10 @@ class Request:
 class ModelPool:
     """Every base model this server has loaded, each with its adapters."""
 
-    def __init__(self, device: str = "auto", max_batch: int = MAX_BATCH):
-        self.device, self.max_batch = device, max_batch
+    def __init__(self, device: str = "auto", max_batch: int = MAX_BATCH, batch_window: float = 0.0):
+        # batch_window: seconds to wait after a request for others to join its batch. 0 adds no
+        # latency and still batches whatever arrived while the previous batch was generating.
+        self.device, self.max_batch, self.batch_window = device, max_batch, batch_window
         self._bases: dict[str, _Base] = {}
         self._lock = threading.Lock()
 
@@ -62,6 +66,11 @@ class ModelPool:
         with self._lock:
             return {path: list(b.adapters) for path, b in self._bases.items() if b.model is not None}
 
+    def batch_sizes(self) -> Counter:
+        """How many batches of each size have been generated (how much batching happened)."""
+        with self._lock:
+            return sum((b.sizes for b in self._bases.values()), Counter())
+
     def close(self) -> None:
         with self._lock:
             for b in self._bases.values():
@@ -72,15 +81,16 @@ class ModelPool:
         key = str(Path(path).resolve()) if Path(path).exists() else path
         with self._lock:
             if key not in self._bases:
-                self._bases[key] = _Base(key, self.device, self.max_batch)
+                self._bases[key] = _Base(key, self.device, self.max_batch, self.batch_window)
             return self._bases[key]
 
 
 class _Base:
     """One base model and its adapters, with the thread that generates for them."""
 
-    def __init__(self, path: str, device: str, max_batch: int):
-        self.path, self.device, self.max_batch = path, device, max_batch
+    def __init__(self, path: str, device: str, max_batch: int, window: float = 0.0):
+        self.path, self.device, self.max_batch, self.window = path, device, max_batch, window
+        self.sizes: Counter = Counter()
         self.queue: queue.Queue = queue.Queue()
         self.adapters: dict[str, str] = {}  # adapter directory -> its name in the PeftModel
         self.model = self.tok = None
@@ -102,9 +112,14 @@ class _Base:
         """Every request waiting with the first one's temperature (None when closing)."""
         if not self._waiting:
             self._waiting.append(self.queue.get())
+        deadline = time.monotonic() + self.window
         while True:
             try:
-                self._waiting.append(self.queue.get_nowait())
+                wait = deadline - time.monotonic()
+                if wait > 0 and len(self._waiting) < self.max_batch:
+                    self._waiting.append(self.queue.get(timeout=wait))
+                else:
+                    self._waiting.append(self.queue.get_nowait())
             except queue.Empty:
                 break
         if any(r is None for r in self._waiting):
@@ -115,6 +130,7 @@ class _Base:
         first = self._waiting[0].temperature
         batch = [r for r in self._waiting if r.temperature == first][: self.max_batch]
         self._waiting = [r for r in self._waiting if r not in batch]
+        self.sizes[len(batch)] += 1
         return batch
 
     def _load(self) -> None:
@@ -155,7 +171,6 @@ class _Base:
 
     def _generate(self, named: list[tuple[Request, str]]) -> None:
         import torch
-        from peft import PeftModel
 
         batch = [req for req, _ in named]
         texts = [self.tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
@@ -166,11 +181,25 @@ class _Base:
                   "eos_token_id": sorted(rows.stop), "streamer": rows}
         temperature = batch[0].temperature
         kwargs.update({"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False})
-        if isinstance(self.model, PeftModel):
-            kwargs["adapter_names"] = [name for _, name in named]
-        with torch.no_grad():
+        with torch.no_grad(), self._adapters_for([name for _, name in named], kwargs):
             self.model.generate(**enc, **kwargs)
         rows.finish()
+
+    def _adapters_for(self, names: list[str], kwargs: dict):
+        """Select the batch's adapters: one for all rows is peft's fast path; a mix goes row by row."""
+        import contextlib
+
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
+            return contextlib.nullcontext()
+        if len(set(names)) > 1:
+            kwargs["adapter_names"] = names
+            return contextlib.nullcontext()
+        if names[0] == BASE:
+            return self.model.disable_adapter()
+        self.model.set_adapter(names[0])
+        return contextlib.nullcontext()
 
 
 def _stop_ids(tok, model) -> set[int]:
