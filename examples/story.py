@@ -65,8 +65,8 @@ def main() -> None:
                         "--epochs", "3", "--suffix", "capitals", "--seed", "7", "--wait", capture=True))
     # The same data on this machine: SmolLM2 with QLoRA. A high rate and short examples keep it to
     # minutes on a CPU; on a GPU drop --learning-rate and train the default way.
-    local = run_id(ftm("rerun", hosted, "--backend", "local", "--epochs", "6", "--learning-rate", "2e-3",
-                       "--max-length", "96", "--wait", capture=True))
+    local = run_id(ftm("rerun", hosted, "--backend", "local", "--epochs", "5", "--batch-size", "4",
+                       "--learning-rate", "1e-3", "--max-length", "96", "--wait", capture=True))
     ftm("generate", local, "What is the capital of Peru?", "--system", "Answer in JSON.",
         "--max-new-tokens", "24")
     ftm("eval", hosted, local, "--data", str(heldout), "--baseline", "--max-new-tokens", "24")

@@ -22,7 +22,9 @@ def _seconds(run: dict) -> float | None:
 
 def _hyperparameters(run: dict) -> dict:
     """What the run trained with: resolved values where known, else what was asked."""
-    asked = run.get("hyperparameters") or {}
+    asked = dict(run.get("hyperparameters") or {})
+    if run.get("seed") is not None:  # a column of the run, whether or not the backend echoes it
+        asked["seed"] = run["seed"]
     resolved = run.get("resolved_hyperparameters") or {}
     return {k: resolved.get(k, v) for k, v in asked.items()} | {
         k: v for k, v in resolved.items() if k not in asked

@@ -110,7 +110,7 @@ def test_lineage_shows_dataset_uploads_runs_reruns_and_models(ftm_home, tmp_path
     assert {m["model_id"] for m in node["models"]} >= {parent["result_model"]}
     assert node["reruns"][0]["run"]["id"] == child["id"]
     text = ftm("datasets", "lineage", parent["dataset_id"][:8]).out
-    assert parent["id"] in text and child["id"] in text and "re-run:" in text
+    assert parent["id"] in text and child["id"] in text and f"re-run {child['id']}" in text
 
 
 def test_scores_match_hand_computed_values():

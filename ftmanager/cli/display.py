@@ -74,10 +74,10 @@ def render_lineage(tree: dict, indent: str = "") -> str:
     return "\n".join(lines)
 
 
-def _render_run(node: dict, indent: str) -> str:
+def _render_run(node: dict, indent: str, label: str = "run") -> str:
     r = node["run"]
-    lines = [f"{indent}run {r['id']} {r['backend']} {r['base_model']} {r['status']}"
+    lines = [f"{indent}{label} {r['id']} {r['backend']} {r['base_model']} {r['status']}"
              + (f" (job {r['provider_job_id']})" if r.get("provider_job_id") else "")]
     lines += [f"{indent}  {m['kind']} {m['model_id']}" for m in node["models"]]
-    lines += [_render_run(child, indent + "  re-run: ") for child in node["reruns"]]
+    lines += [_render_run(child, indent + "  ", "re-run") for child in node["reruns"]]
     return "\n".join(lines)
