@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -37,11 +37,29 @@ def _finish(run: dict, as_json: bool) -> None:
         raise typer.Exit(code)
 
 
+# Flags that submit and rerun share, declared once.
+Model = Annotated[str, typer.Option("--model", "-m", help="Base model (default: the backend's).")]
+Params = Annotated[list[str], typer.Option("--param", "-p", help="Backend option key=value (repeatable).")]
+LearningRate = Annotated[float, typer.Option("--learning-rate", help="Local: set the learning rate outright.")]
+MaxLength = Annotated[int, typer.Option("--max-length", help="Local: truncate examples to N tokens.")]
+NoQuantize = Annotated[bool, typer.Option("--no-quantize", help="Local: plain LoRA, no 4-bit base.")]
+Gpus = Annotated[int, typer.Option("--gpus", help="Local: train on N GPUs through accelerate.")]
+Wait = Annotated[bool, typer.Option("--wait", "-w", help="Follow the run until it ends.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the run as JSON.")]
+
+
+def _settings(epochs, batch_size, lr_multiplier, params, learning_rate, max_length, no_quantize, gpus):
+    """(hyperparameters, backend options) from the shared flags."""
+    options = _options(params, learning_rate=learning_rate, max_length=max_length,
+                       quantize="false" if no_quantize else None, gpus=gpus)
+    return {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": lr_multiplier}, options
+
+
 @app.command()
 def submit(
     dataset: str = typer.Argument(..., help="A data file, or a dataset id/name from the ledger."),
     backend: str = typer.Option(..., "--backend", "-b", help="Where to train: see `ftm backends`."),
-    model: str = typer.Option(None, "--model", "-m", help="Base model (default: the backend's)."),
+    model: Model = None,
     epochs: str = typer.Option("auto", "--epochs", help="N or auto."),
     batch_size: str = typer.Option("auto", "--batch-size", help="N or auto."),
     lr_multiplier: str = typer.Option("auto", "--learning-rate-multiplier", help="X or auto."),
@@ -49,20 +67,18 @@ def submit(
     seed: int = typer.Option(None, "--seed", help="Seed for training and --split."),
     validation: str = typer.Option(None, "--validation", help="A validation file or dataset."),
     split: float = typer.Option(None, "--split", help="Hold out this fraction for validation."),
-    params: list[str] = typer.Option(None, "--param", "-p", help="Backend option key=value (repeatable)."),
-    learning_rate: float = typer.Option(None, "--learning-rate", help="Local: set the learning rate outright."),
-    max_length: int = typer.Option(None, "--max-length", help="Local: truncate examples to N tokens."),
-    no_quantize: bool = typer.Option(False, "--no-quantize", help="Local: plain LoRA, no 4-bit base."),
-    gpus: int = typer.Option(None, "--gpus", help="Local: train on N GPUs through accelerate."),
-    wait: bool = typer.Option(False, "--wait", "-w", help="Follow the run until it ends."),
-    as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
+    params: Params = None,
+    learning_rate: LearningRate = None,
+    max_length: MaxLength = None,
+    no_quantize: NoQuantize = False,
+    gpus: Gpus = None,
+    wait: Wait = False,
+    as_json: Json = False,
 ):
     """Record a fine-tuning run in the ledger and start it on a backend."""
     from .. import jobs
 
-    options = _options(params, learning_rate=learning_rate, max_length=max_length,
-                       quantize="false" if no_quantize else None, gpus=gpus)
-    hp = {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": lr_multiplier}
+    hp, options = _settings(epochs, batch_size, lr_multiplier, params, learning_rate, max_length, no_quantize, gpus)
     printer = Printer(quiet=False) if wait else None
     run = jobs.submit(dataset, backend, model, hyperparameters=hp, suffix=suffix, seed=seed,
                       validation=validation, split=split, options=options, wait=wait,
@@ -74,26 +90,24 @@ def submit(
 def rerun(
     run: str = typer.Argument(..., help="The run whose dataset and settings to re-run."),
     backend: str = typer.Option(..., "--backend", "-b", help="Where to re-run it."),
-    model: str = typer.Option(None, "--model", "-m", help="Base model (default: the backend's)."),
+    model: Model = None,
     epochs: str = typer.Option(None, "--epochs", help="Override: N or auto."),
     batch_size: str = typer.Option(None, "--batch-size", help="Override: N or auto."),
     lr_multiplier: str = typer.Option(None, "--learning-rate-multiplier", help="Override: X or auto."),
     suffix: str = typer.Option(None, "--suffix", help="Override the suffix."),
     seed: int = typer.Option(None, "--seed", help="Override the seed."),
-    params: list[str] = typer.Option(None, "--param", "-p", help="Backend option key=value (repeatable)."),
-    learning_rate: float = typer.Option(None, "--learning-rate", help="Local: set the learning rate outright."),
-    max_length: int = typer.Option(None, "--max-length", help="Local: truncate examples to N tokens."),
-    no_quantize: bool = typer.Option(False, "--no-quantize", help="Local: plain LoRA, no 4-bit base."),
-    gpus: int = typer.Option(None, "--gpus", help="Local: train on N GPUs through accelerate."),
-    wait: bool = typer.Option(False, "--wait", "-w", help="Follow the new run until it ends."),
-    as_json: bool = typer.Option(False, "--json", help="Print the new run as JSON."),
+    params: Params = None,
+    learning_rate: LearningRate = None,
+    max_length: MaxLength = None,
+    no_quantize: NoQuantize = False,
+    gpus: Gpus = None,
+    wait: Wait = False,
+    as_json: Json = False,
 ):
     """Re-run a run's dataset on another backend (or model), mapping its settings across."""
     from .. import jobs
 
-    options = _options(params, learning_rate=learning_rate, max_length=max_length,
-                       quantize="false" if no_quantize else None, gpus=gpus)
-    hp = {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": lr_multiplier}
+    hp, options = _settings(epochs, batch_size, lr_multiplier, params, learning_rate, max_length, no_quantize, gpus)
     printer = Printer(quiet=False) if wait else None
     new, mapped = jobs.rerun(run, backend, model, hyperparameters=hp, options=options, suffix=suffix,
                              seed=seed, wait=wait, on_update=printer.update if printer else None)
