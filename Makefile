@@ -28,3 +28,5 @@ bench: install
 	$(BIN)/python bench/bench_validate.py
 	$(BIN)/python bench/bench_openai.py
 	$(BIN)/python bench/bench_local.py
+	$(BIN)/python bench/bench_compare.py
+	$(BIN)/python bench/bench_serve.py
