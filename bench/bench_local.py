@@ -9,8 +9,10 @@ runs in its own process so peak RSS is its own. Contenders:
 - ftm: packed padding-free rows with position ids, loss head only on trained tokens.
 - naive: every example padded to max_length, micro-batches of 4 (x2 accumulation), plain
   AdamW, the model's own full-vocabulary loss.
-- trl: TRL's SFTTrainer with its defaults (batch 8, pad to the longest in the batch). TRL is
-  installed for the benchmark only: in bench/out/venv-trl (see --help for the command).
+- trl: TRL's SFTTrainer with its defaults (batch 8, pad to the longest in the batch, bf16
+  autocast, gradient checkpointing). TRL is installed for the benchmark only: in
+  bench/out/venv-trl (see --help for the command).
+- trl-cpu: the same with bf16 and gradient checkpointing off (both slow a CPU down).
 Datasets: examples/capitals.jsonl, and a generated one whose lengths spread like Alpaca's.
 Base weights are float32 for all (--quantize gives ftm and naive an NF4 base; TRL's defaults
 have none). "Loss-bearing tokens" are the assistant tokens: the same count for everyone.
@@ -130,7 +132,12 @@ def run_naive(rows, max_length, quantize) -> dict:
             "padding_fraction": batching.padding_fraction(batches)}
 
 
-def run_trl(rows, max_length, quantize) -> dict:
+def run_trl_cpu(rows, max_length, quantize) -> dict:
+    """TRL with the two defaults that hurt on a CPU turned off: bf16 autocast, checkpointing."""
+    return run_trl(rows, max_length, quantize, bf16=False, gradient_checkpointing=False)
+
+
+def run_trl(rows, max_length, quantize, **overrides) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
@@ -143,7 +150,7 @@ def run_trl(rows, max_length, quantize) -> dict:
     trained = sum(e.n_trained for e in chat.encode_all(tok, rows, max_length)[0])
     config = SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
                        max_length=max_length, report_to="none", save_strategy="no", use_cpu=True,
-                       learning_rate=LR, logging_steps=1, dataloader_num_workers=0)
+                       learning_rate=LR, logging_steps=1, dataloader_num_workers=0, **overrides)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
                          processing_class=tok, peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA))
@@ -163,7 +170,7 @@ def run_trl(rows, max_length, quantize) -> dict:
             "trained_tokens": trained, "padding_fraction": 1 - counts[1] / counts[0] if counts[0] else None}
 
 
-CONTENDERS = {"ftm": run_ftm, "naive": run_naive, "trl": run_trl}
+CONTENDERS = {"ftm": run_ftm, "naive": run_naive, "trl": run_trl, "trl-cpu": run_trl_cpu}
 
 
 def one(name: str, data: str, n: int, max_length: int, quantize: bool) -> dict:
@@ -177,7 +184,7 @@ def one(name: str, data: str, n: int, max_length: int, quantize: bool) -> dict:
 
 def spawn(name: str, args) -> dict | None:
     python = sys.executable
-    if name == "trl":
+    if name.startswith("trl"):
         if not (TRL_VENV / "bin" / "python").exists():
             print(TRL_HELP, file=sys.stderr)
             return None
@@ -188,7 +195,9 @@ def spawn(name: str, args) -> dict | None:
     if proc.returncode != 0:
         print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
         return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"{args.data_one} {name}: {json.dumps(result)}", file=sys.stderr, flush=True)  # partial results
+    return result
 
 
 def table(data: str, results: dict) -> None:
@@ -212,7 +221,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=48, help="examples in the generated spread dataset")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--quantize", action="store_true")
-    parser.add_argument("--only", default="ftm,naive,trl", help="comma-separated contenders")
+    parser.add_argument("--only", default="ftm,naive,trl,trl-cpu", help="comma-separated contenders")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
