@@ -28,7 +28,8 @@ SPECS: dict[str, tuple] = {
     "eval_every": (int, 0, "also compute validation metrics every N steps (0: per epoch)"),
 }
 
-HELP = {name: spec[2] for name, spec in SPECS.items()}
+HELP = {name: spec[2] + ("" if spec[1] is None else f" (default: {str(spec[1]).lower()})")
+        for name, spec in SPECS.items()}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
