@@ -8,10 +8,7 @@ recovered by asking the backend to find the job by our run id before starting it
 from __future__ import annotations
 
 import os
-import secrets
-import socket
 import time
-import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -73,7 +70,7 @@ def submit(
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
     _refuse_invalid(train, model)
     row = {
-        "id": f"run-{secrets.token_hex(4)}",
+        "id": _new_run_id(),
         "backend": backend,
         "base_model": model,
         "dataset_id": train["id"],
@@ -126,6 +123,12 @@ def rerun(
     )
     store().add_event(run["id"], f"re-run of {parent['id']} ({parent['backend']}): {mapped.summary()}")
     return (watch(run["id"], on_update) if wait else run), mapped
+
+
+def _new_run_id() -> str:
+    import secrets  # late, like socket and traceback below: `ftm runs` never needs them
+
+    return f"run-{secrets.token_hex(4)}"
 
 
 def _check_suffix_seed(suffix, seed) -> None:
@@ -213,6 +216,8 @@ class _Uploads:
 
 
 def _starting_claim() -> dict:
+    import socket
+
     return {"starting": {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}}
 
 
@@ -226,6 +231,8 @@ def _start(run: dict, impl: Backend, spec: RunSpec) -> dict:
                            error_message=err.line(), finished_at=_now())
         raise
     except Exception as err:
+        import traceback
+
         detail = f"{type(err).__name__}: {err}"
         store().update_run(run["id"], cursor={})
         store().add_event(run["id"], f"start interrupted ({detail})", "error",
@@ -249,6 +256,8 @@ def _now() -> str:
 
 def _claim_is_live(cursor: dict) -> bool:
     """Is another process of this machine still inside start() for this run?"""
+    import socket
+
     claim = (cursor or {}).get("starting")
     if not claim or claim.get("host") != socket.gethostname():
         return False
