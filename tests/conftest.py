@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 EXAMPLES = ROOT / "examples"
 
+# Spinning OpenMP threads make torch ~10x slower on a shared 2-core machine (local backend tests).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # The fake backend is a plugin found through its entry point, as a third party's would be.
 sys.path.insert(0, str(PLUGINS))
 

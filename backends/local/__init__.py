@@ -29,7 +29,8 @@ from . import progress
 from .options import BASE_LEARNING_RATE, HELP, resolve_hyperparameters, resolve_options
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # so the worker imports this very code
-SECRET_ENV = ("OPENAI_API_KEY", "TOGETHER_API_KEY", "FIREWORKS_API_KEY", "MISTRAL_API_KEY")
+SECRET_ENV = ("OPENAI_API_KEY", "TOGETHER_API_KEY", "FIREWORKS_API_KEY", "MISTRAL_API_KEY",
+              "FTM_SERVE_API_KEY")
 
 
 class LocalBackend(Backend):

@@ -25,9 +25,22 @@ def base_of(result_path: str | None, base_model: str | None) -> str:
     return models.resolve(base_model)
 
 
+def _quiet() -> None:
+    """No weight-loading progress bars or deprecation chatter on a user's terminal."""
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
 def load(result_path: str | None, base_model: str | None, device: str = "auto"):
     """Tokenizer and model in eval mode: the base alone, or with the adapter merged in."""
     from peft import PeftModel
+
+    _quiet()
 
     device = models.pick_device(device)
     path = base_of(result_path, base_model)
