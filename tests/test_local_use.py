@@ -60,3 +60,23 @@ def test_a_run_without_a_model_cannot_generate(ftm_home, chat_file):
     result = ftm("generate", run["id"], "hello")
     assert result.code == 1 and "has no model yet" in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_cancel_then_resume_a_local_run_from_the_command_line(ftm_home, chat_file, tiny_llama):  # noqa: F811
+    import time
+
+    run = ftm("submit", chat_file, "-b", "local", "-m", tiny_llama, "--epochs", "50", "--batch-size", "2",
+              "--no-quantize", "-p", "device=cpu", "--json").json()
+    deadline = time.time() + 120
+    while ftm("sync", "--json").json()[0]["run"]["status"] != "running" and time.time() < deadline:
+        time.sleep(0.2)
+    assert ftm("cancel", run["id"]).code == 0
+    assert ftm("watch", run["id"]).code == 4  # cancelled
+    shown = ftm("show", run["id"], "--json").json()
+    assert shown["status"] == "cancelled" and shown["checkpoints"], "cancel saves a checkpoint"
+    assert ftm("resume", run["id"]).code == 0
+    watched = ftm("watch", run["id"], timeout=300)
+    assert watched.code == 0, watched
+    done = ftm("show", run["id"], "--json").json()
+    assert done["status"] == "succeeded" and done["result_model"] == f"local:{run['id']}"
+    assert [m["step"] for m in done["metrics"]] == list(range(1, done["total_steps"] + 1))
