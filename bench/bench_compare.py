@@ -81,23 +81,24 @@ def compare_bench(steps: int) -> None:
 
 
 def generate_bench(n_prompts: int) -> None:
-    from backends.local import LocalBackend
+    """The same loaded model either way: only batching differs."""
+    from backends.local import infer
 
     rows = [json.loads(line) for line in (ROOT / "examples" / "capitals_heldout.jsonl").open()]
-    prompts = [r["messages"][:-1] for r in rows] * (n_prompts // len(rows) + 1)
-    prompts = prompts[:n_prompts]
-    backend = LocalBackend()
-    backend.generate(None, None, None, prompts[:1], max_new_tokens=4)  # load and warm up once
+    prompts = ([r["messages"][:-1] for r in rows] * (n_prompts // len(rows) + 1))[:n_prompts]
+    tok, model, device = infer.load(None, None)
+    infer._generate_batch(tok, model, device, prompts[:2], 4, 0.0)  # warm up
     start = time.perf_counter()
-    backend.generate(None, None, None, prompts, max_new_tokens=24)
+    batched_out = infer._generate_batch(tok, model, device, prompts, 24, 0.0)
     batched = time.perf_counter() - start
     start = time.perf_counter()
-    for prompt in prompts:
-        backend.generate(None, None, None, [prompt], max_new_tokens=24)
+    single_out = [infer._generate_batch(tok, model, device, [p], 24, 0.0)[0] for p in prompts]
     single = time.perf_counter() - start
-    print(f"generate {n_prompts} held-out prompts with SmolLM2-135M-Instruct (24 new tokens, CPU)")
+    same = sum(a == b for a, b in zip(batched_out, single_out))
+    print(f"generate {n_prompts} held-out prompts with SmolLM2-135M-Instruct (24 new tokens, greedy, CPU, loaded once)")
     print(f"  batched (ftm eval)    {n_prompts / batched:7.2f} prompts/s")
     print(f"  one at a time         {n_prompts / single:7.2f} prompts/s   (batched is {single / batched:.1f}x)")
+    print(f"  identical answers     {same}/{n_prompts}")
 
 
 def main() -> None:
@@ -106,7 +107,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=24)
     parser.add_argument("--no-generate", action="store_true")
     args = parser.parse_args()
+    home = os.environ.get("FTM_HOME")
     compare_bench(args.steps)
+    if home:  # the model cache of the caller's FTM_HOME, not the bench ledger's (gone by now)
+        os.environ["FTM_HOME"] = home
     if not args.no_generate:
         generate_bench(args.prompts)
 
