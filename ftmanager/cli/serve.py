@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import signal
-import sys
-
 import typer
 
 from ..errors import InvalidInput
 from . import app
+from .standin import serve_until_stopped
 
 
 @app.command()
@@ -41,11 +39,4 @@ def serve(
     print(f"ftm serve: OpenAI-compatible fine-tuning and chat on {server.url} (local training)")
     print(f"  export OPENAI_BASE_URL={server.url} OPENAI_API_KEY={'<your key>' if api_key else 'any'}")
     print(f"  base models: {', '.join(server.runner.base_models()[:4])}, ... (edit {user_path()})", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop as cleanly as on Ctrl-C
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
-        print("ftm serve stopped", file=sys.stderr)
+    serve_until_stopped(server, "ftm serve")

@@ -49,6 +49,11 @@ def standin(
 def _serve(server, speed: float) -> None:
     print(f"ftm stand-in OpenAI server on {server.url} (clock x{speed:g}). Not OpenAI: nothing is trained.")
     print(f"  export OPENAI_BASE_URL={server.url} OPENAI_API_KEY=sk-standin", flush=True)
+    serve_until_stopped(server, "stand-in")
+
+
+def serve_until_stopped(server, label: str) -> None:
+    """Serve until Ctrl-C or SIGTERM, then close the server (and say so on stderr)."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop as cleanly as on Ctrl-C
     try:
         server.serve_forever()
@@ -56,4 +61,4 @@ def _serve(server, speed: float) -> None:
         pass
     finally:
         server.close()
-        print("stand-in stopped", file=sys.stderr)
+        print(f"{label} stopped", file=sys.stderr)

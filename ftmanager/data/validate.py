@@ -118,30 +118,29 @@ class HashIndex:
         self.lines = array("I", bytes(4 * capacity))
         self.size = 0
 
+    def _slot(self, key: int) -> int:
+        """Where key lies, or the empty slot where it would go (linear probing)."""
+        keys, mask = self.keys, len(self.keys) - 1
+        i = key & mask
+        while keys[i] and keys[i] != key:
+            i = (i + 1) & mask
+        return i
+
     def setdefault(self, key: int, line: int) -> int | None:
         """The line already stored under key, else store `line` and return None."""
         key |= 1  # 0 marks an empty slot
-        keys, mask = self.keys, len(self.keys) - 1
-        i = key & mask
-        while keys[i]:
-            if keys[i] == key:
-                return self.lines[i]
-            i = (i + 1) & mask
-        keys[i], self.lines[i] = key, line
+        i = self._slot(key)
+        if self.keys[i]:
+            return self.lines[i]
+        self.keys[i], self.lines[i] = key, line
         self.size += 1
-        if self.size * 2 > len(keys):
+        if self.size * 2 > len(self.keys):
             self._grow()
         return None
 
     def get(self, key: int) -> int | None:
-        key |= 1
-        keys, mask = self.keys, len(self.keys) - 1
-        i = key & mask
-        while keys[i]:
-            if keys[i] == key:
-                return self.lines[i]
-            i = (i + 1) & mask
-        return None
+        i = self._slot(key | 1)
+        return self.lines[i] if self.keys[i] else None
 
     def _grow(self) -> None:
         old = zip(self.keys, self.lines)
