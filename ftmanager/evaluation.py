@@ -100,7 +100,7 @@ def run_evaluation(impl, target: dict, pairs: list, max_new_tokens: int) -> tupl
     outputs = impl.generate(target["result_model"], target["result_path"], target["base_model"],
                             [prompt for prompt, _ in pairs], max_new_tokens=max_new_tokens)
     generations = []
-    for i, ((prompt, reference), output) in enumerate(zip(pairs, outputs)):
+    for i, ((prompt, reference), output) in enumerate(zip(pairs, outputs, strict=True)):
         generations.append({"example": i, "prompt": json.dumps(prompt, ensure_ascii=False),
                             "reference": reference, "output": output, **score(output, reference)})
     means = {k: sum(g[k] for g in generations) / len(generations)

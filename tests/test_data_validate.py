@@ -83,7 +83,7 @@ def test_each_error_is_reported_on_its_line(tmp_path, code, line):
     report = data.validate(lines_file(tmp_path, [line]))
     assert not report.ok
     assert [(p.line, p.code) for p in report.errors] == [(13, code)], report.render()
-    assert f"line 13: " in report.render() and code in report.render()
+    assert "line 13: " in report.render() and code in report.render()
 
 
 def test_clean_data_has_no_errors_or_line_warnings(tmp_path):
