@@ -147,8 +147,14 @@ def test_eval_of_an_openai_run_goes_through_chat_completions(ftm_home, tmp_path,
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test-eval")
         monkeypatch.setenv("FTM_POLL_SCALE", "0.05")
         data = capitals(tmp_path)
-        run = ftm("submit", data, "-b", "openai", "-m", "gpt-4o-mini-2024-07-18", "--wait", "--json").json()
+        submitted = ftm("submit", data, "-b", "openai", "-m", "gpt-4o-mini-2024-07-18", "--wait", "--json")
+        run = submitted.json()
         assert run["status"] == "succeeded" and run["result_model"].startswith("ft:gpt-4o-mini")
+        # off a terminal, about one step event in ten is printed, and the last one
+        steps = [line for line in submitted.err.splitlines() if "  Step " in line]
+        total = run["total_steps"] or len(ftm("show", run["id"], "--json").json()["metrics"])
+        assert 5 <= len(steps) <= 12, steps
+        assert f"Step {total}/{total}:" in steps[-1]
         heldout = tmp_path / "seen.jsonl"
         heldout.write_text("".join(data.read_text().splitlines(keepends=True)[:2]))
         result = ftm("eval", run["id"], "--data", heldout, "--baseline", "--json")

@@ -27,8 +27,9 @@ class Printer:
             return
         self._clear()
         for event in progress.events if progress else []:
-            stamp = time.strftime("%H:%M:%S", time.localtime(event.created_at))
-            self.stream.write(f"{stamp}  {event.message}\n")
+            if self._shown(event, run):
+                stamp = time.strftime("%H:%M:%S", time.localtime(event.created_at))
+                self.stream.write(f"{stamp}  {event.message}\n")
         for m in progress.metrics if progress else []:
             self.step, self.loss = m.get("step"), m.get("train_loss", self.loss)
         if run["status"] != self.status and not self.live:
@@ -37,6 +38,21 @@ class Printer:
         if self.live:
             self.stream.write(self._line(run, progress))
         self.stream.flush()
+
+    def _shown(self, event, run: dict) -> bool:
+        """Every message; of the per-step metrics events, about one in ten (and the last).
+
+        On a terminal the live line carries each step's loss, so no metrics event is printed.
+        """
+        if event.type != "metrics":
+            return True
+        if self.live:
+            return False
+        data = event.data or {}
+        step, total = data.get("step"), data.get("total_steps") or run.get("total_steps")
+        if not isinstance(step, int) or not isinstance(total, int) or total <= 0:
+            return True
+        return step % max(1, total // 10) == 0 or step == total
 
     def _line(self, run: dict, progress) -> str:
         total = run.get("total_steps")
