@@ -68,7 +68,7 @@ def submit(
     _check_suffix_seed(suffix, seed)
     hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in LIMITS}
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
-    _refuse_invalid(train, model)
+    report = _refuse_invalid(train, model)
     row = {
         "id": _new_run_id(),
         "backend": backend,
@@ -85,7 +85,7 @@ def submit(
         "cursor": _starting_claim(),
     }
     spec = _spec(row, train, valid)
-    row.update(estimated_cost=_estimate(impl, spec, train), resolved_hyperparameters=impl.resolve(spec))
+    row.update(estimated_cost=_estimate(impl, spec, report), resolved_hyperparameters=impl.resolve(spec))
     run = _start(store().create_run(row), impl, spec)
     if wait:
         return watch(run["id"], on_update)
@@ -151,8 +151,8 @@ def _training_data(dataset_ref, validation, split, seed, model) -> tuple[dict, d
     return train, None, None
 
 
-def _refuse_invalid(ds: dict, model: str) -> None:
-    """Refuse, before anything is recorded, data the provider would reject."""
+def _refuse_invalid(ds: dict, model: str):
+    """Refuse, before anything is recorded, data the provider would reject; else its Report."""
     from . import data
 
     report = data.validate(Path(ds["path"]), model=model)
@@ -161,14 +161,16 @@ def _refuse_invalid(ds: dict, model: str) -> None:
             f"dataset {ds['id'][:12]} has {report.n_errors():,} problem(s) for {model} (first: {report.first_error()})",
             f"Run `ftm datasets validate {ds['path']} --model {model}` to see them all.",
         )
+    return report
 
 
-def _estimate(impl: Backend, spec: RunSpec, ds: dict) -> float | None:
+def _estimate(impl: Backend, spec: RunSpec, report) -> float | None:
+    """The run's cost from the validation report already made for it (no second read)."""
     from . import data
 
     n_epochs = spec.hyperparameters.get("n_epochs", "auto")
     try:
-        estimate = data.estimate(Path(ds["path"]), spec.base_model, n_epochs)
+        estimate = data.estimate(report, spec.base_model, n_epochs)
     except FtmError:
         return None
     return impl.estimate_cost(spec, estimate.get("billed_tokens"))
