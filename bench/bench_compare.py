@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def build(home: Path, n_runs: int, steps: int) -> list[str]:
     os.environ["FTM_HOME"] = str(home)
-    from ftmanager.store import Store
+    from ftmanager.ledger import Ledger
 
-    Store().close()
+    Ledger().close()
     conn = sqlite3.connect(home / "ftm.db")
     conn.execute("INSERT INTO datasets (id, name, n_examples) VALUES (?, 'bench', 100)", ["d" * 64])
     ids = [f"run-{i:08x}" for i in range(n_runs)]
@@ -82,7 +82,7 @@ def compare_bench(steps: int) -> None:
 
 def generate_bench(n_prompts: int) -> None:
     """The same loaded model either way: only batching differs."""
-    from backends.local import infer
+    from ftm_backends.local import infer
 
     rows = [json.loads(line) for line in (ROOT / "examples" / "capitals_heldout.jsonl").open()]
     prompts = ([r["messages"][:-1] for r in rows] * (n_prompts // len(rows) + 1))[:n_prompts]

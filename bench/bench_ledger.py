@@ -21,9 +21,9 @@ from pathlib import Path
 def build(home: Path, n_runs: int, steps: int) -> str:
     """Fill a fresh ledger through ftm's own migrations, then bulk-insert rows."""
     os.environ["FTM_HOME"] = str(home)
-    from ftmanager.store import Store
+    from ftmanager.ledger import Ledger
 
-    Store().close()
+    Ledger().close()
     conn = sqlite3.connect(home / "ftm.db")
     conn.execute("INSERT INTO datasets (id, name, n_examples) VALUES (?, 'bench', 100)", ["d" * 64])
     stamp = "2026-11-23T12:00:00Z"

@@ -68,7 +68,7 @@ def load_rows(name: str, n: int) -> list[dict]:
 
 
 def smollm2() -> str:
-    from backends.local import model as models
+    from ftm_backends.local import model as models
 
     return str(models.ensure_smollm2())
 
@@ -78,8 +78,8 @@ def smollm2() -> str:
 def run_ftm(rows, max_length, quantize) -> dict:
     import torch
 
-    from backends.local import batching, chat, model as models, progress
-    from backends.local.train import Run, TokenLoss, lr_factor, train_step
+    from ftm_backends.local import batching, chat, model as models, progress
+    from ftm_backends.local.train import Run, TokenLoss, lr_factor, train_step
 
     path = smollm2()
     tmp = Path(tempfile.mkdtemp())
@@ -104,8 +104,8 @@ def run_ftm(rows, max_length, quantize) -> dict:
 def run_naive(rows, max_length, quantize) -> dict:
     import torch
 
-    from backends.local import batching, chat, model as models
-    from backends.local.options import resolve_options
+    from ftm_backends.local import batching, chat, model as models
+    from ftm_backends.local.options import resolve_options
 
     path = smollm2()
     tok = models.load_tokenizer(path)
@@ -143,7 +143,7 @@ def run_trl(rows, max_length, quantize, **overrides) -> dict:
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from backends.local import chat, model as models
+    from ftm_backends.local import chat, model as models
 
     path = smollm2()
     tok = models.load_tokenizer(path)

@@ -62,8 +62,8 @@ def write_dataset(path: Path, n: int) -> Path:
 
 def naive_backend():
     """The baseline: the same backend polled every second whatever the job is doing."""
-    from backends.openai import OpenAIBackend
-    from ftmanager import backend as registry
+    from ftm_backends.openai import OpenAIBackend
+    from ftmanager import registry
 
     class NaiveOpenAI(OpenAIBackend):
         name = "openai-naive"
@@ -129,7 +129,7 @@ def upload_child(mode: str, path: str, url: str) -> None:
     """In a fresh process: send the file one way, print seconds and RSS (MB) as JSON."""
     import openai
 
-    from backends.openai import OpenAIBackend
+    from ftm_backends.openai import OpenAIBackend
 
     os.environ.update(OPENAI_BASE_URL=url, OPENAI_API_KEY="sk-bench", FTM_OPENAI_TIMEOUT="600")
     client = openai.OpenAI(timeout=600)

@@ -122,7 +122,7 @@ class FirstToken:
 def plain(run: dict, args) -> dict:
     """The same model in a plain transformers loop (base + adapter merged, as export does)."""
     import torch
-    from backends.local.infer import load
+    from ftm_backends.local.infer import load
 
     tok, model, _ = load(run["result_path"], run["base_model"], device="cpu")
     tok.padding_side = "left"

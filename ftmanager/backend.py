@@ -1,9 +1,9 @@
-"""The Backend contract, what a poll reports, and the registry of backends.
+"""The Backend contract: what a backend is asked to do, and what one poll reports.
 
 Backends never touch the ledger: they start a job, report through poll(), and jobs.py
 records what they report, so a hosted run and a local run take the same road into SQLite.
-Built-in backends are registered exactly like a third party's: through the `ftm.backends`
-entry-point group (see pyproject.toml).
+How backends are found is ftmanager.registry's; the statuses and metric names they report
+in are ftmanager.facts'.
 """
 
 from __future__ import annotations
@@ -13,34 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from .errors import NotFound, Unsupported
-
-# OpenAI's statuses. Providers may invent others: those are kept verbatim, never rejected.
-CREATED = "created"  # ours: written to the ledger, backend not yet confirmed a job
-VALIDATING = "validating_files"
-QUEUED = "queued"
-RUNNING = "running"
-PAUSED = "paused"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-KNOWN_STATUSES = (CREATED, VALIDATING, QUEUED, RUNNING, PAUSED, SUCCEEDED, FAILED, CANCELLED)
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-
-# Metric names are OpenAI's everywhere, so hosted and local runs compare column for column.
-METRIC_NAMES = (
-    "train_loss",
-    "train_accuracy",
-    "valid_loss",
-    "valid_mean_token_accuracy",
-    "full_valid_loss",
-    "full_valid_mean_token_accuracy",
-)
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL
-
+from .errors import Unsupported
 
 @dataclass
 class RunSpec:
@@ -179,43 +152,3 @@ class Backend(abc.ABC):
                 f"the {self.name} backend has no option {', '.join(unknown)}",
                 f"Options it takes: {known} (see `ftm backends`).",
             )
-
-
-# --- registry --------------------------------------------------------------------------
-
-ENTRY_POINT_GROUP = "ftm.backends"
-_registered: dict[str, type[Backend]] = {}
-
-
-def register(cls: type[Backend]) -> type[Backend]:
-    """Register a backend class in this process (entry points are found without this)."""
-    _registered[cls.name] = cls
-    return cls
-
-
-def _entry_points() -> dict:
-    from importlib.metadata import entry_points  # late: scanning dist-info costs start-up
-
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def names() -> list[str]:
-    return sorted(set(_registered) | set(_entry_points()))
-
-
-def load(name: str) -> type[Backend]:
-    """The backend class called name, loaded from its entry point if need be."""
-    if name not in _registered:
-        ep = _entry_points().get(name)
-        if ep is None:
-            raise NotFound(
-                f"no backend called {name!r}",
-                f"Choose one of: {', '.join(names())}.",
-            )
-        _registered[name] = ep.load()
-    return _registered[name]
-
-
-def get(name: str) -> Backend:
-    """An instance of the backend called name."""
-    return load(name)()

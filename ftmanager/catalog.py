@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import paths
 from .errors import InvalidInput
-from .store import ledger as store
+from .ledger import ledger
 
 
 # --- datasets --------------------------------------------------------------------------
@@ -24,39 +24,39 @@ def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto",
     """
     from . import data
 
-    ledger = store()  # open the ledger first: a ledger we cannot use means nothing is written
-    stored = data.store(Path(path), paths.datasets_dir(), fmt=fmt, name=name, check=check, model=model)
+    book = ledger()  # open the ledger first: a ledger we cannot use means nothing is written
+    saved = data.save(Path(path), paths.datasets_dir(), fmt=fmt, name=name, check=check, model=model)
     try:
-        return _record_stored(stored, name or Path(path).stem, source=str(Path(path).resolve()))
+        return _record(saved, name or Path(path).stem, source=str(Path(path).resolve()))
     except BaseException:
-        if not ledger.has_dataset(stored.sha256):  # not recorded: the file would be an orphan
-            Path(stored.path).unlink(missing_ok=True)
+        if not book.has_dataset(saved.sha256):  # not recorded: the file would be an orphan
+            Path(saved.path).unlink(missing_ok=True)
         raise
 
 
-def _record_stored(stored, name: str, source: str, parent_id=None, split=None) -> tuple[dict, bool]:
+def _record(saved, name: str, source: str, parent_id=None, split=None) -> tuple[dict, bool]:
     row = {
-        "id": stored.sha256,
+        "id": saved.sha256,
         "name": name,
-        "format": stored.format,
+        "format": saved.format,
         "source": source,
-        "path": str(stored.path),
-        "n_examples": stored.n_examples,
-        "bytes": Path(stored.path).stat().st_size,
-        "stats": json.dumps(getattr(stored.report, "stats", None) or {}, default=str),
+        "path": str(saved.path),
+        "n_examples": saved.n_examples,
+        "bytes": Path(saved.path).stat().st_size,
+        "stats": json.dumps(getattr(saved.report, "stats", None) or {}, default=str),
         "parent_id": parent_id,
         "split": json.dumps(split) if split else None,
     }
-    return store().add_dataset(row)
+    return ledger().add_dataset(row)
 
 
 def dataset(ref: str) -> dict:
     """A dataset by id, id prefix or name."""
-    return store().dataset(ref)
+    return ledger().dataset(ref)
 
 
 def datasets() -> list[dict]:
-    return store().datasets()
+    return ledger().datasets()
 
 
 def export_dataset(ref: str, to: str, out) -> int:
@@ -86,8 +86,8 @@ def dataset_info(ref: str) -> dict:
         **row,
         "stats": json.loads(row["stats"]) if row["stats"] else {},
         "split": json.loads(row["split"]) if row["split"] else None,
-        "uploads": store().uploads_of(row["id"]),
-        "runs": store().runs(dataset_id=row["id"]),
+        "uploads": ledger().uploads_of(row["id"]),
+        "runs": ledger().runs(dataset_id=row["id"]),
     }
 
 
@@ -106,25 +106,25 @@ def split_dataset(ds: dict, fraction: float, seed: int) -> tuple[dict, dict]:
         raise InvalidInput(f"--split must be between 0 and 1, not {fraction}", "Try --split 0.1.")
     train, valid = data.split(Path(ds["path"]), fraction, seed, paths.datasets_dir())
     info = {"fraction": fraction, "seed": seed}
-    train_row = _record_stored(train, f"{ds['name']}-train", ds["source"], ds["id"], {**info, "part": "train"})[0]
-    valid_row = _record_stored(valid, f"{ds['name']}-valid", ds["source"], ds["id"], {**info, "part": "validation"})[0]
+    train_row = _record(train, f"{ds['name']}-train", ds["source"], ds["id"], {**info, "part": "train"})[0]
+    valid_row = _record(valid, f"{ds['name']}-valid", ds["source"], ds["id"], {**info, "part": "validation"})[0]
     return train_row, valid_row
 
 
 def lineage(ref: str) -> dict:
     """The tree dataset -> derived datasets, uploads, runs (and their re-runs) -> models."""
     ds = dataset(ref)
-    children = [lineage(child["id"]) for child in store().datasets() if child["parent_id"] == ds["id"]]
-    runs_ = [_run_node(r) for r in store().runs(dataset_id=ds["id"]) if not r["parent_run_id"]
-             or store().run(r["parent_run_id"])["dataset_id"] != ds["id"]]
+    children = [lineage(child["id"]) for child in ledger().datasets() if child["parent_id"] == ds["id"]]
+    runs_ = [_run_node(r) for r in ledger().runs(dataset_id=ds["id"]) if not r["parent_run_id"]
+             or ledger().run(r["parent_run_id"])["dataset_id"] != ds["id"]]
     return {"dataset": {k: ds[k] for k in ("id", "name", "format", "n_examples", "split")},
-            "uploads": store().uploads_of(ds["id"]), "derived": children, "runs": runs_}
+            "uploads": ledger().uploads_of(ds["id"]), "derived": children, "runs": runs_}
 
 
 def _run_node(run: dict) -> dict:
     models = [{"model_id": c["model_id"], "kind": "checkpoint", "step": c["step"]}
-              for c in store().checkpoints(run["id"]) if c["model_id"]]
+              for c in ledger().checkpoints(run["id"]) if c["model_id"]]
     if run["result_model"]:
         models.append({"model_id": run["result_model"], "kind": "model", "path": run["result_path"]})
     return {"run": {k: run[k] for k in ("id", "backend", "base_model", "status", "provider_job_id")},
-            "models": models, "reruns": [_run_node(c) for c in store().children(run["id"])]}
+            "models": models, "reruns": [_run_node(c) for c in ledger().children(run["id"])]}

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import calendar
-import time
 from pathlib import Path
 
 from .errors import InvalidInput
-from .store import ledger
+from .facts import epoch
+from .ledger import ledger
 
 SCORES = ("exact_match", "token_f1", "rouge_l", "chrf")
 
 
 def _seconds(run: dict) -> float | None:
-    def parse(text):
-        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")) if text else None
-
-    start, end = parse(run.get("started_at") or run.get("created_at")), parse(run.get("finished_at"))
+    start, end = epoch(run.get("started_at") or run.get("created_at")), epoch(run.get("finished_at"))
     return end - start if start and end else None
 
 

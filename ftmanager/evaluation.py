@@ -12,10 +12,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from . import backend as registry
+from . import registry
 from .catalog import add_dataset
 from .errors import InvalidInput
-from .store import ledger
+from .ledger import ledger
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

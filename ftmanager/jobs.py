@@ -12,20 +12,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import backend as registry
+from . import registry
 from . import paths
-from .backend import CREATED, FAILED, CANCELLED, Backend, Progress, RunSpec, is_terminal
+from .backend import Backend, Progress, RunSpec
+from .facts import CANCELLED, CREATED, FAILED, HYPERPARAMETERS, RANGES, is_terminal, out_of_range
 from .errors import BackendError, FtmError, InvalidInput
 from .mapping import Mapped, map_settings
 from .catalog import dataset, dataset_arg, split_dataset
-from .store import ledger as store
-
-LIMITS = {  # OpenAI's ranges; every backend accepts at least these
-    "n_epochs": (int, 1, 50),
-    "batch_size": (int, 1, 256),
-    "learning_rate_multiplier": (float, 1e-9, 1e6),
-}
-
+from .ledger import ledger
 
 # --- submitting --------------------------------------------------------------------------
 
@@ -34,13 +28,14 @@ def hyperparameter(name: str, value) -> int | float | str:
     """A hyperparameter value checked against its range: a number, or "auto"."""
     if value is None or value == "auto":
         return "auto"
-    kind, low, high = LIMITS[name]
+    kind = RANGES[name][0]
     try:
         number = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"{name} must be a number or 'auto', not {value!r}", "") from None
-    if not low <= number <= high:
-        raise InvalidInput(f"{name} must be between {low:g} and {high:g}, not {number}", "")
+    problem = out_of_range(name, number)
+    if problem:
+        raise InvalidInput(problem, "")
     return number
 
 
@@ -66,7 +61,7 @@ def submit(
         raise InvalidInput(f"the {backend} backend needs a base model", "Give one with --model.")
     impl.check_options(options or {})
     _check_suffix_seed(suffix, seed)
-    hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in LIMITS}
+    hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in HYPERPARAMETERS}
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
     report = _refuse_invalid(train, model)
     row = {
@@ -86,7 +81,7 @@ def submit(
     }
     spec = _spec(row, train, valid)
     row.update(estimated_cost=_estimate(impl, spec, report), resolved_hyperparameters=impl.resolve(spec))
-    run = _start(store().create_run(row), impl, spec)
+    run = _start(ledger().create_run(row), impl, spec)
     if wait:
         return watch(run["id"], on_update)
     return refresh(run["id"])[0]  # one poll, so the status shown is the provider's
@@ -108,7 +103,7 @@ def rerun(
 
     Needs nothing from the parent's provider: the data lives in the ledger.
     """
-    parent = store().run(ref)
+    parent = ledger().run(ref)
     source, target = registry.load(parent["backend"]), registry.load(backend)
     mapped = map_settings(parent, source, target, hyperparameters or {}, options or {})
     if not model:
@@ -121,7 +116,7 @@ def rerun(
         validation=parent["validation_dataset_id"], options=mapped.options,
         parent_run_id=parent["id"], on_update=on_update, wait=False,
     )
-    store().add_event(run["id"], f"re-run of {parent['id']} ({parent['backend']}): {mapped.summary()}")
+    ledger().add_event(run["id"], f"re-run of {parent['id']} ({parent['backend']}): {mapped.summary()}")
     return (watch(run["id"], on_update) if wait else run), mapped
 
 
@@ -178,8 +173,8 @@ def _estimate(impl: Backend, spec: RunSpec, report) -> float | None:
 
 def _spec_for(run: dict) -> RunSpec:
     """Rebuild a run's RunSpec from the ledger alone."""
-    train = store().dataset(run["dataset_id"])
-    valid = store().dataset(run["validation_dataset_id"]) if run["validation_dataset_id"] else None
+    train = ledger().dataset(run["dataset_id"])
+    valid = ledger().dataset(run["validation_dataset_id"]) if run["validation_dataset_id"] else None
     return _spec(run, train, valid)
 
 
@@ -207,14 +202,14 @@ class _Uploads:
         self.backend = backend
 
     def get(self, dataset_id: str, account: str) -> str | None:
-        row = store().upload(dataset_id, self.backend, account)
+        row = ledger().upload(dataset_id, self.backend, account)
         return row["file_id"] if row else None
 
     def put(self, dataset_id: str, account: str, file_id: str, nbytes: int) -> None:
-        store().put_upload(dataset_id, self.backend, account, file_id, nbytes)
+        ledger().put_upload(dataset_id, self.backend, account, file_id, nbytes)
 
     def forget(self, dataset_id: str, account: str) -> None:
-        store().forget_upload(dataset_id, self.backend, account)
+        ledger().forget_upload(dataset_id, self.backend, account)
 
 
 def _starting_claim() -> dict:
@@ -229,26 +224,26 @@ def _start(run: dict, impl: Backend, spec: RunSpec) -> dict:
     try:
         job_id = impl.start(spec, _Uploads(impl.name))
     except FtmError as err:
-        store().update_run(run["id"], status=FAILED, cursor={}, error_code="start_refused",
+        ledger().update_run(run["id"], status=FAILED, cursor={}, error_code="start_refused",
                            error_message=err.line(), finished_at=_now())
         raise
     except Exception as err:
         import traceback
 
         detail = f"{type(err).__name__}: {err}"
-        store().update_run(run["id"], cursor={})
-        store().add_event(run["id"], f"start interrupted ({detail})", "error",
+        ledger().update_run(run["id"], cursor={})
+        ledger().add_event(run["id"], f"start interrupted ({detail})", "error",
                           {"traceback": traceback.format_exc()})
         raise BackendError(
             f"could not confirm that run {run['id']} started on {impl.name} ({detail})",
             "Run `ftm sync` to find the job or start it; it is never created twice.",
         ) from err
-    store().add_event(run["id"], f"started {impl.name} job {job_id}")
-    return store().update_run(run["id"], provider_job_id=job_id, cursor={})
+    ledger().add_event(run["id"], f"started {impl.name} job {job_id}")
+    return ledger().update_run(run["id"], provider_job_id=job_id, cursor={})
 
 
 def _now() -> str:
-    from .store import now
+    from .ledger import now
 
     return now()
 
@@ -276,15 +271,15 @@ def _recover(run: dict, impl: Backend) -> dict:
         return run
     job_id = impl.find(run["id"])
     if job_id:
-        store().add_event(run["id"], f"found {impl.name} job {job_id} created by an interrupted start")
-        return store().update_run(run["id"], provider_job_id=job_id, cursor={})
-    store().update_run(run["id"], cursor=_starting_claim())
+        ledger().add_event(run["id"], f"found {impl.name} job {job_id} created by an interrupted start")
+        return ledger().update_run(run["id"], provider_job_id=job_id, cursor={})
+    ledger().update_run(run["id"], cursor=_starting_claim())
     return _start(run, impl, _spec_for(run))
 
 
 def refresh(ref: str) -> tuple[dict, Progress | None]:
     """Poll a run's backend once and record what it reports."""
-    run = store().run(ref)
+    run = ledger().run(ref)
     if is_terminal(run["status"]):
         return run, None
     impl = registry.get(run["backend"])
@@ -293,12 +288,12 @@ def refresh(ref: str) -> tuple[dict, Progress | None]:
         if not run["provider_job_id"]:
             return run, None
     progress = impl.poll(run["provider_job_id"], run["cursor"] or {})
-    return store().record(run["id"], progress), progress
+    return ledger().record(run["id"], progress), progress
 
 
 def watch(ref: str, on_update: Callable | None = None) -> dict:
     """Follow a run until it reaches a terminal status; on_update(run, progress) after each poll."""
-    run = store().run(ref)
+    run = ledger().run(ref)
     impl = registry.get(run["backend"])
     interval = None
     while True:
@@ -314,42 +309,42 @@ def watch(ref: str, on_update: Callable | None = None) -> dict:
 def sync() -> list[dict]:
     """Poll every unfinished run once. Returns one {run, error} per run."""
     results = []
-    for run in store().unfinished_runs():
+    for run in ledger().unfinished_runs():
         try:
             results.append({"run": refresh(run["id"])[0], "error": None})
         except FtmError as err:
-            results.append({"run": store().run(run["id"]), "error": err.line()})
+            results.append({"run": ledger().run(run["id"]), "error": err.line()})
     return results
 
 
 def cancel(ref: str) -> dict:
     """Ask the backend to stop a run; a run that never reached a backend is cancelled here."""
-    run = store().run(ref)
+    run = ledger().run(ref)
     if is_terminal(run["status"]):
         raise InvalidInput(f"run {run['id']} already {run['status']}", "Nothing to cancel.")
     impl = registry.get(run["backend"])
     if not run["provider_job_id"]:
         job_id = impl.find(run["id"])
         if not job_id:
-            store().add_event(run["id"], "cancelled before any job was created")
-            return store().update_run(run["id"], status=CANCELLED, cursor={}, finished_at=_now())
-        store().update_run(run["id"], provider_job_id=job_id)
+            ledger().add_event(run["id"], "cancelled before any job was created")
+            return ledger().update_run(run["id"], status=CANCELLED, cursor={}, finished_at=_now())
+        ledger().update_run(run["id"], provider_job_id=job_id)
         run["provider_job_id"] = job_id
     impl.cancel(run["provider_job_id"])
-    store().add_event(run["id"], "cancel requested")
+    ledger().add_event(run["id"], "cancel requested")
     return refresh(run["id"])[0]
 
 
 def pause(ref: str) -> dict:
     run = _live_run(ref)
     registry.get(run["backend"]).pause(run["provider_job_id"])
-    store().add_event(run["id"], "pause requested")
+    ledger().add_event(run["id"], "pause requested")
     return refresh(run["id"])[0]
 
 
 def resume(ref: str) -> dict:
     """Resume a paused run (or, where the backend can, an interrupted one)."""
-    run = store().run(ref)
+    run = ledger().run(ref)
     if run["status"] == "succeeded":
         raise InvalidInput(f"run {run['id']} already succeeded", "Nothing to resume.")
     impl = registry.get(run["backend"])
@@ -357,13 +352,13 @@ def resume(ref: str) -> dict:
     fields = {"provider_job_id": job_id} if job_id else {}
     if is_terminal(run["status"]):
         fields.update(status="queued", finished_at=None, error_code=None, error_message=None, error_param=None)
-    store().update_run(run["id"], **fields)
-    store().add_event(run["id"], "resume requested")
+    ledger().update_run(run["id"], **fields)
+    ledger().add_event(run["id"], "resume requested")
     return refresh(run["id"])[0]
 
 
 def _live_run(ref: str) -> dict:
-    run = store().run(ref)
+    run = ledger().run(ref)
     if is_terminal(run["status"]) or not run["provider_job_id"]:
         raise InvalidInput(f"run {run['id']} is {run['status']}", "Only a running job can be paused.")
     return run
@@ -374,22 +369,22 @@ def _live_run(ref: str) -> dict:
 
 def runs(backend=None, status=None, dataset_ref=None, limit=None) -> list[dict]:
     dataset_id = dataset(dataset_ref)["id"] if dataset_ref else None
-    return store().runs(backend=backend, status=status, dataset_id=dataset_id, limit=limit)
+    return ledger().runs(backend=backend, status=status, dataset_id=dataset_id, limit=limit)
 
 
 def show(ref: str) -> dict:
     """A run with its events, metrics and checkpoints."""
-    run = store().run(ref)
+    run = ledger().run(ref)
     return {
         **run,
-        "events": store().events(run["id"]),
-        "metrics": store().metrics(run["id"]),
-        "checkpoints": store().checkpoints(run["id"]),
+        "events": ledger().events(run["id"]),
+        "metrics": ledger().metrics(run["id"]),
+        "checkpoints": ledger().checkpoints(run["id"]),
     }
 
 
 def models() -> list[dict]:
-    return store().models()
+    return ledger().models()
 
 
 def backends() -> list[dict]:
@@ -413,7 +408,7 @@ def backends() -> list[dict]:
 
 
 def _succeeded(ref: str) -> dict:
-    run = store().run(ref)
+    run = ledger().run(ref)
     if run["status"] != "succeeded" or not run["result_model"]:
         raise InvalidInput(f"run {run['id']} is {run['status']} and has no model yet",
                            f"Wait for it: `ftm watch {run['id']}`.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+from .facts import HYPERPARAMETERS
 
 
 @dataclass

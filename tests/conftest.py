@@ -24,17 +24,17 @@ sys.path.insert(0, str(PLUGINS))
 @pytest.fixture
 def ftm_home(tmp_path, monkeypatch) -> Path:
     """A fresh FTM_HOME (and fake provider) for one test; the library's ledger cache is reset."""
-    from ftmanager import store
+    from ftmanager import ledger
 
     home = tmp_path / "ftm-home"
     monkeypatch.setenv("FTM_HOME", str(home))
     monkeypatch.setenv("FTM_FAKE_DIR", str(tmp_path / "fake-provider"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
-    store._ledgers.clear()
+    ledger._ledgers.clear()
     yield home
-    for s in store._ledgers.values():
+    for s in ledger._ledgers.values():
         s.close()
-    store._ledgers.clear()
+    ledger._ledgers.clear()
 
 
 class Result:

@@ -46,7 +46,7 @@ def test_rerun_works_when_the_first_provider_refused(ftm_home, tmp_path):
 
 
 def test_rerun_says_what_cannot_be_mapped():
-    from ftmanager import backend as registry
+    from ftmanager import registry
     from ftmanager.mapping import map_settings
 
     local, openai = registry.load("local"), registry.load("openai")

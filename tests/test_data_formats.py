@@ -77,8 +77,8 @@ def test_alpaca_json_array_file_reads_with_line_numbers(tmp_path):
 
 
 def test_alpaca_example_file_is_the_same_dataset_as_the_chat_one(tmp_path):
-    a = data.store(EXAMPLES / "capitals.jsonl", tmp_path)
-    b = data.store(EXAMPLES / "capitals_alpaca.json", tmp_path)
+    a = data.save(EXAMPLES / "capitals.jsonl", tmp_path)
+    b = data.save(EXAMPLES / "capitals_alpaca.json", tmp_path)
     assert (a.format, b.format) == ("openai", "alpaca")
     assert a.sha256 == b.sha256 and not b.created
 
@@ -107,11 +107,11 @@ def exported(path: Path, to: str) -> list[dict]:
 
 
 def test_export_shapes(tmp_path):
-    src = data.store(write_jsonl(tmp_path / "d.jsonl", [chat("Capital of France?", "Paris", "Be brief.")]), tmp_path / "s", check=False)
+    src = data.save(write_jsonl(tmp_path / "d.jsonl", [chat("Capital of France?", "Paris", "Be brief.")]), tmp_path / "s", check=False)
     assert exported(src.path, "alpaca") == [{"instruction": "Capital of France?", "input": "", "output": "Paris", "system": "Be brief."}]
     assert exported(src.path, "sharegpt") == [SHAREGPT]
     assert exported(src.path, "together") == exported(src.path, "openai") == [chat("Capital of France?", "Paris", "Be brief.")]
-    tools = data.store(write_jsonl(tmp_path / "t.jsonl", [{**TOOLS, "messages": TOOLS["messages"][:3] + [{"role": "assistant", "content": "Sunny."}]}]),
+    tools = data.save(write_jsonl(tmp_path / "t.jsonl", [{**TOOLS, "messages": TOOLS["messages"][:3] + [{"role": "assistant", "content": "Sunny."}]}]),
                        tmp_path / "s", check=False)
     call = exported(tools.path, "trl")[0]["messages"][1]["tool_calls"][0]
     assert call["function"]["arguments"] == {"city": "Paris"}  # an object, as chat templates expect
@@ -128,7 +128,7 @@ def test_export_shapes(tmp_path):
                           {"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]}, "weight 0"),
 ])
 def test_export_refuses_what_the_target_cannot_hold_and_writes_nothing(tmp_path, to, record, why):
-    src = data.store(write_jsonl(tmp_path / "d.jsonl", [chat("q", "a"), record]), tmp_path / "s", check=False)
+    src = data.save(write_jsonl(tmp_path / "d.jsonl", [chat("q", "a"), record]), tmp_path / "s", check=False)
     out = io.StringIO()
     with pytest.raises(InvalidInput, match=rf"1 example\(s\) cannot be written as {to}: line 2: .*{why}") as e:
         data.export(src.path, to, out)
@@ -148,24 +148,24 @@ MULTI = [{"messages": chat("a", "b", "s")["messages"] + chat("c", "d")["messages
     ("trl", MULTI),
 ])
 def test_lossless_round_trips_keep_the_sha256(tmp_path, to, records):
-    first = data.store(write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "s", check=False)
+    first = data.save(write_jsonl(tmp_path / "in.jsonl", records), tmp_path / "s", check=False)
     again = tmp_path / "out.jsonl"
     with open(again, "w") as out:
         data.export(first.path, to, out)
-    second = data.store(again, tmp_path / "s", check=False)
+    second = data.save(again, tmp_path / "s", check=False)
     assert second.sha256 == first.sha256 and not second.created
 
 
 def test_lossy_round_trips_are_the_documented_ones(tmp_path):
     # an explicit weight 1 means the same as none: targets without weights drop it
     weighted = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 1}]}] * 2
-    first = data.store(write_jsonl(tmp_path / "w.jsonl", weighted), tmp_path / "s", check=False)
+    first = data.save(write_jsonl(tmp_path / "w.jsonl", weighted), tmp_path / "s", check=False)
     again = tmp_path / "out.jsonl"
     with open(again, "w") as out:
         data.export(first.path, "sharegpt", out)
-    second = data.store(again, tmp_path / "s", check=False)
+    second = data.save(again, tmp_path / "s", check=False)
     assert second.sha256 != first.sha256
     assert [m.get("weight") for _, ex in data.read(second.path) for m in ex["messages"]] == [None, None] * 2
     # alpaca folds a non-empty input into the instruction: the input field does not come back
-    src = data.store(write_jsonl(tmp_path / "a.jsonl", [ALPACA] * 2), tmp_path / "s", check=False)
+    src = data.save(write_jsonl(tmp_path / "a.jsonl", [ALPACA] * 2), tmp_path / "s", check=False)
     assert exported(src.path, "alpaca")[0] == {"instruction": "Name the capital.\n\nFrance", "input": "", "output": "Paris"}

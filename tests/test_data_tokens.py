@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from ftmanager import data
+from ftmanager import data, facts
 from ftmanager.data import tokens
 from ftmanager.errors import InvalidInput
 
@@ -124,7 +124,7 @@ def test_user_models_toml_merges_over_the_shipped_one(tmp_path):
 @pytest.mark.parametrize("n, epochs", [(1, 25), (3, 25), (4, 25), (5, 20), (10, 10), (12, 8), (33, 3), (34, 3),
                                        (100, 3), (8333, 3), (8334, 2), (12500, 2), (12501, 1), (100000, 1)])
 def test_auto_epochs_is_openais_rule(n, epochs):
-    assert data.auto_epochs(n) == epochs
+    assert facts.auto_epochs(n) == epochs
 
 
 def test_estimate(tmp_path):

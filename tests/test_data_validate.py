@@ -171,7 +171,7 @@ def test_problem_lists_are_capped_but_counted(tmp_path):
 ])
 def test_bad_files_are_one_line_errors(tmp_path, make, message):
     path = make(tmp_path / "bad.jsonl")
-    for call in (lambda: data.validate(path), lambda: list(data.read(path)), lambda: data.store(path, tmp_path / "s")):
+    for call in (lambda: data.validate(path), lambda: list(data.read(path)), lambda: data.save(path, tmp_path / "s")):
         with pytest.raises(InvalidInput) as e:
             call()
         assert message in e.value.line() and "\n" not in e.value.line()

@@ -161,18 +161,18 @@ def ledger_schema(path: Path) -> str:
 
 
 def test_schema_is_pinned(ftm_home):
-    from ftmanager.store import Store
+    from ftmanager.ledger import Ledger
 
-    store = Store()
+    store = Ledger()
     assert ledger_schema(store.path) == SCHEMA
 
 
 def test_migrations_are_recorded_once_and_wal_is_on(ftm_home):
     from ftmanager import migrations
-    from ftmanager.store import Store
+    from ftmanager.ledger import Ledger
 
-    Store().close()
-    Store().close()  # a second open applies nothing again
+    Ledger().close()
+    Ledger().close()  # a second open applies nothing again
     conn = sqlite3.connect(ftm_home / "ftm.db")
     names = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'ftm'")]
     assert names == [fn.__name__ for fn in migrations.MIGRATIONS]
@@ -184,8 +184,8 @@ def test_migrations_are_recorded_once_and_wal_is_on(ftm_home):
 WRITER = """
 import sys
 from ftmanager.backend import Event, Progress
-from ftmanager.store import Store
-store, who = Store(), sys.argv[1]
+from ftmanager.ledger import Ledger
+store, who = Ledger(), sys.argv[1]
 store.add_dataset({"id": "d" * 64, "name": "shared", "n_examples": 1})
 for i in range(40):
     run_id = f"run-{who}-{i}"

@@ -13,7 +13,7 @@ from fixtures_local import tiny_dataset, tiny_llama, tiny_spec  # noqa: F401  (f
 
 pytest.importorskip("peft")
 
-from backends.local import LocalBackend, progress  # noqa: E402
+from ftm_backends.local import LocalBackend, progress  # noqa: E402
 from ftmanager.errors import FtmError  # noqa: E402
 
 

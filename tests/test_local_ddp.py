@@ -9,7 +9,7 @@ from test_local_backend import follow
 
 pytest.importorskip("accelerate")
 
-from backends.local import LocalBackend  # noqa: E402
+from ftm_backends.local import LocalBackend  # noqa: E402
 
 
 def test_two_process_ddp_trains_like_one_process(tmp_path, tiny_llama):  # noqa: F811

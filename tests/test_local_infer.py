@@ -13,7 +13,7 @@ from test_local_backend import follow
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from backends.local import LocalBackend  # noqa: E402
+from ftm_backends.local import LocalBackend  # noqa: E402
 from ftmanager.errors import FtmError  # noqa: E402
 
 ANSWER = "zz"

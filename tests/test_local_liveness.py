@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from backends.local import LocalBackend, progress
+from ftm_backends.local import LocalBackend, progress
 
 
 def fake_run(tmp_path, pid: int, start_time: float | None, last_record_age: float = 0.0):

@@ -17,8 +17,8 @@ from test_local_backend import follow
 pytest.importorskip("gguf")
 pytest.importorskip("bitsandbytes")
 
-from backends.local import LocalBackend  # noqa: E402
-from backends.local import model as models  # noqa: E402
+from ftm_backends.local import LocalBackend  # noqa: E402
+from ftm_backends.local import model as models  # noqa: E402
 from ftmanager.backend import RunSpec  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.openai import OpenAIBackend, parse_results
+from ftm_backends.openai import OpenAIBackend, parse_results
 from ftmanager.api import ClockRunner, Server, standin
 from ftmanager.backend import RunSpec, Uploads
 from ftmanager.errors import BackendError

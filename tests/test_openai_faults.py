@@ -13,7 +13,7 @@ import time
 import openai
 import pytest
 
-from backends.openai import OpenAIBackend
+from ftm_backends.openai import OpenAIBackend
 from ftmanager.api import standin
 from ftmanager.errors import BackendError, FtmError
 from test_openai_backend import KEY, MemoryUploads, env, follow, jobs_tagged, make_spec, server  # noqa: F401

@@ -123,7 +123,7 @@ def test_split_makes_a_seeded_recorded_validation_set(ftm_home, chat_file):
         (["-b", "nope"], "no backend called 'nope'"),
         (["-b", "fake", "--epochs", "0"], "n_epochs must be between 1 and 50"),
         (["-b", "fake", "--epochs", "many"], "n_epochs must be a number or 'auto'"),
-        (["-b", "fake", "--learning-rate-multiplier", "-1"], "learning_rate_multiplier must be between"),
+        (["-b", "fake", "--learning-rate-multiplier", "-1"], "learning_rate_multiplier must be above 0"),
         (["-b", "fake", "-p", "lora_r=8"], "has no option lora_r"),
         (["-b", "fake", "-p", "oops"], "-p expects key=value"),
         (["-b", "fake", "--split", "0.2", "--validation", "x.jsonl"], "cannot be used together"),

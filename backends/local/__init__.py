@@ -1,7 +1,7 @@
 """The local backend: QLoRA fine-tuning in a detached worker process on this machine.
 
 start() writes the run's spec into its run directory and launches the worker
-(`python -m backends.local.worker`, or `accelerate launch` for more than one GPU); poll()
+(`python -m ftm_backends.local.worker`, or `accelerate launch` for more than one GPU); poll()
 reads the worker's append-only progress file from the cursor's byte offset. This module
 imports nothing heavy: torch, transformers and peft load only in the worker and in
 generate()/export().
@@ -19,16 +19,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ftmanager import paths
-from ftmanager.backend import (
-    CANCELLED, FAILED, METRIC_NAMES, QUEUED, SUCCEEDED, Backend, Checkpoint, Event, Progress,
-    RunSpec, Uploads, is_terminal,
-)
+from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads
+from ftmanager.facts import CANCELLED, FAILED, METRIC_NAMES, QUEUED, SUCCEEDED, is_terminal
 from ftmanager.errors import BackendError, NotFound
 
 from . import progress
 from .options import BASE_LEARNING_RATE, HELP, resolve_hyperparameters, resolve_options
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # so the worker imports this very code
 SECRET_ENV = ("OPENAI_API_KEY", "TOGETHER_API_KEY", "FIREWORKS_API_KEY", "MISTRAL_API_KEY",
               "FTM_SERVE_API_KEY")
 
@@ -149,7 +146,6 @@ class LocalBackend(Backend):
         # OpenMP threads that spin while waiting make CPU training ~10x slower on a shared,
         # oversubscribed machine (measured on 2 cores); passive waiting costs ~nothing alone.
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         with open(run_dir / progress.LOG, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=run_dir, env=env, start_new_session=True)
@@ -183,7 +179,7 @@ class LocalBackend(Backend):
 
 def worker_command(run_dir: Path, gpus: int, resume: bool) -> list[str]:
     """The worker's command line: plain python, or accelerate launch for gpus > 1 (DDP)."""
-    tail = ["backends.local.worker", str(run_dir)] + (["--resume"] if resume else [])
+    tail = ["ftm_backends.local.worker", str(run_dir)] + (["--resume"] if resume else [])
     if gpus <= 1:
         return [sys.executable, "-m", *tail]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),

@@ -6,6 +6,7 @@ Light: no torch here, so `ftm backends` and submit-time checks stay fast.
 from __future__ import annotations
 
 from ftmanager.errors import InvalidInput
+from ftmanager.facts import auto_epochs
 
 # The base learning rate that --learning-rate-multiplier scales: a common LoRA rate.
 BASE_LEARNING_RATE = 2e-4
@@ -63,21 +64,6 @@ def resolve_options(options: dict) -> dict:
         if out[name] < 1:
             raise InvalidInput(f"option {name} must be at least 1", f"Use e.g. -p {name}=1.")
     return out
-
-
-def auto_epochs(n: int) -> int:
-    """OpenAI's rule for n_epochs="auto" (ftmanager.data's when it has one)."""
-    try:
-        from ftmanager.data import auto_epochs as shared
-    except ImportError:
-        shared = None
-    if shared is not None:
-        return shared(n)
-    if n * 3 < 100:
-        return min(25, 100 // max(n, 1))
-    if n * 3 > 25000:
-        return max(1, 25000 // n)
-    return 3
 
 
 def resolve_hyperparameters(hp: dict, options: dict, n_examples: int) -> dict:

@@ -1,4 +1,4 @@
-"""The detached worker: `python -m backends.local.worker RUN_DIR [--resume]`.
+"""The detached worker: `python -m ftm_backends.local.worker RUN_DIR [--resume]`.
 
 Started by LocalBackend.start() in its own session, or by `accelerate launch` once per
 process when gpus > 1. Everything it needs is in RUN_DIR/spec.json; it never opens the ledger.

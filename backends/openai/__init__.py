@@ -14,8 +14,9 @@ import re
 import time
 from contextlib import contextmanager, suppress
 
-from ftmanager.backend import (CREATED, PAUSED, QUEUED, RUNNING, VALIDATING, Backend, Checkpoint,
-                               Event, Progress, RunSpec, Uploads, is_terminal)
+from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads
+from ftmanager.facts import (CREATED, HYPERPARAMETERS, PAUSED, QUEUED, RUNNING, VALIDATING, auto_epochs,
+                             is_terminal)
 from ftmanager.errors import BackendError, NotFound
 
 from .sdk import FileWindow, backoff, metric, parse_results, price_per_1m, retry_after, sdk_client
@@ -162,7 +163,7 @@ class OpenAIBackend(Backend):
 
     def _job_params(self, spec: RunSpec, training: str, validation: str | None) -> dict:
         hp = {k: v for k, v in spec.hyperparameters.items()
-              if k in ("n_epochs", "batch_size", "learning_rate_multiplier") and v not in (None, "auto")}
+              if k in HYPERPARAMETERS and v not in (None, "auto")}
         params = {"model": spec.base_model, "training_file": training,
                   "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
                   "metadata": {"ftm_run_id": spec.run_id}}
@@ -329,8 +330,6 @@ class OpenAIBackend(Backend):
         """n_epochs as OpenAI's "auto" will choose it; batch size and rate stay the provider's."""
         hp = dict(spec.hyperparameters)
         if hp.get("n_epochs", "auto") == "auto" and spec.n_examples:
-            from ftmanager.data.models import auto_epochs  # the rule lives with the data layer
-
             hp["n_epochs"] = auto_epochs(spec.n_examples)
         return hp
 

@@ -12,11 +12,11 @@ import time
 
 from .front import Raw
 from .multipart import copy_range
+from ..facts import TERMINAL
 from .state import ApiError, Job, new_id
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data")
 MAX_UPLOAD_BYTES = 8 << 30
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 # --- files ---------------------------------------------------------------------------------

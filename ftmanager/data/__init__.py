@@ -4,12 +4,12 @@ count its tokens, estimate its cost, store it content-addressed, split and expor
 Pure functions over files: no SQL and no CLI here (the ledger and `ftm datasets` build on it).
 """
 
+from .canonical import Saved, canonical_line, save, split
 from .export import CannotHold, export
 from .formats import EXPORTS, FORMATS, detect
-from .models import ModelInfo, auto_epochs, model_info, resolve_epochs
+from .models import ModelInfo, model_info, resolve_epochs
 from .report import Problem, Report
 from .source import read
-from .store import Stored, canonical_line, split, store
 from .validate import estimate, example_hash, validate
 
 __all__ = [
@@ -19,8 +19,7 @@ __all__ = [
     "ModelInfo",
     "Problem",
     "Report",
-    "Stored",
-    "auto_epochs",
+    "Saved",
     "canonical_line",
     "detect",
     "estimate",
@@ -29,7 +28,7 @@ __all__ = [
     "model_info",
     "read",
     "resolve_epochs",
+    "save",
     "split",
-    "store",
     "validate",
 ]

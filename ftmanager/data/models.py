@@ -1,5 +1,5 @@
 """What ftm knows about base models (models.toml beside this file, merged with the user's) and
-OpenAI's epoch and billing rules."""
+OpenAI's billing rules (its epoch rule is ftmanager.facts')."""
 
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InvalidInput
+from ..facts import auto_epochs, out_of_range
 
 SHIPPED = Path(__file__).with_name("models.toml")
 FALLBACK_ENCODING = "cl100k_base"
-
-# OpenAI's "auto" epochs (cookbook): aim for 100..25,000 example-passes, 3 epochs by default.
-TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
-MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 1, 25
-
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -112,17 +108,6 @@ def model_info(model: str | None = None) -> ModelInfo:
     )
 
 
-def auto_epochs(n_examples: int) -> int:
-    """The epochs OpenAI's n_epochs="auto" picks for a training file of n examples."""
-    if n_examples <= 0:
-        return 0
-    if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
-        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_examples)
-    if n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
-        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
-    return TARGET_EPOCHS
-
-
 def resolve_epochs(n_epochs, n_examples: int) -> int:
     """An explicit epoch count, or OpenAI's auto rule for "auto"/None."""
     if n_epochs in (None, "auto"):
@@ -131,6 +116,6 @@ def resolve_epochs(n_epochs, n_examples: int) -> int:
         value = int(n_epochs)
     except (TypeError, ValueError):
         value = 0
-    if not 1 <= value <= 50 or str(value) != str(n_epochs).strip():
+    if out_of_range("n_epochs", value) or str(value) != str(n_epochs).strip():
         raise InvalidInput(f"n_epochs must be 1-50 or auto, not {n_epochs!r}", "Pass a whole number of epochs or auto.")
     return value

@@ -17,9 +17,10 @@ from itertools import islice
 
 import orjson
 
+from ..facts import auto_epochs
 from .checks import check_example
 from .formats import Unconvertible, to_canonical
-from .models import ModelInfo, auto_epochs, model_info, resolve_epochs
+from .models import ModelInfo, model_info, resolve_epochs
 from .report import Report
 from .source import BLANK, BadLine, Source, parse_line, resolve_format, split_lines
 from .tokens import choose, counter

@@ -10,7 +10,7 @@ import re
 
 from .. import jobs
 from ..errors import InvalidInput, NotFound
-from ..store import ledger
+from ..ledger import ledger
 
 SERVED = "served by ftm serve as "  # the ledger event that names a run's ft: model
 
@@ -71,7 +71,7 @@ def served_models() -> list[tuple[str, str]]:
 
 def adapter_of(run_id: str, model: str) -> tuple[str, str]:
     """(base model directory, adapter directory) of a served ft: model or checkpoint."""
-    from backends.local.infer import base_of
+    from ftm_backends.local.infer import base_of
 
     run = ledger().run(run_id)
     step = model.split(":ckpt-step-")[1] if ":ckpt-step-" in model else None
@@ -88,7 +88,7 @@ def adapter_of(run_id: str, model: str) -> tuple[str, str]:
 
 def local_dir(local: str) -> str:
     """A from_pretrained() directory or hub id for a table's `local` model."""
-    from backends.local.model import resolve
+    from ftm_backends.local.model import resolve
 
     return resolve(local)
 
@@ -122,8 +122,8 @@ def results_csv(metrics: list[dict]) -> str:
 
 def close_ledger() -> None:
     """Close this thread's ledger connection (no other thread may)."""
-    from .. import paths, store
+    from .. import ledger as ledgers, paths
 
-    conn = store._ledgers.pop(paths.ledger_path(), None)  # the store keeps one per process
+    conn = ledgers._ledgers.pop(paths.ledger_path(), None)  # the store keeps one per process
     if conn is not None:
         conn.close()

@@ -136,7 +136,7 @@ class _Base:
     def _load(self) -> None:
         if self.model is not None:
             return
-        from backends.local import model as models
+        from ftm_backends.local import model as models
 
         device = models.pick_device(self.device)
         self.tok = models.load_tokenizer(self.path)

@@ -9,7 +9,6 @@ so every ledger call goes through `_ledger`, a one-thread executor that owns the
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,13 +17,13 @@ from typing import Iterator
 from ..api.runner import JobRunner, Reply
 from ..api.state import ApiError, Job, State
 from ..errors import FtmError
+from ..facts import HYPERPARAMETERS, TERMINAL, epoch
 from . import ledger_calls as calls
 from . import table
 from .pool import ModelPool
 
 OWNER = "ftm"  # the org part of the ft: names this server makes
 DEFAULT_MAX_TOKENS = 256
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def fine_tuned_name(base: str, suffix: str | None, run_id: str, owner: str = OWNER) -> str:
@@ -128,15 +127,15 @@ class LocalRunner(JobRunner):
         ft = fine_tuned_name(job.model, job.suffix, shown["id"], self.owner)
         job.status = _status(shown["status"], job.id in self._paused)
         hp = shown.get("resolved_hyperparameters") or {}
-        job.resolved = {k: hp[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier") if k in hp} or None
+        job.resolved = {k: hp[k] for k in HYPERPARAMETERS if k in hp} or None
         job.events = self._own.get(job.id, []) + [_event(e, shown, ft) for e in shown["events"]]
         self._checkpoints(job, shown, ft)
         if job.status == "failed":
-            job.finish("failed", _epoch(shown["finished_at"]), {
+            job.finish("failed", epoch(shown["finished_at"]), {
                 "code": shown["error_code"] or "training_error", "message": shown["error_message"] or "",
                 "param": shown["error_param"]})
         elif job.status in TERMINAL:
-            job.finish(job.status, _epoch(shown["finished_at"]))
+            job.finish(job.status, epoch(shown["finished_at"]))
         if job.status == "succeeded" and job.fine_tuned_model is None:
             self._succeeded(job, shown, ft)
 
@@ -208,10 +207,6 @@ def _status(status: str, paused: bool) -> str:
     return "validating_files" if status == "created" else status
 
 
-def _epoch(iso: str | None) -> float | None:
-    return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")) if iso else None
-
-
 def _stable_id(prefix: str, *parts) -> str:
     """The same API id for the same ledger row on every read, so `after` paging holds."""
     return prefix + hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest()[:24]
@@ -222,7 +217,7 @@ def _event(e: dict, shown: dict, ft: str) -> dict:
     run_id = shown["id"]
     message = e["message"].replace(f"local:{run_id}:step-", f"{ft}:ckpt-step-").replace(f"local:{run_id}", ft)
     out = {"object": "fine_tuning.job.event", "id": _stable_id("ftevent-", run_id, e["id"]),
-           "created_at": int(_epoch(e["created_at"]) or 0), "level": e["level"] or "info",
+           "created_at": int(epoch(e["created_at"]) or 0), "level": e["level"] or "info",
            "message": message, "data": {}, "type": "message"}
     metrics = calls.step_metrics(message, shown)
     if metrics:
@@ -233,5 +228,5 @@ def _event(e: dict, shown: dict, ft: str) -> dict:
 def _checkpoint(c: dict, job_id: str, name: str) -> dict:
     metrics = {k: v for k, v in (c["metrics"] or {}).items() if k != "step" and v is not None}
     return {"object": "fine_tuning.job.checkpoint", "id": _stable_id("ftckpt_", job_id, c["step"]),
-            "created_at": int(_epoch(c["created_at"]) or 0), "fine_tuned_model_checkpoint": name,
+            "created_at": int(epoch(c["created_at"]) or 0), "fine_tuned_model_checkpoint": name,
             "fine_tuning_job_id": job_id, "metrics": {"step": c["step"], **metrics}, "step_number": c["step"]}

@@ -16,25 +16,26 @@ import time
 from pathlib import Path
 
 from . import migrations, paths
-from .backend import METRIC_NAMES, TERMINAL, Progress
+from .backend import Progress
+from .facts import METRIC_NAMES, TERMINAL, iso
 from .errors import InvalidInput, LedgerError, NotFound
 
 RUN_JSON_FIELDS = ("split", "hyperparameters", "resolved_hyperparameters", "options", "cursor")
 
 
 def now() -> str:
-    """The current UTC time as ISO 8601 text, which reads well in Datasette."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """The current UTC time as the ledger writes it."""
+    return iso()
 
 
-_ledgers: dict[Path, "Store"] = {}
+_ledgers: dict[Path, "Ledger"] = {}
 
 
-def ledger() -> "Store":
+def ledger() -> "Ledger":
     """The ledger of the current FTM_HOME, one connection per process."""
     path = paths.ledger_path()
     if path not in _ledgers:
-        _ledgers[path] = Store(path)
+        _ledgers[path] = Ledger(path)
     return _ledgers[path]
 
 
@@ -42,7 +43,7 @@ def busy_timeout() -> float:
     return float(os.environ.get("FTM_BUSY_TIMEOUT", "10"))
 
 
-class Store:
+class Ledger:
     """One connection to the ledger at path (default $FTM_HOME/ftm.db)."""
 
     def __init__(self, path: Path | None = None):
@@ -329,15 +330,11 @@ def _load(row: dict) -> dict:
     return {k: (json.loads(v) if k in RUN_JSON_FIELDS and v else v) for k, v in row.items()}
 
 
-def _iso(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts if ts is not None else time.time()))
-
-
 def _insert_event(db, run_id, event_id, created_at, level, type_, message, data) -> None:
     db.execute(
         "INSERT OR IGNORE INTO events (run_id, provider_event_id, created_at, level, type, message, data)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [run_id, event_id, _iso(created_at), level, type_, message, json.dumps(data) if data else None],
+        [run_id, event_id, iso(created_at), level, type_, message, json.dumps(data) if data else None],
     )
 
 
@@ -359,7 +356,7 @@ def _upsert_checkpoint(db, run_id: str, c) -> None:
         "INSERT INTO checkpoints (run_id, step, model_id, path, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT(run_id, step) DO UPDATE SET model_id = excluded.model_id, path = excluded.path,"
         " metrics = excluded.metrics",
-        [run_id, c.step, c.model_id, c.path, json.dumps(c.metrics or {}), _iso(c.created_at)],
+        [run_id, c.step, c.model_id, c.path, json.dumps(c.metrics or {}), iso(c.created_at)],
     )
 
 

@@ -22,7 +22,7 @@ from .validate import validate
 
 
 @dataclass
-class Stored:
+class Saved:
     """A canonical dataset file under dest_dir, named by its sha256."""
 
     sha256: str
@@ -83,8 +83,8 @@ def _refuse(report: Report, path) -> InvalidInput:
     )
 
 
-def store(path, dest_dir, fmt: str = "auto", name: str | None = None, model: str | None = None,
-          check: bool = True) -> Stored:
+def save(path, dest_dir, fmt: str = "auto", name: str | None = None, model: str | None = None,
+         check: bool = True) -> Saved:
     """Validate a dataset file and store it as canonical JSONL at dest_dir/<sha256>.jsonl.
 
     check=False stores data that is not for training (held-out prompts) despite training rules.
@@ -101,10 +101,10 @@ def store(path, dest_dir, fmt: str = "auto", name: str | None = None, model: str
         writer.abort()
         raise
     stem = name or Path(path).name.split(".")[0]
-    return Stored(sha, final, writer.n, report.format, report, stem, created)
+    return Saved(sha, final, writer.n, report.format, report, stem, created)
 
 
-def split(canonical_path, fraction: float, seed: int, dest_dir) -> tuple[Stored, Stored]:
+def split(canonical_path, fraction: float, seed: int, dest_dir) -> tuple[Saved, Saved]:
     """(training, validation) parts of a canonical dataset: `fraction` of it, chosen by seed."""
     if not 0 < fraction < 1:
         raise InvalidInput(f"split fraction must be between 0 and 1, not {fraction}", "Use e.g. --split 0.1.")
@@ -123,6 +123,6 @@ def split(canonical_path, fraction: float, seed: int, dest_dir) -> tuple[Stored,
             w.abort()
         raise
     return tuple(
-        Stored(sha, final, w.n, "openai", validate(final, fmt="openai"), None, created)
+        Saved(sha, final, w.n, "openai", validate(final, fmt="openai"), None, created)
         for (sha, final, created), w in zip(done, writers)
     )

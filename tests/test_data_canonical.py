@@ -1,4 +1,4 @@
-"""store() and split(): content-addressed, canonical, atomic, deterministic."""
+"""save() and split(): content-addressed, canonical, atomic, deterministic."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def test_store_is_canonical_and_content_addressed(tmp_path):
     # same content: other key order, spacing, CRLF, a BOM and a blank line
     reordered = [{"messages": [{"content": m["content"], "role": m["role"]} for m in r["messages"]]} for r in ROWS]
     messy = write(tmp_path / "b.jsonl", "\ufeff" + "\r\n".join(json.dumps(r, indent=None, separators=(" , ", " : ")) for r in reordered) + "\r\n\r\n")
-    a = data.store(compact, dest, name="caps")
-    b = data.store(messy, dest)
+    a = data.save(compact, dest, name="caps")
+    b = data.save(messy, dest)
     assert a.sha256 == b.sha256 and (a.created, b.created) == (True, False)
     assert (a.n_examples, a.format, a.name, b.name) == (40, "openai", "caps", "b")
     body = a.path.read_bytes()
@@ -52,7 +52,7 @@ def test_store_refuses_invalid_data_with_one_line_and_writes_nothing(tmp_path):
     rows[9] = "{broken"
     path = write(tmp_path / "bad.jsonl", "\n".join(rows) + "\n")
     with pytest.raises(InvalidInput) as e:
-        data.store(path, tmp_path / "datasets")
+        data.save(path, tmp_path / "datasets")
     assert e.value.line() == (
         f"{path} has 3 problems (first: {path}:5: message 1 contains the special token <|endoftext|>). "
         f"Run `ftm datasets validate {path}` to see them all.")
@@ -64,20 +64,20 @@ def test_unconvertible_record_leaves_no_partial_file_even_unchecked(tmp_path):
     path = write(tmp_path / "bad.jsonl", "\n".join(rows) + "\n")
     dest = tmp_path / "datasets"
     with pytest.raises(InvalidInput, match=r"bad.jsonl:41: expected a JSON object, got an array"):
-        data.store(path, dest, check=False)
+        data.save(path, dest, check=False)
     assert list(dest.iterdir()) == []  # the temp file written so far is gone
 
 
 def test_unchecked_store_takes_data_that_breaks_training_rules(tmp_path):
     path = write(tmp_path / "heldout.jsonl", "".join(json.dumps(r) + "\n" for r in ROWS[:3]))
     with pytest.raises(InvalidInput, match="fewer than|at least 10|problems"):
-        data.store(path, tmp_path / "d")
-    stored = data.store(path, tmp_path / "d", check=False)
+        data.save(path, tmp_path / "d")
+    stored = data.save(path, tmp_path / "d", check=False)
     assert stored.n_examples == 3 and not stored.report.ok
 
 
 def test_split_is_deterministic_and_complete(tmp_path):
-    src = data.store(write(tmp_path / "a.jsonl", "".join(json.dumps(r) + "\n" for r in ROWS)), tmp_path / "d")
+    src = data.save(write(tmp_path / "a.jsonl", "".join(json.dumps(r) + "\n" for r in ROWS)), tmp_path / "d")
     train, valid = data.split(src.path, 0.25, seed=7, dest_dir=tmp_path / "d")
     again = data.split(src.path, 0.25, seed=7, dest_dir=tmp_path / "d")
     other = data.split(src.path, 0.25, seed=8, dest_dir=tmp_path / "d")
@@ -92,7 +92,7 @@ def test_split_is_deterministic_and_complete(tmp_path):
 
 @pytest.mark.parametrize("fraction", [0, 1, 1.5, 0.001])
 def test_split_refuses_an_empty_side(tmp_path, fraction):
-    src = data.store(write(tmp_path / "a.jsonl", "".join(json.dumps(r) + "\n" for r in ROWS)), tmp_path / "d")
+    src = data.save(write(tmp_path / "a.jsonl", "".join(json.dumps(r) + "\n" for r in ROWS)), tmp_path / "d")
     with pytest.raises(InvalidInput):
         data.split(src.path, fraction, seed=1, dest_dir=tmp_path / "d")
     assert [p.name for p in (tmp_path / "d").iterdir()] == [src.path.name]
