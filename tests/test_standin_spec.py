@@ -1,7 +1,7 @@
 """Every endpoint of the stand-in, driven over real HTTP, answers in the shapes of OpenAI's spec.
 
 Each JSON response is validated with jsonschema's Draft4Validator against the schema that
-openai-openapi-subset.json gives for that path and status (see ../shared/OPENAI.md). Two
+openai-openapi-subset.json gives for that path and status (kept in tests/specs/, MIT). Two
 documented departures are checked to be the only differences: the `paused` status (the
 spec's enum omits it) and the empty error object OpenAI sends on some healthy jobs.
 """
@@ -19,7 +19,7 @@ import pytest
 
 from ftmanager.api import standin
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi-subset.json"
+SPEC_PATH = Path(__file__).resolve().parent / "specs" / "openai-openapi-subset.json"  # MIT: see specs/LICENSES.md
 MODEL = "gpt-4o-mini-2024-07-18"
 
 
