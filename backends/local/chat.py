@@ -69,6 +69,13 @@ def trained_spans(tokenizer, example: dict) -> tuple[str, list[tuple[int, int]]]
     return _render(tokenizer, messages, tools), spans
 
 
+def prompt_text(tokenizer, messages: list[dict], template: str = "chat") -> str:
+    """The text a model trained in `template` continues with the next assistant turn of messages."""
+    if template != "chat":
+        raise ValueError(f"unknown prompt template {template!r}")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 def encode(tokenizer, example: dict, max_length: int) -> Encoded:
     """Token ids and labels for one chat example, truncated to max_length tokens."""
     text, spans = trained_spans(tokenizer, example)

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from ftmanager.errors import InvalidInput
 
-from . import model as models
-
-BASE_MARKER = "ftm_base_model.txt"  # written beside the adapter: the base it was trained on
-
-
-def base_of(result_path: str | None, base_model: str | None) -> str:
-    """The base model directory for an adapter (a final one or a checkpoint's)."""
-    if result_path:
-        marker, config = Path(result_path) / BASE_MARKER, Path(result_path) / "adapter_config.json"
-        recorded = marker.read_text().strip() if marker.exists() else None
-        if not recorded and config.exists():
-            recorded = json.loads(config.read_text()).get("base_model_name_or_path")
-        if recorded and Path(recorded).exists():
-            return recorded
-    return models.resolve(base_model)
-
+from . import chat, model as models
 
 def _quiet() -> None:
     """No weight-loading progress bars or deprecation chatter on a user's terminal."""
@@ -43,12 +27,12 @@ def load(result_path: str | None, base_model: str | None, device: str = "auto"):
     _quiet()
 
     device = models.pick_device(device)
-    path = base_of(result_path, base_model)
-    has_tok = result_path and (Path(result_path) / "tokenizer_config.json").exists()
-    tok = models.load_tokenizer(result_path if has_tok else path)
-    model = models.load_base(path, device, quantize=False)
-    if result_path:
-        model = PeftModel.from_pretrained(model, result_path).merge_and_unload()
+    where = models.target(result_path, base_model)
+    has_tok = where.adapter and (Path(where.adapter) / "tokenizer_config.json").exists()
+    tok = models.load_tokenizer(where.adapter if has_tok else where.base)
+    model = models.load_base(where.base, device, quantize=False)
+    if where.adapter:
+        model = PeftModel.from_pretrained(model, where.adapter).merge_and_unload()
     return tok, model.eval(), device
 
 
@@ -66,7 +50,7 @@ def generate(result_path, base_model, conversations: list[list[dict]], max_new_t
 def _generate_batch(tok, model, device, conversations, max_new_tokens, temperature) -> list[str]:
     import torch
 
-    texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    texts = [chat.prompt_text(tok, c) for c in conversations]
     tok.padding_side = "left"  # so every prompt ends where generation starts
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}

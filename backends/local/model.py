@@ -6,8 +6,10 @@ Heavy: imported by the worker and by generate/export only.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ftmanager import paths
@@ -55,6 +57,37 @@ def ensure_smollm2() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # another process won the race, or we failed
     return final
+
+
+BASE_MARKER = "ftm_base_model.txt"  # written beside an adapter: the base it was trained on
+
+
+@dataclass(frozen=True)
+class Target:
+    """What answers for a model: `base` loaded as a causal LM, `adapter` (LoRA) on it, prompted as `template`."""
+
+    base: str  # a from_pretrained() directory or hub id
+    adapter: str | None = None  # a peft adapter directory; None: the base itself (or a fully tuned model)
+    template: str = "chat"  # how prompts are written: "chat" (the tokenizer's chat template)
+
+
+def target(result_path: str | None, base_model: str | None) -> Target:
+    """How to load and prompt a run's model (an adapter, final or a checkpoint's), or the bare base."""
+    if not result_path:
+        return Target(resolve(base_model))
+    return Target(base_of(result_path, base_model), str(result_path))
+
+
+def base_of(result_path: str | None, base_model: str | None) -> str:
+    """The base model directory for an adapter (a final one or a checkpoint's)."""
+    if result_path:
+        marker, config = Path(result_path) / BASE_MARKER, Path(result_path) / "adapter_config.json"
+        recorded = marker.read_text().strip() if marker.exists() else None
+        if not recorded and config.exists():
+            recorded = json.loads(config.read_text()).get("base_model_name_or_path")
+        if recorded and Path(recorded).exists():
+            return recorded
+    return resolve(base_model)
 
 
 def resolve(base_model: str | None) -> str:

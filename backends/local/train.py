@@ -292,7 +292,7 @@ def finish(run: Run, peft_model, tok, base_path: str, trained_tokens: int) -> No
         out = run.dir / "adapter"
         peft_model.save_pretrained(out)
         tok.save_pretrained(out)
-        (out / "ftm_base_model.txt").write_text(base_path)
+        (out / models.BASE_MARKER).write_text(base_path)
         model_id = f"local:{run.spec['run_id']}"
         run.event(f"New fine-tuned model created: {model_id}")
         run.report("result", model=model_id, path=str(out), trained_tokens=trained_tokens)

@@ -71,7 +71,7 @@ def served_models() -> list[tuple[str, str]]:
 
 def adapter_of(run_id: str, model: str) -> tuple[str, str]:
     """(base model directory, adapter directory) of a served ft: model or checkpoint."""
-    from ftm_backends.local.infer import base_of
+    from ftm_backends.local.model import base_of
 
     run = ledger().run(run_id)
     step = model.split(":ckpt-step-")[1] if ":ckpt-step-" in model else None
