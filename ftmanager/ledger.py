@@ -267,23 +267,6 @@ class Ledger:
             [run_id, every, run_id])
         return [tuple(r) for r in rows]
 
-    def add_evaluation(self, row: dict, generations: list[dict]) -> int:
-        """Record one evaluation and every generation in it, in one transaction."""
-        with self.write() as db:
-            eval_id = db["evaluations"].insert({**row, "created_at": now()}).last_pk
-            db["generations"].insert_all({**g, "evaluation_id": eval_id} for g in generations)
-        return eval_id
-
-    def evaluations(self, run_id: str | None = None, label: str | None = None) -> list[dict]:
-        if run_id:
-            return self._all("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id", [run_id])
-        if label:
-            return self._all("SELECT * FROM evaluations WHERE label = ? ORDER BY id", [label])
-        return self._all("SELECT * FROM evaluations ORDER BY id")
-
-    def generations(self, evaluation_id: int) -> list[dict]:
-        return self._all("SELECT * FROM generations WHERE evaluation_id = ? ORDER BY example", [evaluation_id])
-
     def children(self, run_id: str) -> list[dict]:
         """Runs that re-run this one."""
         return [_load(r) for r in self._all("SELECT * FROM runs WHERE parent_run_id = ? ORDER BY created_at", [run_id])]
@@ -304,6 +287,36 @@ class Ledger:
                 _upsert_checkpoint(db, run_id, c)
             db["runs"].update(run_id, {**_dump(_run_fields(self.run(run_id), progress)), "updated_at": now()})
         return self.run(run_id)
+
+    # --- evaluations --------------------------------------------------------------------
+
+    def add_evaluation(self, row: dict, generations: list[dict], grades: list[dict] = ()) -> int:
+        """Record one evaluation, every generation and every grade in it, in one transaction."""
+        with self.write() as db:
+            eval_id = db["evaluations"].insert({**row, "created_at": now()}).last_pk
+            db["generations"].insert_all({**g, "evaluation_id": eval_id} for g in generations)
+            db["grades"].insert_all({**g, "evaluation_id": eval_id} for g in grades)
+        return eval_id
+
+    def evaluations(self, run_id: str | None = None, label: str | None = None) -> list[dict]:
+        if run_id:
+            return self._all("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id", [run_id])
+        if label:
+            return self._all("SELECT * FROM evaluations WHERE label = ? ORDER BY id", [label])
+        return self._all("SELECT * FROM evaluations ORDER BY id")
+
+    def generations(self, evaluation_id: int) -> list[dict]:
+        return self._all("SELECT * FROM generations WHERE evaluation_id = ? ORDER BY example", [evaluation_id])
+
+    def grades(self, evaluation_id: int) -> list[dict]:
+        return self._all("SELECT * FROM grades WHERE evaluation_id = ? ORDER BY grader, example", [evaluation_id])
+
+    def grade_summary(self, evaluation_id: int) -> list[dict]:
+        """Per grader: mean score, pass rate (where it has a threshold) and errors, in SQLite."""
+        return self._all(
+            """SELECT grader, type, avg(score) AS mean, avg(passed) AS pass_rate,
+                      count(error) AS errors, count(*) AS n
+               FROM grades WHERE evaluation_id = ? GROUP BY grader ORDER BY min(id)""", [evaluation_id])
 
 
 # --- helpers that shape rows ----------------------------------------------------------------

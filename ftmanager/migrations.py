@@ -166,7 +166,32 @@ def m002_evaluations(db) -> None:
     db["generations"].create_index(["evaluation_id", "example"], unique=True)
 
 
-MIGRATIONS = [m001_initial, m002_evaluations]  # append-only
+def m005_grades(db) -> None:
+    """BLEU and perplexity beside the other scores, and a grade per grader per example."""
+    for table in ("evaluations", "generations"):
+        db[table].add_column("bleu", float)  # corpus BLEU for an evaluation, sentence BLEU per answer
+        db[table].add_column("perplexity", float)  # of the reference answers
+    # "reference_tokens" (the model's own log-probabilities) or "validation_loss" (exp of the provider's)
+    db["evaluations"].add_column("perplexity_source", str)
+    db["evaluations"].add_column("graders", str)  # JSON: the grader definitions as given
+    db["grades"].create(
+        {
+            "id": int,
+            "evaluation_id": int,
+            "example": int,  # index in the held-out file
+            "grader": str,  # the grader's name
+            "type": str,  # string_check, text_similarity, score_model
+            "score": float,
+            "passed": int,  # 1/0 against the grader's pass_threshold; null without one
+            "error": str,  # why the score is 0 (a missing variable, an unreadable judge reply)
+        },
+        pk="id",
+        foreign_keys=[("evaluation_id", "evaluations", "id")],
+    )
+    db["grades"].create_index(["evaluation_id", "grader", "example"], unique=True)
+
+
+MIGRATIONS = [m001_initial, m002_evaluations, m005_grades]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 

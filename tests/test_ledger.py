@@ -56,7 +56,7 @@ CREATE TABLE "evaluations" (
    "chrf" REAL,
    "seconds" REAL,
    "created_at" TEXT
-);
+, "bleu" REAL, "perplexity" REAL, "perplexity_source" TEXT, "graders" TEXT);
 CREATE TABLE "events" (
    "id" INTEGER PRIMARY KEY,
    "run_id" TEXT REFERENCES "runs"("id"),
@@ -78,6 +78,16 @@ CREATE TABLE "generations" (
    "token_f1" REAL,
    "rouge_l" REAL,
    "chrf" REAL
+, "bleu" REAL, "perplexity" REAL);
+CREATE TABLE "grades" (
+   "id" INTEGER PRIMARY KEY,
+   "evaluation_id" INTEGER REFERENCES "evaluations"("id"),
+   "example" INTEGER,
+   "grader" TEXT,
+   "type" TEXT,
+   "score" REAL,
+   "passed" INTEGER,
+   "error" TEXT
 );
 CREATE TABLE "metrics" (
    "run_id" TEXT REFERENCES "runs"("id"),
@@ -139,6 +149,8 @@ CREATE UNIQUE INDEX "idx_events_run_id_provider_event_id"
     ON "events" ("run_id", "provider_event_id");
 CREATE UNIQUE INDEX "idx_generations_evaluation_id_example"
     ON "generations" ("evaluation_id", "example");
+CREATE UNIQUE INDEX "idx_grades_evaluation_id_grader_example"
+    ON "grades" ("evaluation_id", "grader", "example");
 CREATE INDEX "idx_runs_backend"
     ON "runs" ("backend");
 CREATE INDEX "idx_runs_created_at"
