@@ -87,16 +87,16 @@ def run_ftm(rows, max_length, quantize) -> dict:
     (tmp / progress.SPEC).write_text(json.dumps({"run_id": "bench", "options": opts, "seed": 0}))
     run = Run(tmp)
     tok = models.load_tokenizer(path)
-    peft_model = models.with_lora(models.load_base(path, "cpu", quantize), run.opts, 0)
+    model = models.trainable(path, "cpu", run.opts, 0)
     encoded, _ = chat.encode_all(tok, rows, max_length)
-    loss_mod = TokenLoss(peft_model)
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=LR)
+    loss_fn = TokenLoss(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
     plan = batching.plan_epoch([len(e.input_ids) for e in encoded], BATCH, 0, 0, grouped=False)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, len(plan)))
+    collate = batching.collator(True, tok.pad_token_id, "cpu")
     t0, losses = time.time(), []
     for step in plan:
-        losses.append(train_step(run, loss_mod, [encoded[i] for i in step], opt, sched, "cpu",
-                                 tok.pad_token_id)["train_loss"])
+        losses.append(train_step(run, loss_fn, opt, sched, collate, [encoded[i] for i in step])["train_loss"])
     return {"seconds": time.time() - t0, "examples": len(encoded), "loss": losses[-1],
             "trained_tokens": sum(e.n_trained for e in encoded), "padding_fraction": 0.0}
 

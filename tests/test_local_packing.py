@@ -60,3 +60,12 @@ def test_epoch_plan_is_seeded_and_covers_every_example():
         assert sorted(i for step in plan for i in step) == list(range(10))
         assert plan == batching.plan_epoch(lengths, 3, seed=1, epoch=0, grouped=grouped)
     assert batching.plan_epoch(lengths, 3, 1, 0, False) != batching.plan_epoch(lengths, 3, 1, 1, False)
+
+
+def test_steps_resumed_at_any_step_are_the_tail_of_the_whole_plan():
+    lengths = [5, 50, 7, 300, 40, 41, 6, 8, 90, 12]
+    whole = list(batching.steps(lengths, 3, seed=2, epochs=3, grouped=True))
+    assert [s for s, _, _ in whole] == list(range(1, 13))
+    assert [s for s, _, last in whole if last] == [4, 8, 12]
+    for start in (0, 3, 4, 5, 11, 12):
+        assert list(batching.steps(lengths, 3, seed=2, epochs=3, grouped=True, start=start)) == whole[start:]

@@ -9,6 +9,7 @@ Two layouts, neither padded to max_length:
 
 from __future__ import annotations
 
+import math
 import random
 
 from .chat import IGNORE, Encoded
@@ -30,6 +31,23 @@ def plan_epoch(lengths: list[int], batch_size: int, seed: int, epoch: int, group
     return steps
 
 
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return math.ceil(n_examples / batch_size)
+
+
+def steps(lengths: list[int], batch_size: int, seed: int, epochs: int, grouped: bool, start: int = 0):
+    """(step, example indices, last of its epoch?) for each optimizer step after `start`.
+
+    Steps count from 1 across epochs; the same seed gives the same steps, so a run resumed
+    from a checkpoint at step `start` trains exactly the batches it would have.
+    """
+    per_epoch = steps_per_epoch(len(lengths), batch_size)
+    for epoch in range(start // per_epoch, epochs):
+        plan = plan_epoch(lengths, batch_size, seed, epoch, grouped)
+        for index in range(max(0, start - epoch * per_epoch), per_epoch):
+            yield epoch * per_epoch + index + 1, plan[index], index == per_epoch - 1
+
+
 def split(items: list, parts: int) -> list[list]:
     """items in `parts` contiguous chunks whose sizes differ by at most one (none empty)."""
     parts = max(1, min(parts, len(items)))
@@ -45,6 +63,16 @@ def split(items: list, parts: int) -> list[list]:
 def targets(enc: Encoded) -> list[int]:
     """The label each position predicts: the next token's label (last position: none)."""
     return enc.labels[1:] + [IGNORE]
+
+
+def collator(packing: bool, pad_id: int, device: str):
+    """A function from examples to a batch of tensors on device, packed or padded."""
+
+    def collate(examples: list[Encoded]) -> dict:
+        batch = collate_packed(examples) if packing else collate_padded(examples, pad_id)
+        return {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
+
+    return collate
 
 
 def collate_packed(examples: list[Encoded]) -> dict:

@@ -150,6 +150,11 @@ def load_base(path: str, device: str, quantize: bool):
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
+def trainable(path: str, device: str, opts: dict, seed: int, adapter: Path | None = None):
+    """The model a run trains: LoRA on the base (NF4 when opts say quantize), fresh or adapter's."""
+    return with_lora(load_base(path, device, opts["quantize"]), opts, seed, adapter)
+
+
 def with_lora(model, opts: dict, seed: int, adapter: Path | None = None):
     """Wrap the base with LoRA adapters: fresh (all linear layers by default) or adapter's."""
     import torch

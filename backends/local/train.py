@@ -1,14 +1,14 @@
 """The training loop the worker runs, top to bottom: load, encode, train, checkpoint, report.
 
-Only rank 0 writes the progress file and checkpoints; under DDP every rank trains on its
-share of each optimizer step and the sums are all-reduced, so the loss reported is the
+`train()` reads as one script: the model and data, how many steps, the optimizer, then the
+loop. Only rank 0 writes the progress file and checkpoints; under DDP every rank trains on
+its share of each optimizer step and the sums are all-reduced, so the loss reported is the
 same as one process would see.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
@@ -25,40 +25,18 @@ from ftmanager.errors import InvalidInput
 
 WARMUP_FRACTION = 0.03
 MAX_GRAD_NORM = 1.0
+EVAL_BATCH = 8  # validation examples per forward pass
 
 
 class Cancelled(Exception):
-    pass
-
-
-class TokenLoss(nn.Module):
-    """Summed loss, correct count and count over trained tokens only.
-
-    The output head runs only on positions that carry a label: on chat data most positions
-    are prompt, and the head (vocab x hidden) is a large share of a small model's compute.
-    """
-
-    def __init__(self, peft_model):
-        super().__init__()
-        self.peft_model = peft_model  # registered, so DDP sees the LoRA parameters
-        base = peft_model.get_base_model()
-        self.decoder, self.head = base.get_decoder(), base.get_output_embeddings()
-
-    def forward(self, input_ids, position_ids, attention_mask, targets):
-        out = self.decoder(input_ids=input_ids, position_ids=position_ids,
-                           attention_mask=attention_mask, use_cache=False)
-        keep = targets != chat.IGNORE
-        logits = self.head(out.last_hidden_state[keep]).float()
-        gold = targets[keep]
-        loss = F.cross_entropy(logits, gold, reduction="sum")
-        return loss, (logits.argmax(-1) == gold).sum(), keep.sum()
+    """The user cancelled the run; args[0] is the step its last checkpoint holds."""
 
 
 class Run:
-    """One run directory: its spec, options, hyperparameters and where this rank stands."""
+    """One run directory and this process's place in it: spec, options, rank and device."""
 
-    def __init__(self, run_dir: Path, rank: int = 0, world: int = 1):
-        self.dir, self.rank, self.world = Path(run_dir), rank, world
+    def __init__(self, run_dir: Path, rank: int = 0, world: int = 1, device: str = "cpu"):
+        self.dir, self.rank, self.world, self.device = Path(run_dir), rank, world, device
         self.spec = json.loads((self.dir / progress.SPEC).read_text())
         self.opts = resolve_options(self.spec.get("options") or {})
         self.seed = int(self.spec.get("seed") or 0)
@@ -70,6 +48,163 @@ class Run:
 
     def event(self, message: str, level: str = "info") -> None:
         self.report("event", message=message, level=level)
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """values summed over every rank (as they are in a single process)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def cancel_requested(self) -> bool:
+        """Every rank must agree, or one would wait forever for the others at the next step."""
+        return self.all_sum([float((self.dir / progress.CANCEL).exists())])[0] > 0
+
+
+def train(run: Run, resume: bool) -> None:
+    """Train the run to its last step, or until cancelled (then raise Cancelled)."""
+    # The model, and the examples as token ids with labels on the trained tokens only
+    ckpt = latest_checkpoint(run.dir) if resume else None
+    base_path = models.resolve(run.spec["base_model"])
+    tok = models.load_tokenizer(base_path)
+    model = models.trainable(base_path, run.device, run.opts, run.seed, ckpt / "adapter" if ckpt else None)
+    train_set, n_examples = encode_file(run, tok, run.spec["training_file"])
+    valid = encode_file(run, tok, run.spec["validation_file"])[0] if run.spec.get("validation_file") else []
+    collate = batching.collator(run.opts["packing"], tok.pad_token_id, run.device)
+
+    # How long: n_epochs passes over the examples, batch_size examples per optimizer step
+    hp = resolve_hyperparameters(run.spec.get("hyperparameters") or {}, run.opts, n_examples)
+    epochs, batch_size = hp["n_epochs"], hp["batch_size"]
+    total = epochs * batching.steps_per_epoch(len(train_set), batch_size)
+    run.report("hyperparameters", hyperparameters={**hp, "seed": run.seed}, total_steps=total)
+
+    # AdamW on the trainable weights, linear warmup then decay; a checkpoint says where to start
+    loss_fn = wrap(run, model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp["learning_rate"],
+                            weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
+    step = restore(ckpt, opt, sched) if ckpt else 0
+    if ckpt:
+        run.event(f"Resumed from checkpoint at step {step}/{total}")
+    run.event(f"Fine-tuning started: {len(train_set)} examples, {epochs} epochs, {total} steps on {run.device}"
+              + (f" x {run.world} processes (DDP)" if run.world > 1 else ""))
+
+    # The loop: one optimizer step per batch, validation where asked, a checkpoint per epoch
+    lengths = [len(e.input_ids) for e in train_set]
+    every, clock = run.opts["eval_every"], Clock(step)
+    plan = batching.steps(lengths, batch_size, run.seed, epochs, grouped=not run.opts["packing"], start=step)
+    for step, indices, epoch_end in plan:
+        metrics = train_step(run, loss_fn, opt, sched, collate, [train_set[i] for i in indices])
+        if valid and (epoch_end or (every and step % every == 0)):
+            metrics.update(evaluate(run, loss_fn, collate, valid))
+        run.report("metrics", data={"step": step, **metrics, "total_steps": total},
+                   eta_seconds=clock.eta(step, total))
+        if step % 10 == 0 or step == total:
+            run.event(f"Step {step}/{total}: training loss={metrics['train_loss']:.4f}")
+        if epoch_end:
+            checkpoint(run, model, opt, sched, step)
+        if step < total and run.cancel_requested():
+            if not epoch_end:
+                checkpoint(run, model, opt, sched, step)
+            raise Cancelled(step)
+    finish(run, model, tok, base_path, trained_tokens=epochs * sum(lengths))
+
+
+class TokenLoss(nn.Module):
+    """Summed loss, correct count and count over trained tokens only.
+
+    The output head runs only on positions that carry a label: on chat data most positions
+    are prompt, and the head (vocab x hidden) is a large share of a small model's compute.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model  # registered, so DDP sees the trainable parameters
+        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.decoder, self.head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
+
+    def forward(self, input_ids, position_ids, attention_mask, targets):
+        out = self.decoder(input_ids=input_ids, position_ids=position_ids,
+                           attention_mask=attention_mask, use_cache=False)
+        keep = targets != chat.IGNORE
+        logits = self.head(out.last_hidden_state[keep]).float()
+        gold = targets[keep]
+        loss = F.cross_entropy(logits, gold, reduction="sum")
+        return loss, (logits.argmax(-1) == gold).sum(), keep.sum()
+
+
+def wrap(run: Run, model) -> nn.Module:
+    """The loss module, under DDP when there are several processes."""
+    loss_fn = TokenLoss(model)
+    if run.world == 1:
+        return loss_fn
+    ids = [torch.device(run.device).index] if run.device.startswith("cuda") else None
+    return nn.parallel.DistributedDataParallel(loss_fn, device_ids=ids)
+
+
+def train_step(run: Run, loss_fn, opt, sched, collate, examples: list[chat.Encoded]) -> dict:
+    """One optimizer step over examples, in micro-batches; returns its metrics."""
+    n_tokens = sum(e.n_trained for e in examples)  # the whole step's, on every rank
+    parts = max(1, min(run.opts["gradient_accumulation_steps"], len(examples) // run.world))
+    micro = batching.split(my_share(run, examples), parts)
+    sums = [0.0, 0.0]
+    for k, batch in enumerate(micro):
+        # DDP syncs gradients on the last micro-batch only
+        with nullcontext() if run.world == 1 or k == len(micro) - 1 else loss_fn.no_sync():
+            loss, correct, _count = loss_fn(**collate(batch))
+            # DDP averages gradients over ranks: scale so the result is the step's token mean
+            (loss * run.world / n_tokens).backward()
+        sums = [sums[0] + loss.item(), sums[1] + correct.item()]
+    torch.nn.utils.clip_grad_norm_([p for p in loss_fn.parameters() if p.requires_grad], MAX_GRAD_NORM)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    loss_sum, correct = run.all_sum(sums)
+    return {"train_loss": loss_sum / n_tokens, "train_accuracy": correct / n_tokens}
+
+
+def my_share(run: Run, examples: list[chat.Encoded]) -> list[chat.Encoded]:
+    """This rank's examples of a step; a rank left without any trains one with no labels."""
+    mine = examples[run.rank::run.world]
+    if mine:
+        return mine
+    blank = examples[0]
+    return [chat.Encoded(blank.input_ids, [chat.IGNORE] * len(blank.labels))]
+
+
+@torch.no_grad()
+def evaluate(run: Run, loss_fn, collate, valid: list[chat.Encoded]) -> dict:
+    """Loss and mean token accuracy over the whole validation set."""
+    inner = loss_fn.module if hasattr(loss_fn, "module") else loss_fn
+    inner.eval()
+    sums = [0.0, 0.0, 0.0]
+    mine = valid[run.rank::run.world]
+    for k in range(0, len(mine), EVAL_BATCH):
+        loss, correct, count = inner(**collate(mine[k:k + EVAL_BATCH]))
+        sums = [sums[0] + loss.item(), sums[1] + correct.item(), sums[2] + count.item()]
+    inner.train()
+    loss_sum, correct, count = run.all_sum(sums)
+    return {"valid_loss": loss_sum / count, "valid_mean_token_accuracy": correct / count}
+
+
+def lr_factor(step: int, total: int) -> float:
+    """Linear warmup over the first 3% of steps, then linear decay to zero."""
+    warm = max(1, int(WARMUP_FRACTION * total))
+    return min(1.0, (step + 1) / warm) * max(0.0, (total - step) / total)
+
+
+class Clock:
+    """Seconds left, at the pace of the steps this process has trained."""
+
+    def __init__(self, step: int):
+        self.started, self.first = time.time(), step
+
+    def eta(self, step: int, total: int) -> float:
+        return (time.time() - self.started) / max(1, step - self.first) * (total - step)
+
+
+# --- data ----------------------------------------------------------------------------------
 
 
 def read_jsonl(path) -> list[dict]:
@@ -95,10 +230,7 @@ def encode_file(run: Run, tok, path) -> tuple[list[chat.Encoded], int]:
     return kept, len(examples)
 
 
-def lr_factor(step: int, total: int) -> float:
-    """Linear warmup over the first 3% of steps, then linear decay to zero."""
-    warm = max(1, int(WARMUP_FRACTION * total))
-    return min(1.0, (step + 1) / warm) * max(0.0, (total - step) / total)
+# --- checkpoints and the result -------------------------------------------------------------
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -107,12 +239,22 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def save_checkpoint(run: Run, peft_model, opt, sched, step: int) -> Path:
+def checkpoint(run: Run, model, opt, sched, step: int) -> None:
+    """Save and report a checkpoint (rank 0); every rank waits until it is on disk."""
+    if run.main:
+        path = save_checkpoint(run.dir, model, opt, sched, step)
+        run.report("checkpoint", step=step, path=str(path / "adapter"),
+                   model_id=f"local:{run.spec['run_id']}:step-{step}")
+    if run.world > 1:
+        torch.distributed.barrier()
+
+
+def save_checkpoint(run_dir: Path, model, opt, sched, step: int) -> Path:
     """Adapter + optimizer, scheduler and RNG state, written aside then renamed into place."""
-    root = run.dir / "checkpoints"
+    root = Path(run_dir) / "checkpoints"
     final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp / "adapter")
+    model.save_pretrained(tmp / "adapter")
     state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
     if torch.cuda.is_available():
@@ -127,6 +269,7 @@ def save_checkpoint(run: Run, peft_model, opt, sched, step: int) -> Path:
 
 
 def restore(ckpt: Path, opt, sched) -> int:
+    """Load a checkpoint's optimizer, scheduler and RNG state; the step it was taken at."""
     state = torch.load(ckpt / "state.pt", weights_only=False)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -137,160 +280,11 @@ def restore(ckpt: Path, opt, sched) -> int:
     return state["step"]
 
 
-def collate(run: Run, examples: list[chat.Encoded], pad_id: int) -> dict:
-    if run.opts["packing"]:
-        return batching.collate_packed(examples)
-    return batching.collate_padded(examples, pad_id)
-
-
-def to_device(batch: dict, device: str) -> dict:
-    return {k: (v.to(device) if v is not None else None) for k, v in batch.items()}
-
-
-def my_share(run: Run, step_examples: list[chat.Encoded]) -> list[chat.Encoded]:
-    """This rank's examples of a step; a rank left without any trains one with no labels."""
-    mine = step_examples[run.rank::run.world]
-    if mine:
-        return mine
-    blank = step_examples[0]
-    return [chat.Encoded(blank.input_ids, [chat.IGNORE] * len(blank.labels))]
-
-
-def all_sum(run: Run, values: list[float]) -> list[float]:
-    if run.world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    torch.distributed.all_reduce(t)
-    return t.tolist()
-
-
-def train_step(run: Run, loss_mod, step_examples, opt, sched, device, pad_id) -> dict:
-    """One optimizer step over step_examples, in micro-batches; returns its metrics."""
-    n_tokens = sum(e.n_trained for e in step_examples)  # the whole step's, on every rank
-    parts = max(1, min(run.opts["gradient_accumulation_steps"], len(step_examples) // run.world))
-    micro = batching.split(my_share(run, step_examples), parts)
-    sums = [0.0, 0.0]
-    for k, mb in enumerate(micro):
-        sync = nullcontext() if run.world == 1 or k == len(micro) - 1 else loss_mod.no_sync()
-        with sync:
-            loss, correct, _count = loss_mod(**to_device(collate(run, mb, pad_id), device))
-            # DDP averages gradients over ranks: scale so the result is the step's token mean
-            (loss * run.world / n_tokens).backward()
-        sums[0] += loss.item()
-        sums[1] += correct.item()
-    params = [p for p in loss_mod.parameters() if p.requires_grad]
-    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
-    loss_sum, correct = all_sum(run, sums)
-    return {"train_loss": loss_sum / n_tokens, "train_accuracy": correct / n_tokens}
-
-
-@torch.no_grad()
-def evaluate(run: Run, loss_mod, valid, device, pad_id) -> dict:
-    """Loss and mean token accuracy over the whole validation set."""
-    inner = loss_mod.module if hasattr(loss_mod, "module") else loss_mod
-    inner.eval()
-    sums = [0.0, 0.0, 0.0]
-    mine = valid[run.rank::run.world]
-    for k in range(0, len(mine), 8):
-        loss, correct, count = inner(**to_device(collate(run, mine[k:k + 8], pad_id), device))
-        sums = [sums[0] + loss.item(), sums[1] + correct.item(), sums[2] + count.item()]
-    inner.train()
-    loss_sum, correct, count = all_sum(run, sums)
-    return {"valid_loss": loss_sum / count, "valid_mean_token_accuracy": correct / count}
-
-
-def cancel_requested(run: Run) -> bool:
-    """Every rank must agree, or one would wait forever for the others at the next step."""
-    asked = float((run.dir / progress.CANCEL).exists())
-    return all_sum(run, [asked])[0] > 0
-
-
-def build(run: Run, device: str, ckpt: Path | None):
-    """Tokenizer and LoRA model: fresh adapters, or the checkpoint's when resuming."""
-    path = models.resolve(run.spec["base_model"])
-    tok = models.load_tokenizer(path)
-    base = models.load_base(path, device, run.opts["quantize"])
-    peft_model = models.with_lora(base, run.opts, run.seed, adapter=ckpt / "adapter" if ckpt else None)
-    return path, tok, peft_model
-
-
-def wrap(run: Run, peft_model, device: str):
-    loss_mod = TokenLoss(peft_model)
-    if run.world == 1:
-        return loss_mod
-    ids = [torch.device(device).index] if device.startswith("cuda") else None
-    return nn.parallel.DistributedDataParallel(loss_mod, device_ids=ids)
-
-
-def train(run: Run, device: str, resume: bool) -> None:
-    """Train the run to the end, or until cancelled (then raise Cancelled)."""
-    ckpt = latest_checkpoint(run.dir) if resume else None
-    base_path, tok, peft_model = build(run, device, ckpt)
-    train_set, n_examples = encode_file(run, tok, run.spec["training_file"])
-    valid = encode_file(run, tok, run.spec["validation_file"])[0] if run.spec.get("validation_file") else []
-    hp = resolve_hyperparameters(run.spec.get("hyperparameters") or {}, run.opts, n_examples)
-    per_epoch = math.ceil(len(train_set) / hp["batch_size"])
-    total = hp["n_epochs"] * per_epoch
-    run.report("hyperparameters", hyperparameters={**hp, "seed": run.seed}, total_steps=total)
-    loss_mod = wrap(run, peft_model, device)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
-    step = restore(ckpt, opt, sched) if ckpt else 0
-    if ckpt:
-        run.event(f"Resumed from checkpoint at step {step}/{total}")
-    run.event(f"Fine-tuning started: {len(train_set)} examples, {hp['n_epochs']} epochs, {total} steps on {device}"
-              + (f" x {run.world} processes (DDP)" if run.world > 1 else ""))
-    loop(run, dict(loss_mod=loss_mod, peft_model=peft_model, opt=opt, sched=sched, device=device,
-                   pad_id=tok.pad_token_id, train_set=train_set, valid=valid, hp=hp,
-                   per_epoch=per_epoch, total=total), step)
-    trained_tokens = hp["n_epochs"] * sum(len(e.input_ids) for e in train_set)
-    finish(run, peft_model, tok, base_path, trained_tokens)
-
-
-def loop(run: Run, s: dict, step: int) -> None:
-    lengths = [len(e.input_ids) for e in s["train_set"]]
-    grouped = not run.opts["packing"]
-    started, first, plans = time.time(), step, {}
-    while step < s["total"]:
-        if cancel_requested(run):
-            save_and_report(run, s, step, epoch_end=False)
-            raise Cancelled(step)
-        epoch, index = divmod(step, s["per_epoch"])
-        if epoch not in plans:
-            plans = {epoch: batching.plan_epoch(lengths, s["hp"]["batch_size"], run.seed, epoch, grouped)}
-        examples = [s["train_set"][i] for i in plans[epoch][index]]
-        metrics = train_step(run, s["loss_mod"], examples, s["opt"], s["sched"], s["device"], s["pad_id"])
-        step += 1
-        epoch_end = index == s["per_epoch"] - 1
-        every = run.opts["eval_every"]
-        if s["valid"] and (epoch_end or (every and step % every == 0)):
-            metrics.update(evaluate(run, s["loss_mod"], s["valid"], s["device"], s["pad_id"]))
-        eta = (time.time() - started) / (step - first) * (s["total"] - step)
-        run.report("metrics", data={"step": step, **metrics, "total_steps": s["total"]}, eta_seconds=eta)
-        if step % 10 == 0 or step == s["total"]:
-            run.event(f"Step {step}/{s['total']}: training loss={metrics['train_loss']:.4f}")
-        if epoch_end:
-            save_and_report(run, s, step, epoch_end=True)
-
-
-def save_and_report(run: Run, s: dict, step: int, epoch_end: bool) -> None:
-    if run.main:
-        path = save_checkpoint(run, s["peft_model"], s["opt"], s["sched"], step)
-        run.report("checkpoint", step=step, path=str(path / "adapter"),
-                   model_id=f"local:{run.spec['run_id']}:step-{step}")
-    if run.world > 1:
-        torch.distributed.barrier()
-
-
-def finish(run: Run, peft_model, tok, base_path: str, trained_tokens: int) -> None:
+def finish(run: Run, model, tok, base_path: str, trained_tokens: int) -> None:
     """Save the final adapter with the tokenizer beside it, and report the model."""
     if run.main:
         out = run.dir / "adapter"
-        peft_model.save_pretrained(out)
+        model.save_pretrained(out)
         tok.save_pretrained(out)
         (out / models.BASE_MARKER).write_text(base_path)
         model_id = f"local:{run.spec['run_id']}"

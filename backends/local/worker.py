@@ -62,9 +62,9 @@ def run(run_dir: Path, resume: bool) -> int:
 
     probe = Run(run_dir)
     rank, world, device = setup_distributed(models.pick_device(probe.opts["device"]))
-    run = Run(run_dir, rank, world)
+    run = Run(run_dir, rank, world, device)
     try:
-        train(run, device, resume)
+        train(run, resume)
     except Cancelled as stopped:
         run.event(f"Fine-tuning cancelled at step {stopped.args[0]}; checkpoint saved")
         run.report("status", status="cancelled")
