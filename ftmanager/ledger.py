@@ -229,7 +229,9 @@ class Ledger:
         return [{**r, "metrics": json.loads(r["metrics"]) if r["metrics"] else {}} for r in rows]
 
     def models(self) -> list[dict]:
-        """Every model id the ledger knows: results of runs, and their checkpoints."""
+        """Every model the ledger knows: results of runs, their checkpoints, and the other names
+        (kind "alias") each answers to: the ft: names `ftm serve` gave its jobs, and a re-run's
+        parent's model name when the re-run has the weights its parent never gave (see api_aliases)."""
         return self._all(
             """SELECT r.result_model AS model_id, 'model' AS kind, r.id AS run_id,
                       r.backend, r.base_model, r.dataset_id, r.result_path AS path, NULL AS step,
@@ -239,7 +241,7 @@ class Ledger:
                SELECT c.model_id, 'checkpoint', c.run_id, r.backend, r.base_model, r.dataset_id,
                       c.path, c.step, c.created_at
                FROM checkpoints c JOIN runs r ON r.id = c.run_id WHERE c.model_id IS NOT NULL
-               ORDER BY created_at DESC"""
+               UNION ALL """ + ALIAS_ROWS + " ORDER BY created_at DESC"
         )
 
     def metric_summary(self, run_id: str) -> dict:
@@ -318,6 +320,58 @@ class Ledger:
                       count(error) AS errors, count(*) AS n
                FROM grades WHERE evaluation_id = ? GROUP BY grader ORDER BY min(id)""", [evaluation_id])
 
+
+    # --- served API ---------------------------------------------------------------------
+    # `ftm serve`'s own records: the files and jobs its clients hold ids of, and chosen names.
+
+    def add_api_file(self, row: dict) -> None:
+        with self.write() as db:
+            db["api_files"].insert(row)
+
+    def api_files(self) -> list[dict]:
+        return self._all("SELECT * FROM api_files ORDER BY created_at, rowid")
+
+    def delete_api_file(self, file_id: str) -> None:
+        with self.write() as db:
+            db.execute("DELETE FROM api_files WHERE id = ?", [file_id])
+
+    def put_api_job(self, row: dict) -> None:
+        """Record a job of ftm serve's API, or change the fields given."""
+        row = {k: json.dumps(v) if k in API_JOB_JSON and v is not None else v for k, v in row.items()}
+        with self.write() as db:
+            db["api_jobs"].upsert(row, pk="id")
+
+    def api_jobs(self) -> list[dict]:
+        """Every job of ftm serve's API, oldest first."""
+        rows = self._all("SELECT * FROM api_jobs ORDER BY created_at, rowid")
+        return [{k: json.loads(v) if k in API_JOB_JSON and v else v for k, v in r.items()} for r in rows]
+
+    def set_model_alias(self, name: str, run_id: str) -> None:
+        """Make `name` answer with run_id's model, where several runs could (a choice kept)."""
+        with self.write() as db:
+            db["model_aliases"].upsert({"name": name, "run_id": run_id, "created_at": now()}, pk="name")
+
+# --- served API: the other names a model answers to, as rows of Ledger.models() ------------
+API_JOB_JSON = ("metadata", "hyperparameters", "error")
+ALIAS_ROWS = """
+    SELECT j.fine_tuned_model, 'alias', r.id, r.backend, r.base_model, r.dataset_id, r.result_path,
+           NULL, r.finished_at
+    FROM api_jobs j JOIN runs r ON r.id = j.run_id
+    WHERE r.status = 'succeeded' AND j.fine_tuned_model IS NOT NULL
+    UNION ALL
+    SELECT j.fine_tuned_model || ':ckpt-step-' || c.step, 'alias', r.id, r.backend, r.base_model,
+           r.dataset_id, c.path, c.step, c.created_at
+    FROM api_jobs j JOIN runs r ON r.id = j.run_id JOIN checkpoints c ON c.run_id = r.id
+    WHERE j.fine_tuned_model IS NOT NULL
+    UNION ALL
+    SELECT p.result_model, 'alias', r.id, r.backend, r.base_model, r.dataset_id, r.result_path,
+           NULL, r.finished_at
+    FROM runs r JOIN runs p ON p.id = r.parent_run_id
+    WHERE r.status = 'succeeded' AND r.result_path IS NOT NULL AND p.result_model IS NOT NULL
+      AND p.result_path IS NULL AND p.result_model NOT IN (SELECT name FROM model_aliases)
+    UNION ALL
+    SELECT a.name, 'alias', r.id, r.backend, r.base_model, r.dataset_id, r.result_path, NULL, r.finished_at
+    FROM model_aliases a JOIN runs r ON r.id = a.run_id WHERE r.status = 'succeeded'"""
 
 # --- helpers that shape rows ----------------------------------------------------------------
 

@@ -191,7 +191,50 @@ def m005_grades(db) -> None:
     db["grades"].create_index(["evaluation_id", "grader", "example"], unique=True)
 
 
-MIGRATIONS = [m001_initial, m002_evaluations, m005_grades]  # append-only
+def m004_serve(db) -> None:
+    """What `ftm serve` answers for across restarts: its files, its jobs (each an ftm run), chosen names."""
+    db["api_files"].create(
+        {
+            "id": str,  # file-...: the id a client of ftm serve holds
+            "filename": str,
+            "purpose": str,
+            "path": str,  # the bytes, under FTM_HOME/serve
+            "bytes": int,
+            "base64": int,  # 1: its content is served base64-encoded (results files, as OpenAI does)
+            "created_at": str,
+        },
+        pk="id",
+    )
+    db["api_jobs"].create(
+        {
+            "id": str,  # ftjob-...
+            "run_id": str,  # the ftm run that trains it; null until its files are imported
+            "model": str,  # the base model snapshot the client asked for
+            "fine_tuned_model": str,  # ft:<model>:ftm:<suffix>:<run>: the name it answers to once succeeded
+            "training_file": str,
+            "validation_file": str,
+            "suffix": str,
+            "seed": int,
+            "metadata": str,  # JSON
+            "hyperparameters": str,  # JSON, as asked ("auto" kept)
+            "status": str,  # what the API says ahead of the run (cancelled, paused), or failed with no run
+            "error": str,  # JSON {code, message, param} for a job that failed before its run existed
+            "result_file": str,
+            "created_at": str,
+            "finished_at": str,  # when the API's own status became terminal (a cancel asked)
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["api_jobs"].create_index(["run_id"])
+    db["api_jobs"].create_index(["fine_tuned_model"], unique=True)
+    db["model_aliases"].create(
+        {"name": str, "run_id": str, "created_at": str},  # a name two runs could answer to: this one does
+        pk="name",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+
+MIGRATIONS = [m001_initial, m002_evaluations, m005_grades, m004_serve]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 

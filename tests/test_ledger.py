@@ -19,6 +19,32 @@ CREATE TABLE "_sqlite_migrations" (
    "name" TEXT,
    "applied_at" TEXT
 );
+CREATE TABLE "api_files" (
+   "id" TEXT PRIMARY KEY,
+   "filename" TEXT,
+   "purpose" TEXT,
+   "path" TEXT,
+   "bytes" INTEGER,
+   "base64" INTEGER,
+   "created_at" TEXT
+);
+CREATE TABLE "api_jobs" (
+   "id" TEXT PRIMARY KEY,
+   "run_id" TEXT REFERENCES "runs"("id"),
+   "model" TEXT,
+   "fine_tuned_model" TEXT,
+   "training_file" TEXT,
+   "validation_file" TEXT,
+   "suffix" TEXT,
+   "seed" INTEGER,
+   "metadata" TEXT,
+   "hyperparameters" TEXT,
+   "status" TEXT,
+   "error" TEXT,
+   "result_file" TEXT,
+   "created_at" TEXT,
+   "finished_at" TEXT
+);
 CREATE TABLE "checkpoints" (
    "id" INTEGER PRIMARY KEY,
    "run_id" TEXT REFERENCES "runs"("id"),
@@ -100,6 +126,11 @@ CREATE TABLE "metrics" (
    "full_valid_mean_token_accuracy" REAL,
    PRIMARY KEY ("run_id", "step")
 ) WITHOUT ROWID;
+CREATE TABLE "model_aliases" (
+   "name" TEXT PRIMARY KEY,
+   "run_id" TEXT REFERENCES "runs"("id"),
+   "created_at" TEXT
+);
 CREATE TABLE "runs" (
    "id" TEXT PRIMARY KEY,
    "backend" TEXT,
@@ -141,6 +172,10 @@ CREATE TABLE "uploads" (
 );
 CREATE UNIQUE INDEX "idx__sqlite_migrations_migration_set_name"
     ON "_sqlite_migrations" ("migration_set", "name");
+CREATE UNIQUE INDEX "idx_api_jobs_fine_tuned_model"
+    ON "api_jobs" ("fine_tuned_model");
+CREATE INDEX "idx_api_jobs_run_id"
+    ON "api_jobs" ("run_id");
 CREATE UNIQUE INDEX "idx_checkpoints_run_id_step"
     ON "checkpoints" ("run_id", "step");
 CREATE INDEX "idx_evaluations_run_id"

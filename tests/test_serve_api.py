@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from ftmanager.api import standin
-from ftmanager.serve import run_of, serve
+from ftmanager.serve import serve
 from ftmanager.serve.table import SHIPPED
 
 KEY = "sk-serve-test-key"
@@ -76,12 +76,6 @@ def test_the_users_table_maps_new_names_and_overrides_shipped_ones(server, ftm_h
         '[models."acme-small"]\nlocal = "/models/acme"\n[models."gpt-4o-mini"]\nlocal = "/models/other"\n')
     names = {m.id for m in client(server).models.list()}
     assert {"acme-small", "gpt-4o-mini", "gpt-4.1-mini-2025-04-14"} <= names
-
-
-def test_ft_names_resolve_to_their_ledger_run():
-    assert run_of("ft:gpt-4o-mini-2024-07-18:ftm:zz:0a1b2c3d") == "run-0a1b2c3d"
-    assert run_of("ft:gpt-4o-mini-2024-07-18:ftm::0a1b2c3d:ckpt-step-4") == "run-0a1b2c3d"
-    assert run_of("gpt-4o-mini") is None
 
 
 def test_streamed_chat_arrives_as_server_sent_chunks_and_ends_with_a_finish_reason():

@@ -15,7 +15,7 @@ MIN_EXAMPLES = 10
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>",
                   "<|fim_middle|>", "<|fim_suffix|>", "<|endofprompt|>")
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
-_WORD = re.compile(r"\w+|[^\w\s]")
+TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 @dataclass
@@ -29,7 +29,7 @@ class FileReport:
 
 def count_tokens(text: str) -> int:
     """A deterministic stand-in for a tokenizer: words and punctuation marks."""
-    return len(_WORD.findall(text))
+    return len(TOKEN.findall(text))
 
 
 def check_file(path: Path, param: str = "training_file", label: str = "Training") -> FileReport:

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checks import check_file
+from .chat import Ask, Done, Piece
+from .checks import TOKEN, check_file, count_tokens
 from .runner import JobRunner
 from .state import Job
 
@@ -185,7 +186,14 @@ class ClockRunner(JobRunner):
         job.status, sim.phase, sim.remaining = "queued", "queued", self.phases["queued"]
         job.emit("Fine-tuning job resumed: moving job to queued state", sim.last)
 
-    def answer(self, model: str, messages: list[dict]) -> str:
+    def chat(self, model: str, ask: Ask):
+        """The canned answer, cut at a stop sequence or at max_tokens, in one piece."""
+        text, finish = _cut(self._canned(model, ask.messages), ask)
+        yield Piece(text, _logprobs(text, ask.top_logprobs) if ask.logprobs else None)
+        prompt = sum(count_tokens(m.get("content") or "") + 3 for m in ask.messages)
+        yield Done(text, prompt, count_tokens(text), finish)
+
+    def _canned(self, model: str, messages: list[dict]) -> str:
         """The training file's answer when the last user message matches an example's."""
         job_id = self.state.models[model].job_id if model in self.state.models else None
         if job_id is None:
@@ -195,6 +203,25 @@ class ClockRunner(JobRunner):
         prompt = _last_user(messages)
         canned = self._answers[job_id].get(prompt)
         return canned if canned is not None else f"({model} saw no training example like that.)"
+
+
+def _cut(text: str, ask: Ask) -> tuple[str, str]:
+    """text up to its first stop sequence, and to max_tokens tokens; with the finish reason."""
+    for stop in ask.stop:
+        text = text.split(stop, 1)[0]
+    tokens = list(TOKEN.finditer(text))
+    if ask.max_tokens is not None and len(tokens) > ask.max_tokens:
+        return text[:tokens[ask.max_tokens - 1].end()], "length"
+    return text, "stop"
+
+
+def _logprobs(text: str, top: int) -> list[dict]:
+    """Certainty for every token of a canned answer, in OpenAI's shape."""
+    out = []
+    for match in TOKEN.finditer(text):
+        entry = {"token": match.group(), "logprob": 0.0, "bytes": list(match.group().encode())}
+        out.append({**entry, "top_logprobs": [entry][:top]})
+    return out
 
 
 def resolve(requested: dict, n_examples: int) -> dict:

@@ -1,5 +1,7 @@
 """The stand-in's control endpoints under /_standin/, for tests and benchmarks (no auth).
 
+`ftm standin` answers them; `ftm serve` has none (its front is built with control=False).
+
   POST   /_standin/faults     {"kind": "429", "method": "POST", "path": "/fine_tuning/jobs", ...}
   GET    /_standin/faults     the faults still waiting
   DELETE /_standin/faults     clear them
@@ -19,7 +21,12 @@ from .state import ApiError
 def control(server, method: str, path: str, body: bytes | None):
     """Answer one control request; returns the JSON body."""
     name = path[len("/_standin/"):]
-    data = json.loads(body) if body else {}
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        raise ApiError(400, "The control request's body is not JSON.") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "The control request's body must be a JSON object.")
     if name == "faults":
         return _faults(server, method, data)
     if name == "requests":
@@ -51,6 +58,9 @@ def _faults(server, method: str, data: dict):
 
 def _config(server, data: dict) -> dict:
     runner = server.runner
+    numbers = [data.get("speed", 1), data.get("max_file_bytes", 1), *(data.get("phases") or {}).values()]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in numbers):
+        raise ApiError(400, "speed, phases and max_file_bytes must be numbers above 0.")
     if "speed" in data:
         with server.state.lock:
             for job in server.state.jobs.values():

@@ -21,6 +21,8 @@ import fnmatch
 import threading
 from dataclasses import asdict, dataclass
 
+from .state import ApiError
+
 KINDS = ("429", "500", "503", "401", "403", "drop", "drop_after", "slow", "empty_error")
 # Where a fault applies when the request does not say: these two only make sense on create.
 _DEFAULT_TARGET = {"403": ("POST", "/fine_tuning/jobs"), "empty_error": ("POST", "/fine_tuning/jobs")}
@@ -54,7 +56,11 @@ class Faults:
         if kind not in KINDS:
             raise ValueError(f"unknown fault {kind!r}; kinds: {', '.join(KINDS)}")
         default_method, default_path = _DEFAULT_TARGET.get(kind, ("*", "*"))
-        fault = Fault(kind, (method or default_method).upper(), path or default_path, **extra)
+        method, path = method or default_method, path or default_path
+        if not isinstance(method, str) or not isinstance(path, str):
+            raise ValueError("method and path must be strings")
+        fault = Fault(kind, method.upper(), path, **extra)
+        _check_numbers(fault)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -79,6 +85,16 @@ class Faults:
             return [asdict(f) for f in self._faults]
 
 
+def _check_numbers(fault: Fault) -> None:
+    """A fault whose numbers are not numbers would break every request it meets: refuse it."""
+    if not isinstance(fault.times, int) or isinstance(fault.times, bool) or fault.times < 1:
+        raise ValueError(f"times must be a whole number of at least 1, not {fault.times!r}")
+    for name in ("retry_after", "delay"):
+        value = getattr(fault, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 3600:
+            raise ValueError(f"{name} must be a number of seconds from 0 to 3600, not {value!r}")
+
+
 def parse(text: str) -> dict:
     """'429 POST /fine_tuning/jobs times=2 retry_after=1' -> the fields of Faults.add."""
     words = text.split()
@@ -94,3 +110,22 @@ def parse(text: str) -> dict:
         else:
             spec["method"] = word
     return spec
+
+
+_ERRORS = {
+    "429": (429, "Rate limit reached for requests. Please try again later.", "rate_limit_exceeded", "requests"),
+    "500": (500, "The server had an error while processing your request. Sorry about that!", None, "server_error"),
+    "503": (503, "The engine is currently overloaded, please try again later.", None, "server_error"),
+    "401": (401, "Incorrect API key provided: sk-*****.", "invalid_api_key", "invalid_request_error"),
+    "403": (403, "You are not allowed to create fine-tuning jobs for this organization: "
+                 "self-serve fine-tuning is no longer available.", "permission_denied", "invalid_request_error"),
+}
+
+
+def error_for(fault: Fault) -> ApiError | None:
+    """The error response a fault stands for; None for faults that are not errors."""
+    if fault.kind not in _ERRORS:
+        return None
+    status, message, code, type_ = _ERRORS[fault.kind]
+    return ApiError(status, message, code=code, type=type_,
+                    retry_after=fault.retry_after if fault.kind == "429" else None)

@@ -1,10 +1,9 @@
-"""Checking a create-job request the way OpenAI does (400s with a param), and chat replies."""
+"""Checking a create-job request the way OpenAI does (400s with a param)."""
 
 from __future__ import annotations
 
 import time
 
-from .checks import count_tokens
 from .state import ApiError, Job, new_id
 
 _RANGES = {  # name: (types, low, high, exclusive low)
@@ -31,6 +30,7 @@ def job_from_request(srv, body: dict) -> Job:
 def _model(srv, model) -> str:
     if not isinstance(model, str) or not model:
         raise ApiError(400, "Missing required parameter: 'model'.", param="model")
+    model = srv.runner.snapshot(model)  # fine-tunes are named after the snapshot, as OpenAI names them
     if model in srv.runner.base_models() or (model.startswith("ft:") and model in srv.state.models):
         return model
     raise srv.runner.unknown_model(model, 400)
@@ -76,13 +76,19 @@ def _metadata(metadata) -> dict | None:
 
 def _hyperparameters(body: dict) -> dict:
     method = body.get("method") or {}
+    if not isinstance(method, dict):
+        raise ApiError(400, "'method' must be an object.", param="method")
     if method and method.get("type") != "supervised":
         raise ApiError(400, f"This server runs supervised fine-tuning only, not {method.get('type')!r}.",
                        param="method.type")
     if method:
-        hp, where = (method.get("supervised") or {}).get("hyperparameters") or {}, "method.supervised.hyperparameters"
+        supervised = method.get("supervised") or {}
+        hp = supervised.get("hyperparameters") if isinstance(supervised, dict) else supervised
+        hp, where = hp or {}, "method.supervised.hyperparameters"
     else:  # the deprecated top-level form
         hp, where = body.get("hyperparameters") or {}, "hyperparameters"
+    if not isinstance(hp, dict):
+        raise ApiError(400, f"'{where}' must be an object.", param=where)
     out = {}
     for name, (types, low, high, exclusive) in _RANGES.items():
         value = hp.get(name, "auto")
@@ -93,74 +99,3 @@ def _hyperparameters(body: dict) -> dict:
             raise ApiError(400, f"Invalid value for {name}: {value!r}.", param=f"{where}.{name}")
         out[name] = value
     return out
-
-
-def chat_completion(srv, body: dict):
-    """A chat.completion whose answer comes from the runner (a Stream of chunks when stream)."""
-    from .front import Stream
-
-    model, messages = body.get("model"), body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "'messages' must be a non-empty array.", param="messages")
-    params = _chat_params(body)
-    with srv.state.lock:  # only the lookup: answering runs unlocked, beside other requests
-        if model not in srv.runner.base_models() and model not in srv.state.models:
-            raise srv.runner.unknown_model(str(model), 404)
-    if body.get("stream"):
-        usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return Stream(_chunks(srv, model, messages, params, usage))
-    reply = srv.runner.reply(model, messages, params)
-    return {
-        "id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "finish_reason": reply.finish_reason, "logprobs": None,
-                     "message": {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}}],
-        "usage": _usage(messages, reply),
-    }
-
-
-def _chat_params(body: dict) -> dict:
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise ApiError(400, f"Invalid 'max_tokens': {limit!r}; expected an integer of at least 1.",
-                       param="max_tokens")
-    temperature = body.get("temperature")
-    if temperature is not None and (not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
-        raise ApiError(400, f"Invalid 'temperature': {temperature!r}; expected 0 to 2.", param="temperature")
-    return {"max_tokens": limit, "temperature": temperature}
-
-
-def _usage(messages: list, reply) -> dict:
-    prompt = reply.prompt_tokens
-    if prompt is None:
-        prompt = sum(count_tokens(str(m.get("content", ""))) + 3 for m in messages if isinstance(m, dict))
-    completion = reply.completion_tokens
-    if completion is None:
-        completion = count_tokens(reply.text)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def _chunks(srv, model: str, messages: list, params: dict, include_usage: bool):
-    """chat.completion.chunk objects: the role, then each piece, then the finish reason."""
-    from .runner import Reply
-
-    head = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": model, "system_fingerprint": None}
-
-    def chunk(delta: dict, finish=None) -> dict:
-        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-
-    pieces, last = [], Reply()
-    for piece in srv.runner.stream(model, messages, params):
-        if isinstance(piece, Reply):
-            last = piece
-            continue
-        if not pieces:
-            yield chunk({"role": "assistant", "content": "", "refusal": None})
-        pieces.append(piece)
-        yield chunk({"content": piece})
-    if not pieces:
-        yield chunk({"role": "assistant", "content": "", "refusal": None})
-    yield chunk({}, last.finish_reason)
-    if include_usage:
-        last.text = "".join(pieces)
-        yield {**head, "choices": [], "usage": _usage(messages, last)}

@@ -7,14 +7,15 @@ do their disk work first and take the state lock only to record the result.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import time
 
 from .front import Raw
-from .multipart import copy_range
 from ..facts import TERMINAL
-from .state import ApiError, Job, new_id
+from .state import ApiError, Job, Upload, new_id
 
+log = logging.getLogger("ftm.api")
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data")
 MAX_UPLOAD_BYTES = 8 << 30
 
@@ -24,20 +25,24 @@ MAX_UPLOAD_BYTES = 8 << 30
 
 def create_file(srv, req):
     form = req.form()
-    purpose = form["purpose"].value if "purpose" in form else None
+    purpose = _field(form, "purpose")
     if purpose not in PURPOSES:
         raise ApiError(400, f"'{purpose}' is not one of {list(PURPOSES)} - 'purpose'", param="purpose")
     part = form.get("file")
-    if part is None or part.filename is None:
+    if part is None or part.file is None:
         raise ApiError(400, "Missing the 'file' field of the multipart body.", param="file")
-    _check_fine_tune_name(purpose, part.filename, "file")
-    if part.length > srv.max_file_bytes:
-        raise ApiError(400, f"File is too large: {part.length} bytes, over the "
+    _check_fine_tune_name(purpose, part.filename or "", "file")
+    if part.size > srv.max_file_bytes:
+        raise ApiError(400, f"File is too large: {part.size} bytes, over the "
                        f"{srv.max_file_bytes} byte limit. Use the Uploads API.", param="file")
-    path = srv.state.new_path("file-")
-    copy_range(req.spooled, part.offset, part.length, path)
+    path = srv.state.save(part.file, "file-")
     with srv.state.lock:
         return srv.state.add_file(part.filename, purpose, path).to_api()
+
+
+def _field(form: dict, name: str) -> str | None:
+    part = form.get(name)
+    return part.value if part is not None else None
 
 
 def _check_fine_tune_name(purpose: str, filename: str, param: str) -> None:
@@ -76,25 +81,26 @@ def file_content(srv, req):
 def create_upload(srv, req):
     body = req.json()
     size, filename, purpose = body.get("bytes"), body.get("filename"), body.get("purpose")
-    if not isinstance(size, int) or not 0 <= size <= MAX_UPLOAD_BYTES:
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_UPLOAD_BYTES:
         raise ApiError(400, f"'bytes' must be an integer from 0 to {MAX_UPLOAD_BYTES}.", param="bytes")
     if not isinstance(filename, str) or not filename:
         raise ApiError(400, "Missing required parameter: 'filename'.", param="filename")
     if purpose not in PURPOSES:
         raise ApiError(400, f"'{purpose}' is not one of {list(PURPOSES)} - 'purpose'", param="purpose")
     _check_fine_tune_name(purpose, filename, "filename")
-    from .state import Upload
-
-    upload = Upload(new_id("upload_"), filename, purpose, str(body.get("mime_type")), size, int(time.time()))
+    srv.state.expire_uploads()
+    upload = Upload(new_id("upload_"), filename, purpose, str(body.get("mime_type")), size, int(time.time()),
+                    ttl=srv.state.upload_ttl)
     srv.state.uploads[upload.id] = upload
     return upload.to_api()
 
 
 def _pending(srv, upload_id: str):
+    srv.state.expire_uploads()
     upload = srv.state.upload(upload_id)
-    status = upload.to_api()["status"]
-    if status != "pending":
-        raise ApiError(400, f"Upload {upload_id} is {status}; it no longer accepts changes.", param="upload_id")
+    if upload.status != "pending":
+        raise ApiError(400, f"Upload {upload_id} is {upload.status}; it no longer accepts changes.",
+                       param="upload_id")
     return upload
 
 
@@ -102,15 +108,18 @@ def add_part(srv, req):
     with srv.state.lock:
         _pending(srv, req.params[0])
     part = req.form().get("data")
-    if part is None:
+    if part is None or part.file is None:
         raise ApiError(400, "Missing the 'data' field of the multipart body.", param="data")
-    if part.length > srv.max_part_bytes:
-        raise ApiError(400, f"A part may hold at most {srv.max_part_bytes} bytes, not {part.length}.",
+    if part.size > srv.max_part_bytes:
+        raise ApiError(400, f"A part may hold at most {srv.max_part_bytes} bytes, not {part.size}.",
                        param="data")
-    path = srv.state.new_path("part-")
-    copy_range(req.spooled, part.offset, part.length, path)
+    path = srv.state.save(part.file, "part-")
     with srv.state.lock:
-        upload = _pending(srv, req.params[0])
+        try:
+            upload = _pending(srv, req.params[0])  # it may have expired or ended meanwhile
+        except ApiError:
+            path.unlink(missing_ok=True)
+            raise
         part_id = new_id("part_")
         upload.parts[part_id] = path
     return {"id": part_id, "object": "upload.part", "created_at": int(time.time()), "upload_id": upload.id}
@@ -120,38 +129,40 @@ def complete_upload(srv, req):
     body = req.json()
     with srv.state.lock:
         upload = _pending(srv, req.params[0])
-        ids = body.get("part_ids") or []
-        missing = [p for p in ids if p not in upload.parts]
-        if missing or not isinstance(ids, list):
-            raise ApiError(400, f"Unknown part ids: {missing}.", param="part_ids")
-        total = sum(upload.parts[p].stat().st_size for p in ids)
-        if total != upload.bytes:
-            raise ApiError(400, f"The parts add up to {total} bytes, but the upload was created "
-                           f"for {upload.bytes} bytes.", param="part_ids")
-        upload.status = "completing"  # no second complete while the parts are joined
-    path = srv.state.new_path("file-")
-    with open(path, "wb") as out:
-        for p in ids:
-            with open(upload.parts[p], "rb") as part:
-                _copy(part, out)
-            upload.parts[p].unlink()
+        ids = _part_ids(upload, body.get("part_ids"))
+        upload.status = "completing"  # no second complete (or expiry) while the parts are joined
+    try:
+        path = srv.state.join([upload.parts[p] for p in ids], "file-")
+    except BaseException:
+        with srv.state.lock:
+            upload.status = "pending"
+        raise
     with srv.state.lock:
         upload.file, upload.status = srv.state.add_file(upload.filename, upload.purpose, path), "completed"
-        upload.parts.clear()
+        upload.drop_parts()
         return upload.to_api()
 
 
-def _copy(src, dst) -> None:
-    while chunk := src.read(1 << 20):
-        dst.write(chunk)
+def _part_ids(upload, ids) -> list[str]:
+    """The part ids of a complete request, each a known part named once, adding up to the size."""
+    if not isinstance(ids, list) or not ids or not all(isinstance(p, str) for p in ids):
+        raise ApiError(400, "'part_ids' must be a non-empty array of part id strings.", param="part_ids")
+    if len(set(ids)) != len(ids):
+        raise ApiError(400, "'part_ids' names a part more than once.", param="part_ids")
+    missing = [p for p in ids if p not in upload.parts]
+    if missing:
+        raise ApiError(400, f"Unknown part ids: {missing[:5]}.", param="part_ids")
+    total = sum(upload.parts[p].stat().st_size for p in ids)
+    if total != upload.bytes:
+        raise ApiError(400, f"The parts add up to {total} bytes, but the upload was created "
+                       f"for {upload.bytes} bytes.", param="part_ids")
+    return ids
 
 
 def cancel_upload(srv, req):
     upload = _pending(srv, req.params[0])
     upload.status = "cancelled"
-    for path in upload.parts.values():
-        path.unlink(missing_ok=True)
-    upload.parts.clear()
+    upload.drop_parts()
     return upload.to_api()
 
 
@@ -182,7 +193,7 @@ def _page(srv, jobs: list[Job], req, default_limit: int) -> dict:
     jobs = _after(jobs, req.arg("after"))
     limit = req.int_arg("limit", default_limit, high=100)
     for job in jobs[:limit]:
-        srv.runner.refresh(job)
+        _refresh(srv, job)
     return {"object": "list", "data": [j.to_api() for j in jobs[:limit]], "has_more": len(jobs) > limit}
 
 
@@ -196,8 +207,18 @@ def _after(items: list, after: str | None) -> list:
 
 def _job(srv, req) -> Job:
     job = srv.state.job(req.params[0])
-    srv.runner.refresh(job)
+    _refresh(srv, job)
     return job
+
+
+def _refresh(srv, job: Job) -> None:
+    """Bring a job up to date; a job that cannot be read must not break reading the others."""
+    try:
+        srv.runner.refresh(job)
+    except ApiError:
+        raise
+    except Exception:  # noqa: BLE001 - logged; the job is shown as last known
+        log.exception("could not refresh job %s", job.id)
 
 
 def retrieve_job(srv, req):
@@ -254,32 +275,22 @@ def list_checkpoints(srv, req):
 
 
 def list_models(srv, req):
-    base = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "system"}
-            for m in srv.runner.base_models()]
-    tuned = [m.to_api() for m in srv.state.models.values() if ":ckpt-step-" not in m.id]
-    return {"object": "list", "data": base + tuned}
+    return {"object": "list", "data": srv.runner.models()}
 
 
 def retrieve_model(srv, req):
-    model_id = req.params[0]
-    if model_id in srv.runner.base_models():
-        return {"id": model_id, "object": "model", "created": 1700000000, "owned_by": "system"}
-    return srv.state.model(model_id).to_api()
+    return srv.runner.model(req.params[0])
 
 
 def delete_model(srv, req):
-    model_id = req.params[0]
-    if model_id in srv.runner.base_models():
-        raise ApiError(403, "You have insufficient permissions for this operation.", code="permission_denied")
-    srv.state.model(model_id)
-    del srv.state.models[model_id]
-    return {"id": model_id, "object": "model", "deleted": True}
+    srv.runner.delete_model(req.params[0])
+    return {"id": req.params[0], "object": "model", "deleted": True}
 
 
 def chat(srv, req):
-    from .jobspec import chat_completion
+    from .chat import completion
 
-    return chat_completion(srv, req.json())
+    return completion(srv, req.json())
 
 
 _ID = "([^/]+)"

@@ -8,9 +8,10 @@ before a pause) and then calls the runner; the runner moves the Job record along
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+import re
 from typing import Iterator
 
+from .chat import Ask, Done, Piece
 from .state import ApiError, Job, State
 
 # Base models that accept fine-tuning, as OpenAI lists them (a runner may offer others).
@@ -22,16 +23,8 @@ FINE_TUNABLE = (
     "gpt-4.1-nano-2025-04-14",
     "gpt-3.5-turbo-0125",
 )
-
-
-@dataclass
-class Reply:
-    """A chat answer; token counts left None are counted by the front's word-piece rule."""
-
-    text: str = ""
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    finish_reason: str = "stop"
+# The names OpenAI accepts for them; a job is named after the snapshot, as OpenAI names it.
+ALIASES = {re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4})$", "", name): name for name in FINE_TUNABLE}
 
 
 class JobRunner(abc.ABC):
@@ -46,6 +39,10 @@ class JobRunner(abc.ABC):
     def base_models(self) -> tuple[str, ...]:
         """Base models a job may start from (an ft: model this server made is always allowed)."""
         return FINE_TUNABLE
+
+    def snapshot(self, model: str) -> str:
+        """The snapshot an alias names (gpt-4o-mini -> gpt-4o-mini-2024-07-18); others unchanged."""
+        return ALIASES.get(model, model)
 
     @abc.abstractmethod
     def start(self, job: Job) -> None:
@@ -66,17 +63,37 @@ class JobRunner(abc.ABC):
         """Carry a paused job on (status queued, then running from where it stopped)."""
         raise ApiError(400, "This server cannot resume fine-tuning jobs.", code="unsupported")
 
+    default_temperature = 1.0  # OpenAI's; a server may choose greedy answers instead
+
+    def models(self) -> list[dict]:
+        """models.list: the base models, then the fine-tuned ones (checkpoints by name only)."""
+        base = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "system"} for m in self.base_models()]
+        return base + [m.to_api() for m in self.state.models.values() if ":ckpt-step-" not in m.id]
+
+    def model(self, model_id: str) -> dict:
+        """models.retrieve, or the 404."""
+        if self.snapshot(model_id) in self.base_models():
+            return {"id": model_id, "object": "model", "created": 1700000000, "owned_by": "system"}
+        return self.state.model(model_id).to_api()
+
+    def delete_model(self, model_id: str) -> None:
+        """models.delete of a fine-tuned model (a base model is a 403)."""
+        if self.snapshot(model_id) in self.base_models():
+            raise ApiError(403, "You have insufficient permissions for this operation.", code="permission_denied")
+        self.state.model(model_id)
+        del self.state.models[model_id]
+
+    def check_model(self, model: str) -> None:
+        """Raise the 404 for a model this server cannot answer with (called under the state lock)."""
+        if self.snapshot(model) not in self.base_models() and model not in self.state.models:
+            raise self.unknown_model(model, 404)
+
     @abc.abstractmethod
-    def answer(self, model: str, messages: list[dict]) -> str:
-        """The assistant's reply from `model` (a base or an ft: model) to a chat."""
+    def chat(self, model: str, ask: Ask) -> Iterator[Piece | Done]:
+        """One answer from `model` to ask.messages: Pieces as they are made, then Done.
 
-    def reply(self, model: str, messages: list[dict], params: dict) -> Reply:
-        """The answer with its token counts; params: max_tokens, temperature (None: defaults)."""
-        return Reply(self.answer(model, messages))
-
-    def stream(self, model: str, messages: list[dict], params: dict) -> Iterator[str | Reply]:
-        """The answer in pieces as they are made; a last Reply may carry counts and finish_reason."""
-        yield self.answer(model, messages)
+        Closing the iterator early (the client left) stops the answer being made.
+        """
 
     def unknown_model(self, model: str, status: int) -> ApiError:
         """The error for a model this server neither offers nor made (400 on create, 404 in chat)."""

@@ -8,6 +8,7 @@ the servers are small and correctness under concurrent polling matters more than
 from __future__ import annotations
 
 import secrets
+import shutil
 import string
 import threading
 import time
@@ -25,9 +26,11 @@ def new_id(prefix: str, n: int = 24) -> str:
 class ApiError(Exception):
     """An error response in OpenAI's shape: {"error": {message, type, param, code}}."""
 
-    def __init__(self, status: int, message: str, param=None, code=None, type="invalid_request_error"):
+    def __init__(self, status: int, message: str, param=None, code=None, type="invalid_request_error",
+                 *, close: bool = False, retry_after: float | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+        self.close, self.retry_after = close, retry_after  # close the connection; seconds to wait
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -58,7 +61,7 @@ class File:
 
 @dataclass
 class Upload:
-    """An Uploads-API upload: parts on disk until completed into a File."""
+    """An Uploads-API upload: parts on disk until completed into a File, or until it expires."""
 
     id: str
     filename: str
@@ -69,14 +72,25 @@ class Upload:
     status: str = "pending"
     parts: dict = field(default_factory=dict)  # part id -> Path
     file: File | None = None
+    ttl: int = 3600  # seconds a pending upload lives, as OpenAI's do
+
+    def expire(self, now: float) -> bool:
+        """Expire a pending upload past its time, deleting its parts; True when it did."""
+        if self.status != "pending" or now <= self.created_at + self.ttl:
+            return False
+        self.status = "expired"
+        self.drop_parts()
+        return True
+
+    def drop_parts(self) -> None:
+        for path in self.parts.values():
+            path.unlink(missing_ok=True)
+        self.parts.clear()
 
     def to_api(self) -> dict:
-        status = self.status
-        if status == "pending" and time.time() > self.created_at + 3600:
-            status = "expired"
         out = {"id": self.id, "object": "upload", "bytes": self.bytes, "created_at": self.created_at,
-               "expires_at": self.created_at + 3600, "filename": self.filename,
-               "purpose": self.purpose, "status": status}
+               "expires_at": self.created_at + self.ttl, "filename": self.filename,
+               "purpose": self.purpose, "status": self.status}
         out["file"] = self.file.to_api() if self.file else None
         return out
 
@@ -168,10 +182,12 @@ class Model:
 class State:
     """Everything the server knows, under one lock. Files live on disk under data_dir."""
 
-    def __init__(self, data_dir: Path, organization: str = "org-ftmstandin"):
+    def __init__(self, data_dir: Path, organization: str = "org-ftmstandin", upload_ttl: int = 3600):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.organization = organization
+        for leftover in [*self.data_dir.glob("part-*"), *self.data_dir.glob("*.tmp")]:
+            leftover.unlink(missing_ok=True)  # parts of uploads no restart can complete
+        self.organization, self.upload_ttl = organization, upload_ttl
         self.lock = threading.RLock()
         self.files: dict[str, File] = {}
         self.uploads: dict[str, Upload] = {}
@@ -180,6 +196,40 @@ class State:
 
     def new_path(self, prefix: str) -> Path:
         return self.data_dir / new_id(prefix, 16)
+
+    def save_text(self, text: str, prefix: str) -> Path:
+        """A new file under data_dir holding text (UTF-8)."""
+        path = self.new_path(prefix)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def save(self, source, prefix: str) -> Path:
+        """Copy a readable binary file into a new file under data_dir (whole, or not at all)."""
+        return self.join([source], prefix)
+
+    def join(self, sources: list, prefix: str) -> Path:
+        """One new file under data_dir holding each source (a path or an open file) in turn."""
+        path = self.new_path(prefix)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as out:
+                for source in sources:
+                    if isinstance(source, Path):
+                        with open(source, "rb") as fh:
+                            shutil.copyfileobj(fh, out, 1 << 20)
+                    else:
+                        source.seek(0)
+                        shutil.copyfileobj(source, out, 1 << 20)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def expire_uploads(self) -> None:
+        """Expire pending uploads past their time (their parts are deleted)."""
+        now = time.time()
+        for upload in list(self.uploads.values()):
+            upload.expire(now)
 
     def add_file(self, filename: str, purpose: str, path: Path, base64: bool = False) -> File:
         f = File(new_id("file-"), filename, purpose, path, path.stat().st_size, int(time.time()), base64)

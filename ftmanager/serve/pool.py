@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..api.runner import Reply
+
+@dataclass
+class Reply:
+    """The end of one answer: the whole text, token counts and why it ended."""
+
+    text: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str = "stop"
+
 
 MAX_BATCH = 8
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch

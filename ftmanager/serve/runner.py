@@ -1,29 +1,31 @@
 """`ftm serve`'s job runner: every job is an ftm run of the local backend, in the one ledger.
 
-The HTTP front (ftmanager.api) keeps OpenAI's job records; this runner starts each job as a
-local run through ftmanager.jobs and, whenever the front reads a job, copies the run's status,
-events, metrics, checkpoints and model from the ledger into it. sqlite3 lets a connection be
-used only by the thread that made it, and the front answers each client on its own thread:
-so every ledger call goes through `_ledger`, a one-thread executor that owns the connection.
+The front keeps OpenAI's job records (LedgerState writes them through to the ledger); this
+runner imports each job's files as datasets and submits a local run through ftmanager.jobs,
+and whenever a job is read (and every few seconds in a watcher thread, so a run that ends
+while nobody asks is still recorded) copies the run's status, events, metrics, checkpoints and
+model into it. The ledger gives each thread its own connection: any thread may call it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
-from ..api.runner import JobRunner, Reply
-from ..api.state import ApiError, Job, State
+from .. import jobs
+from ..api.runner import ALIASES, JobRunner
+from ..api.state import ApiError, Job
 from ..errors import FtmError
 from ..facts import HYPERPARAMETERS, TERMINAL, epoch
-from . import ledger_calls as calls
-from . import table
-from .pool import ModelPool
+from . import models, table
+from .jobview import checkpoint, event, own_events, results_csv
+from .store import LedgerState
 
 OWNER = "ftm"  # the org part of the ft: names this server makes
-DEFAULT_MAX_TOKENS = 256
+WATCH_EVERY = 2.0  # seconds between the watcher's looks at unfinished runs
+log = logging.getLogger("ftm.serve")
 
 
 def fine_tuned_name(base: str, suffix: str | None, run_id: str, owner: str = OWNER) -> str:
@@ -31,34 +33,41 @@ def fine_tuned_name(base: str, suffix: str | None, run_id: str, owner: str = OWN
     return f"ft:{base}:{owner}:{suffix or ''}:{run_id.removeprefix('run-')}"
 
 
-def run_of(model: str) -> str | None:
-    """The ledger run id behind an ft: name this server made (checkpoint names included)."""
-    if not model.startswith("ft:") or model.count(":") < 4:
-        return None
-    return "run-" + model.split(":ckpt-step-")[0].rsplit(":", 1)[1]
-
-
 class LocalRunner(JobRunner):
-    """Jobs trained by the local backend; chat answered by base models with adapters."""
+    """Jobs trained by the local backend; chat answered by the model pool."""
 
-    def __init__(self, pool: ModelPool | None = None, owner: str = OWNER):
-        self.pool, self.owner = pool or ModelPool(), owner
-        self._ledger = ThreadPoolExecutor(1, thread_name_prefix="ftm-ledger")
-        self._runs: dict[str, Future] = {}  # job id -> its run id, once submitted
-        self._paused: set[str] = set()
-        self._own: dict[str, list] = {}  # job id -> events of the front's own (before the run)
-        self._targets: dict[str, tuple[str, str | None]] = {}  # model -> (base dir, adapter dir)
+    default_temperature = 0.0  # greedy: the same question, the same answer
+    state: LedgerState
 
-    def _call(self, fn, *args):
-        return self._ledger.submit(fn, *args).result()
+    def __init__(self, pool=None, owner: str = OWNER):
+        self._pool, self.owner = pool, owner
+        self._submits = ThreadPoolExecutor(2, thread_name_prefix="ftm-submit")  # create returns at once
+        self._stop = threading.Event()
+        self._pending: dict = {}  # job id -> the future of its import and submit
+        self._watcher = threading.Thread(target=self._watch, daemon=True, name="ftm-serve-watch")
 
-    def bind(self, state: State) -> None:
+    @property
+    def pool(self):
+        if self._pool is None:
+            from ftm_backends.local.pool import shared
+
+            self._pool = shared()
+        return self._pool
+
+    def bind(self, state: LedgerState) -> None:
         super().bind(state)
-        for name, job_id in self._call(calls.served_models):
-            state.add_model(name, job_id)  # models made before a restart keep answering
+        for job in state.jobs.values():
+            if job.id not in state.run_ids and job.status not in TERMINAL:  # stopped mid-import
+                self._fail(job, "server_restarted", "ftm serve stopped before this job's files were "
+                           "imported. Create the job again.", None)
+        self._watcher.start()  # reattaches to every unfinished run at once
 
     def base_models(self) -> tuple[str, ...]:
         return tuple(table.table())
+
+    def snapshot(self, model: str) -> str:
+        snap = ALIASES.get(model)
+        return snap if snap in table.table() else model
 
     def unknown_model(self, model: str, status: int) -> ApiError:
         if model.startswith("ft:"):
@@ -68,165 +77,163 @@ class LocalRunner(JobRunner):
     # --- jobs ----------------------------------------------------------------------------
 
     def start(self, job: Job) -> None:
-        now = time.time()
-        job.emit(f"Created fine-tuning job: {job.id}", now)
-        job.emit(f"Validating training file: {job.training_file}", now)
-        self._own[job.id] = list(job.events)
         if job.model.startswith("ft:"):
+            self.state.save_job(job)
             return self._fail(job, "unsupported_model", "ftm serve cannot continue training an ft: "
                               "model yet; start a job from its base model instead", "model")
         served = table.lookup(job.model)
-        names = [self.state.files[f].filename for f in (job.training_file, job.validation_file) if f]
-        self._runs[job.id] = self._ledger.submit(calls.submit, job, served, names)
+        self.state.save_job(job)
+        self._pending[job.id] = self._submits.submit(self._submit, job, served)
+
+    def _submit(self, job: Job, served) -> None:
+        from .imports import submit
+
+        try:
+            run_id = submit(job, served, self.state.files)
+        except Exception as err:  # noqa: BLE001 - any file we cannot import fails its job, not the server
+            message = err.line() if isinstance(err, FtmError) else "The training file could not be read."
+            log.info("job %s: training file refused (%s)", job.id, type(err).__name__)
+            with self.state.lock:
+                return self._fail(job, "invalid_training_file", message, "training_file")
+        with self.state.lock:
+            self.state.run_ids[job.id] = run_id
+            self.state.save_job(job, run_id=run_id,
+                                fine_tuned_model=fine_tuned_name(job.model, job.suffix, run_id, self.owner))
 
     def refresh(self, job: Job) -> None:
-        future = self._runs.get(job.id)
-        if future is None or not future.done() or (job.status in TERMINAL and job.id not in self._paused):
+        run_id = self.state.run_ids.get(job.id)
+        settled = job.status in TERMINAL and job.finished_at is not None and job.id not in self.state.overrides
+        if run_id is None or settled:
             return
         try:
-            run_id = future.result()
+            jobs.refresh(run_id)
+            shown = jobs.show(run_id)
         except FtmError as err:
-            return self._fail(job, "invalid_training_file", err.line(), "training_file")
-        try:
-            shown = self._call(calls.poll, run_id)
-        except FtmError:
+            log.info("job %s: run %s not read (%s)", job.id, run_id, err.line())
             return  # the ledger is busy: the job stays as it was, the next read tries again
         self._apply(job, shown)
 
     def cancel(self, job: Job) -> None:
-        self._control(job, calls.cancel)
+        self._control(job, jobs.cancel)
+        self.state.override(job, "cancelled", time.time())  # what OpenAI answers at once
         self.refresh(job)
 
     def pause(self, job: Job) -> None:
-        """Stop the worker at its next step (it saves a checkpoint); resume carries on from it."""
-        self._control(job, calls.pause)
-        self._paused.add(job.id)
+        """Ask the worker to stop at its next step with a checkpoint; resume carries on from it."""
+        self._control(job, jobs.pause)
+        self.state.override(job, "paused")
         job.status = "paused"
 
     def resume(self, job: Job) -> None:
-        self._control(job, calls.resume)
-        self._paused.discard(job.id)
+        self._control(job, jobs.resume)
+        self.state.override(job, None)
         job.status = "queued"
+        self.refresh(job)
 
     def _control(self, job: Job, fn) -> None:
-        future = self._runs.get(job.id)
-        if future is None:
-            raise ApiError(400, f"Job {job.id} never started training.", code="invalid_job_state")
+        if job.id not in self.state.run_ids and job.id in self._pending:
+            self.state.lock.release()  # the import finishing needs the lock to record its run
+            try:
+                self._pending[job.id].exception(timeout=120)
+            finally:
+                self.state.lock.acquire()
+        run_id = self.state.run_ids.get(job.id)
+        if run_id is None:
+            raise ApiError(400, f"Job {job.id} has no training run to change.", code="invalid_job_state")
         try:
-            self._call(fn, future.result(timeout=120))
-        except FtmError as err:
-            raise ApiError(400, err.line(), code="invalid_job_state") from None
+            fn(run_id)
+        except FtmError as err:  # in the job's words: the run id is ours, not the client's
+            raise ApiError(400, f"Job {job.id}: {err.line().replace(run_id, 'this job')}",
+                           code="invalid_job_state") from None
 
     def _fail(self, job: Job, code: str, message: str, param: str | None) -> None:
+        error = {"code": code, "message": message, "param": param}
         job.emit(message, time.time(), level="error")
-        job.emit("Fine-tuning job failed", time.time(), level="error")
-        job.finish("failed", time.time(), {"code": code, "message": message, "param": param})
+        job.finish("failed", time.time(), error)
+        self.state.override(job, "failed", job.finished_at)
+        self.state.save_job(job, error=error)
 
     def _apply(self, job: Job, shown: dict) -> None:
         """Copy a run (as jobs.show gives it) into the job record."""
         ft = fine_tuned_name(job.model, job.suffix, shown["id"], self.owner)
-        job.status = _status(shown["status"], job.id in self._paused)
+        status = "validating_files" if shown["status"] == "created" else shown["status"]
+        override = self.state.overrides.get(job.id)
+        if override and status in TERMINAL:
+            self.state.override(job, None)  # the run has caught up with what the API said
+        elif override:
+            status = override["status"]
+        job.status = status
         hp = shown.get("resolved_hyperparameters") or {}
         job.resolved = {k: hp[k] for k in HYPERPARAMETERS if k in hp} or None
-        job.events = self._own.get(job.id, []) + [_event(e, shown, ft) for e in shown["events"]]
-        self._checkpoints(job, shown, ft)
+        job.events = own_events(job) + [event(e, shown, ft) for e in shown["events"]]
+        job.checkpoints = [checkpoint(c, job.id, f"{ft}:ckpt-step-{c['step']}") for c in shown["checkpoints"][-3:]]
+        job.trained_tokens = shown.get("trained_tokens")
+        if status in TERMINAL:
+            self._finished(job, shown, ft, override)
+
+    def _finished(self, job: Job, shown: dict, ft: str, override: dict | None) -> None:
+        at = epoch(shown["finished_at"]) if shown["status"] in TERMINAL else (override or {}).get("finished_at")
+        error = None
         if job.status == "failed":
-            job.finish("failed", epoch(shown["finished_at"]), {
-                "code": shown["error_code"] or "training_error", "message": shown["error_message"] or "",
-                "param": shown["error_param"]})
-        elif job.status in TERMINAL:
-            job.finish(job.status, epoch(shown["finished_at"]))
+            error = {"code": shown["error_code"] or "training_error", "message": shown["error_message"] or "",
+                     "param": shown["error_param"]}
+        job.finish(job.status, at or time.time(), error)
+        if shown["status"] in TERMINAL:
+            from .imports import reap_workers
+
+            reap_workers([shown["id"]])
         if job.status == "succeeded" and job.fine_tuned_model is None:
-            self._succeeded(job, shown, ft)
+            job.fine_tuned_model = ft
+            if not job.result_files:
+                path = self.state.save_text(results_csv(shown["metrics"]), "results-")
+                job.result_files = [self.state.add_file("step_metrics.csv", "fine-tune-results", path,
+                                                        base64=True).id]
+                self.state.save_job(job, result_file=job.result_files[0])
 
-    def _checkpoints(self, job: Job, shown: dict, ft: str) -> None:
-        kept = shown["checkpoints"][-3:]  # like OpenAI: only the last three are listed and served
-        job.checkpoints = [_checkpoint(c, job.id, f"{ft}:ckpt-step-{c['step']}") for c in kept]
-        for c in shown["checkpoints"]:
-            name = f"{ft}:ckpt-step-{c['step']}"
-            if c not in kept:
-                self.state.models.pop(name, None)
-            elif name not in self.state.models:
-                self.state.add_model(name, job.id)
+    def _watch(self) -> None:
+        """Follow unfinished runs whether or not a client asks, so each ends in the ledger."""
+        while True:
+            with self.state.lock:
+                waiting = [j for j in self.state.jobs.values() if j.id in self.state.run_ids]
+            for job in waiting:
+                try:
+                    with self.state.lock:
+                        self.refresh(job)
+                except Exception:  # noqa: BLE001 - one bad run must not stop the watching of others
+                    log.exception("could not follow job %s", job.id)
+            if self._stop.wait(WATCH_EVERY):
+                return
 
-    def _succeeded(self, job: Job, shown: dict, ft: str) -> None:
-        job.fine_tuned_model, job.trained_tokens = ft, shown.get("trained_tokens")
-        self.state.add_model(ft, job.id)
-        path = self.state.new_path("results-")
-        path.write_text(calls.results_csv(shown["metrics"]))
-        job.result_files = [self.state.add_file("step_metrics.csv", "fine-tune-results", path).id]
-        self._ledger.submit(calls.mark_served, shown["id"], ft, job.id)
+    # --- models and chat -----------------------------------------------------------------
 
-    # --- chat ----------------------------------------------------------------------------
+    def check_model(self, model: str) -> None:
+        models.target(model)  # the 404, or the 400 of a name two runs answer to
 
-    def answer(self, model: str, messages: list[dict]) -> str:
-        return self.reply(model, messages, {}).text
+    def models(self) -> list[dict]:
+        return models.listing(self.state.organization)
 
-    def reply(self, model: str, messages: list[dict], params: dict) -> Reply:
-        last = Reply()
-        for piece in self.stream(model, messages, params):
-            if isinstance(piece, Reply):
-                last = piece
-        return last
+    def model(self, model_id: str) -> dict:
+        return models.lookup(model_id, self.state.organization)
 
-    def stream(self, model: str, messages: list[dict], params: dict) -> Iterator[str | Reply]:
-        base, adapter = self._target(model)
-        limit = params.get("max_tokens") or DEFAULT_MAX_TOKENS
-        try:  # temperature defaults to 0 here (greedy: the same question, the same answer)
-            yield from self.pool.generate(base, adapter, messages, limit, params.get("temperature") or 0.0)
-        except ApiError:
-            raise
-        except FtmError as err:
-            raise ApiError(400, err.line(), param="model") from None
-        except Exception as err:  # noqa: BLE001 - a client hears OpenAI's 500, not a dropped line
-            raise ApiError(500, f"The server had an error while answering: {type(err).__name__}: {err}",
-                           type="server_error") from None
+    def delete_model(self, model_id: str) -> None:
+        models.lookup(model_id, self.state.organization)
+        raise ApiError(400, f"ftm serve keeps every model in the ledger; '{model_id}' stays served. Stop "
+                       "using its name, or remove its run's weights yourself.", param="model",
+                       code="unsupported")
 
-    def _target(self, model: str) -> tuple[str, str | None]:
-        """(base model directory, adapter directory or None) that answer for `model`."""
-        if model not in self._targets:
-            try:
-                if run_of(model):
-                    self._targets[model] = self._call(calls.adapter_of, run_of(model), model)
-                else:
-                    self._targets[model] = (calls.local_dir(table.lookup(model, 404).local), None)
-            except FtmError as err:
-                raise ApiError(404, f"The model '{model}' cannot be served: {err.line()}", param="model",
-                               code="model_not_found") from None
-        return self._targets[model]
+    def chat(self, model: str, ask):
+        from .answers import answer
+
+        return answer(self.pool, models.target(model), ask)
 
     def close(self) -> None:
-        self.pool.close()
-        self._ledger.submit(calls.close_ledger).result()
-        self._ledger.shutdown()
+        self._stop.set()
+        self._submits.shutdown(wait=True, cancel_futures=True)
+        if self._watcher.ident:
+            self._watcher.join(timeout=30)
+        from .imports import reap_workers
 
-
-def _status(status: str, paused: bool) -> str:
-    if paused and status not in ("succeeded", "failed"):
-        return "paused"  # the worker stopped (the ledger says cancelled) until resume
-    return "validating_files" if status == "created" else status
-
-
-def _stable_id(prefix: str, *parts) -> str:
-    """The same API id for the same ledger row on every read, so `after` paging holds."""
-    return prefix + hashlib.sha1(":".join(map(str, parts)).encode()).hexdigest()[:24]
-
-
-def _event(e: dict, shown: dict, ft: str) -> dict:
-    """A ledger event as an API event: local model ids as ft: names, step messages as metrics."""
-    run_id = shown["id"]
-    message = e["message"].replace(f"local:{run_id}:step-", f"{ft}:ckpt-step-").replace(f"local:{run_id}", ft)
-    out = {"object": "fine_tuning.job.event", "id": _stable_id("ftevent-", run_id, e["id"]),
-           "created_at": int(epoch(e["created_at"]) or 0), "level": e["level"] or "info",
-           "message": message, "data": {}, "type": "message"}
-    metrics = calls.step_metrics(message, shown)
-    if metrics:
-        out.update(type="metrics", data=metrics)
-    return out
-
-
-def _checkpoint(c: dict, job_id: str, name: str) -> dict:
-    metrics = {k: v for k, v in (c["metrics"] or {}).items() if k != "step" and v is not None}
-    return {"object": "fine_tuning.job.checkpoint", "id": _stable_id("ftckpt_", job_id, c["step"]),
-            "created_at": int(epoch(c["created_at"]) or 0), "fine_tuned_model_checkpoint": name,
-            "fine_tuning_job_id": job_id, "metrics": {"step": c["step"], **metrics}, "step_number": c["step"]}
+        if getattr(self, "state", None) is not None:
+            reap_workers(self.state.run_ids.values())
+        if self._pool is not None:
+            self._pool.close()

@@ -1,0 +1,124 @@
+"""uvicorn under the front: a listening socket, a thread to serve from, and two timeouts.
+
+uvicorn's h11 protocol parses HTTP; ours adds what a public endpoint needs on top of it:
+an unparseable request (a Content-Length of "abc", a chunk size that is not hex, headers
+past 16 KB) is answered in the API's own JSON error shape rather than uvicorn's plain text,
+and a connection that does not deliver a whole request head within HEAD_TIMEOUT seconds is
+closed, so half-open connections cost a little memory for a few seconds and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from typing import Callable
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+HEAD_TIMEOUT = 10.0  # seconds to send a whole request head, after connecting or after a response
+KEEP_ALIVE = 5.0  # seconds an idle keep-alive connection is kept (uvicorn's default)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket (OSError when the address is taken or not ours)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(256)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def protocol(bad_request: Callable[[], dict]) -> type:
+    """uvicorn's h11 protocol answering unparseable requests with bad_request()'s JSON body."""
+    body = json.dumps(bad_request()).encode()
+    return type("FtmHttp", (_Protocol,), {"bad_request_body": body})
+
+
+class _Protocol(H11Protocol):
+    bad_request_body = b"{}"
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # a whole request head has arrived
+            self._cancel_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_timer()  # the next request on this connection gets its own deadline
+
+    def connection_lost(self, exc) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                   (b"content-length", str(len(self.bad_request_body)).encode())]
+        try:
+            out = self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request"))
+            out += self.conn.send(h11.Data(data=self.bad_request_body)) + self.conn.send(h11.EndOfMessage())
+            self.transport.write(out)
+        except h11.LocalProtocolError:
+            pass  # a response was already under way: closing is all that is left
+        self.transport.close()
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_too_slow)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+class Thread:
+    """A uvicorn server on an already listening socket, served from a daemon thread or the caller's."""
+
+    def __init__(self, app, sock: socket.socket, bad_request: Callable[[], dict]):
+        import uvicorn
+
+        config = uvicorn.Config(app, http=protocol(bad_request), lifespan="off", log_config=None,
+                                log_level="error", access_log=False, timeout_keep_alive=KEEP_ALIVE,
+                                timeout_graceful_shutdown=5)
+        self.sock, self.server = sock, uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Serve in a daemon thread; returns once connections are being accepted."""
+        self._thread = threading.Thread(target=self.run, daemon=True, name="ftm-http")
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start")
+            time.sleep(0.005)
+
+    def run(self) -> None:
+        """Serve in this thread until stop() (or, in the main thread, SIGINT/SIGTERM)."""
+        self.server.run(sockets=[self.sock])
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.sock.close()
