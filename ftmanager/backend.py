@@ -9,11 +9,13 @@ in are ftmanager.facts'.
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, ContextManager, Protocol
 
 from .errors import Unsupported
+
 
 @dataclass
 class RunSpec:
@@ -70,6 +72,29 @@ class Progress:
     error: dict | None = None  # {"code", "message", "param"}
     total_steps: int | None = None  # for progress displays
     eta_seconds: float | None = None
+    # when the run really ended (seconds since the epoch), as the backend knows it; the ledger
+    # records the time of the poll that saw the end only where this is None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    """One backend-specific option: `ftm submit -p name=value`, or the flag `--name` made from it.
+
+    Values reach the backend as the user typed them (text; True/False for a bool's flag): the
+    backend coerces and checks them. type and default say how to offer the option.
+    """
+
+    help: str
+    type: type = str  # str, int, float or bool
+    default: Any = None
+
+    def describe(self) -> str:
+        """The help text with the default, as `ftm backends` and `ftm submit --help` show it."""
+        if self.default is None:
+            return self.help
+        shown = str(self.default).lower() if isinstance(self.default, bool) else str(self.default)
+        return f"{self.help} (default: {shown})"
 
 
 class Uploads(Protocol):
@@ -81,6 +106,11 @@ class Uploads(Protocol):
 
     def forget(self, dataset_id: str, account: str) -> None: ...
 
+    def lock(self, dataset_id: str, account: str) -> ContextManager:
+        """Held while a backend checks for an upload and makes it, so that concurrent starts
+        (several processes) upload one dataset to one account once."""
+        return contextlib.nullcontext()
+
 
 class Backend(abc.ABC):
     """A place that runs supervised fine-tuning jobs."""
@@ -88,8 +118,9 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     default_model: ClassVar[str | None] = None
-    # backend-specific options accepted as `ftm submit -p key=value`: name -> help
-    options: ClassVar[dict[str, str]] = {}
+    # backend-specific options (`ftm submit -p key=value`, or a flag `--key`): name -> Option
+    # (a plain string declares a text option with that help)
+    options: ClassVar[dict[str, Option | str]] = {}
     # the provider account uploads are cached for (base URL + organisation); never a key
     account: str = ""
     # the rate learning_rate_multiplier scales, where the backend documents one (re-runs map on it)
@@ -110,7 +141,7 @@ class Backend(abc.ABC):
     def find(self, run_id: str) -> str | None:
         """Find the job an interrupted start() may have created for our run id.
 
-        start() raises FtmError when the provider definitely refused (the run is marked
+        start() raises errors.Refused when the provider definitely refused (the run is marked
         failed); any other exception leaves the run `created`, and `ftm sync` calls find()
         before it ever calls start() again, so a job is never created twice.
         """
@@ -132,6 +163,12 @@ class Backend(abc.ABC):
         """Answer each conversation with the run's model (the base model when both are None)."""
         raise Unsupported(f"the {self.name} backend cannot generate", "Export the model and use it directly.")
 
+    def answer_logprobs(self, result_model: str | None, result_path: str | None, base_model: str,
+                        conversations: list[list[dict]]) -> list[tuple[float, int]]:
+        """(summed log-probability, token count) of each conversation's last assistant message."""
+        raise Unsupported(f"the {self.name} backend does not give token log-probabilities",
+                          "Perplexity comes from the run's validation loss where the provider reports one.")
+
     def export(self, result_path: str, base_model: str, out_dir: str, merge: bool = True) -> Path:
         """Write the run's model to out_dir in a form plain libraries load."""
         raise Unsupported(f"the {self.name} backend keeps its weights", "Only local runs can be exported.")
@@ -143,6 +180,15 @@ class Backend(abc.ABC):
     def resolve(self, spec: RunSpec) -> dict:
         """Hyperparameters as this backend will use them, before the job starts."""
         return dict(spec.hyperparameters)
+
+    @classmethod
+    def declared_options(cls) -> dict[str, Option]:
+        """The options this backend takes, each as an Option."""
+        return {name: o if isinstance(o, Option) else Option(str(o)) for name, o in cls.options.items()}
+
+    def check_model(self, model: str) -> None:
+        """Refuse (InvalidInput) a base model this backend cannot train; called at submit,
+        before anything is recorded. The default accepts any: the provider decides."""
 
     def check_options(self, options: dict) -> None:
         unknown = sorted(set(options) - set(self.options))

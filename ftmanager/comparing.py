@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import InvalidInput
+from .evaluation import SCORES
 from .facts import epoch
 from .ledger import ledger
-
-SCORES = ("exact_match", "token_f1", "rouge_l", "chrf")
 
 
 def _seconds(run: dict) -> float | None:
@@ -37,7 +36,7 @@ def compare(refs: list[str]) -> dict:
     for run in runs:
         ds = store.dataset(run["dataset_id"])
         column = {
-            "id": run["id"], "backend": run["backend"], "base_model": run["base_model"],
+            "id": run["id"], "backend": run["backend"], "method": method(run), "base_model": run["base_model"],
             "dataset": f"{ds['name']} ({ds['id'][:12]})", "status": run["status"],
             "parent_run_id": run["parent_run_id"], "duration_s": _seconds(run),
             "trained_tokens": run["trained_tokens"], "estimated_cost": run["estimated_cost"],
@@ -52,12 +51,35 @@ def compare(refs: list[str]) -> dict:
     return {"runs": columns, "fields": fields, "differing_hyperparameters": differ}
 
 
+def method(run: dict) -> str | None:
+    """How the run trained (qlora, lora, full, ...), as its backend recorded it."""
+    for source in (run.get("resolved_hyperparameters") or {}, run.get("options") or {}):
+        if source.get("method"):
+            return str(source["method"])
+    if run["backend"] == "local":  # runs from before the method was recorded: QLoRA unless told not to quantize
+        quantize = str((run.get("options") or {}).get("quantize", "true")).lower()
+        return "lora" if quantize in ("false", "0", "no", "off") else "qlora"
+    return None
+
+
 def _scores(store, run_id: str) -> dict:
+    """The latest evaluation's scores, and every grader's latest grade (mean, pass rate, errors)."""
     evals = store.evaluations(run_id=run_id)
     if not evals:
         return {}
     last = evals[-1]
-    return {f"eval.{k}": last[k] for k in SCORES} | {"eval.n": last["n_examples"]}
+    out = {f"eval.{k}": last[k] for k in SCORES} | {"eval.n": last["n_examples"]}
+    if last["perplexity"] is not None:
+        out["eval.perplexity"] = last["perplexity"]
+        out["eval.perplexity_source"] = last["perplexity_source"]
+    for evaluation in evals:  # later evaluations overwrite earlier grades of the same grader
+        for grade in store.grade_summary(evaluation["id"]):
+            out[f"grade.{grade['grader']}"] = grade["mean"]
+            if grade["pass_rate"] is not None:
+                out[f"grade.{grade['grader']}.pass_rate"] = grade["pass_rate"]
+            if grade["errors"]:
+                out[f"grade.{grade['grader']}.errors"] = grade["errors"]
+    return out
 
 
 def plot(refs: list[str], out: Path, by: str = "step") -> Path:

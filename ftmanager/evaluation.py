@@ -1,21 +1,36 @@
 """`ftm eval`: answer held-out prompts with each run's model (and the base model), score, record.
 
-Scores: exact match, token F1 and ROUGE-L (longest common subsequence) on word tokens, and
-chrF through sacrebleu, the maintained reference implementation.
+Scores: exact match, token F1 and ROUGE-L (longest common subsequence) on word tokens, chrF
+and BLEU through sacrebleu, the maintained reference implementation, and the perplexity of the
+reference answers: from the model's own token log-probabilities where the backend gives them
+(local models), else from the provider's validation loss on the run's own validation set (said
+so in `perplexity_source`). Graders in OpenAI's shapes (ftmanager.grading) add a grade each.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections import Counter
 from pathlib import Path
 
-from . import registry
+from . import grading, registry
 from .catalog import add_dataset
-from .errors import InvalidInput
+from .errors import InvalidInput, Unsupported
 from .ledger import ledger
+
+SCORES = ("exact_match", "token_f1", "rouge_l", "chrf", "bleu")
+# What each number means, for people reading `ftm eval` and `ftm compare`.
+MEANINGS = {
+    "exact_match": "share of answers identical to the reference (whitespace and case aside)",
+    "token_f1": "word overlap with the reference, 0 to 1",
+    "rouge_l": "longest common word sequence with the reference, 0 to 1",
+    "chrf": "character n-gram F-score against the reference, 0 to 1",
+    "bleu": "corpus BLEU against the references (sacrebleu), 0 to 1",
+    "perplexity": "how surprised the model is by the reference answers (lower is better; 1 is certain)",
+}
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -63,13 +78,28 @@ def chrf(output: str, reference: str) -> float:
     return CHRF().sentence_score(output, [reference]).score / 100.0
 
 
+def bleu(output: str, reference: str) -> float:
+    """Sentence BLEU (sacrebleu, effective order so short answers are not zeroed), in [0, 1]."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(effective_order=True).sentence_score(output, [reference]).score / 100.0
+
+
+def corpus_bleu(outputs: list[str], references: list[str]) -> float:
+    """BLEU over the whole held-out set, as papers report it, in [0, 1]."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU().corpus_score(outputs, [references]).score / 100.0
+
+
 def score(output: str, reference: str) -> dict:
-    """All four scores of one answer against its reference, each in [0, 1]."""
+    """Every score of one answer against its reference, each in [0, 1]."""
     return {
         "exact_match": float(_normal(output) == _normal(reference)),
         "token_f1": token_f1(output, reference),
         "rouge_l": rouge_l(output, reference),
         "chrf": chrf(output, reference),
+        "bleu": bleu(output, reference),
     }
 
 
@@ -94,8 +124,9 @@ def _plain(message: dict) -> dict:
     return {k: v for k, v in message.items() if k != "weight"}
 
 
-def run_evaluation(impl, target: dict, pairs: list, max_new_tokens: int) -> tuple[dict, list[dict]]:
-    """Generate every answer in one batch call, then score each against its reference."""
+def run_evaluation(impl, target: dict, pairs: list, max_new_tokens: int, graders: list[dict] = (),
+                   judge_url: str | None = None) -> tuple[dict, list[dict], list[dict]]:
+    """Generate every answer in one batch call; score, measure perplexity and grade each."""
     started = time.perf_counter()
     outputs = impl.generate(target["result_model"], target["result_path"], target["base_model"],
                             [prompt for prompt, _ in pairs], max_new_tokens=max_new_tokens)
@@ -103,14 +134,46 @@ def run_evaluation(impl, target: dict, pairs: list, max_new_tokens: int) -> tupl
     for i, ((prompt, reference), output) in enumerate(zip(pairs, outputs, strict=True)):
         generations.append({"example": i, "prompt": json.dumps(prompt, ensure_ascii=False),
                             "reference": reference, "output": output, **score(output, reference)})
-    means = {k: sum(g[k] for g in generations) / len(generations)
-             for k in ("exact_match", "token_f1", "rouge_l", "chrf")}
-    return {**means, "n_examples": len(generations), "seconds": time.perf_counter() - started}, generations
+    means = {k: sum(g[k] for g in generations) / len(generations) for k in SCORES}
+    means["bleu"] = corpus_bleu(outputs, [reference for _, reference in pairs])
+    ppl, source, each = perplexity(impl, target, pairs)
+    for generation, value in zip(generations, each):
+        generation["perplexity"] = value
+    grades = grading.grade_all(list(graders), [(p, r, o) for (p, r), o in zip(pairs, outputs)], judge_url)
+    return {**means, "perplexity": ppl, "perplexity_source": source, "n_examples": len(generations),
+            "seconds": time.perf_counter() - started}, generations, grades
 
 
-def evaluate(refs: list[str], data_path: str | Path, baseline: bool = False,
-             max_new_tokens: int = 128) -> list[dict]:
-    """Answer held-out prompts with each run's model (and base models), score and record them."""
+def perplexity(impl, target: dict, pairs: list) -> tuple[float | None, str | None, list[float | None]]:
+    """Perplexity of the references (over all their tokens), its source, and each example's."""
+    answered = [prompt + [{"role": "assistant", "content": reference}] for prompt, reference in pairs]
+    try:
+        scored = impl.answer_logprobs(target["result_model"], target["result_path"], target["base_model"], answered)
+    except Unsupported:
+        loss = _validation_loss(target)
+        if loss is None:
+            return None, None, [None] * len(pairs)
+        return math.exp(loss), "validation_loss", [None] * len(pairs)
+    total, tokens = sum(lp for lp, _ in scored), sum(n for _, n in scored)
+    each = [math.exp(-lp / n) if n else None for lp, n in scored]
+    return (math.exp(-total / tokens) if tokens else None), "reference_tokens", each
+
+
+def _validation_loss(target: dict) -> float | None:
+    """The provider's last validation loss for the run (its full-set one where reported)."""
+    if not target["id"]:
+        return None
+    for metric in ("full_valid_loss", "valid_loss"):
+        curve = ledger().metric_curve(target["id"], metric)
+        if curve:
+            return curve[-1][1]
+    return None
+
+
+def evaluate(refs: list[str], data_path: str | Path, baseline: bool = False, max_new_tokens: int = 128,
+             graders_path: str | Path | None = None, judge_url: str | None = None) -> list[dict]:
+    """Answer held-out prompts with each run's model (and base models), score, grade and record them."""
+    graders = grading.load(graders_path) if graders_path else []
     pairs = prompts_and_references(Path(data_path))
     heldout = add_dataset(data_path, check=False)[0]
     targets = [ledger().run(ref) for ref in refs]
@@ -118,14 +181,22 @@ def evaluate(refs: list[str], data_path: str | Path, baseline: bool = False,
         bases = {(r["backend"], r["base_model"]) for r in targets}
         targets += [{"id": None, "backend": b, "base_model": m, "result_model": None, "result_path": None}
                     for b, m in sorted(bases)]
-    results = []
     for target in targets:
         if target["id"] and target["status"] != "succeeded":
             raise InvalidInput(f"run {target['id']} is {target['status']}", "Only succeeded runs can be evaluated.")
-        summary, generations = run_evaluation(registry.get(target["backend"]), target, pairs, max_new_tokens)
-        row = {"run_id": target["id"], "label": target["id"] or f"base:{target['backend']}:{target['base_model']}",
-               "backend": target["backend"], "model_id": target["result_model"] or target["base_model"],
-               "base_model": target["base_model"], "dataset_id": heldout["id"], **summary}
-        row["id"] = ledger().add_evaluation(row, generations)
-        results.append({**row, "generations": generations})
-    return results
+    return [_evaluate_one(target, pairs, heldout["id"], max_new_tokens, graders, judge_url) for target in targets]
+
+
+def _evaluate_one(target: dict, pairs: list, dataset_id: str, max_new_tokens: int, graders: list[dict],
+                  judge_url: str | None) -> dict:
+    summary, generations, grades = run_evaluation(registry.get(target["backend"]), target, pairs,
+                                                  max_new_tokens, graders, judge_url)
+    row = {"run_id": target["id"], "label": target["id"] or f"base:{target['backend']}:{target['base_model']}",
+           "backend": target["backend"], "model_id": target["result_model"] or target["base_model"],
+           "base_model": target["base_model"], "dataset_id": dataset_id,
+           "graders": json.dumps(graders, ensure_ascii=False) if graders else None, **summary}
+    row["id"] = ledger().add_evaluation(row, generations, grades)
+    for generation in generations:
+        generation["grades"] = {g["grader"]: g["score"] for g in grades if g["example"] == generation["example"]}
+    return {**row, "graders": graders, "grades": ledger().grade_summary(row["id"]), "generations": generations}
+

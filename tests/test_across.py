@@ -121,7 +121,9 @@ def test_scores_match_hand_computed_values():
     assert rouge_l("a b c d", "a c b d") == pytest.approx(0.75)
     assert score("Paris", "paris")["exact_match"] == 1.0
     assert score("Lyon", "Paris") == {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0,
-                                      "chrf": pytest.approx(0.0, abs=0.2)}
+                                      "chrf": pytest.approx(0.0, abs=0.2), "bleu": 0.0}
+    assert score("the cat sat on the mat", "the cat sat on the mat")["bleu"] == pytest.approx(1.0)
+    assert score("Paris", "Paris")["bleu"] == pytest.approx(1.0)  # short answers are not zeroed by missing 4-grams
 
 
 def test_the_python_api_gives_what_the_cli_gives(ftm_home, tmp_path):
@@ -163,3 +165,17 @@ def test_eval_of_an_openai_run_goes_through_chat_completions(ftm_home, tmp_path,
         # the stand-in's ft: model answers from its training file; its base model knows nothing
         assert tuned["exact_match"] == 1.0 and base["exact_match"] == 0.0
         assert base["model_id"] == "gpt-4o-mini-2024-07-18"
+
+
+def test_compare_shows_each_runs_training_method(ftm_home, tmp_path):
+    from ftmanager.ledger import ledger
+
+    hosted = ftm("submit", capitals(tmp_path), "-b", "fake", "--wait", "--json").json()
+    for run_id, options, resolved in (("run-qlora", {}, {}), ("run-lora", {"quantize": "false"}, {}),
+                                      ("run-full", {"method": "full"}, {"method": "full", "n_epochs": 1})):
+        ledger().create_run({"id": run_id, "backend": "local", "base_model": "m", "dataset_id": hosted["dataset_id"],
+                             "status": "succeeded", "options": options, "resolved_hyperparameters": resolved})
+    compared = ftm("compare", hosted["id"], "run-qlora", "run-lora", "run-full", "--json").json()["runs"]
+    assert [c["method"] for c in compared] == [None, "qlora", "lora", "full"]
+    row = next(line for line in ftm("compare", "run-qlora", "run-full").out.splitlines() if "method" in line)
+    assert row.split()[-2:] == ["qlora", "full"]

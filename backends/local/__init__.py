@@ -10,6 +10,7 @@ generate()/export().
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -24,7 +25,12 @@ from ftmanager.facts import CANCELLED, FAILED, METRIC_NAMES, QUEUED, SUCCEEDED, 
 from ftmanager.errors import BackendError, NotFound
 
 from . import progress
-from .options import BASE_LEARNING_RATE, HELP, resolve_hyperparameters, resolve_options
+from .options import BASE_LEARNING_RATE, OPTIONS, resolve_hyperparameters, resolve_options
+
+# bitsandbytes logs, on importing on a CPU with AVX512-BF16, that it could not fetch a fused
+# kernel from the Hugging Face hub (the `kernels` package). ftm never takes that path (see
+# model.same_math_on_every_cpu), so the line is noise a user cannot act on.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda r: "kernels-community" not in r.getMessage())
 
 SECRET_ENV = ("OPENAI_API_KEY", "TOGETHER_API_KEY", "FIREWORKS_API_KEY", "MISTRAL_API_KEY",
               "FTM_SERVE_API_KEY")
@@ -35,7 +41,7 @@ class LocalBackend(Backend):
     description = (f"QLoRA/LoRA fine-tuning on this machine (transformers + peft + bitsandbytes); "
                    f"base learning rate {BASE_LEARNING_RATE:g} x learning_rate_multiplier")
     default_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    options = HELP
+    options = OPTIONS
     base_learning_rate = BASE_LEARNING_RATE
 
     # --- the contract ------------------------------------------------------------------
@@ -117,6 +123,13 @@ class LocalBackend(Backend):
 
         return generate(result_path, base_model or self.default_model, conversations,
                         max_new_tokens=max_new_tokens, temperature=temperature)
+
+    def answer_logprobs(self, result_model: str | None, result_path: str | None, base_model: str | None,
+                        conversations: list[list[dict]]) -> list[tuple[float, int]]:
+        """Log-probability and token count of each last assistant message (for perplexity)."""
+        from .scoring import answer_logprobs
+
+        return answer_logprobs(result_path, base_model or self.default_model, conversations)
 
     def export(self, result_path: str, base_model: str | None, out_dir: str, merge: bool = True) -> Path:
         """Write the model (merged safetensors, or the adapter) with tokenizer and template."""

@@ -37,17 +37,46 @@ def eval_(
     data: Path = typer.Option(..., "--data", "-d", help="Held-out chats; the last assistant turn is the reference."),
     baseline: bool = typer.Option(False, "--baseline", help="Also evaluate each untuned base model."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Longest answer to generate."),
+    graders: Path = typer.Option(None, "--graders", "-g",
+                                 help="JSON file of graders in OpenAI's shapes (string_check, text_similarity, score_model)."),
+    judge_url: str = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL for score_model judges "
+                                  "(default: FTM_JUDGE_BASE_URL, else OPENAI_BASE_URL; key: FTM_JUDGE_API_KEY or OPENAI_API_KEY)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON, generations included."),
 ):
-    """Answer held-out prompts with each run's model, score them, record and show side by side."""
+    """Answer held-out prompts with each run's model; score, grade, record and show them side by side."""
     from .. import evaluation
 
-    results = evaluation.evaluate(runs, data, baseline=baseline, max_new_tokens=max_new_tokens)
+    results = evaluation.evaluate(runs, data, baseline=baseline, max_new_tokens=max_new_tokens,
+                                  graders_path=graders, judge_url=judge_url)
     if as_json:
         return emit_json(results)
-    print(table(results, ["label", "model_id", "n_examples", "exact_match", "token_f1", "rouge_l", "chrf"]))
-    print()
-    for i in range(len(results[0]["generations"])):
-        print(f"[{i}] reference: {results[0]['generations'][i]['reference']}")
-        for r in results:
-            print(f"    {r['label']}: {r['generations'][i]['output']}")
+    print(render_eval(results))
+
+
+def render_eval(results: list[dict]) -> str:
+    """The scores and grades of each model as a table, what they mean, then every answer."""
+    from ..evaluation import MEANINGS, SCORES
+
+    names = [g["grader"] for g in results[0]["grades"]]
+    rows = [{"label": r["label"], "n": r["n_examples"], **{k: r[k] for k in SCORES},
+             "perplexity": _perplexity(r), **{g["grader"]: g["mean"] for g in r["grades"]}} for r in results]
+    lines = [table(rows, ["label", "n", *SCORES, "perplexity", *names]), ""]
+    lines += [f"  {k}: {MEANINGS[k]}" for k in (*SCORES, "perplexity")]
+    if any(r["perplexity_source"] == "validation_loss" for r in results):
+        lines.append("  perplexity*: exp(the provider's validation loss on the run's own validation set), not this data")
+    lines += [f"  {g['grader']}: mean grade of the {g['type']} grader" for g in results[0]["grades"]]
+    for i, generation in enumerate(results[0]["generations"]):
+        lines += ["", f"[{i}] reference: {generation['reference']}"]
+        lines += [f"    {r['label']}: {_one_line(r['generations'][i]['output'])}" for r in results]
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\n", "\\n")
+
+
+def _perplexity(result: dict) -> str | None:
+    value = result["perplexity"]
+    if value is None:
+        return None
+    return f"{value:.3g}" + ("*" if result["perplexity_source"] == "validation_loss" else "")

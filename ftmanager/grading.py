@@ -1,0 +1,316 @@
+"""Graders in OpenAI's published shapes, run by ftm: `string_check`, `text_similarity`, `score_model`.
+
+OpenAI closed its Evals platform on 2026-11-30; teams keep their graders as JSON and run them
+here. The shapes are the openai SDK's own (openai.types.graders), validated with its types, plus
+the `pass_threshold` that OpenAI's eval testing criteria add. Templates follow OpenAI's guide:
+`{{ item.x }}` is the held-out example (its `messages`, plus `reference`, the reference answer,
+and `reference_json` when that answer is JSON) and `{{ sample.output_text }}` /
+`{{ sample.output_json }}` the model's answer. A grade that cannot be computed (a missing variable,
+a judge reply without a score) scores 0 and says why, as OpenAI's grader runs do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BackendError, InvalidInput
+
+SUPPORTED = ("string_check", "text_similarity", "score_model")
+_VAR = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+_PATH = re.compile(r"[^.\[\]]+|\[\d+\]")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+JUDGE_THREADS = 8
+# The reply OpenAI's score_model asks its judge for: reasoning steps, then a number.
+GRADE_FORMAT = {"type": "json_schema", "json_schema": {"name": "grade", "strict": True, "schema": {
+    "type": "object", "additionalProperties": False, "required": ["steps", "result"],
+    "properties": {"result": {"type": "number"}, "steps": {"type": "array", "items": {
+        "type": "object", "additionalProperties": False, "required": ["description", "conclusion"],
+        "properties": {"description": {"type": "string"}, "conclusion": {"type": "string"}}}}}}}}
+
+
+class MissingVariable(Exception):
+    """A template names a variable the item or sample does not have."""
+
+
+@dataclass
+class Grade:
+    score: float
+    error: str | None = None
+
+
+# --- reading graders ---------------------------------------------------------------------------
+
+
+def load(path: str | Path) -> list[dict]:
+    """The graders in a JSON file (one grader object or an array of them), validated."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInput(f"no graders file {path}", "Give a JSON file of graders with --graders.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidInput(f"{path} is not JSON ({err})", "Fix the graders file.") from None
+    graders = raw if isinstance(raw, list) else [raw]
+    for i, grader in enumerate(graders):
+        check(grader, f"{path}: grader {i + 1}")
+    names = [g["name"] for g in graders]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"{path}: two graders share a name", "Give every grader its own name: grades are stored by it.")
+    return graders
+
+
+def check(grader, where: str) -> None:
+    """Refuse a grader that is not in OpenAI's shape for its type (the SDK's types decide)."""
+    if not isinstance(grader, dict):
+        raise InvalidInput(f"{where} is not a JSON object", "Write each grader as an object.")
+    kind = grader.get("type")
+    if kind not in SUPPORTED:
+        raise InvalidInput(f"{where} has type {kind!r}", f"ftm runs these grader types: {', '.join(SUPPORTED)}.")
+    from pydantic import ValidationError
+
+    shape = _shapes()[kind]
+    unknown = set(grader) - set(shape.model_fields) - {"pass_threshold"}
+    if unknown:
+        raise InvalidInput(f"{where} ({kind}) has unknown fields: {', '.join(sorted(unknown))}",
+                           "Use the fields of OpenAI's grader shape.")
+    try:
+        shape.model_validate({k: v for k, v in grader.items() if k != "pass_threshold"})
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{where} ({kind}): {field}: {first['msg']}", "Fix the grader to OpenAI's shape.") from None
+    threshold = grader.get("pass_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise InvalidInput(f"{where} ({kind}): pass_threshold is {threshold!r}", "Give a number.")
+    _check_supported_parts(grader, where)
+
+
+def _shapes() -> dict:
+    from openai.types.graders import ScoreModelGrader, StringCheckGrader, TextSimilarityGrader
+
+    return {"string_check": StringCheckGrader, "text_similarity": TextSimilarityGrader, "score_model": ScoreModelGrader}
+
+
+def _check_supported_parts(grader: dict, where: str) -> None:
+    if grader["type"] == "text_similarity" and grader["evaluation_metric"] in UNAVAILABLE:
+        raise InvalidInput(f"{where}: {UNAVAILABLE[grader['evaluation_metric']]}", "Choose another evaluation_metric.")
+    for message in grader.get("input", []) if grader["type"] == "score_model" else []:
+        for part in _parts(message["content"]):
+            if not isinstance(part, str) and part.get("type") not in ("input_text", "output_text"):
+                raise InvalidInput(f"{where}: the judge's input has a part of type {part.get('type')}",
+                                   "ftm's judges take text parts only (input_text, output_text).")
+
+
+# --- templates -----------------------------------------------------------------------------------
+
+
+def namespaces(messages: list[dict], reference: str, output: str) -> dict:
+    """The `item` and `sample` namespaces of OpenAI's grader templates for one answer."""
+    item = {"messages": messages, "reference": reference}
+    sample = {"output_text": output}
+    for space, key, text in ((item, "reference_json", reference), (sample, "output_json", output)):
+        parsed = _json(text)
+        if parsed is not None:
+            space[key] = parsed
+    return {"item": item, "sample": sample}
+
+
+def _json(text: str):
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    return value if isinstance(value, (dict, list)) else None
+
+
+def render(template: str, ns: dict) -> str:
+    """template with every {{ namespace.path }} replaced; raises MissingVariable."""
+    return _VAR.sub(lambda m: _text(lookup(ns, m.group(1))), template)
+
+
+def lookup(ns: dict, path: str):
+    """The value at a dotted path such as item.reference_json.capital or item.messages[0].content."""
+    value = ns
+    parts = _PATH.findall(path)
+    if not parts or parts[0] not in ("item", "sample"):
+        raise MissingVariable(f"{{{{{path}}}}} is not in the item or sample namespace")
+    for part in parts:
+        key = int(part[1:-1]) if part.startswith("[") else part
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            raise MissingVariable(f"{{{{{path}}}}} is not defined for this example") from None
+    return value
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+# --- string_check and text_similarity ------------------------------------------------------------
+
+
+def string_check(grader: dict, ns: dict) -> Grade:
+    """1 or 0: eq/ne compare exactly; like/ilike ask whether input contains reference (ilike ignores case)."""
+    given, reference = render(grader["input"], ns), render(grader["reference"], ns)
+    op = grader["operation"]
+    if op == "ilike":
+        given, reference = given.lower(), reference.lower()
+    hit = {"eq": given == reference, "ne": given != reference}.get(op, reference in given)
+    return Grade(float(hit))
+
+
+def text_similarity(grader: dict, ns: dict) -> Grade:
+    """The evaluation_metric of input against reference, in [0, 1]."""
+    given, reference = render(grader["input"], ns), render(grader["reference"], ns)
+    return Grade(METRICS[grader["evaluation_metric"]](given, reference))
+
+
+def _fuzzy(given: str, reference: str) -> float:
+    from rapidfuzz import fuzz
+
+    return fuzz.ratio(given, reference) / 100.0
+
+
+def _bleu(given: str, reference: str) -> float:
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(effective_order=True).sentence_score(given, [reference]).score / 100.0
+
+
+def _gleu(given: str, reference: str) -> float:
+    from nltk.translate.gleu_score import sentence_gleu
+
+    return sentence_gleu([reference.split()], given.split())
+
+
+def _rouge(kind: str):
+    def metric(given: str, reference: str) -> float:
+        from rouge_score import rouge_scorer
+
+        return rouge_scorer.RougeScorer([kind]).score(reference, given)[kind].fmeasure
+    return metric
+
+
+METRICS = {"fuzzy_match": _fuzzy, "bleu": _bleu, "gleu": _gleu, "rouge_l": _rouge("rougeL"),
+           **{f"rouge_{n}": _rouge(f"rouge{n}") for n in range(1, 6)}}
+# What OpenAI computes with its own hosted models or data, which ftm cannot do offline.
+UNAVAILABLE = {
+    "cosine": "cosine compares OpenAI text-embedding-3-large embeddings, which ftm has no offline equivalent of",
+    "meteor": "meteor matches WordNet synonyms, and ftm ships no WordNet data",
+}
+
+
+# --- score_model -----------------------------------------------------------------------------------
+
+
+class Judge:
+    """An openai SDK client for any OpenAI-compatible judge (ftm serve, the stand-in, OpenAI)."""
+
+    def __init__(self, base_url: str | None):
+        import openai
+
+        url = base_url or os.environ.get("FTM_JUDGE_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+        key = os.environ.get("FTM_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY") or "ftm-judge"
+        self.client = openai.OpenAI(base_url=url, api_key=key, max_retries=2, timeout=120.0)
+        self.structured = True  # until the server says it has no structured output
+
+    def ask(self, model: str, messages: list[dict], sampling: dict) -> str:
+        """The judge's reply: in OpenAI's grade format where the server supports it."""
+        import openai
+
+        try:
+            extra = {"response_format": GRADE_FORMAT} if self.structured else {}
+            reply = self.client.chat.completions.create(model=model, messages=messages, **extra, **sampling)
+        except openai.APIConnectionError:
+            raise BackendError(f"the judge at {self.client.base_url} cannot be reached",
+                               "Start it, or point --judge-url (or FTM_JUDGE_BASE_URL) at an OpenAI-compatible server.") from None
+        except openai.BadRequestError as err:
+            if not extra or "response_format" not in str(err):
+                raise
+            self.structured = False
+            return self.ask(model, messages, sampling)
+        return reply.choices[0].message.content or ""
+
+
+def score_model(grader: dict, ns: dict, judge: Judge) -> Grade:
+    """The judge model's score for one answer: its JSON `result`, or a bare number."""
+    import openai
+
+    messages = [{"role": "system" if m["role"] == "developer" else m["role"], "content": _content(m["content"], ns)}
+                for m in grader["input"]]
+    try:
+        text = judge.ask(grader["model"], messages, _sampling(grader.get("sampling_params") or {}))
+    except openai.APIStatusError as err:
+        return Grade(0.0, f"model_grader_server_error: {err.status_code} {_message(err)}")
+    value = _score_in(text)
+    if value is None:
+        return Grade(0.0, f"model_grader_parse_error: no score in {text[:80]!r}")
+    low, high = grader.get("range") or (0.0, 1.0)
+    if not low <= value <= high:
+        return Grade(min(max(value, low), high), f"score {value:g} outside range [{low:g}, {high:g}]")
+    return Grade(value)
+
+
+def _content(content, ns: dict) -> str:
+    return "\n".join(render(part if isinstance(part, str) else part["text"], ns) for part in _parts(content))
+
+
+def _parts(content) -> list:
+    return [content] if isinstance(content, str) else list(content)
+
+
+def _sampling(params: dict) -> dict:
+    """OpenAI's grader sampling_params as chat.completions arguments (greedy unless told)."""
+    out = {"temperature": params.get("temperature", 0.0)}
+    for ours, theirs in (("top_p", "top_p"), ("seed", "seed"), ("reasoning_effort", "reasoning_effort"),
+                         ("max_completions_tokens", "max_completion_tokens")):
+        if params.get(ours) is not None:
+            out[theirs] = params[ours]
+    return out
+
+
+def _score_in(text: str) -> float | None:
+    """The `result` of OpenAI's structured judge reply, or a reply that is only a number."""
+    parsed = _json(text.strip())
+    if isinstance(parsed, dict) and isinstance(parsed.get("result"), (int, float)):
+        return float(parsed["result"])
+    return float(text) if _NUMBER.fullmatch(text.strip()) else None
+
+
+def _message(err) -> str:
+    body = err.body if isinstance(err.body, dict) else {}
+    return str((body.get("error") or body).get("message") or err.message)[:200]
+
+
+# --- grading a whole evaluation ----------------------------------------------------------------------
+
+
+def grade_all(graders: list[dict], answers: list[tuple[list[dict], str, str]], judge_url: str | None = None) -> list[dict]:
+    """A grade row per grader per answer; answers are (prompt messages, reference, output)."""
+    spaces = [namespaces(prompt + [{"role": "assistant", "content": ref}], ref, out) for prompt, ref, out in answers]
+    judge = Judge(judge_url) if any(g["type"] == "score_model" for g in graders) else None
+    rows = []
+    for grader in graders:
+        with ThreadPoolExecutor(JUDGE_THREADS if judge else 1) as pool:
+            grades = list(pool.map(lambda ns: _one(grader, ns, judge), spaces))
+        threshold = grader.get("pass_threshold")
+        rows += [{"example": i, "grader": grader["name"], "type": grader["type"], "score": g.score,
+                  "passed": None if threshold is None else int(g.score >= threshold), "error": g.error}
+                 for i, g in enumerate(grades)]
+    return rows
+
+
+def _one(grader: dict, ns: dict, judge: Judge | None) -> Grade:
+    try:
+        if grader["type"] == "score_model":
+            return score_model(grader, ns, judge)
+        grade = (string_check if grader["type"] == "string_check" else text_similarity)(grader, ns)
+    except MissingVariable as missing:
+        return Grade(0.0, f"invalid_variable_error: {missing}")
+    return grade if math.isfinite(grade.score) else Grade(0.0, "the metric is undefined for this answer")
