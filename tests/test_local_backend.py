@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fixtures_local import tiny_dataset, tiny_llama, tiny_spec  # noqa: F401  (fixture)
+from fixtures_local import tiny_dataset, tiny_llama, tiny_spec, wide_tiny_llama  # noqa: F401  (fixture)
 
 pytest.importorskip("peft")
 
@@ -60,6 +60,24 @@ def test_a_run_reports_like_a_hosted_one(tmp_path, tiny_llama):  # noqa: F811
     ids = [e.id for e in seen["events"]]
     assert len(ids) == len(set(ids)) and "The job has successfully completed" in seen["events"][-1].message
     assert last.trained_tokens > 0 and last.eta_seconds == 0.0
+
+
+def test_validation_passes_leave_qlora_training_as_it_was(tmp_path, wide_tiny_llama):  # noqa: F811
+    """On every CPU. On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights the first
+    time they run in eval mode under no_grad (the 32-wide tiny model's are too narrow: its
+    runs died), and training after it computed differently. Validating at every step must
+    change no training loss."""
+    backend = LocalBackend()
+    common = dict(n_epochs=2, batch_size=4, quantize="true")
+    checked = backend.start(tiny_spec(tmp_path / "checked", wide_tiny_llama, validation=tiny_dataset(3),
+                                      eval_every=1, **common), uploads=None)
+    plain = backend.start(tiny_spec(tmp_path / "plain", wide_tiny_llama, **common), uploads=None)
+    checked_seen, plain_seen = follow(backend, checked), follow(backend, plain)
+    assert checked_seen["last"].status == "succeeded", checked_seen["last"].error
+    assert all("valid_loss" in m for m in checked_seen["metrics"])  # eval_every=1
+    # The same arithmetic in the same order: equal within float noise (1e-6).
+    assert [m["train_loss"] for m in checked_seen["metrics"]] == pytest.approx(
+        [m["train_loss"] for m in plain_seen["metrics"]], abs=1e-6)
 
 
 def test_bad_option_values_are_refused_before_anything_runs(tmp_path, tiny_llama):  # noqa: F811

@@ -147,7 +147,24 @@ def load_base(path: str, device: str, quantize: bool):
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_quant_storage=torch.uint8,
         )
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if quantize:
+        same_math_on_every_cpu(model)
+    return model
+
+
+def same_math_on_every_cpu(model) -> None:
+    """Keep bitsandbytes' 4-bit layers off their AVX512-BF16 repacking, so no CPU feature decides.
+
+    On CPUs with AVX512-BF16, a Linear4bit that runs in eval mode under no_grad (validation,
+    scoring) rewrites its weights into a bf16 layout in place. That fails for layers narrower
+    than the quantization block, computes in bf16 where other CPUs compute in float32, and
+    has no autograd: training after it silently loses the gradient through the frozen base.
+    `support_avx512bf16_for_cpu` is the per-layer switch bitsandbytes sets from the CPU.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def trainable(path: str, device: str, opts: dict, seed: int, adapter: Path | None = None):

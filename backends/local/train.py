@@ -93,6 +93,7 @@ def train(run: Run, resume: bool) -> None:
     # The loop: one optimizer step per batch, validation where asked, a checkpoint per epoch
     lengths = [len(e.input_ids) for e in train_set]
     every, clock = run.opts["eval_every"], Clock(step)
+    loss_fn.train()  # from_pretrained leaves the base in eval mode; validation switches back to this
     plan = batching.steps(lengths, batch_size, run.seed, epochs, grouped=not run.opts["packing"], start=step)
     for step, indices, epoch_end in plan:
         metrics = train_step(run, loss_fn, opt, sched, collate, [train_set[i] for i in indices])
