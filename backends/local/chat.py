@@ -10,6 +10,7 @@ template rewrites the generation prompt (as thinking-model templates do).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 IGNORE = -100
@@ -47,11 +48,20 @@ def _render(tokenizer, messages, tools, generation_prompt=False) -> str:
 
 
 def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    return len(os.path.commonprefix([a, b]))
+
+
+def _prompt_before(tokenizer, messages: list[dict], i: int, tools) -> str:
+    """The rendering that comes before assistant message i: what the model is prompted with."""
+    if i:
+        return _render(tokenizer, messages[:i], tools, generation_prompt=True)
+    # The first message: templates add their default system prompt only once a message exists
+    # (SmolLM2's does), so render it with a placeholder for its content and cut there.
+    placeholder = _render(tokenizer, [{**messages[0], "content": _MARK}], tools)
+    return placeholder[:placeholder.find(_MARK)] if _MARK in placeholder else ""
+
+
+_MARK = "\ue000ftm-content\ue000"  # private-use characters: no template or data holds them
 
 
 def trained_spans(tokenizer, example: dict) -> tuple[str, list[tuple[int, int]]]:
@@ -63,9 +73,8 @@ def trained_spans(tokenizer, example: dict) -> tuple[str, list[tuple[int, int]]]
     for i, msg in enumerate(raw):
         if msg.get("role") != "assistant" or msg.get("weight", 1) == 0:
             continue
-        prompt = _render(tokenizer, messages[:i], tools, generation_prompt=True) if i else ""
         upto = _render(tokenizer, messages[: i + 1], tools)
-        spans.append((_common_prefix(prompt, upto), len(upto)))
+        spans.append((_common_prefix(_prompt_before(tokenizer, messages, i, tools), upto), len(upto)))
     return _render(tokenizer, messages, tools), spans
 
 
@@ -81,8 +90,10 @@ def encode(tokenizer, example: dict, max_length: int) -> Encoded:
     text, spans = trained_spans(tokenizer, example)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, labels = enc["input_ids"], []
-    for tok, (start, _end) in zip(ids, enc["offset_mapping"]):
-        inside = any(a <= start < b for a, b in spans)
+    for tok, (start, end) in zip(ids, enc["offset_mapping"]):
+        # a token that reaches into a trained span is trained, as HF's assistant masks do
+        # (a BPE token can join the header's newline to a reply that starts with one)
+        inside = any(start < b and max(end, start + 1) > a for a, b in spans)
         labels.append(tok if inside else IGNORE)
     truncated = len(ids) > max_length
     return Encoded(ids[:max_length], labels[:max_length], truncated)
