@@ -116,7 +116,7 @@ MALFORMED = [
     b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
     b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + AUTH.encode() + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n",
     post("/chat/completions", b"[" * 100000 + b"]" * 100000),
-    post("/chat/completions", json.dumps({"model": ["gpt-4o-mini"], "messages": []}).encode()),
+    post("/chat/completions", json.dumps({"model": ["gpt-4o-mini"], "messages": [{"role": "user", "content": "a"}]}).encode()),
     post("/chat/completions", json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
                                           "stream": True, "stream_options": "yes"}).encode()),
     post("/chat/completions", json.dumps({"model": "gpt-4o-mini", "messages": [1, 2]}).encode()),
@@ -148,8 +148,8 @@ def test_a_chunked_body_cut_mid_chunk_spins_nothing(server):
         with socket.create_connection(address(server)) as sock:
             sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                          b"Content-Type: application/json\r\n" + AUTH.encode() + b"\r\n100\r\n{\"model\": ")
-    time.sleep(1.5)
-    assert time.process_time() - start < 0.5  # two spinning handlers would take ~3 s of CPU here
+    time.sleep(3)
+    assert time.process_time() - start < 0.3  # two spinning handlers take seconds of CPU here
 
 
 def test_half_open_connections_hold_no_thread_and_are_closed(server, monkeypatch):
