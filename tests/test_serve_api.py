@@ -94,13 +94,16 @@ def test_streamed_chat_arrives_as_server_sent_chunks_and_ends_with_a_finish_reas
 
 
 def test_ftm_serve_command_prints_its_url_and_stops_on_sigterm(ftm_home):
-    proc = subprocess.Popen([sys.executable, "-m", "ftmanager", "serve", "--port", "0", "--api-key", KEY],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    # The key comes from the environment, so it never shows among the process's arguments in `ps`.
+    proc = subprocess.Popen([sys.executable, "-m", "ftmanager", "serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "FTM_SERVE_API_KEY": KEY})
     try:
         first = proc.stdout.readline()
         url = first.split(" on ")[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
         assert httpx.get(f"{url}/models").status_code == 401
+        assert httpx.get(f"{url}/models", headers={"Authorization": "Bearer sk-other"}).status_code == 401
         listed = httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {KEY}"}).json()
         assert "gpt-4o-mini" in {m["id"] for m in listed["data"]}
     finally:
