@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 
 from . import paths
 from .errors import InvalidInput
+from .tempfiles import clear_stale, owned, shown
 from .ledger import ledger
 
 
@@ -15,23 +17,30 @@ from .ledger import ledger
 
 
 def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto",
-                check: bool = True, model: str | None = None) -> tuple[dict, bool]:
+                check: bool = True, model: str | None = None, skip_invalid: bool = False) -> tuple[dict, bool]:
     """Import a file: convert, validate, store content-addressed, record. Returns (row, new).
 
     model: validate by that model's rules (default: models.toml's default model).
     check=False stores data that is not for training (held-out prompts) without the
     training rules (such as OpenAI's minimum of 10 examples).
+    skip_invalid: store the valid examples; the row's "skipped" lists (line, why) of the rest.
+    name: given for content already stored, it renames that dataset (the row's "renamed_from"
+    holds the old name).
     """
     from . import data
 
-    book = ledger()  # open the ledger first: a ledger we cannot use means nothing is written
-    saved = data.save(Path(path), paths.datasets_dir(), fmt=fmt, name=name, check=check, model=model)
+    book = ledger().writable()  # first: a ledger we cannot write means nothing is written
+    saved = data.save(Path(path), paths.datasets_dir(), fmt=fmt, name=name, check=check, model=model,
+                      skip_invalid=skip_invalid)
     try:
-        return _record(saved, name or Path(path).stem, source=str(Path(path).resolve()))
+        row, new = _record(saved, saved.name, source=shown(Path(path).resolve()))
     except BaseException:
         if not book.has_dataset(saved.sha256):  # not recorded: the file would be an orphan
             Path(saved.path).unlink(missing_ok=True)
         raise
+    if not new and name and row["name"] != name:
+        row = {**book.rename_dataset(row["id"], name), "renamed_from": row["name"]}
+    return {**row, "skipped": saved.skipped} if skip_invalid else row, new
 
 
 def _record(saved, name: str, source: str, parent_id=None, split=None) -> tuple[dict, bool]:
@@ -67,16 +76,39 @@ def export_dataset(ref: str, to: str, out) -> int:
 
 
 def export_dataset_to(ref: str, to: str, output: Path) -> int:
-    """Export to a file, atomically: an error leaves no partial file behind."""
+    """Export to a file, atomically: an error (or a kill) leaves no partial file behind."""
     output = Path(output)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    _check_output(output)
+    tmp = output.with_name(f"{owned(TMP_PREFIX)}{output.name}")
+    clear_stale(output.parent, TMP_PREFIX, f"-{output.name}")
     try:
         with open(tmp, "w", encoding="utf-8") as out:
             n = export_dataset(ref, to, out)
         os.replace(tmp, output)
+    except OSError as e:
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        raise InvalidInput(f"cannot write {shown(output)} ({e.strerror or e})",
+                           "Free some space, or choose another -o path." if full else "Choose another -o path.") from None
     finally:
         tmp.unlink(missing_ok=True)
     return n
+
+
+TMP_PREFIX = ".ftm-export-"
+
+
+def _check_output(output: Path) -> None:
+    """Refuse an -o that is not a file ftm may replace, before writing anything."""
+    name = shown(output)
+    if output.is_dir():
+        raise InvalidInput(f"{name} is a directory", "Give a file path with -o, e.g. -o data.jsonl.")
+    if output.exists() and not output.is_file():
+        raise InvalidInput(f"{name} is not a regular file (a device, FIFO or socket)", "Give a file path with -o.")
+    parent = output.parent
+    if not parent.is_dir():
+        raise InvalidInput(f"{shown(parent)}: no such directory", "Create it first, or choose another -o path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInput(f"{shown(parent)} is not writable", "Choose another -o path.")
 
 
 def dataset_info(ref: str) -> dict:

@@ -148,6 +148,14 @@ class Ledger:
     def datasets(self) -> list[dict]:
         return self._all("SELECT * FROM datasets ORDER BY created_at DESC, rowid DESC")
 
+    # --- dataset names (the data layer's) -----------------------------------------------
+
+    def rename_dataset(self, dataset_id: str, name: str) -> dict:
+        """Give a stored dataset another name (adding the same content under a new name)."""
+        with self.write() as db:
+            db.execute("UPDATE datasets SET name = ? WHERE id = ?", [name, dataset_id])
+        return self.dataset(dataset_id)
+
     # --- uploads ------------------------------------------------------------------------
 
     def upload(self, dataset_id: str, backend: str, account: str) -> dict | None:

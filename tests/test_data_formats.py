@@ -169,3 +169,46 @@ def test_lossy_round_trips_are_the_documented_ones(tmp_path):
     # alpaca folds a non-empty input into the instruction: the input field does not come back
     src = data.save(write_jsonl(tmp_path / "a.jsonl", [ALPACA] * 2), tmp_path / "s", check=False)
     assert exported(src.path, "alpaca")[0] == {"instruction": "Name the capital.\n\nFrance", "input": "", "output": "Paris"}
+
+
+ASSISTANT_FIRST = {"messages": [{"role": "assistant", "content": "Hello! What can I do?"},
+                                {"role": "user", "content": "Capital of France?"},
+                                {"role": "assistant", "content": "Paris", "weight": 1}]}
+SYSTEM_LATE = {"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "Be brief."},
+                            {"role": "assistant", "content": "a", "weight": 0}, {"role": "user", "content": "q2"},
+                            {"role": "assistant", "content": "b"}]}
+
+
+def test_together_export_follows_togethers_own_file_check(tmp_path):
+    from peers import together_files  # Together's check_file, from its SDK on PyPI (tests/peers)
+
+    records = [ASSISTANT_FIRST, SYSTEM_LATE, *MULTI]
+    src = data.save(write_jsonl(tmp_path / "d.jsonl", records), tmp_path / "s", check=False)
+    out = tmp_path / "together.jsonl"
+    with open(out, "w") as f:
+        assert data.export(src.path, "together", f) == len(records)
+    verdict = together_files.check_file(out)
+    assert verdict["is_check_passed"], verdict["message"]
+    # what Together's check refuses, ftm's export refuses too (two turns in a row from one role)
+    twice = {"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q"},
+                          {"role": "assistant", "content": "a"}]}
+    (tmp_path / "twice.jsonl").write_text(json.dumps(twice) + "\n")
+    assert "must alternate" in together_files.check_file(tmp_path / "twice.jsonl")["message"]
+    bad = data.save(write_jsonl(tmp_path / "b.jsonl", [twice]), tmp_path / "s", check=False)
+    with pytest.raises(InvalidInput, match=r"line 1: messages 1 and 2 are both 'user'"):
+        data.export(bad.path, "together", io.StringIO())
+
+
+@pytest.mark.parametrize("to", ["openai", "together", "alpaca", "trl", "sharegpt"])
+def test_exported_lines_escape_the_characters_readers_split_lines_on(tmp_path, to):
+    text = "one\u2028two\u2029three\x85four"
+    records = [chat(f"Say it {i}: {text}", text) for i in range(2)]
+    src = data.save(write_jsonl(tmp_path / "d.jsonl", records), tmp_path / "s", check=False)
+    out = io.StringIO()
+    data.export(src.path, to, out)
+    written = out.getvalue()
+    assert not {"\u2028", "\u2029", "\x85"} & set(written)
+    assert len(written.splitlines()) == 2  # str.splitlines splits on all three
+    again = tmp_path / "again.jsonl"
+    again.write_text(written, encoding="utf-8")
+    assert data.save(again, tmp_path / "s", check=False).sha256 == src.sha256  # nothing lost

@@ -216,3 +216,81 @@ def test_statistics(tmp_path):
     assert s["n_epochs_auto"] == 8 and s["billed_tokens"] == 8 * sum(per_example)  # 100 // 12 epochs
     assert s["cost_usd"] is None and "cost: unknown" in report.render()
     assert json.loads(json.dumps(report.as_dict()))["stats"] == s
+
+
+def test_records_without_messages_are_not_duplicates_of_each_other(tmp_path):
+    report = data.validate(lines_file(tmp_path, [{"prompt_text": "x"}, {"question": "y", "answer": "z"}]))
+    assert [(p.line, p.code) for p in report.errors] == [(13, "missing_messages"), (14, "missing_messages")]
+    assert "duplicate" not in report.counts, report.render()
+
+
+ARRAY = json.dumps([CLEAN[0], CLEAN[1]], indent=1)
+END = ARRAY.count("\n") + 1  # the line the array ends on
+
+
+@pytest.mark.parametrize("after, line", [
+    ("\n" + json.dumps([CLEAN[2]]), END + 1),  # a second array
+    ("\n" + json.dumps(CLEAN[2]) + "\n" + json.dumps(CLEAN[3]), END + 1),  # JSONL lines
+    ("\n\n  trailing words\n", END + 2),
+])
+def test_content_after_a_json_array_is_an_error_not_dropped(tmp_path, after, line):
+    path = tmp_path / "a.json"
+    path.write_text(ARRAY + after)
+    report = data.validate(path)
+    assert [(p.line, p.code) for p in report.errors if p.line] == [(line, "content_after_array")], report.render()
+    assert f"ends on line {END}" in report.render() and "holds one array" in report.render()
+    with pytest.raises(InvalidInput, match="content after the JSON array"):
+        data.save(path, tmp_path / "s", check=False)
+    assert not any((tmp_path / "s").iterdir())
+
+
+def test_the_invalid_json_hint_fits_the_kind_of_file(tmp_path):
+    array = tmp_path / "a.json"
+    array.write_text(ARRAY[:-1] + ", {oops}]")
+    jsonl = lines_file(tmp_path, ["{oops"])
+    assert "the file must be one JSON array of objects" in data.validate(array).render()
+    assert "each line must be one complete JSON object" not in data.validate(array).render()
+    assert "each line must be one complete JSON object" in data.validate(jsonl).render()
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("record, message", [
+    ('{"messages": [], "n": ' + "9" * 5000 + "}", "more digits than Python reads"),
+    ('{"messages": ' + DEEP + "}", "nested too deeply"),
+])
+def test_json_python_cannot_read_is_a_problem_on_its_line(tmp_path, record, message):
+    assert [(p.line, p.code) for p in data.validate(lines_file(tmp_path, [record])).errors] == [(13, "invalid_json")]
+    array = tmp_path / "a.json"
+    array.write_text(ARRAY[:-1] + ",\n" + record + "]")
+    (p,) = [p for p in data.validate(array).errors if p.line]
+    assert (p.line, p.code) == (END + 1, "invalid_json") and message in p.message
+
+
+def test_a_deeply_nested_array_file_is_a_problem_not_a_crash(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text(DEEP)
+    (p,) = [p for p in data.validate(path).errors if p.line]
+    assert (p.line, p.code, p.message) == (1, "invalid_json", "JSON nested too deeply")
+
+
+def test_the_minimum_number_of_examples_is_the_models_own(tmp_path):
+    path = tmp_path / "three.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in CLEAN[:3]))
+    openai = data.validate(path, model="gpt-4o-mini")
+    assert [(p.code, p.message) for p in openai.errors] == [
+        ("too_few_examples", "3 example(s); gpt-4o-mini needs at least 10")]
+    assert data.validate(path, model="HuggingFaceTB/SmolLM2-135M-Instruct").ok  # a local model: no minimum
+    unknown = data.validate(path, model="my-org/my-model")
+    assert unknown.ok and "too_few_examples" in unknown.counts  # may be OpenAI's: said, not refused
+
+
+def test_a_model_name_ftm_cannot_place_is_refused(tmp_path):
+    from ftmanager.data.models import checked_model
+
+    with pytest.raises(InvalidInput, match=r"unknown model 'nosuchmodel'.*a local model directory or a hub id"):
+        checked_model("nosuchmodel")
+    for name in ("gpt-4o-mini", "ft:gpt-4o-mini-2024-07-18:acme::x1", "gpt-4-0613", "smollm2-135m",
+                 "HuggingFaceTB/SmolLM2-1.7B", str(tmp_path), None):
+        assert checked_model(name) == name

@@ -1,10 +1,12 @@
 """`ftm datasets ...`: import, validate, list, show and export datasets."""
 
+import os
 import sys
 from pathlib import Path
 
 import typer
 
+from ..errors import FtmError
 from . import app
 from .output import emit_json, table
 
@@ -17,19 +19,30 @@ FORMATS = "auto|openai|alpaca|prompt-completion|sharegpt"
 @datasets_app.command("add")
 def add(
     file: Path = typer.Argument(..., help="A JSONL (or Alpaca JSON array) file."),
-    name: str = typer.Option(None, "--name", "-n", help="A name to refer to it by."),
+    name: str = typer.Option(None, "--name", "-n", help="A name to refer to it by (renames content already stored)."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMATS),
     model: str = typer.Option(None, "--model", "-m", help="Validate by this model's rules (default: models.toml's)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Store the valid examples; list each record left out."),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset as JSON."),
 ):
     """Convert a dataset to canonical chat JSONL, validate it and store it in the ledger."""
     from .. import catalog
+    from ..data.models import checked_model
 
-    row, new = catalog.add_dataset(file, name=name, fmt=fmt, model=model)
+    row, new = catalog.add_dataset(file, name=name, fmt=fmt, model=checked_model(model), skip_invalid=skip_invalid)
     if as_json:
         return emit_json({**row, "new": new})
-    verb = "Added" if new else "Already stored as"
-    print(f"{verb} dataset {row['id'][:12]} ({row['name']}, {row['n_examples']} examples, from {row['format']})")
+    for line, why in row.get("skipped", []):
+        print(f"Skipped line {line}: {why}", file=sys.stderr)
+    print(_added(row, new))
+
+
+def _added(row: dict, new: bool) -> str:
+    what = f"{row['id'][:12]} ({row['name']}, {row['n_examples']} examples, from {row['format']})"
+    if "renamed_from" in row:
+        return f"Already stored as {what}; renamed from {row['renamed_from']}"
+    skipped = f"; {len(row['skipped'])} record(s) skipped" if row.get("skipped") else ""
+    return f"{'Added dataset' if new else 'Already stored as'} {what}{skipped}"
 
 
 @datasets_app.command("validate")
@@ -41,8 +54,9 @@ def validate(
 ):
     """Report every problem per line, then token statistics and the cost estimate."""
     from .. import data
+    from ..data.models import checked_model
 
-    report = data.validate(file, model=model, fmt=fmt)
+    report = data.validate(file, model=checked_model(model), fmt=fmt)
     if as_json:
         emit_json(report.as_dict())
     else:
@@ -93,7 +107,7 @@ def export(
     from .. import catalog
 
     if output is None:
-        n = catalog.export_dataset(ref, to, sys.stdout)
+        n = _to_stdout(lambda: catalog.export_dataset(ref, to, sys.stdout))
     else:
         n = catalog.export_dataset_to(ref, to, output)
     print(f"Exported {n} examples as {to}" + (f" to {output}" if output else ""), file=sys.stderr)
@@ -112,3 +126,20 @@ def lineage(
     if as_json:
         return emit_json(tree)
     print(render_lineage(tree))
+
+
+def _to_stdout(export) -> int:
+    """Run an export to stdout: a full disk is an error line, not a silent loss."""
+    try:
+        n = export()
+        sys.stdout.flush()
+        return n
+    except OSError as e:
+        if e.filename is not None:
+            raise  # not stdout's
+        # nothing more can reach the real stdout, not even Python's flush at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(e, BrokenPipeError):
+            raise typer.Exit(1) from None  # the reader stopped reading (`| head`): nothing to say
+        raise FtmError(f"cannot write the export to standard output ({e.strerror or e})",
+                       "Free some space, or write to a file with -o.") from None

@@ -43,16 +43,16 @@ def _drop_weight(messages: list, target: str) -> list:
 
 
 def to_together(example: dict) -> dict:
-    """Together's conversational format: system?, then user/assistant turns alternating."""
+    """Together's conversational format, by the rules of the file check its SDK shipped
+    (together <= 2.0.0): roles system/user/assistant, never two turns in a row from one role,
+    per-message weight 0/1 kept; a conversation may start with any role."""
     if "tools" in example:
         raise CannotHold("it has tools, which together's conversational format cannot hold")
     messages = example["messages"]
     _plain(messages, "together")
-    roles = [m["role"] for m in messages]
-    if roles[:1] == ["system"]:
-        roles = roles[1:]
-    if roles != [("user", "assistant")[i % 2] for i in range(len(roles))]:
-        raise CannotHold("its turns do not alternate user/assistant after one leading system message")
+    for i in range(1, len(messages)):
+        if messages[i]["role"] == messages[i - 1]["role"]:
+            raise CannotHold(f"messages {i} and {i + 1} are both {messages[i]['role']!r}: together needs the roles to alternate")
     return {"messages": messages}
 
 
@@ -131,8 +131,18 @@ def export(canonical_path, to: str, out: TextIO) -> int:
         )
     n = 0
     for n, example in enumerate((ex for _, ex in read(canonical_path, "openai")), 1):
-        out.write(orjson.dumps(write(example)).decode() + "\n")
+        out.write(jsonl_line(write(example)))
     return n
+
+
+# Characters that JSON leaves raw but that some readers split lines on (JavaScript's line
+# terminators; Python's str.splitlines also splits on NEL).
+_LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def jsonl_line(record: dict) -> str:
+    """One JSONL line that every reader splits where we mean it to: the line breakers escaped."""
+    return orjson.dumps(record).decode().translate(_LINE_BREAKERS) + "\n"
 
 
 def _refusals(examples, write):

@@ -22,6 +22,7 @@ class ModelInfo:
     context_limit: int | None
     encoding: str | None  # tiktoken encoding; None when the model has its own tokenizer
     price_per_1m_train: float | None  # USD per 1M billed training tokens; None when unknown
+    min_examples: int | None = None  # fewer examples in a file than this: refused
 
     @property
     def known(self) -> bool:
@@ -105,6 +106,24 @@ def model_info(model: str | None = None) -> ModelInfo:
         context_limit=fields.get("context_limit"),
         encoding=fields.get("encoding"),
         price_per_1m_train=None if price is None else float(price),
+        min_examples=fields.get("min_examples"),
+    )
+
+
+def checked_model(name: str | None) -> str | None:
+    """A model named on the command line, refused when ftm cannot tell what its rules are.
+
+    Known: models.toml's models and aliases, names tiktoken knows (OpenAI's), a local model
+    directory, and hub-style ids (org/name) that a local run can load.
+    """
+    if name is None or _match(name, table()["models"]) or _tiktoken_guess(name):
+        return name
+    if "/" in name.strip("/") or Path(name).expanduser().exists():
+        return name
+    known = ", ".join(sorted(table()["models"]))
+    raise InvalidInput(
+        f"unknown model {name!r}",
+        f"Use one of {known}, a local model directory or a hub id (org/name), or add it to {user_table_path()}.",
     )
 
 

@@ -11,6 +11,7 @@ SHOW_PER_CODE = 10
 
 HINTS = {
     "invalid_json": "each line must be one complete JSON object",
+    "content_after_array": "a JSON file holds one array: put every example inside it, or use JSONL",
     "invalid_utf8": "save the file as UTF-8",
     "too_few_examples": "OpenAI refuses training files with fewer than 10 examples",
     "special_token": "OpenAI refuses literal control tokens; remove or reword them",
@@ -18,6 +19,10 @@ HINTS = {
     "overlap": "examples in both training and validation sets inflate validation scores",
     "too_long": "OpenAI truncates these examples to the context limit",
     "few_examples": "50-100 examples are recommended for a noticeable effect",
+}
+ARRAY_HINTS = {  # a JSON array file: its records are array items, not lines
+    "invalid_json": "the file must be one JSON array of objects: [{...}, {...}]",
+    "invalid_utf8": "save the file as UTF-8 (nothing after the first bad byte can be read)",
 }
 
 
@@ -40,6 +45,7 @@ class Report:
     counts: dict[str, int] = field(default_factory=dict)  # code -> every occurrence
     stats: dict = field(default_factory=dict)
     exact_tokens: bool = False
+    array: bool = False  # the file is one JSON array (not JSONL)
 
     @property
     def ok(self) -> bool:
@@ -59,9 +65,12 @@ class Report:
     def n_errors(self) -> int:
         return sum(self.counts[code] for code in {p.code for p in self.errors})
 
-    def first_error(self) -> str:
+    def first_problem(self) -> Problem:
         # a problem on a line says more than one about the whole file (e.g. "too few examples")
-        first = min(self.errors, key=lambda p: (p.line is None, p.line or 0))
+        return min(self.errors, key=lambda p: (p.line is None, p.line or 0))
+
+    def first_error(self) -> str:
+        first = self.first_problem()
         where = f"{self.path}:{first.line}" if first.line else self.path
         return f"{where}: {first.message}"
 
@@ -85,13 +94,14 @@ class Report:
         head = f"{self.path}: {self.n_examples:,} examples ({self.format} format), "
         head += f"{n_err:,} error(s), {n_warn:,} warning(s)"
         out = [head]
-        out += _render_group("Errors", self.errors, self.counts)
-        out += _render_group("Warnings", self.warnings, self.counts)
+        hints = {**HINTS, **ARRAY_HINTS} if self.array else HINTS
+        out += _render_group("Errors", self.errors, self.counts, hints)
+        out += _render_group("Warnings", self.warnings, self.counts, hints)
         out += _render_stats(self.stats)
         return "\n".join(out)
 
 
-def _render_group(title: str, problems: list[Problem], counts: dict) -> list[str]:
+def _render_group(title: str, problems: list[Problem], counts: dict, hints: dict) -> list[str]:
     if not problems:
         return []
     out = [f"{title}:"]
@@ -99,7 +109,7 @@ def _render_group(title: str, problems: list[Problem], counts: dict) -> list[str
     for p in problems:
         by_code.setdefault(p.code, []).append(p)
     for code, group in by_code.items():
-        hint = f" ({HINTS[code]})" if code in HINTS else ""
+        hint = f" ({hints[code]})" if code in hints else ""
         out.append(f"  {code}: {counts[code]:,}{hint}")
         for p in group[:SHOW_PER_CODE]:
             out.append(f"    line {p.line}: {p.message}" if p.line else f"    {p.message}")

@@ -3,17 +3,24 @@ and each record parsed with its line number.
 
 JSONL is read in fixed-size blocks split at newlines, so a 2 GB single line is reported (not
 loaded). A JSON array file (Alpaca's original shape) is the one thing read whole.
+
+A Source holds one open file from start to end, so what is validated is what is stored even
+when the file is replaced meanwhile; anything but a regular file (a FIFO would block forever)
+is refused before a byte is read.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
 import orjson
 
 from ..errors import InvalidInput
+from ..tempfiles import shown
 from .formats import FORMATS, Unconvertible, detect, to_canonical
 
 BLOCK = 1 << 20
@@ -35,12 +42,22 @@ class BadLine(Exception):
 
 
 class Source:
-    """An opened dataset file: JSONL or JSON array, with a leading BOM noted and skipped."""
+    """An opened dataset file: JSONL or JSON array, with a leading BOM noted and skipped.
+
+    Use it as a context manager (or call close()): it keeps its file open until then.
+    """
 
     def __init__(self, path):
         self.path = Path(path)
-        self.name = str(path)
-        head = _head(self.path)
+        self.name = shown(path)
+        self.file = _open(self.path, self.name)
+        try:
+            self._look(self.file.read(BLOCK))
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _look(self, head: bytes) -> None:
         self.bom = head.startswith(BOM)
         if head.startswith(UTF16_BOMS):
             raise InvalidInput(f"{self.name}:1: the file is UTF-16 encoded", "Save it as UTF-8 and try again.")
@@ -51,29 +68,41 @@ class Source:
             raise InvalidInput(f"{self.name}:1: the file is empty", "Add at least 10 examples, one JSON object per line.")
         self.is_array = body.lstrip().startswith(b"[")
 
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def size(self) -> int:
+        """Bytes in the open file (not whatever the path names now)."""
+        return os.fstat(self.file.fileno()).st_size
+
     def binary(self, line: int) -> InvalidInput:
         return InvalidInput(f"{self.name}:{line}: this looks like a binary file (it holds NUL bytes)", "Pass a UTF-8 JSONL or JSON file.")
 
     def blocks(self) -> Iterator[tuple[int, bytes]]:
         """(first line number, bytes holding whole lines): bounded memory, never one huge line."""
         line, carry = 1, b""
-        with open(self.path, "rb") as f:
-            if self.bom:
-                f.read(3)
-            while chunk := f.read(BLOCK):
-                if b"\0" in chunk:
-                    raise self.binary(line + (carry + chunk).count(b"\n", 0, len(carry) + chunk.index(b"\0")))
-                cut = chunk.rfind(b"\n")
-                if cut < 0:
-                    carry += chunk
-                    if len(carry) > MAX_LINE_BYTES:
-                        raise self.too_long(line)
-                    continue
-                if len(carry) + chunk.index(b"\n") > MAX_LINE_BYTES:
-                    raise self.too_long(line)  # later lines in the chunk are shorter than BLOCK
-                block, carry = carry + chunk[: cut + 1], chunk[cut + 1 :]
-                yield line, block
-                line += block.count(b"\n")
+        f = self.file
+        f.seek(3 if self.bom else 0)
+        while chunk := f.read(BLOCK):
+            if b"\0" in chunk:
+                raise self.binary(line + (carry + chunk).count(b"\n", 0, len(carry) + chunk.index(b"\0")))
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                carry += chunk
+                if len(carry) > MAX_LINE_BYTES:
+                    raise self.too_long(line)
+                continue
+            if len(carry) + chunk.index(b"\n") > MAX_LINE_BYTES:
+                raise self.too_long(line)  # later lines in the chunk are shorter than BLOCK
+            block, carry = carry + chunk[: cut + 1], chunk[cut + 1 :]
+            yield line, block
+            line += block.count(b"\n")
         if len(carry) > MAX_LINE_BYTES:
             raise self.too_long(line)
         if carry:
@@ -102,9 +131,10 @@ class Source:
                 yield n, bad
 
     def _array_records(self) -> Iterator[tuple[int, object]]:
-        if self.path.stat().st_size > MAX_ARRAY_BYTES:
+        self.file.seek(3 if self.bom else 0)
+        raw = self.file.read(MAX_ARRAY_BYTES + 1)
+        if len(raw) > MAX_ARRAY_BYTES:
             raise InvalidInput(f"{self.name}: a JSON array file over 1 GB", "Convert it to JSONL (one example per line).")
-        raw = self.path.read_bytes()[3 if self.bom else 0 :]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -140,18 +170,25 @@ def _describe(value) -> str:
     return f"a JSON {type(value).__name__}, not an object"
 
 
-def _head(path: Path) -> bytes:
+def _open(path: Path, name: str):
+    """The file at path, opened for reading once; one-line errors for anything else."""
     try:
-        with open(path, "rb") as f:
-            return f.read(BLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
     except FileNotFoundError:
-        raise InvalidInput(f"{path}: no such file", "Check the path.") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{path} is a directory, not a dataset file", "Pass a .jsonl or .json file.") from None
+        raise InvalidInput(f"{name}: no such file", "Check the path.") from None
     except PermissionError:
-        raise InvalidInput(f"{path}: permission denied", "Make the file readable.") from None
+        raise InvalidInput(f"{name}: permission denied", "Make the file readable.") from None
     except OSError as e:
-        raise InvalidInput(f"{path}: cannot read it ({e.strerror or e})", "Check the path.") from None
+        raise InvalidInput(f"{name}: cannot read it ({e.strerror or e})", "Check the path.") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise InvalidInput(f"{name} is a directory, not a dataset file", "Pass a .jsonl or .json file.")
+        raise InvalidInput(f"{name} is not a regular file (a FIFO, device or socket)",
+                           "Save the data to a .jsonl file and pass that.")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def split_lines(block: bytes) -> list[bytes]:
@@ -177,12 +214,20 @@ def parse_line(raw: bytes):
         return json.loads(text)  # slower, but says where; also takes what orjson refuses (NaN)
     except json.JSONDecodeError as e:
         raise BadLine("invalid_json", f"invalid JSON at column {e.colno}: {e.msg}") from None
-    except RecursionError:
-        raise BadLine("invalid_json", "JSON nested too deeply") from None
+    except (ValueError, RecursionError) as e:
+        raise BadLine("invalid_json", _unreadable(e)) from None
+
+
+def _unreadable(e: Exception) -> str:
+    """What valid-looking JSON Python still cannot read: too deep, or a number too long."""
+    if isinstance(e, RecursionError):
+        return "JSON nested too deeply"
+    return "a number with more digits than Python reads (4,300)"
 
 
 def _walk_array(text: str) -> Iterator[tuple[int, object]]:
-    """Elements of a JSON array text with the line each starts on."""
+    """Elements of a JSON array text with the line each starts on; what follows the array is
+    refused, never dropped."""
     decoder, ws = json.JSONDecoder(), " \t\r\n"
     pos = len(text) - len(text.lstrip(ws)) + 1  # just past "["
     line, counted = 1, 0
@@ -190,12 +235,15 @@ def _walk_array(text: str) -> Iterator[tuple[int, object]]:
         while pos < len(text) and text[pos] in ws:
             pos += 1
         if text.startswith("]", pos):
-            return
+            break
         line, counted = line + text.count("\n", counted, pos), pos
         try:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             yield e.lineno, BadLine("invalid_json", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
+            return
+        except (ValueError, RecursionError) as e:
+            yield line, BadLine("invalid_json", _unreadable(e))
             return
         yield line, value
         while pos < len(text) and text[pos] in ws:
@@ -206,12 +254,24 @@ def _walk_array(text: str) -> Iterator[tuple[int, object]]:
             bad = text.count("\n", 0, pos) + 1
             yield bad, BadLine("invalid_json", f"invalid JSON at line {bad}: expected ',' or ']' between array items")
             return
+    yield from _after_array(text, pos + 1)
+
+
+def _after_array(text: str, pos: int) -> Iterator[tuple[int, BadLine]]:
+    rest = text[pos:].lstrip(" \t\r\n")
+    if rest:
+        end = text.count("\n", 0, pos) + 1
+        line = end + text.count("\n", pos, len(text) - len(rest))
+        yield line, BadLine("content_after_array", f"more content after the JSON array that ends on line {end}")
 
 
 def read(path, fmt: str = "auto") -> Iterator[tuple[int, dict]]:
     """Stream (line number, canonical example); raise InvalidInput on the first unusable record."""
-    source = Source(path)
-    fmt = resolve_format(source, fmt)
+    with Source(path) as source:
+        yield from _read(source, resolve_format(source, fmt))
+
+
+def _read(source: Source, fmt: str) -> Iterator[tuple[int, dict]]:
     for n, value in source.records():
         if value is BLANK:
             continue

@@ -18,6 +18,7 @@ from itertools import islice
 import orjson
 
 from ..facts import auto_epochs
+from ..tempfiles import shown
 from .checks import check_example
 from .formats import Unconvertible, to_canonical
 from .models import ModelInfo, model_info, resolve_epochs
@@ -26,7 +27,8 @@ from .source import BLANK, BadLine, Source, parse_line, resolve_format, split_li
 from .tokens import choose, counter
 
 PARALLEL_MIN_BYTES = 8 << 20  # below this, starting worker processes costs more than it saves
-MIN_EXAMPLES, RECOMMENDED_EXAMPLES = 10, 50
+OPENAI_MIN_EXAMPLES, RECOMMENDED_EXAMPLES = 10, 50
+NO_HASH = 0  # in Part.hashes: not checked for duplicates
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Job:
     fmt: str
     encoding: str
     limit: int | None
+    keep: bool = False  # also hand back each example's canonical line (to store from this read)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Part:
     n_messages: array = field(default_factory=lambda: array("I"))
     n_records: int = 0
     no_system: int = 0
+    kept: list = field(default_factory=list)  # (line, canonical line) when Job.keep
 
 
 _COUNTERS: dict = {}  # per process: the word cache survives across blocks
@@ -57,7 +61,10 @@ _COUNTERS: dict = {}  # per process: the word cache survives across blocks
 
 def example_hash(example: dict) -> int:
     """64-bit identity of a canonical example (key order and whitespace do not matter)."""
-    canonical = orjson.dumps(example, option=orjson.OPT_SORT_KEYS)
+    return _digest(orjson.dumps(example, option=orjson.OPT_SORT_KEYS))
+
+
+def _digest(canonical: bytes) -> int:
     return int.from_bytes(blake2b(canonical, digest_size=8).digest(), "little")
 
 
@@ -76,7 +83,7 @@ def check_records(records, job: Job) -> Part:
             continue
         try:
             example = to_canonical(value, job.fmt)
-            digest = example_hash(example)
+            canonical = orjson.dumps(example, option=orjson.OPT_SORT_KEYS)
         except Unconvertible as bad:
             part.problems.append((n, bad.code, bad.message, True))
             continue
@@ -90,7 +97,10 @@ def check_records(records, job: Job) -> Part:
         if job.limit and tokens > job.limit:
             part.problems.append((n, "too_long", f"{tokens:,} tokens, over the {job.limit:,}-token limit", False))
         part.lines.append(n)
-        part.hashes.append(digest)
+        # records that lack messages are not the same example merely for lacking them
+        part.hashes.append(_digest(canonical) if example.get("messages") else NO_HASH)
+        if job.keep:
+            part.kept.append((n, canonical + b"\n"))
         part.tokens.append(tokens)
         part.trained.append(trained)
         part.n_messages.append(n_messages)
@@ -167,7 +177,7 @@ def _parts(source: Source, job: Job, workers: int | None):
 def _n_workers(source: Source, workers: int | None) -> int:
     if workers is not None:
         return workers
-    if source.path.stat().st_size < PARALLEL_MIN_BYTES:
+    if source.size() < PARALLEL_MIN_BYTES:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # on a busy machine workers only fight for the same cores, each warming its own word cache
@@ -220,6 +230,8 @@ def _merge(part: Part, totals: _Totals, report: Report, against: tuple | None) -
     totals.trained.update(part.trained)
     totals.messages.update(part.n_messages)
     for line, digest in zip(part.lines, part.hashes):
+        if digest == NO_HASH:
+            continue
         first = totals.seen.setdefault(digest, line)
         if first is not None:
             report.add(line, "duplicate", f"same example as line {first}", False)
@@ -243,27 +255,39 @@ def validate(path, model: str | None = None, fmt: str = "auto", against=None, wo
     against: another dataset file (e.g. the training set) whose examples must not reappear.
     workers: processes to check with (None: one per core for big files, 1: this process).
     """
-    source = Source(path)
+    with Source(path) as source:
+        return check_source(source, model, fmt, against, workers)
+
+
+def check_source(source: Source, model: str | None = None, fmt: str = "auto", against=None,
+                 workers: int | None = None, keep=None) -> Report:
+    """validate() of an open Source; keep(part) gets each Part with its canonical lines, in
+    file order, so a caller can store exactly what was checked from this one read."""
     fmt = resolve_format(source, fmt)
     info = model_info(model)
     tokenizer = choose(info.encoding)
-    report = Report(path=str(path), format=fmt, model=info.name, exact_tokens=tokenizer.exact)
+    report = Report(path=source.name, format=fmt, model=info.name, exact_tokens=tokenizer.exact,
+                    array=source.is_array)
     if source.bom:
         report.add(1, "bom", "the file starts with a UTF-8 byte-order mark (ftm strips it)", False)
-    other = (str(against), _index(against, "auto")) if against is not None else None
-    job = Job(fmt, tokenizer.used, info.context_limit)
+    other = (shown(against), _index(against, "auto")) if against is not None else None
+    job = Job(fmt, tokenizer.used, info.context_limit, keep=keep is not None)
     totals = _Totals()
     for part in _parts(source, job, workers):
         _merge(part, totals, report, other)
+        if keep is not None:
+            keep(part)
     _finish(report, totals, info, tokenizer)
     return report
 
 
 def _finish(report: Report, totals: _Totals, info: ModelInfo, tokenizer) -> None:
     n = totals.records
-    if n < MIN_EXAMPLES:
-        # OpenAI's rule: an error for the models it serves, a warning for a local or unknown one
-        report.add(None, "too_few_examples", f"{n} example(s); OpenAI needs at least {MIN_EXAMPLES}", info.known)
+    if info.min_examples and n < info.min_examples:
+        report.add(None, "too_few_examples", f"{n} example(s); {info.name} needs at least {info.min_examples}", True)
+    elif not info.known and n < OPENAI_MIN_EXAMPLES:
+        # an unknown model may be one of OpenAI's: say so without refusing a local run
+        report.add(None, "too_few_examples", f"{n} example(s); OpenAI needs at least {OPENAI_MIN_EXAMPLES}", False)
     elif n < RECOMMENDED_EXAMPLES:
         report.add(None, "few_examples", f"only {n} examples", False)
     if totals.no_system:

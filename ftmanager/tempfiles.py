@@ -1,0 +1,52 @@
+"""Temporary files named by the process that writes them, so that a later writer can tell what a
+killed process left behind (removed) from what a live one is still writing (kept).
+
+Also: paths as printable text. Nothing heavy is imported here: `ftm runs` must start fast.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from pathlib import Path
+
+UNOWNED_STALE_S = 3600  # a temp file named by no process id (older ftm) is stale after this
+
+
+def shown(path) -> str:
+    """A path as text that prints and stores anywhere: bytes that are not UTF-8 become U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def owned(prefix: str) -> str:
+    """prefix + this process's id: the start of a temp file name clear_stale understands."""
+    return f"{prefix}{os.getpid()}-"
+
+
+def clear_stale(folder: Path, prefix: str, suffix: str = "") -> None:
+    """Remove folder's temp files named prefix<pid>-...suffix whose process is gone."""
+    for path in Path(folder).glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
+        owner = path.name[len(prefix):].split("-", 1)[0]
+        try:
+            if owner.isdigit():
+                stale = not alive(int(owner))
+            else:
+                stale = time.time() - path.stat().st_mtime > UNOWNED_STALE_S
+            if stale:
+                path.unlink()
+        except FileNotFoundError:
+            pass  # another writer cleared it first
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except (OverflowError, ValueError):
+        return False
+    return True
