@@ -7,6 +7,7 @@ recovered by asking the backend to find the job by our run id before starting it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -14,9 +15,10 @@ from typing import Callable
 
 from . import registry
 from . import paths
-from .backend import Backend, Progress, RunSpec
-from .facts import CANCELLED, CREATED, FAILED, HYPERPARAMETERS, RANGES, is_terminal, out_of_range
-from .errors import BackendError, FtmError, InvalidInput
+from .backend import Backend, Progress, RunSpec, Uploads
+from .facts import (CANCELLED, CREATED, FAILED, HYPERPARAMETERS, QUEUED, RANGES, SUCCEEDED, is_terminal,
+                    out_of_range)
+from .errors import BackendError, FtmError, InvalidInput, Refused, without_userinfo
 from .mapping import Mapped, map_settings
 from .catalog import dataset, dataset_arg, split_dataset
 from .ledger import ledger
@@ -55,10 +57,12 @@ def submit(
     on_update: Callable | None = None,
 ) -> dict:
     """Record a run, then start it on the backend. Returns the run (finished if wait)."""
+    ledger().writable()
     impl = registry.get(backend)
     model = model or impl.default_model
     if not model:
         raise InvalidInput(f"the {backend} backend needs a base model", "Give one with --model.")
+    impl.check_model(model)
     impl.check_options(options or {})
     _check_suffix_seed(suffix, seed)
     hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in HYPERPARAMETERS}
@@ -77,7 +81,7 @@ def submit(
         "seed": seed,
         "status": CREATED,
         "parent_run_id": parent_run_id,
-        "cursor": _starting_claim(),
+        "start_claim": _claim(),
     }
     spec = _spec(row, train, valid)
     row.update(estimated_cost=_estimate(impl, spec, report), resolved_hyperparameters=impl.resolve(spec))
@@ -195,7 +199,7 @@ def _spec(run: dict, train: dict, valid: dict | None) -> RunSpec:
     )
 
 
-class _Uploads:
+class _Uploads(Uploads):
     """The ledger's uploads table, as a backend sees it."""
 
     def __init__(self, backend: str):
@@ -211,11 +215,23 @@ class _Uploads:
     def forget(self, dataset_id: str, account: str) -> None:
         ledger().forget_upload(dataset_id, self.backend, account)
 
+    @contextlib.contextmanager
+    def lock(self, dataset_id: str, account: str):
+        """A lock file under FTM_HOME held across processes (the OS frees it if one dies)."""
+        import fcntl
+        import hashlib
 
-def _starting_claim() -> dict:
+        key = hashlib.sha256(f"{self.backend}\0{account}\0{dataset_id}".encode()).hexdigest()[:32]
+        with open(paths.locks_dir() / f"upload-{key}.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+
+def _claim() -> dict:
+    """This process's claim on a run's start: another process waits while it is alive."""
     import socket
 
-    return {"starting": {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
 
 
 def _start(run: dict, impl: Backend, spec: RunSpec) -> dict:
@@ -223,23 +239,29 @@ def _start(run: dict, impl: Backend, spec: RunSpec) -> dict:
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     try:
         job_id = impl.start(spec, _Uploads(impl.name))
-    except FtmError as err:
-        ledger().update_run(run["id"], status=FAILED, cursor={}, error_code="start_refused",
+    except Refused as err:
+        ledger().update_run(run["id"], status=FAILED, start_claim=None, error_code="start_refused",
                            error_message=err.line(), finished_at=_now())
         raise
     except Exception as err:
-        import traceback
-
-        detail = f"{type(err).__name__}: {err}"
-        ledger().update_run(run["id"], cursor={})
-        ledger().add_event(run["id"], f"start interrupted ({detail})", "error",
-                          {"traceback": traceback.format_exc()})
-        raise BackendError(
-            f"could not confirm that run {run['id']} started on {impl.name} ({detail})",
-            "Run `ftm sync` to find the job or start it; it is never created twice.",
-        ) from err
+        raise _unconfirmed(run, impl, err) from err
     ledger().add_event(run["id"], f"started {impl.name} job {job_id}")
-    return ledger().update_run(run["id"], provider_job_id=job_id, cursor={})
+    return ledger().update_run(run["id"], provider_job_id=job_id, start_claim=None)
+
+
+def _unconfirmed(run: dict, impl: Backend, err: Exception) -> BackendError:
+    """Leave the run `created` for `ftm sync` (which finds its job or starts it) and say so."""
+    import traceback
+
+    detail = without_userinfo(err.line() if isinstance(err, FtmError) else f"{type(err).__name__}: {err}")
+    with contextlib.suppress(FtmError):  # a ledger that failed start() may fail here too: the
+        ledger().update_run(run["id"], start_claim=None)  # claim then dies with this process
+        ledger().add_event(run["id"], f"start interrupted ({detail})", "error",
+                           {"traceback": without_userinfo(traceback.format_exc())})
+    return BackendError(
+        f"could not confirm that run {run['id']} started on {impl.name} ({detail.rstrip('.')})",
+        "Run `ftm sync` to find the job or start it; it is never created twice.",
+    )
 
 
 def _now() -> str:
@@ -251,12 +273,11 @@ def _now() -> str:
 # --- following ---------------------------------------------------------------------------
 
 
-def _claim_is_live(cursor: dict) -> bool:
-    """Is another process of this machine still inside start() for this run?"""
+def _claim_is_live(claim: dict) -> bool:
+    """Is the process that claimed a run's start, on this machine, still alive?"""
     import socket
 
-    claim = (cursor or {}).get("starting")
-    if not claim or claim.get("host") != socket.gethostname():
+    if claim.get("host") != socket.gethostname():
         return False
     try:
         os.kill(claim["pid"], 0)
@@ -267,13 +288,16 @@ def _claim_is_live(cursor: dict) -> bool:
 
 def _recover(run: dict, impl: Backend) -> dict:
     """A run left `created` with no job: find its job by our id, or start it now."""
-    if _claim_is_live(run["cursor"]):
-        return run
-    job_id = impl.find(run["id"])
+    if not ledger().claim_start(run["id"], _claim(), _claim_is_live):
+        return ledger().run(run["id"])  # another process is starting it, or has
+    try:
+        job_id = impl.find(run["id"])
+    except BaseException:
+        ledger().update_run(run["id"], start_claim=None)
+        raise
     if job_id:
         ledger().add_event(run["id"], f"found {impl.name} job {job_id} created by an interrupted start")
-        return ledger().update_run(run["id"], provider_job_id=job_id, cursor={})
-    ledger().update_run(run["id"], cursor=_starting_claim())
+        return ledger().update_run(run["id"], provider_job_id=job_id, start_claim=None)
     return _start(run, impl, _spec_for(run))
 
 
@@ -327,7 +351,7 @@ def cancel(ref: str) -> dict:
         job_id = impl.find(run["id"])
         if not job_id:
             ledger().add_event(run["id"], "cancelled before any job was created")
-            return ledger().update_run(run["id"], status=CANCELLED, cursor={}, finished_at=_now())
+            return ledger().update_run(run["id"], status=CANCELLED, start_claim=None, finished_at=_now())
         ledger().update_run(run["id"], provider_job_id=job_id)
         run["provider_job_id"] = job_id
     impl.cancel(run["provider_job_id"])
@@ -345,13 +369,13 @@ def pause(ref: str) -> dict:
 def resume(ref: str) -> dict:
     """Resume a paused run (or, where the backend can, an interrupted one)."""
     run = ledger().run(ref)
-    if run["status"] == "succeeded":
+    if run["status"] == SUCCEEDED:
         raise InvalidInput(f"run {run['id']} already succeeded", "Nothing to resume.")
     impl = registry.get(run["backend"])
     job_id = impl.resume(run["provider_job_id"], _spec_for(run))
     fields = {"provider_job_id": job_id} if job_id else {}
     if is_terminal(run["status"]):
-        fields.update(status="queued", finished_at=None, error_code=None, error_message=None, error_param=None)
+        fields.update(status=QUEUED, finished_at=None, error_code=None, error_message=None, error_param=None)
     ledger().update_run(run["id"], **fields)
     ledger().add_event(run["id"], "resume requested")
     return refresh(run["id"])[0]
@@ -397,8 +421,10 @@ def backends() -> list[dict]:
             rows.append({"name": name, "description": f"cannot load: {type(err).__name__}: {err}",
                          "default_model": None, "options": {}})
             continue
+        options = {key: {"help": o.help, "type": o.type.__name__, "default": o.default}
+                   for key, o in cls.declared_options().items()}
         rows.append({"name": name, "description": cls.description,
-                     "default_model": cls.default_model, "options": dict(cls.options)})
+                     "default_model": cls.default_model, "options": options})
     return rows
 
 
@@ -409,7 +435,7 @@ def backends() -> list[dict]:
 
 def _succeeded(ref: str) -> dict:
     run = ledger().run(ref)
-    if run["status"] != "succeeded" or not run["result_model"]:
+    if run["status"] != SUCCEEDED or not run["result_model"]:
         raise InvalidInput(f"run {run['id']} is {run['status']} and has no model yet",
                            f"Wait for it: `ftm watch {run['id']}`.")
     return run

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 from . import migrations, paths
 from .backend import Progress
-from .facts import METRIC_NAMES, TERMINAL, iso
+from .facts import CREATED, METRIC_NAMES, QUEUED, TERMINAL, VALIDATING, iso
 from .errors import InvalidInput, LedgerError, NotFound
+from .ledger_file import LedgerFile, busy_timeout  # noqa: F401  (busy_timeout: a public name here)
 
-RUN_JSON_FIELDS = ("split", "hyperparameters", "resolved_hyperparameters", "options", "cursor")
+RUN_JSON_FIELDS = ("split", "hyperparameters", "resolved_hyperparameters", "options", "cursor", "start_claim")
 
 
 def now() -> str:
@@ -29,96 +30,193 @@ def now() -> str:
 
 
 _ledgers: dict[Path, "Ledger"] = {}
+_opening = threading.Lock()
 
 
 def ledger() -> "Ledger":
-    """The ledger of the current FTM_HOME, one connection per process."""
+    """The ledger of the current FTM_HOME, shared by this process's threads (a connection each)."""
     path = paths.ledger_path()
-    if path not in _ledgers:
-        _ledgers[path] = Ledger(path)
-    return _ledgers[path]
+    with _opening:
+        if path not in _ledgers:
+            _ledgers[path] = Ledger(path)
+        return _ledgers[path]
 
 
-def busy_timeout() -> float:
-    return float(os.environ.get("FTM_BUSY_TIMEOUT", "10"))
+def close_ledgers() -> None:
+    """Close every ledger this process opened, on every thread; a later ledger() reopens."""
+    with _opening:
+        books = list(_ledgers.values())
+        _ledgers.clear()
+    for book in books:
+        book.close()
+
+
+# --- served API: the other names a model answers to, as rows of Ledger.models() ------------
+API_JOB_JSON = ("metadata", "hyperparameters", "error")
+ALIAS_ROWS = """
+    SELECT j.fine_tuned_model, 'alias', r.id, r.backend, r.base_model, r.dataset_id, r.result_path,
+           NULL, r.finished_at
+    FROM api_jobs j JOIN runs r ON r.id = j.run_id
+    WHERE r.status = 'succeeded' AND j.fine_tuned_model IS NOT NULL
+    UNION ALL
+    SELECT j.fine_tuned_model || ':ckpt-step-' || c.step, 'alias', r.id, r.backend, r.base_model,
+           r.dataset_id, c.path, c.step, c.created_at
+    FROM api_jobs j JOIN runs r ON r.id = j.run_id JOIN checkpoints c ON c.run_id = r.id
+    WHERE j.fine_tuned_model IS NOT NULL
+    UNION ALL
+    SELECT p.result_model, 'alias', r.id, r.backend, r.base_model, r.dataset_id, r.result_path,
+           NULL, r.finished_at
+    FROM runs r JOIN runs p ON p.id = r.parent_run_id
+    WHERE r.status = 'succeeded' AND r.result_path IS NOT NULL AND p.result_model IS NOT NULL
+      AND p.result_path IS NULL AND p.result_model NOT IN (SELECT name FROM model_aliases)
+    UNION ALL
+    SELECT a.name, 'alias', r.id, r.backend, r.base_model, r.dataset_id, r.result_path, NULL, r.finished_at
+    FROM model_aliases a JOIN runs r ON r.id = a.run_id WHERE r.status = 'succeeded'"""
+
+# Tables that grow by the step or the example: too big to check each time a command starts.
+_BULK_TABLES = frozenset({"metrics", "events", "generations", "grades"})
+# Columns that hold a path: kept relative to FTM_HOME when inside it, read back absolute.
+PATH_COLUMNS = ("path", "source", "result_path")
 
 
 class Ledger:
-    """One connection to the ledger at path (default $FTM_HOME/ftm.db)."""
+    """The ledger at path (default $FTM_HOME/ftm.db). Any thread may call it.
+
+    Opening it refuses, in one line and changing nothing, a file that is damaged, one that a
+    newer ftm wrote, and an empty one beside datasets/ and runs/ that a lost ledger recorded.
+    """
 
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else paths.ledger_path()
-        self._db = None
-        with self._errors():
-            self.conn = sqlite3.connect(self.path, timeout=busy_timeout(), isolation_level=None)
-            self.conn.row_factory = sqlite3.Row
-            if self.conn.execute("PRAGMA user_version").fetchone()[0] != migrations.VERSION:
-                self._migrate()
+        self.home = self.path.parent  # relative paths in the ledger lie under its own folder
+        self.file = LedgerFile(self.path)
+        with self.file.errors():
+            self._open()
 
     # --- plumbing -----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _errors(self):
-        """Turn SQLite's operational errors into one-line ledger errors."""
-        try:
-            yield
-        except sqlite3.OperationalError as err:
-            raise self._explain(err) from None
-
-    def _explain(self, err: sqlite3.OperationalError) -> LedgerError:
-        text = str(err)
-        where = f"the ledger {self.path}"
-        if "locked" in text or "busy" in text:
-            return LedgerError(
-                f"{where} is held by another process's write (waited {busy_timeout():g} s)",
-                "Try again when that process finishes, or raise FTM_BUSY_TIMEOUT.",
-            )
-        if "readonly" in text or "read-only" in text:
-            return LedgerError(
-                f"{where} is read-only", "Make it writable, or point FTM_HOME at a writable directory."
-            )
-        if "unable to open" in text:
-            return LedgerError(f"{where} cannot be opened", "Check that FTM_HOME is a writable directory.")
-        return LedgerError(f"{where} failed: {text}", "Check the file, or restore it from a backup.")
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        return self.file.conn()
 
     @property
     def db(self):
-        """The sqlite_utils Database over the same connection, imported on first write."""
-        if self._db is None:
-            import sqlite_utils
+        """This thread's sqlite_utils Database over its connection, imported on first write."""
+        return self.file.utils()
 
-            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
-        return self._db
+    def _errors(self):
+        return self.file.errors()
+
+    def writable(self) -> "Ledger":
+        """This ledger, or a one-line LedgerError where it can only be read (call before writing
+        files beside it, so that a read-only FTM_HOME refuses before anything is half-done)."""
+        if self.file.read_only:
+            raise self.file.explain(sqlite3.OperationalError("readonly"))
+        return self
 
     @contextlib.contextmanager
     def write(self):
         """A BEGIN IMMEDIATE transaction: it takes the write lock before reading."""
-        with self._errors():
-            self.conn.execute("BEGIN IMMEDIATE")
+        conn = self.writable().conn
+        with self.file.errors():
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
+            conn.execute("COMMIT")
 
-    def _migrate(self) -> None:
+    def _open(self) -> None:
+        try:
+            applied = self._applied()
+        except sqlite3.OperationalError as err:
+            if not (self.file.is_read_only_error(err) and self.path.exists()):
+                raise
+            self.file.fall_back_to_read_only()  # FTM_HOME is read-only: reading still works
+            applied = self._applied()
+        self._refuse_foreign(applied)
+        if set(applied) != {fn.__name__ for fn in migrations.MIGRATIONS}:
+            self._migrate(bool(applied))
+        self._check_tables()
+
+    def _applied(self) -> list[str]:
+        """The names of the ftm migrations applied to this file (in order)."""
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "_sqlite_migrations" not in tables:
+            names = []
+        else:
+            names = [r[0] for r in self.conn.execute(
+                "SELECT name FROM _sqlite_migrations WHERE migration_set = 'ftm' ORDER BY id")]
+        self._shape = (version, tables)
+        return names
+
+    def _refuse_foreign(self, applied: list[str]) -> None:
+        """Refuse a ledger a newer ftm wrote, or an empty one where a ledger is known lost."""
+        version, tables = self._shape
+        unknown = sorted(set(applied) - {fn.__name__ for fn in migrations.MIGRATIONS})
+        if version > migrations.VERSION or unknown:
+            raise LedgerError(
+                f"the ledger {self.path} was written by a newer ftm (schema version {version}"
+                + (f"; migrations {', '.join(unknown)}" if unknown else "") + "); ftm changed nothing",
+                "Upgrade ftm to read it, or point FTM_HOME elsewhere.")
+        if not applied and tables:
+            raise LedgerError(f"{self.path} holds tables but is not an ftm ledger; ftm changed nothing",
+                              "Point FTM_HOME at another directory.")
+        lost = [d for d in ("datasets", "runs") if (self.home / d).is_dir() and any((self.home / d).iterdir())]
+        if not applied and lost:
+            raise LedgerError(
+                f"the ledger {self.path} is empty or missing, but {self.home} holds {' and '.join(lost)} "
+                "that a ledger recorded; ftm changed nothing",
+                "Restore ftm.db from a backup, or move those folders away to start afresh.")
+
+    def _migrate(self, existing: bool) -> None:
+        if self.file.read_only:
+            raise LedgerError(f"the ledger {self.path} needs an upgrade, but it is read-only",
+                              "Open it once with write access, or point FTM_HOME elsewhere.")
+        if existing and self.conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise self.file.damaged("PRAGMA quick_check failed")  # never rewrite a damaged file
         if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             # Set once when the ledger is new; WAL lets readers go on while a run is written.
             self.conn.execute("PRAGMA journal_mode=WAL")
         with self.write() as db:
+            self._refuse_foreign(self._applied())  # again, under the lock: another process may have
             migrations.apply(db)
 
+    def _check_tables(self) -> None:
+        """A quick check of every table but the bulk ones: a damaged page fails here, in one
+        line, instead of silently hiding rows from a listing."""
+        if sqlite3.sqlite_version_info < (3, 33, 0):  # older SQLite checks the whole file per call
+            return
+        for name in sorted(self._shape[1] - _BULK_TABLES):
+            quoted = name.replace('"', '""')
+            verdict = self.conn.execute(f'PRAGMA quick_check("{quoted}")').fetchone()[0]
+            if verdict != "ok":
+                raise self.file.damaged(verdict)
+
     def _all(self, sql: str, params=()) -> list[dict]:
-        with self._errors():
-            return [dict(row) for row in self.conn.execute(sql, params)]
+        with self.file.errors():
+            return [self._restored(dict(row)) for row in self.conn.execute(sql, params)]
 
     def _one(self, sql: str, params=()) -> dict | None:
         rows = self._all(sql, params)
         return rows[0] if rows else None
 
+    def _stored(self, row: dict) -> dict:
+        """row with its paths relative to the ledger's folder where they lie inside it."""
+        return {k: paths.to_ledger(v, self.home) if k in PATH_COLUMNS else v for k, v in row.items()}
+
+    def _restored(self, row: dict) -> dict:
+        for key in PATH_COLUMNS:
+            if row.get(key):
+                row[key] = paths.from_ledger(row[key], self.home)
+        return row
+
     def close(self) -> None:
-        self.conn.close()
+        """Close every thread's connection to this ledger."""
+        self.file.close()
 
     # --- datasets -----------------------------------------------------------------------
 
@@ -128,7 +226,7 @@ class Ledger:
             existing = self._one("SELECT * FROM datasets WHERE id = ?", [row["id"]])
             if existing:
                 return existing, False
-            db["datasets"].insert({**row, "created_at": now()})
+            db["datasets"].insert({**self._stored(row), "created_at": now()})
         return self.dataset(row["id"]), True
 
     def dataset(self, ref: str) -> dict:
@@ -188,13 +286,28 @@ class Ledger:
     def create_run(self, row: dict) -> dict:
         stamp = now()
         with self.write() as db:
-            db["runs"].insert({**_dump(row), "created_at": stamp, "updated_at": stamp})
+            db["runs"].insert({**_dump(self._stored(row)), "created_at": stamp, "updated_at": stamp})
         return self.run(row["id"])
 
     def update_run(self, run_id: str, **fields) -> dict:
         with self.write() as db:
-            db["runs"].update(run_id, {**_dump(fields), "updated_at": now()})
+            db["runs"].update(run_id, {**_dump(self._stored(fields)), "updated_at": now()})
         return self.run(run_id)
+
+    def claim_start(self, run_id: str, claim: dict, is_live) -> bool:
+        """Take the right to call a backend's start() for a run that has no job yet.
+
+        False when the run has a job, has left `created`, or another process holds a claim
+        that is_live(claim) says is alive: checked and taken under one write lock, so two
+        `ftm sync`s never both start it.
+        """
+        with self.write() as db:
+            row = self._one("SELECT status, provider_job_id, start_claim FROM runs WHERE id = ?", [run_id])
+            held = json.loads(row["start_claim"]) if row["start_claim"] else None
+            if row["provider_job_id"] or row["status"] != CREATED or (held and is_live(held)):
+                return False
+            db["runs"].update(run_id, {"start_claim": json.dumps(claim), "updated_at": now()})
+        return True
 
     def run(self, ref: str) -> dict:
         """A run by our id, a unique prefix of it, or the provider's job id."""
@@ -271,11 +384,12 @@ class Ledger:
             raise InvalidInput(f"no metric called {name}", f"Choose one of {', '.join(METRIC_NAMES)}.")
         n = self._one("SELECT count(*) AS n FROM metrics WHERE run_id = ?", [run_id])["n"]
         every = max(1, n // max_points)
-        rows = self.conn.execute(
-            f"SELECT step, {name} FROM metrics WHERE run_id = ? AND {name} IS NOT NULL"
-            f" AND (step % ? = 0 OR step = (SELECT max(step) FROM metrics WHERE run_id = ?)) ORDER BY step",
-            [run_id, every, run_id])
-        return [tuple(r) for r in rows]
+        with self.file.errors():
+            rows = self.conn.execute(
+                f"SELECT step, {name} FROM metrics WHERE run_id = ? AND {name} IS NOT NULL"
+                f" AND (step % ? = 0 OR step = (SELECT max(step) FROM metrics WHERE run_id = ?)) ORDER BY step",
+                [run_id, every, run_id])
+            return [tuple(r) for r in rows]
 
     def children(self, run_id: str) -> list[dict]:
         """Runs that re-run this one."""
@@ -294,8 +408,9 @@ class Ledger:
             for m in progress.metrics:
                 _upsert_metrics(db, run_id, m)
             for c in progress.checkpoints:
-                _upsert_checkpoint(db, run_id, c)
-            db["runs"].update(run_id, {**_dump(_run_fields(self.run(run_id), progress)), "updated_at": now()})
+                _upsert_checkpoint(db, run_id, c, paths.to_ledger(c.path, self.home))
+            fields = self._stored(_run_fields(self.run(run_id), progress))
+            db["runs"].update(run_id, {**_dump(fields), "updated_at": now()})
         return self.run(run_id)
 
     # --- evaluations --------------------------------------------------------------------
@@ -334,7 +449,7 @@ class Ledger:
 
     def add_api_file(self, row: dict) -> None:
         with self.write() as db:
-            db["api_files"].insert(row)
+            db["api_files"].insert(self._stored(row))
 
     def api_files(self) -> list[dict]:
         return self._all("SELECT * FROM api_files ORDER BY created_at, rowid")
@@ -358,28 +473,6 @@ class Ledger:
         """Make `name` answer with run_id's model, where several runs could (a choice kept)."""
         with self.write() as db:
             db["model_aliases"].upsert({"name": name, "run_id": run_id, "created_at": now()}, pk="name")
-
-# --- served API: the other names a model answers to, as rows of Ledger.models() ------------
-API_JOB_JSON = ("metadata", "hyperparameters", "error")
-ALIAS_ROWS = """
-    SELECT j.fine_tuned_model, 'alias', r.id, r.backend, r.base_model, r.dataset_id, r.result_path,
-           NULL, r.finished_at
-    FROM api_jobs j JOIN runs r ON r.id = j.run_id
-    WHERE r.status = 'succeeded' AND j.fine_tuned_model IS NOT NULL
-    UNION ALL
-    SELECT j.fine_tuned_model || ':ckpt-step-' || c.step, 'alias', r.id, r.backend, r.base_model,
-           r.dataset_id, c.path, c.step, c.created_at
-    FROM api_jobs j JOIN runs r ON r.id = j.run_id JOIN checkpoints c ON c.run_id = r.id
-    WHERE j.fine_tuned_model IS NOT NULL
-    UNION ALL
-    SELECT p.result_model, 'alias', r.id, r.backend, r.base_model, r.dataset_id, r.result_path,
-           NULL, r.finished_at
-    FROM runs r JOIN runs p ON p.id = r.parent_run_id
-    WHERE r.status = 'succeeded' AND r.result_path IS NOT NULL AND p.result_model IS NOT NULL
-      AND p.result_path IS NULL AND p.result_model NOT IN (SELECT name FROM model_aliases)
-    UNION ALL
-    SELECT a.name, 'alias', r.id, r.backend, r.base_model, r.dataset_id, r.result_path, NULL, r.finished_at
-    FROM model_aliases a JOIN runs r ON r.id = a.run_id WHERE r.status = 'succeeded'"""
 
 # --- helpers that shape rows ----------------------------------------------------------------
 
@@ -426,12 +519,12 @@ def _upsert_metrics(db, run_id: str, metrics: dict) -> None:
     )
 
 
-def _upsert_checkpoint(db, run_id: str, c) -> None:
+def _upsert_checkpoint(db, run_id: str, c, path: str | None) -> None:
     db.execute(
         "INSERT INTO checkpoints (run_id, step, model_id, path, metrics, created_at) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT(run_id, step) DO UPDATE SET model_id = excluded.model_id, path = excluded.path,"
         " metrics = excluded.metrics",
-        [run_id, c.step, c.model_id, c.path, json.dumps(c.metrics or {}), iso(c.created_at)],
+        [run_id, c.step, c.model_id, path, json.dumps(c.metrics or {}), iso(c.created_at)],
     )
 
 
@@ -451,8 +544,9 @@ def _run_fields(run: dict, p: Progress) -> dict:
         fields.update(
             error_code=p.error.get("code"), error_message=p.error.get("message"), error_param=p.error.get("param")
         )
-    if p.status not in ("created", "validating_files", "queued") and not run.get("started_at"):
+    if p.status not in (CREATED, VALIDATING, QUEUED) and not run.get("started_at"):
         fields["started_at"] = now()
     if p.status in TERMINAL and not run.get("finished_at"):
-        fields["finished_at"] = now()
+        # when the backend says the run ended; the time of this poll only where it cannot say
+        fields["finished_at"] = iso(p.finished_at) if p.finished_at else now()
     return fields

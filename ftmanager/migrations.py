@@ -234,7 +234,29 @@ def m004_serve(db) -> None:
         foreign_keys=[("run_id", "runs", "id")],
     )
 
-MIGRATIONS = [m001_initial, m002_evaluations, m005_grades, m004_serve]  # append-only
+def m003_core(db) -> None:
+    """The start claim gets a column of its own; paths inside FTM_HOME become relative to it."""
+    import json
+    from pathlib import Path
+
+    from .paths import to_ledger
+
+    # JSON {"host", "pid", "since"}: a process is inside the backend's start() for this run
+    db["runs"].add_column("start_claim", str)
+    for run_id, cursor in db.execute("SELECT id, cursor FROM runs WHERE cursor LIKE '%\"starting\"%'").fetchall():
+        cursor = json.loads(cursor)
+        claim = cursor.pop("starting", None)
+        db["runs"].update(run_id, {"cursor": json.dumps(cursor), "start_claim": json.dumps(claim) if claim else None})
+    home = Path(next(row[2] for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main")).parent
+    for table, columns in (("datasets", ("path", "source")), ("runs", ("result_path",)), ("checkpoints", ("path",))):
+        for column in columns:
+            for value, in db.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL").fetchall():
+                stored = to_ledger(value, home)
+                if stored != value:
+                    db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [stored, value])
+
+
+MIGRATIONS = [m001_initial, m002_evaluations, m005_grades, m004_serve, m003_core]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 

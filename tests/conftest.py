@@ -30,11 +30,9 @@ def ftm_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("FTM_HOME", str(home))
     monkeypatch.setenv("FTM_FAKE_DIR", str(tmp_path / "fake-provider"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
-    ledger._ledgers.clear()
+    ledger.close_ledgers()
     yield home
-    for s in ledger._ledgers.values():
-        s.close()
-    ledger._ledgers.clear()
+    ledger.close_ledgers()
 
 
 class Result:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from conftest import ftm
 
@@ -160,7 +161,7 @@ CREATE TABLE "runs" (
    "started_at" TEXT,
    "finished_at" TEXT,
    "updated_at" TEXT
-);
+, "start_claim" TEXT);
 CREATE TABLE "uploads" (
    "id" INTEGER PRIMARY KEY,
    "dataset_id" TEXT REFERENCES "datasets"("id"),
@@ -221,7 +222,7 @@ def test_migrations_are_recorded_once_and_wal_is_on(ftm_home):
     Ledger().close()
     Ledger().close()  # a second open applies nothing again
     conn = sqlite3.connect(ftm_home / "ftm.db")
-    names = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'ftm'")]
+    names = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'ftm' ORDER BY id")]
     assert names == [fn.__name__ for fn in migrations.MIGRATIONS]
     assert all(n.startswith("m") and n[1:4].isdigit() for n in names)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -280,21 +281,184 @@ def _without_root_powers() -> list[str]:
     return ["setpriv", "--bounding-set", caps, "--inh-caps", caps]
 
 
-def test_a_read_only_ledger_is_one_line(tmp_path, chat_file):
-    home = tmp_path / "ro-home"
-    env = {**os.environ, "FTM_HOME": str(home)}
-    subprocess.run([sys.executable, "-m", "ftmanager", "runs"], env=env, check=True, capture_output=True)
-    before = (home / "ftm.db").read_bytes()
-    for path in home.iterdir():
+def _read_only(home: Path) -> None:
+    for path in sorted(home.rglob("*"), reverse=True):
         path.chmod(0o444 if path.is_file() else 0o555)
     home.chmod(0o555)
+
+
+def test_a_read_only_home_can_be_read_and_refuses_writes_in_one_line(ftm_home, chat_file):
+    run = ftm("submit", chat_file, "-b", "fake", "--wait", "--json").json()
+    before = (ftm_home / "ftm.db").read_bytes()
+    listed = set(os.listdir(ftm_home))
+    _read_only(ftm_home)
     try:
-        proc = subprocess.run([*_without_root_powers(), sys.executable, "-m", "ftmanager", "datasets", "add",
-                               str(chat_file)], env=env, capture_output=True, text=True)
+        def as_user(*args):
+            return subprocess.run([*_without_root_powers(), sys.executable, "-m", "ftmanager", *map(str, args)],
+                                  capture_output=True, text=True)
+
+        reads = {args[0]: as_user(*args) for args in (["runs"], ["show", run["id"]], ["datasets", "list"])}
+        other = chat_file.with_name("other.jsonl")
+        other.write_text(chat_file.read_text().replace("terse", "brief"))
+        writes = [as_user("datasets", "add", other), as_user("submit", other, "-b", "fake"),
+                  as_user("cancel", run["id"])]
     finally:
-        subprocess.run(["chmod", "-R", "u+w", str(home)])
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.startswith("Error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "ledger" in proc.stderr
-    assert (home / "ftm.db").read_bytes() == before
-    assert not (home / "datasets").exists()  # nothing half-written beside the ledger
+        subprocess.run(["chmod", "-R", "u+w", str(ftm_home)])
+    for name, proc in reads.items():
+        assert proc.returncode == 0 and not proc.stderr, (name, proc.stderr)
+    assert run["id"] in reads["runs"].stdout and run["result_model"] in reads["show"].stdout
+    assert run["dataset_id"][:12] in reads["datasets"].stdout
+    for proc in writes[:2]:
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.startswith("Error: the ledger") and "read-only" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert writes[2].returncode == 1 and "already succeeded" in writes[2].stderr
+    assert (ftm_home / "ftm.db").read_bytes() == before and set(os.listdir(ftm_home)) == listed
+
+
+def test_threads_share_the_ledger_with_a_connection_each(ftm_home):
+    import threading
+
+    from ftmanager.backend import Progress
+    from ftmanager.ledger import close_ledgers, ledger
+
+    ledger().add_dataset({"id": "d" * 64, "name": "shared", "n_examples": 1})
+    conns, errors = {}, []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(15):
+                run_id = f"run-t{n}-{i}"
+                ledger().create_run({"id": run_id, "backend": "fake", "base_model": "m", "dataset_id": "d" * 64,
+                                     "status": "created"})
+                ledger().record(run_id, Progress(status="running", metrics=[{"step": 1, "train_loss": 1.0}]))
+                assert ledger().run(run_id)["status"] == "running"
+            conns[n] = ledger().conn
+        except Exception as err:  # noqa: BLE001  (reported below)
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(ledger().runs()) == 90 and len({id(c) for c in conns.values()}) == 6
+    close_ledgers()  # closes every thread's connection, from this one
+    for conn in conns.values():
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.execute("SELECT 1")
+    assert len(ledger().runs()) == 90  # a later call opens afresh
+
+
+def _ledger_with_runs(home: Path, n: int = 300) -> bytes:
+    from ftmanager.ledger import Ledger
+
+    home.mkdir(exist_ok=True)
+    book = Ledger(home / "ftm.db")
+    book.add_dataset({"id": "d" * 64, "name": "shared", "n_examples": 1})
+    for i in range(n):
+        book.create_run({"id": f"run-{i:04d}", "backend": "fake", "base_model": "m", "dataset_id": "d" * 64,
+                         "status": "succeeded", "suffix": "x" * 100})
+    book.close()  # the last connection folds the WAL back into the file
+    return (home / "ftm.db").read_bytes()
+
+
+def _garbage_runs_root(path: Path, data: bytes) -> bytes:
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    start = (root - 1) * size
+    return data[:start] + bytes([0xFF]) * size + data[start + size:]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage pages", "garbage header"])
+def test_a_damaged_ledger_is_one_line_and_left_as_it_is(ftm_home, chat_file, damage):
+    data = _ledger_with_runs(ftm_home)
+    damaged = {"truncated": data[: len(data) // 2],
+               "garbage pages": _garbage_runs_root(ftm_home / "ftm.db", data),
+               "garbage header": bytes(range(256)) * 4 + data[1024:]}[damage]
+    (ftm_home / "ftm.db").write_bytes(damaged)
+    for args in (["runs"], ["show", "run-0001"], ["datasets", "list"], ["models"], ["submit", chat_file, "-b", "fake"]):
+        result = ftm(*args)
+        assert result.code == 1 and result.err.startswith("Error: the ledger"), (args, result)
+        assert "damaged" in result.err and len(result.err.strip().splitlines()) == 1, (args, result)
+    assert (ftm_home / "ftm.db").read_bytes() == damaged
+    assert not (ftm_home / "datasets").exists()
+
+
+def test_an_empty_ledger_beside_datasets_and_runs_is_refused_not_recreated(ftm_home, chat_file):
+    run = ftm("submit", chat_file, "-b", "fake", "--wait", "--json").json()
+    (ftm_home / "ftm.db").write_bytes(b"")  # lost: zero bytes, its datasets and runs still there
+    for args in (["runs"], ["datasets", "add", chat_file], ["show", run["id"]]):
+        result = ftm(*args)
+        assert result.code == 1 and "is empty or missing" in result.err and "datasets" in result.err, result
+        assert len(result.err.strip().splitlines()) == 1
+    assert (ftm_home / "ftm.db").read_bytes() == b""
+
+
+@pytest.mark.parametrize("newer", ["user_version", "unknown migration"])
+def test_a_ledger_from_a_newer_ftm_is_refused_and_left_as_it_is(ftm_home, newer):
+    from ftmanager import migrations
+
+    _ledger_with_runs(ftm_home, 3)
+    conn = sqlite3.connect(ftm_home / "ftm.db", isolation_level=None)
+    if newer == "user_version":
+        conn.execute(f"PRAGMA user_version = {migrations.VERSION + 1}")
+    else:
+        conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('ftm', 'm999_future', 'x')")
+    conn.close()
+    before = (ftm_home / "ftm.db").read_bytes()
+    for args in (["runs"], ["sync"]):
+        result = ftm(*args)
+        assert result.code == 1 and "written by a newer ftm" in result.err, result
+        assert len(result.err.strip().splitlines()) == 1
+    assert (ftm_home / "ftm.db").read_bytes() == before
+
+
+def test_paths_inside_ftm_home_are_stored_relative_and_read_back_absolute(ftm_home):
+    from ftmanager.backend import Checkpoint, Progress
+    from ftmanager.ledger import ledger
+
+    adapter, outside = ftm_home / "runs" / "run-1" / "adapter", "/srv/models/elsewhere"
+    book = ledger()
+    book.add_dataset({"id": "d" * 64, "name": "x", "path": str(ftm_home / "datasets" / "d.jsonl"), "source": outside})
+    book.create_run({"id": "run-1", "backend": "local", "base_model": "m", "dataset_id": "d" * 64, "status": "running"})
+    book.record("run-1", Progress(status="succeeded", result_model="local:run-1", result_path=str(adapter),
+                                  checkpoints=[Checkpoint(step=2, model_id="local:run-1:step-2", path=str(adapter) + "-2")]))
+    raw = sqlite3.connect(ftm_home / "ftm.db")
+    assert raw.execute("SELECT path, source FROM datasets").fetchone() == ("datasets/d.jsonl", outside)
+    assert raw.execute("SELECT result_path FROM runs").fetchone() == ("runs/run-1/adapter",)
+    assert raw.execute("SELECT path FROM checkpoints").fetchone() == ("runs/run-1/adapter-2",)
+    assert book.dataset("x")["path"] == str(ftm_home / "datasets" / "d.jsonl")
+    assert book.run("run-1")["result_path"] == str(adapter)
+    assert {m["path"] for m in book.models()} == {str(adapter), str(adapter) + "-2"}
+
+
+def test_m003_moves_start_claims_to_their_column_and_makes_home_paths_relative(tmp_path):
+    import json
+
+    import sqlite_utils
+
+    from ftmanager import migrations
+    from ftmanager.ledger import Ledger
+
+    home = tmp_path / "old-home"
+    home.mkdir()
+    db = sqlite_utils.Database(home / "ftm.db")
+    before = sqlite_utils.Migrations("ftm")
+    for fn in migrations.MIGRATIONS[: migrations.MIGRATIONS.index(migrations.m003_core)]:
+        before(name=fn.__name__)(fn)
+    before.apply(db)
+    db["datasets"].insert({"id": "d" * 64, "name": "x", "path": str(home / "datasets" / "d.jsonl"), "source": "/data/x.jsonl"})
+    claim = {"host": "h", "pid": 1, "since": 1.0}
+    db["runs"].insert({"id": "run-1", "dataset_id": "d" * 64, "status": "created", "result_path": str(home / "runs" / "a"),
+                       "cursor": json.dumps({"starting": claim, "offset": 3})})
+    db.conn.close()
+    book = Ledger(home / "ftm.db")
+    raw = sqlite3.connect(home / "ftm.db")
+    assert raw.execute("SELECT path, source FROM datasets").fetchone() == ("datasets/d.jsonl", "/data/x.jsonl")
+    row = raw.execute("SELECT cursor, start_claim, result_path FROM runs").fetchone()
+    assert (json.loads(row[0]), json.loads(row[1]), row[2]) == ({"offset": 3}, claim, "runs/a")
+    assert book.run("run-1")["result_path"] == str(home / "runs" / "a")

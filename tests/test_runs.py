@@ -156,4 +156,75 @@ def test_every_listing_prints_pure_json(ftm_home, chat_file):
 def test_backends_lists_built_ins_and_plugins_with_their_options(ftm_home):
     rows = {b["name"]: b for b in ftm("backends", "--json").json()}
     assert {"openai", "local", "fake"} <= set(rows)
-    assert rows["fake"]["options"] == {"note": "any text; recorded, otherwise ignored"}
+    assert rows["fake"]["options"] == {
+        "note": {"help": "any text; recorded, otherwise ignored", "type": "str", "default": None},
+        "loud": {"help": "print more (a flag made from a declared bool)", "type": "bool", "default": False}}
+    assert rows["local"]["options"]["lora_r"] == {"help": "LoRA rank", "type": "int", "default": 16}
+    text = ftm("backends").out
+    assert "-p loud=...  print more (a flag made from a declared bool) (default: false)" in text
+
+
+def test_a_start_error_that_is_no_refusal_leaves_the_run_for_sync(ftm_home, chat_file):
+    result = ftm("submit", chat_file, "-b", "fake", "-m", "fake-lost")  # start() raises NotFound
+    one_line_error(result, "could not confirm", "lost track of a file", "ftm sync")
+    [run] = ftm("runs", "--json").json()
+    assert run["status"] == "created" and run["error_message"] is None and fake_jobs(ftm_home) == []
+    assert run["start_claim"] is None and run["cursor"] in (None, {})
+    synced = ftm("sync", "--json")
+    assert synced.code == 0, synced
+    assert ftm("watch", run["id"]).code == 0
+    assert [j["run_id"] for j in fake_jobs(ftm_home)] == [run["id"]]
+
+
+def test_two_syncs_at_once_start_a_stranded_run_once(ftm_home, chat_file):
+    import subprocess
+    import sys
+
+    one_line_error(ftm("submit", chat_file, "-b", "fake", "-m", "fake-lost"), "could not confirm")
+    slow = {**__import__("os").environ, "FTM_FAKE_UPLOAD_SECONDS": "1.5"}  # start() takes a while
+    procs = [subprocess.Popen([sys.executable, "-m", "ftmanager", "sync"], env=slow,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len(fake_jobs(ftm_home)) == 1  # the second saw the first's live claim and left it alone
+    [run] = ftm("runs", "--json").json()
+    assert run["provider_job_id"] == fake_jobs(ftm_home)[0]["id"] and run["start_claim"] is None
+
+
+def test_finished_at_is_when_the_provider_says_the_run_ended(ftm_home, chat_file):
+    import time
+
+    from ftm_fake_backend import FakeBackend
+    from ftmanager.facts import iso
+
+    run = ftm("submit", chat_file, "-b", "fake", "-m", "fake-slow", "--json").json()
+    FakeBackend().cancel(run["provider_job_id"])  # cancelled at the provider while nobody polls
+    ended = FakeBackend()._load(run["provider_job_id"])["finished_at"]
+    time.sleep(1.2)
+    assert ftm("watch", run["id"]).code == 4
+    finished = ftm("show", run["id"], "--json").json()["finished_at"]
+    assert finished == iso(ended) and finished < iso(time.time() - 1)
+
+
+def test_a_model_the_backend_cannot_train_is_refused_before_anything_is_recorded(ftm_home, chat_file):
+    one_line_error(ftm("submit", chat_file, "-b", "fake", "-m", "gpt-4o-mini"), "fake provider has no model gpt-4o-mini")
+    assert ftm("runs", "--json").json() == [] and ftm("datasets", "list", "--json").json() == []
+
+
+def test_concurrent_submits_upload_one_dataset_once(ftm_home, chat_file):
+    import os
+    import subprocess
+    import sys
+
+    from ftm_fake_backend import FakeBackend
+
+    env = {**os.environ, "FTM_FAKE_UPLOAD_SECONDS": "0.3"}
+    procs = [subprocess.Popen([sys.executable, "-m", "ftmanager", "submit", str(chat_file), "-b", "fake", "--json"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, outs
+    runs = ftm("runs", "--json").json()
+    assert len(runs) == 8 and all(r["provider_job_id"] for r in runs)
+    assert FakeBackend().uploads() == [runs[0]["dataset_id"]]
+    conn = sqlite3.connect(ftm_home / "ftm.db")
+    assert conn.execute("SELECT count(*) FROM uploads").fetchone()[0] == 1

@@ -5,6 +5,7 @@ Light: no torch here, so `ftm backends` and submit-time checks stay fast.
 
 from __future__ import annotations
 
+from ftmanager.backend import Option
 from ftmanager.errors import InvalidInput
 from ftmanager.facts import auto_epochs
 
@@ -29,8 +30,9 @@ SPECS: dict[str, tuple] = {
     "eval_every": (int, 0, "also compute validation metrics every N steps (0: per epoch)"),
 }
 
-HELP = {name: spec[2] + ("" if spec[1] is None else f" (default: {str(spec[1]).lower()})")
-        for name, spec in SPECS.items()}
+# The declaration ftm offers (`ftm backends`, the flags of `ftm submit`): "modules" is typed as text.
+OPTIONS = {name: Option(help_, str if kind == "modules" else kind, default)
+           for name, (kind, default, help_) in SPECS.items()}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 

@@ -15,9 +15,9 @@ import time
 from contextlib import contextmanager, suppress
 
 from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads
-from ftmanager.facts import (CREATED, HYPERPARAMETERS, PAUSED, QUEUED, RUNNING, VALIDATING, auto_epochs,
-                             is_terminal)
-from ftmanager.errors import BackendError, NotFound
+from ftmanager.facts import (CREATED, HYPERPARAMETERS, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING,
+                             auto_epochs, is_terminal)
+from ftmanager.errors import InvalidInput, NotFound, Refused, without_userinfo
 
 from .sdk import FileWindow, backoff, metric, parse_results, price_per_1m, retry_after, sdk_client
 
@@ -30,8 +30,18 @@ PART_SIZE = 64 << 20  # the Uploads API's largest part
 EVENTS_PAGE = 100
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
+def _env_number(name: str, default, kind=int):
+    """A positive number from the environment (default where unset); one line when it is not."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < float("inf"):
+        raise InvalidInput(f"{name} must be a positive number, not {text!r}", f"Fix or unset {name}.")
+    return value
 
 
 class OpenAIBackend(Backend):
@@ -44,13 +54,14 @@ class OpenAIBackend(Backend):
     def __init__(self, *, multipart_threshold: int | None = None, part_size: int | None = None,
                  timeout: float | None = None, max_retries: int = 2):
         self.base_url = (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.where = without_userinfo(self.base_url)  # the URL as printed and recorded: no password
         self.organization = os.environ.get("OPENAI_ORG_ID") or None
         self.project = os.environ.get("OPENAI_PROJECT_ID") or None
         # Uploads are cached per account: where the files live, never which key reached them.
-        self.account = f"{self.base_url} org={self.organization or '-'} project={self.project or '-'}"
-        self.multipart_threshold = multipart_threshold or _env_int("FTM_OPENAI_MULTIPART_BYTES", MULTIPART_THRESHOLD)
-        self.part_size = part_size or _env_int("FTM_OPENAI_PART_BYTES", PART_SIZE)
-        self.timeout = timeout or float(os.environ.get("FTM_OPENAI_TIMEOUT") or 60)
+        self.account = f"{self.where} org={self.organization or '-'} project={self.project or '-'}"
+        self.multipart_threshold = multipart_threshold or _env_number("FTM_OPENAI_MULTIPART_BYTES", MULTIPART_THRESHOLD)
+        self.part_size = part_size or _env_number("FTM_OPENAI_PART_BYTES", PART_SIZE)
+        self.timeout = timeout or _env_number("FTM_OPENAI_TIMEOUT", 60.0, float)
         self.max_retries = max_retries
         self._client = None
 
@@ -61,8 +72,8 @@ class OpenAIBackend(Backend):
         """The SDK client, built on first use (importing openai costs start-up time)."""
         if self._client is None:
             key = os.environ.get(KEY_ENV)
-            if not key:
-                raise BackendError(f"no OpenAI API key: {KEY_ENV} is not set",
+            if not key:  # nothing can reach the provider, so no job can exist: a definite refusal
+                raise Refused(f"no OpenAI API key: {KEY_ENV} is not set",
                                    f"Set {KEY_ENV}, or run `ftm standin` and point OPENAI_BASE_URL at it.")
             self._client = sdk_client(key, self.base_url, self.organization, self.project,
                                        self.timeout, self.max_retries)
@@ -70,31 +81,31 @@ class OpenAIBackend(Backend):
 
     @contextmanager
     def _refusals(self, run_id: str | None = None):
-        """Turn the provider's definite refusals into BackendError; let the rest propagate."""
+        """Turn the provider's definite refusals into Refused; let the rest propagate."""
         import openai
 
         try:
             yield
         except openai.AuthenticationError:
-            raise BackendError(f"OpenAI rejected the API key read from {KEY_ENV} (401 at {self.base_url})",
+            raise Refused(f"OpenAI rejected the API key read from {KEY_ENV} (401 at {self.where})",
                                f"Check the key in {KEY_ENV} (and OPENAI_ORG_ID / OPENAI_PROJECT_ID).") from None
         except openai.PermissionDeniedError as err:
             raise self._denied(err, run_id) from None
         except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
-            raise BackendError(f"OpenAI refused the request: {self._said(err)}",
+            raise Refused(f"OpenAI refused the request: {self._said(err)}",
                                "Fix that and try again.") from None
         except openai.NotFoundError as err:
             raise NotFound(f"OpenAI has no such object: {self._said(err)}",
                            f"Check the id (account {self.account}).") from None
 
-    def _denied(self, err, run_id: str | None) -> BackendError:
+    def _denied(self, err, run_id: str | None) -> Refused:
         if run_id:
-            return BackendError(
+            return Refused(
                 "OpenAI refused to create the fine-tuning job (403 permission denied): OpenAI is "
                 "closing self-serve fine-tuning (no new organisations since 2026-05-07, none at all "
                 f"from 2027-01-06). It said: {self._said(err)}",
                 f"Train it on your own hardware instead: ftm rerun {run_id} --backend local")
-        return BackendError(f"OpenAI denied permission (403): {self._said(err)}",
+        return Refused(f"OpenAI denied permission (403): {self._said(err)}",
                             "Check the organisation and project this key belongs to.")
 
     def _said(self, err) -> str:
@@ -106,7 +117,7 @@ class OpenAIBackend(Backend):
         key = os.environ.get(KEY_ENV)
         if key:
             text = text.replace(key, "***")
-        return re.sub(r"\bsk-[\w*-]+", "sk-***", text)
+        return without_userinfo(re.sub(r"\bsk-[\w*-]+", "sk-***", text))
 
     # --- starting --------------------------------------------------------------------------
 
@@ -120,14 +131,16 @@ class OpenAIBackend(Backend):
         return self._create(spec, self._job_params(spec, training, validation))
 
     def _ensure_file(self, path, dataset_id: str, uploads: Uploads, run_id: str) -> str:
-        file_id = uploads.get(dataset_id, self.account)
-        if file_id and self._still_there(file_id):
-            return file_id
-        if file_id:
-            uploads.forget(dataset_id, self.account)
-        with self._refusals():
-            file_id = self.upload(path, f"ftm-{dataset_id[:16]}.jsonl")
-        uploads.put(dataset_id, self.account, file_id, os.path.getsize(path))
+        """The file id of dataset_id at this account, uploaded only if it is not there yet."""
+        with uploads.lock(dataset_id, self.account):  # concurrent submits wait, then reuse it
+            file_id = uploads.get(dataset_id, self.account)
+            if file_id and self._still_there(file_id):
+                return file_id
+            if file_id:
+                uploads.forget(dataset_id, self.account)
+            with self._refusals():
+                file_id = self.upload(path, f"ftm-{dataset_id[:16]}.jsonl")
+            uploads.put(dataset_id, self.account, file_id, os.path.getsize(path))
         return file_id
 
     def _still_there(self, file_id: str) -> bool:
@@ -219,7 +232,7 @@ class OpenAIBackend(Backend):
         if totals:
             cursor["total_steps"] = totals[-1]
         checkpoints = self._new_checkpoints(job_id, status, events, cursor)
-        if status == "succeeded" and job.get("result_files") and not cursor.get("results_read"):
+        if status == SUCCEEDED and job.get("result_files") and not cursor.get("results_read"):
             metrics += self._results(job)
             cursor["results_read"] = True
         return self._progress(job, status, cursor, events, metrics, checkpoints)
@@ -236,6 +249,7 @@ class OpenAIBackend(Backend):
             # an empty error object means no error (OpenAI sends one on healthy jobs)
             error=error if (error.get("code") or error.get("message")) else None,
             total_steps=cursor.get("total_steps"), eta_seconds=max(0.0, eta - time.time()) if eta else None,
+            finished_at=job.get("finished_at") if is_terminal(status) else None,
         )
 
     def _new_events(self, job_id: str, cursor: dict) -> tuple[list[Event], dict]:
@@ -265,7 +279,7 @@ class OpenAIBackend(Backend):
     def _new_checkpoints(self, job_id: str, status: str, events, cursor: dict) -> list[Checkpoint]:
         """Checkpoints not yet reported, asked for only when an event or the end says so."""
         announced = any("checkpoint" in e.message.lower() for e in events)
-        final = status == "succeeded" and not cursor.get("checkpoints_final")
+        final = status == SUCCEEDED and not cursor.get("checkpoints_final")
         if not (announced or final):
             return []
         with self._refusals():
@@ -297,7 +311,7 @@ class OpenAIBackend(Backend):
 
     def poll_interval(self, status: str, last: float | None) -> float:
         """Back off (2 s doubling to 30 s) while waiting; poll every 1.5 s while it runs."""
-        scale = float(os.environ.get("FTM_POLL_SCALE") or 1)
+        scale = _env_number("FTM_POLL_SCALE", 1.0, float)
         prev = last / scale if last else None
         if is_terminal(status):
             return 0.0

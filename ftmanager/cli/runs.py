@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..backend import Option
 from ..errors import InvalidInput
 from . import app
 from .output import emit_json, table
@@ -242,5 +243,5 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
         return emit_json(rows)
     for b in rows:
         print(f"{b['name']}: {b['description']} (default model: {b['default_model'] or 'none'})")
-        for key, help_ in b["options"].items():
-            print(f"    -p {key}=...  {help_}")
+        for key, option in b["options"].items():
+            print(f"    -p {key}=...  {Option(option['help'], default=option['default']).describe()}")

@@ -7,8 +7,11 @@ Each poll moves a job one step along a script chosen by the base model's name:
   fake-fail     validating_files, queued, running, failed (error code and message)
   fake-odd      validating_files, compacting (a status ftm has never heard of), succeeded
   fake-slow     validating_files, queued, running forever (until cancelled or paused)
-  fake-refuse   start() is refused outright (a definite error: no job exists)
+  fake-refuse   start() is refused outright (errors.Refused: no job exists)
   fake-drop     start() creates the job, then the "connection drops" (an ambiguous error)
+  fake-lost     start() raises NotFound the first time (a lookup that failed: not a refusal),
+                then goes as fake-ok
+Any other model is refused at submit by check_model(). A job that ends reports when it ended.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import os
 import time
 from pathlib import Path
 
-from ftmanager.backend import Backend, Checkpoint, Event, Progress
-from ftmanager.errors import BackendError
+from ftmanager.backend import Backend, Checkpoint, Event, Option, Progress
+from ftmanager.errors import InvalidInput, NotFound, Refused
 
 SCRIPTS = {
     "fake-ok": ["validating_files", "queued", "running", "running", "running", "succeeded"],
@@ -28,13 +31,16 @@ SCRIPTS = {
     "fake-slow": ["validating_files", "queued"] + ["running"] * 10_000,
     "fake-drop": ["validating_files", "queued", "running", "succeeded"],
 }
+SCRIPTS["fake-lost"] = SCRIPTS["fake-ok"]
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class FakeBackend(Backend):
     name = "fake"
     description = "A scripted fake provider for tests"
     default_model = "fake-ok"
-    options = {"note": "any text; recorded, otherwise ignored"}
+    options = {"note": Option("any text; recorded, otherwise ignored"),
+               "loud": Option("print more (a flag made from a declared bool)", bool, False)}
     account = "fake://provider"
 
     def __init__(self):
@@ -52,16 +58,23 @@ class FakeBackend(Backend):
         tmp.write_text(json.dumps(job))
         os.replace(tmp, self._path(job["id"]))
 
+    def check_model(self, model: str) -> None:
+        if model not in SCRIPTS and model != "fake-refuse":
+            raise InvalidInput(f"the fake provider has no model {model}", f"Choose one of: {', '.join(SCRIPTS)}.")
+
     def start(self, spec, uploads) -> str:
         if spec.base_model == "fake-refuse":
-            raise BackendError("the fake provider refused the job (403)", "Try another backend.")
-        if spec.base_model not in SCRIPTS:
-            raise BackendError(f"the fake provider has no model {spec.base_model}", "")
-        file_id = uploads.get(spec.dataset_id, self.account)
-        if not file_id:
-            file_id = f"file-{spec.dataset_id[:8]}"
-            uploads.put(spec.dataset_id, self.account, file_id, spec.training_file.stat().st_size)
-        job_id = f"fakejob-{len(list(self.dir.glob('*.json'))) + 1}-{spec.run_id}"
+            raise Refused("the fake provider refused the job (403)", "Try another backend.")
+        lost = self.dir / f"lost-{spec.run_id}"
+        if spec.base_model == "fake-lost" and not lost.exists():
+            lost.touch()
+            raise NotFound("the fake provider lost track of a file for a moment", "Try again.")
+        with uploads.lock(spec.dataset_id, self.account):
+            file_id = uploads.get(spec.dataset_id, self.account)
+            if not file_id:
+                file_id = self._upload(spec)
+                uploads.put(spec.dataset_id, self.account, file_id, spec.training_file.stat().st_size)
+        job_id = f"fakejob-{len(list(self.dir.glob('fakejob-*.json'))) + 1}-{spec.run_id}"
         self._save({"id": job_id, "run_id": spec.run_id, "model": spec.base_model, "step": 0,
                     "file": file_id, "training_file": str(spec.training_file),
                     "hyperparameters": spec.hyperparameters,
@@ -70,8 +83,21 @@ class FakeBackend(Backend):
             raise ConnectionResetError("connection dropped after the job was created")
         return job_id
 
+    def _upload(self, spec) -> str:
+        """An upload the provider counts (tests check that a dataset goes up once per account)."""
+        uploads = self.dir / "uploads.log"
+        with open(uploads, "a") as log:
+            log.write(spec.dataset_id + "\n")
+        time.sleep(float(os.environ.get("FTM_FAKE_UPLOAD_SECONDS") or 0))
+        return f"file-{spec.dataset_id[:8]}"
+
+    def uploads(self) -> list[str]:
+        """Every dataset id uploaded, once per upload."""
+        path = self.dir / "uploads.log"
+        return path.read_text().split() if path.exists() else []
+
     def find(self, run_id: str) -> str | None:
-        for path in self.dir.glob("*.json"):
+        for path in self.dir.glob("fakejob-*.json"):
             job = json.loads(path.read_text())
             if job["run_id"] == run_id:
                 return job["id"]
@@ -79,7 +105,7 @@ class FakeBackend(Backend):
 
     def jobs(self) -> list[dict]:
         """All jobs this fake provider holds (tests count them)."""
-        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))]
+        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("fakejob-*.json"))]
 
     def poll(self, job_id: str, cursor: dict) -> Progress:
         job = self._load(job_id)
@@ -88,8 +114,12 @@ class FakeBackend(Backend):
             job["step"] = min(job["step"] + 1, len(script) - 1)
             self._save(job)
         status = "cancelled" if job["cancelled"] else "paused" if job["paused"] else script[job["step"]]
+        if status in TERMINAL and not job.get("finished_at"):
+            job["finished_at"] = time.time()
+            self._save(job)
         seen = cursor.get("step", -1)
-        progress = Progress(status=status, cursor={"step": job["step"]}, total_steps=3)
+        progress = Progress(status=status, cursor={"step": job["step"]}, total_steps=3,
+                            finished_at=job.get("finished_at"))
         if job["step"] > seen:
             progress.events.append(Event(f"{job_id}-evt-{job['step']}", time.time(), f"fake: now {status}"))
             if status == "running":
@@ -109,6 +139,7 @@ class FakeBackend(Backend):
     def cancel(self, job_id: str) -> None:
         job = self._load(job_id)
         job["cancelled"] = True
+        job["finished_at"] = job.get("finished_at") or time.time()
         self._save(job)
 
     def pause(self, job_id: str) -> None:
