@@ -116,6 +116,8 @@ def test_a_job_is_followed_to_its_model_with_everything_recorded(env, tmp_path, 
     assert last.trained_tokens == server_job.trained_tokens > 0
     assert last.actual_cost == pytest.approx(last.trained_tokens * 3.0 / 1e6)  # gpt-4o-mini: 3 USD / 1M
     assert last.error is None and last.total_steps == 24
+    assert last.finished_at == backend.client.fine_tuning.jobs.retrieve(job_id).finished_at
+    assert [p.finished_at for p in progresses[:-1]] == [None] * (len(progresses) - 1)
 
     by_step = {}
     for p in progresses:

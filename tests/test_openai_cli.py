@@ -157,3 +157,36 @@ def test_a_wrong_key_is_one_line_naming_the_variable(env, chat_file, ftm_home, m
     assert result.code == 1 and "OPENAI_API_KEY" in result.err and "Traceback" not in result.err
     assert_key_never_written(ftm_home, result.out, result.err)
     assert os.environ["OPENAI_API_KEY"] == KEY
+
+
+def test_concurrent_starts_upload_the_dataset_once_per_account(env, tmp_path, ftm_home):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ftm_backends.openai import OpenAIBackend
+    from ftmanager.jobs import _Uploads
+    from ftmanager.ledger import ledger
+    from test_openai_backend import make_spec
+
+    specs = [make_spec(tmp_path) for _ in range(4)]  # one content, four runs
+    ledger().add_dataset({"id": specs[0].dataset_id, "name": "same"})
+    before = env.requests[("POST", "/files")]
+    with ThreadPoolExecutor(4) as pool:  # the lock is a file lock: threads contend as processes do
+        jobs = list(pool.map(lambda spec: OpenAIBackend().start(spec, _Uploads("openai")), specs))
+    assert len(set(jobs)) == 4 and env.requests[("POST", "/files")] == before + 1
+    assert len(ledger().uploads_of(specs[0].dataset_id)) == 1
+
+
+def test_a_password_in_the_base_url_reaches_no_output_and_no_ledger_row(env, chat_file, ftm_home, monkeypatch):
+    import sqlite3
+
+    # httpx sends user info as Basic auth in place of the key: the stand-in answers 401
+    monkeypatch.setenv("OPENAI_BASE_URL", env.url.replace("://", "://alice:pa55word@"))
+    refused = ftm("submit", chat_file, "--backend", "openai", "--model", MODEL)
+    assert refused.code == 1 and "401 at http://127.0.0.1:" in refused.err, refused
+    shown = ftm("show", ftm("runs", "--json").json()[0]["id"])
+    conn = sqlite3.connect(ftm_home / "ftm.db")
+    rows = conn.execute("SELECT error_message FROM runs").fetchall() + conn.execute(
+        "SELECT message, data FROM events").fetchall()
+    assert "401" in str(rows)
+    for text in [refused.out, refused.err, shown.out, *map(str, rows)]:
+        assert "pa55word" not in text and "alice" not in text, text

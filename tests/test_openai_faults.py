@@ -1,6 +1,6 @@
 """A flaky or refusing provider: the stand-in injects the fault, the real SDK meets it.
 
-The rule under test: start() raises BackendError only when OpenAI definitely refused;
+The rule under test: start() raises Refused only when OpenAI definitely refused;
 every ambiguous failure propagates as another exception, and exactly one job exists after
 any of them (the create POST is never retried blindly).
 """
@@ -15,7 +15,7 @@ import pytest
 
 from ftm_backends.openai import OpenAIBackend
 from ftmanager.api import standin
-from ftmanager.errors import BackendError, FtmError
+from ftmanager.errors import FtmError, Refused
 from test_openai_backend import KEY, MemoryUploads, env, follow, jobs_tagged, make_spec, server  # noqa: F401
 
 CREATE = ("POST", "/fine_tuning/jobs")
@@ -80,7 +80,7 @@ def test_a_dropped_poll_is_retried_and_loses_nothing(env, tmp_path):
 def test_403_on_create_names_the_way_out(env, tmp_path):
     spec = make_spec(tmp_path)
     env.faults.add("403")
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(Refused) as caught:
         OpenAIBackend().start(spec, MemoryUploads())
     line = caught.value.line()
     assert "closing self-serve fine-tuning" in line
@@ -89,7 +89,7 @@ def test_403_on_create_names_the_way_out(env, tmp_path):
 
 def test_400_gives_the_providers_message_and_param(env, tmp_path):
     spec = make_spec(tmp_path, base_model="gpt-2")
-    with pytest.raises(BackendError, match=r"gpt-2 is not available.*\(param: model\)"):
+    with pytest.raises(Refused, match=r"gpt-2 is not available.*\(param: model\)"):
         OpenAIBackend().start(spec, MemoryUploads())
 
 
@@ -97,7 +97,7 @@ def test_401_names_where_the_key_came_from_and_never_the_key(tmp_path, monkeypat
     with standin(api_key="sk-the-right-one") as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        with pytest.raises(BackendError) as caught:
+        with pytest.raises(Refused) as caught:
             OpenAIBackend().start(make_spec(tmp_path), MemoryUploads())
     line = caught.value.line()
     assert "OPENAI_API_KEY" in line and "401" in line
@@ -106,7 +106,7 @@ def test_401_names_where_the_key_came_from_and_never_the_key(tmp_path, monkeypat
 
 def test_no_key_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(BackendError, match="OPENAI_API_KEY is not set"):
+    with pytest.raises(Refused, match="OPENAI_API_KEY is not set"):
         OpenAIBackend().start(make_spec(tmp_path), MemoryUploads())
 
 
@@ -118,6 +118,18 @@ def test_an_unreachable_provider_is_not_a_refusal(monkeypatch, tmp_path):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with pytest.raises(openai.APIConnectionError):
         OpenAIBackend(max_retries=0).start(make_spec(tmp_path), MemoryUploads())
+
+
+def test_user_info_in_the_base_url_is_never_printed_or_kept(tmp_path, monkeypatch):
+    with standin(api_key="sk-the-right-one") as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url.replace("://", "://alice:pa55word@"))
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        backend = OpenAIBackend()
+        with pytest.raises(Refused) as caught:
+            backend.start(make_spec(tmp_path), MemoryUploads())
+    assert "401 at http://127.0.0.1:" in caught.value.line()
+    for text in (caught.value.line(), backend.account, backend.where):
+        assert "pa55word" not in text and "alice" not in text
 
 
 def test_find_pages_through_the_jobs_listed_by_metadata(env, tmp_path):
