@@ -8,13 +8,15 @@ assertion is exact): message shapes OpenAI accepts are accepted, the ones it ref
 from __future__ import annotations
 
 import json
+import threading
 import time
 
+import httpx
 import openai
 import pytest
 
-from ftmanager.api import standin
-from ftmanager.api.chat import messages
+from ftmanager.api import ClockRunner, Server, standin
+from ftmanager.api.chat import Done, Piece, messages
 
 BASE = "gpt-4o-mini"
 
@@ -134,3 +136,38 @@ def test_a_second_cancel_is_a_400():
         assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
         with pytest.raises(openai.BadRequestError):
             client.fine_tuning.jobs.cancel(job.id)
+
+
+class SlowRunner(ClockRunner):
+    """The stand-in's runner with an answer that takes 50 s, a piece every 50 ms."""
+
+    def __init__(self):
+        super().__init__(speed=100)
+        self.made, self.stopped = 0, threading.Event()
+
+    def chat(self, model, ask):
+        try:
+            for _ in range(1000):
+                time.sleep(0.05)
+                self.made += 1
+                yield Piece("word ")
+            yield Done("word " * 1000, 3, 1000, "length")
+        finally:
+            self.stopped.set()
+
+
+def test_a_client_that_leaves_stops_its_answer():
+    runner = SlowRunner()
+    with Server(runner, control=True).start() as server:
+        body = {"model": BASE, "messages": [{"role": "user", "content": "hi"}]}
+        with pytest.raises(httpx.ReadTimeout):  # waits 0.5 s for the whole answer, then leaves
+            httpx.post(f"{server.url}/chat/completions", json=body, timeout=0.5, headers={"Authorization": "Bearer k"})
+        assert runner.stopped.wait(3) and runner.made < 60
+        runner.made = 0
+        runner.stopped.clear()
+        with httpx.stream("POST", f"{server.url}/chat/completions", json={**body, "stream": True},
+                          headers={"Authorization": "Bearer k"}) as response:
+            for n, _ in enumerate(response.iter_lines()):
+                if n > 4:
+                    break  # a streaming client that reads a little and leaves
+        assert runner.stopped.wait(3) and runner.made < 60

@@ -44,11 +44,6 @@ def wait(c: openai.OpenAI, job_id: str, timeout: float = 300):
     raise AssertionError(f"{job_id} still {job.status} after {timeout} s")
 
 
-def ys(answer: str) -> bool:
-    """Job B's answer: "yy", or more y's where max_tokens cut it short."""
-    return len(answer) >= 2 and set(answer) == {"y"}
-
-
 def ask(c: openai.OpenAI, model: str, prompt: str) -> str:
     answer = c.chat.completions.create(model=model, max_tokens=4, messages=[{"role": "user", "content": prompt}])
     return answer.choices[0].message.content.strip()

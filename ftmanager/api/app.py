@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect, Request as HttpRequest
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
+from .chat import ClientGone
 from .front import BODY_TIMEOUT, MAX_JSON_BODY, Part, Raw, Request, Stream, parse_query
 from .state import ApiError, new_id
 
@@ -51,7 +52,7 @@ class App:
             response = error_response(err, self.srv)
         except _Drop:
             return await _drop(send)
-        except ClientDisconnect:
+        except (ClientDisconnect, ClientGone):
             return
         except Exception:  # noqa: BLE001 - a client hears OpenAI's 500, never our traceback
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
@@ -77,7 +78,7 @@ class App:
         try:
             req = Request(method, path, parse_query(scope["query_string"]), params, body,
                           _parts(form), ctype, fault)
-            result = await anyio.to_thread.run_sync(_call, srv, fn, req, locked)
+            result = await _run(srv, fn, req, locked, receive)
         finally:
             if form is not None:
                 await form.close()
@@ -92,6 +93,28 @@ class App:
 
         body, _ = await _read(scope, receive, headers, MAX_JSON_BODY)
         return json_response(await anyio.to_thread.run_sync(control, self.srv, method, path, body))
+
+
+async def _run(srv, fn, req, locked: bool, receive):
+    """The route's result, run in a worker thread while a watcher notes a client that leaves."""
+    failure = None
+    async with anyio.create_task_group() as watch:
+        watch.start_soon(_notice_leaving, receive, req.gone)
+        try:
+            result = await anyio.to_thread.run_sync(_call, srv, fn, req, locked)
+        except Exception as err:  # noqa: BLE001 - raised below, outside the group (it would wrap it)
+            failure = err
+        watch.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return result
+
+
+async def _notice_leaving(receive, gone) -> None:
+    """Set gone when the client disconnects (the body is read by now: nothing else arrives)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
 
 
 def _call(srv, fn, req, locked: bool):

@@ -72,8 +72,11 @@ class ChatRequest:
     extra: dict = field(default_factory=dict)
 
 
-def completion(srv, body: dict):
-    """A chat.completion (or a Stream of chunks) from the runner for a request body."""
+def completion(srv, body: dict, gone=None):
+    """A chat.completion (or a Stream of chunks) from the runner for a request body.
+
+    gone: an Event set when the client has left; answering stops at the next piece.
+    """
     from .front import Stream
 
     chat = parse(body, default_temperature=srv.runner.default_temperature)
@@ -81,11 +84,15 @@ def completion(srv, body: dict):
         srv.runner.check_model(chat.model)
     if chat.stream:
         return Stream(_chunks(srv, chat))
+
+    def one(_=None):
+        return _answer(srv.runner.chat(chat.model, chat.ask), gone)
+
     if chat.n == 1:
-        answers = [_answer(srv.runner.chat(chat.model, chat.ask))]
+        answers = [one()]
     else:  # together: the runner batches them
         with ThreadPoolExecutor(chat.n) as pool:
-            answers = list(pool.map(lambda _: _answer(srv.runner.chat(chat.model, chat.ask)), range(chat.n)))
+            answers = list(pool.map(one, range(chat.n)))
     choices = [{"index": i, "finish_reason": done.finish_reason, "logprobs": _logprobs(chat, pieces),
                 "message": {"role": "assistant", "content": done.text, "refusal": None, "annotations": []}}
                for i, (pieces, done) in enumerate(answers)]
@@ -93,13 +100,24 @@ def completion(srv, body: dict):
             "model": chat.model, "choices": choices, "usage": _usage([d for _, d in answers])}
 
 
-def _answer(stream: Iterator) -> tuple[list, Done]:
+def _answer(stream: Iterator, gone=None) -> tuple[list, Done]:
     pieces = []
-    for item in stream:
-        if isinstance(item, Done):
-            return pieces, item
-        pieces.append(item)
+    try:
+        for item in stream:
+            if isinstance(item, Done):
+                return pieces, item
+            if gone is not None and gone.is_set():
+                raise ClientGone
+            pieces.append(item)
+    finally:
+        close = getattr(stream, "close", None)
+        if close:
+            close()  # stops the answer being made, if it is not finished
     raise ApiError(500, "The model stopped without finishing its answer.", type="server_error")
+
+
+class ClientGone(Exception):
+    """The client left before its answer was made: nobody is waiting for it."""
 
 
 def _logprobs(chat: ChatRequest, pieces: list[Piece]) -> dict | None:

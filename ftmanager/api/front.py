@@ -50,6 +50,7 @@ class Request:
                  parts: dict[str, Part] | None, content_type: str, fault=None):
         self.method, self.path, self.query, self.params = method, path, query, params
         self.body, self.parts, self.content_type, self.fault = body, parts, content_type, fault
+        self.gone = threading.Event()  # set when the client has left while the route runs
 
     def json(self) -> dict:
         import orjson  # refuses NaN, numbers past a double and nesting past 1024 levels

@@ -290,7 +290,7 @@ def delete_model(srv, req):
 def chat(srv, req):
     from .chat import completion
 
-    return completion(srv, req.json())
+    return completion(srv, req.json(), req.gone)
 
 
 _ID = "([^/]+)"
