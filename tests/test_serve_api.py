@@ -111,3 +111,23 @@ def test_ftm_serve_command_prints_its_url_and_stops_on_sigterm(ftm_home):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert KEY not in out + err
+
+
+def test_the_front_serves_another_providers_paths_and_error_shape():
+    """What a Together or Fireworks stand-in needs: its own routes, prefix and error body."""
+    import re
+
+    from ftmanager.api import ClockRunner, Server
+
+    def dataset(srv, req):
+        return {"name": f"accounts/{req.params[0]}/datasets/{req.json()['datasetId']}", "state": "UPLOADING"}
+
+    routes = [("POST", re.compile(r"/accounts/([^/]+)/datasets"), dataset, False)]
+    fireworks_error = lambda err: {"code": err.status, "message": err.message}  # noqa: E731
+    with Server(ClockRunner(), routes=routes, prefix="/v1", error_body=fireworks_error).start() as srv:
+        auth = {"Authorization": "Bearer fw-key"}
+        made = httpx.post(f"{srv.url}/accounts/acme/datasets", json={"datasetId": "caps"}, headers=auth)
+        assert made.json() == {"name": "accounts/acme/datasets/caps", "state": "UPLOADING"}
+        assert httpx.get(f"{srv.url}/fine_tuning/jobs", headers=auth).json()["code"] == 404
+        bad = httpx.post(f"{srv.url}/accounts/acme/datasets", content=b"{", headers=auth)
+        assert bad.status_code == 400 and set(bad.json()) == {"code", "message"}

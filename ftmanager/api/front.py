@@ -100,7 +100,10 @@ class Stream:
 class Server:
     """An OpenAI-shaped server on host:port with `runner` running its jobs.
 
-    routes: (method, compiled path pattern, fn(server, request), locked) below `prefix`;
+    routes: (method, compiled path pattern, fn(server, request), locked) below `prefix`
+    (default: OpenAI's, routes.ROUTES); error_body(ApiError) -> the JSON a client of that API
+    expects for an error (default: OpenAI's shape). A Together or Fireworks stand-in passes
+    its own routes, prefix and error_body and shares everything else here.
     control: answer the stand-in's /_standin/ requests (tests and benchmarks only).
     """
 
@@ -108,7 +111,7 @@ class Server:
                  api_key: str | None = None, data_dir: Path | None = None,
                  max_file_bytes: int = 512 << 20, max_part_bytes: int = 64 << 20,
                  routes: list | None = None, prefix: str = "/v1", control: bool = False,
-                 state: State | None = None):
+                 state: State | None = None, error_body=None):
         from . import http
         from .app import App
         from .routes import ROUTES
@@ -117,6 +120,8 @@ class Server:
         self.state = state or State(Path(data_dir or tempfile.mkdtemp(prefix="ftm-api-")))
         self.runner, self.routes, self.api_key = runner, routes or ROUTES, api_key
         self.prefix, self.control = prefix, control
+        if error_body is not None:
+            self.error_body = error_body
         self.max_file_bytes, self.max_part_bytes = max_file_bytes, max_part_bytes
         self.faults = Faults()
         self.requests: Counter = Counter()
