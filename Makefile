@@ -58,4 +58,5 @@ bench: install
 	$(BIN)/python bench/bench_openai.py
 	$(BIN)/python bench/bench_local.py
 	$(BIN)/python bench/bench_compare.py
+	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_serve.py

@@ -69,9 +69,7 @@ def _scores(store, run_id: str) -> dict:
         return {}
     last = evals[-1]
     out = {f"eval.{k}": last[k] for k in SCORES} | {"eval.n": last["n_examples"]}
-    if last["perplexity"] is not None:
-        out["eval.perplexity"] = last["perplexity"]
-        out["eval.perplexity_source"] = last["perplexity_source"]
+    out |= {"eval.perplexity": last["perplexity"], "eval.perplexity_source": last["perplexity_source"]}
     for evaluation in evals:  # later evaluations overwrite earlier grades of the same grader
         for grade in store.grade_summary(evaluation["id"]):
             out[f"grade.{grade['grader']}"] = grade["mean"]

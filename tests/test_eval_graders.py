@@ -61,6 +61,8 @@ def test_string_check_and_text_similarity_grades_are_stored_and_compared(ftm_hom
     assert "grade.capital" not in compared[1]
     text = ftm("compare", first["id"], second["id"]).out
     assert "grade.country_field" in text and "eval.bleu" in text
+    text = ftm("eval", first["id"], "--data", heldout(tmp_path, data, 1), "--graders", graders).out
+    assert "country_field" in text.splitlines()[0] and "fuzzy: mean grade of text_similarity fuzzy_match" in text
 
 
 def test_a_bad_graders_file_is_one_line_and_nothing_is_evaluated(ftm_home, tmp_path):
@@ -171,3 +173,22 @@ def test_string_check_operations_follow_openai():
     check = {"type": "string_check", "name": "s", "input": "{{sample.output_text}}", "reference": "{{item.reference}}"}
     got = {op: grading.string_check({**check, "operation": op}, ns).score for op in ("eq", "ne", "like", "ilike")}
     assert got == {"eq": 0.0, "ne": 1.0, "like": 0.0, "ilike": 1.0}
+
+
+def test_the_demo_records_are_valid_held_out_and_graded_as_the_demo_says(ftm_home):
+    from conftest import EXAMPLES
+    from ftmanager import grading
+
+    countries = {}
+    for name in ("records.jsonl", "records_heldout.jsonl"):
+        rows = [json.loads(line)["messages"] for line in (EXAMPLES / name).read_text().splitlines()]
+        countries[name] = {json.loads(m[-1]["content"])["country"] for m in rows}
+        assert all(json.loads(m[-1]["content"])["capital"] in m[1]["content"] for m in rows)  # the fact is given
+    assert not countries["records.jsonl"] & countries["records_heldout.jsonl"]
+    assert ftm("datasets", "validate", EXAMPLES / "records.jsonl").code == 0
+    graders = grading.load(EXAMPLES / "records_graders.json")
+    record = '{"country": "Ghana", "capital": "Accra"}'
+    answers = [([], record, record), ([], record, "The capital of Ghana is Accra.")]
+    grades = {(g["example"], g["grader"]): g["score"] for g in grading.grade_all(graders, answers)}
+    assert grades == {(0, "country"): 1.0, (0, "capital"): 1.0, (0, "mentions"): 1.0,
+                      (1, "country"): 0.0, (1, "capital"): 0.0, (1, "mentions"): 1.0}

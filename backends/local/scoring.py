@@ -40,11 +40,14 @@ def _score_batch(model, device: str, pad_id: int, batch: list[chat.Encoded]) -> 
     ids = torch.tensor([e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in batch], device=device)
     labels = torch.tensor([e.labels + [chat.IGNORE] * (width - len(e.labels)) for e in batch], device=device)
     mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch], device=device)
+    # Logits only from the first answer token of the batch on: projecting every prompt position
+    # onto the vocabulary would cost memory (batch x length x vocabulary floats) and time for nothing.
+    first = int((labels != chat.IGNORE).int().argmax(dim=1).min())
+    keep = torch.arange(max(first - 1, 0), width - 1, device=device)
     with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-    targets = labels[:, 1:]
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits.float()
+    targets = labels[:, keep + 1]
     picked = targets != chat.IGNORE
-    # log-softmax only where a label is, not over every padded position of the batch
     logprobs = torch.zeros(targets.shape, device=device)
     logprobs[picked] = -torch.nn.functional.cross_entropy(logits[picked], targets[picked], reduction="none")
     return [(float(logprobs[row].sum()), int(picked[row].sum())) for row in range(len(batch))]

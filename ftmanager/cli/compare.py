@@ -64,11 +64,19 @@ def render_eval(results: list[dict]) -> str:
     lines += [f"  {k}: {MEANINGS[k]}" for k in (*SCORES, "perplexity")]
     if any(r["perplexity_source"] == "validation_loss" for r in results):
         lines.append("  perplexity*: exp(the provider's validation loss on the run's own validation set), not this data")
-    lines += [f"  {g['grader']}: mean grade of the {g['type']} grader" for g in results[0]["grades"]]
+    lines += [f"  {g['name']}: mean grade of {_describe(g)}" for g in results[0]["graders"]]
     for i, generation in enumerate(results[0]["generations"]):
         lines += ["", f"[{i}] reference: {generation['reference']}"]
         lines += [f"    {r['label']}: {_one_line(r['generations'][i]['output'])}" for r in results]
     return "\n".join(lines)
+
+
+def _describe(grader: dict) -> str:
+    """A grader in a few words: its type and what it checks."""
+    if grader["type"] == "score_model":
+        return f"the judge {grader['model']} (score_model)"
+    how = grader.get("operation") or grader.get("evaluation_metric")
+    return f"{grader['type']} {how} of {grader['input']} against {grader['reference']}"
 
 
 def _one_line(text: str) -> str:
