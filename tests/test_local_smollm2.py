@@ -39,6 +39,8 @@ def home(tmp_path_factory):
 
 
 def test_smollm2_is_converted_once_to_safetensors(home):
+    killed = home / "models" / ".SmolLM2-killed"  # what a conversion killed midway leaves
+    (killed / "half").mkdir(parents=True)
     first = models.ensure_smollm2()
     assert first.parent == home / "models" and list(first.glob("*.safetensors"))
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")], "no half-built cache left"

@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,16 +23,13 @@ from ftmanager.facts import CANCELLED, FAILED, METRIC_NAMES, QUEUED, SUCCEEDED, 
 from ftmanager.errors import BackendError, NotFound
 
 from . import progress
+from .launch import start_worker, wait_gone
 from .options import BASE_LEARNING_RATE, OPTIONS, resolve_hyperparameters, resolve_options
 
 # bitsandbytes logs, on importing on a CPU with AVX512-BF16, that it could not fetch a fused
 # kernel from the Hugging Face hub (the `kernels` package). ftm never takes that path (see
 # model.same_math_on_every_cpu), so the line is noise a user cannot act on.
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda r: "kernels-community" not in r.getMessage())
-
-SECRET_ENV = ("OPENAI_API_KEY", "TOGETHER_API_KEY", "FIREWORKS_API_KEY", "MISTRAL_API_KEY",
-              "FTM_SERVE_API_KEY")
-
 
 class LocalBackend(Backend):
     name = "local"
@@ -57,7 +52,7 @@ class LocalBackend(Backend):
         (run_dir / progress.CANCEL).unlink(missing_ok=True)
         progress.append(run_dir, "status", status=QUEUED)
         progress.append(run_dir, "event", message=f"Created fine-tuning job: {spec.run_id}")
-        self._launch(run_dir, opts, resume=False)
+        start_worker(run_dir, opts["gpus"], resume=False)
         return self._job_id(spec.run_id, run_dir)
 
     def find(self, run_id: str) -> str | None:
@@ -104,7 +99,7 @@ class LocalBackend(Backend):
         opts = resolve_options(json.loads((run_dir / progress.SPEC).read_text()).get("options") or {})
         progress.append(run_dir, "status", status=QUEUED)
         progress.append(run_dir, "event", message="Resuming from the last complete checkpoint")
-        self._launch(run_dir, opts, resume=True)
+        start_worker(run_dir, opts["gpus"], resume=True)
         return job_id
 
     def resolve(self, spec: RunSpec) -> dict:
@@ -152,18 +147,6 @@ class LocalBackend(Backend):
             raise NotFound(f"no local run directory for job {job_id}", "Check FTM_HOME.")
         return run_dir
 
-    @staticmethod
-    def _launch(run_dir: Path, opts: dict, resume: bool) -> None:
-        cmd = worker_command(run_dir, opts["gpus"], resume)
-        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}  # keep keys out of logs
-        # OpenMP threads that spin while waiting make CPU training ~10x slower on a shared,
-        # oversubscribed machine (measured on 2 cores); passive waiting costs ~nothing alone.
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        with open(run_dir / progress.LOG, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=run_dir, env=env, start_new_session=True)
-        progress.write_launch(run_dir, proc.pid)
-
     def _lost(self, run_dir: Path, cursor: dict) -> str | None:
         """Why the worker is lost: its process is gone, or it has been silent too long."""
         reason = progress.worker_gone(run_dir)
@@ -188,37 +171,6 @@ class LocalBackend(Backend):
             cursor["beat"] = rec["t"]
             apply_record(prog, cursor, pos, rec)
         cursor["status"] = prog.status
-
-
-def worker_command(run_dir: Path, gpus: int, resume: bool) -> list[str]:
-    """The worker's command line: plain python, or accelerate launch for gpus > 1 (DDP)."""
-    tail = ["ftm_backends.local.worker", str(run_dir)] + (["--resume"] if resume else [])
-    if gpus <= 1:
-        return [sys.executable, "-m", *tail]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
-              "--num_machines", "1", "--main_process_port", str(free_port()), "--multi_gpu",
-              "--mixed_precision", "no", "--dynamo_backend", "no"]
-    # --multi_gpu is accelerate's torchrun path even on CPU (its --cpu flag means one process
-    # or MPI); the worker picks gloo or nccl from its device.
-    return launch + ["-m", *tail]
-
-
-def wait_gone(run_dir: Path, seconds: float) -> bool:
-    """Has the worker exited (waiting up to seconds: a finished one is still saving)?"""
-    deadline = time.time() + seconds
-    while progress.worker_gone(run_dir) is None:
-        if time.time() >= deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def apply_record(prog: Progress, cursor: dict, pos: int, rec: dict) -> None:

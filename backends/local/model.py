@@ -5,10 +5,13 @@ Heavy: imported by the worker and by generate/export only.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +39,30 @@ def ensure_smollm2() -> Path:
     final = paths.models_dir() / "SmolLM2-135M-Instruct"
     if (final / "config.json").exists():
         return final
+    with _locked(paths.models_dir()):
+        if not (final / "config.json").exists():  # another process may have converted it meanwhile
+            for stale in final.parent.glob(".SmolLM2-*"):  # a killed conversion's leftovers
+                shutil.rmtree(stale, ignore_errors=True)
+            _convert_smollm2(final)
+    return final
+
+
+@contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive lock on folder: one conversion at a time, and no live one cleared."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _convert_smollm2(final: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = smollm2_gguf_dir()
-    tmp = Path(tempfile.mkdtemp(prefix=".SmolLM2-", dir=paths.models_dir()))
+    tmp = Path(tempfile.mkdtemp(prefix=".SmolLM2-", dir=final.parent))
     try:
         tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
         model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE)
@@ -51,12 +74,8 @@ def ensure_smollm2() -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         tmp.rename(final)  # atomic: a reader sees no cache or a whole one
-    except OSError:
-        if not (final / "config.json").exists():
-            raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race, or we failed
-    return final
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 BASE_MARKER = "ftm_base_model.txt"  # written beside an adapter: the base it was trained on

@@ -9,6 +9,7 @@ same as one process would see.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import shutil
 import time
@@ -271,7 +272,12 @@ def save_checkpoint(run_dir: Path, model, opt, sched, step: int) -> Path:
 
 def restore(ckpt: Path, opt, sched) -> int:
     """Load a checkpoint's optimizer, scheduler and RNG state; the step it was taken at."""
-    state = torch.load(ckpt / "state.pt", weights_only=False)
+    try:  # tensors, numbers and containers only: a crafted pickle in a shared FTM_HOME runs no code
+        state = torch.load(ckpt / "state.pt", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InvalidInput(f"the checkpoint {ckpt / 'state.pt'} holds more than tensors and numbers, "
+                           f"so it was not loaded", "Delete that checkpoint folder to resume from an earlier "
+                           "one, or re-run the run.") from None
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
