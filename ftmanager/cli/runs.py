@@ -9,25 +9,26 @@ import typer
 
 from ..backend import Option
 from ..errors import InvalidInput
+from ..facts import CANCELLED, FAILED, SUCCEEDED
 from . import app
+from .flags import BackendFlags, check_flags
 from .output import emit_json, table
 from .progress import Printer
 
 # `ftm watch` and `ftm submit --wait` exit with how the run ended.
-EXIT_CODES = {"succeeded": 0, "failed": 3, "cancelled": 4}
+EXIT_CODES = {SUCCEEDED: 0, FAILED: 3, CANCELLED: 4}
 RUN_COLUMNS = ["id", "backend", "base_model", "status", "dataset", "result_model", "created_at"]
 
 
-def _options(params: list[str], **flags) -> dict:
-    """Backend options from -p key=value pairs and the named convenience flags."""
+def _options(params: list[str], flags: dict) -> dict:
+    """Backend options from -p key=value pairs, then the flags made from backend options."""
     options = {}
     for item in params or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InvalidInput(f"-p expects key=value, not {item!r}", "For example: -p lora_r=16.")
         options[key.strip().replace("-", "_")] = value
-    options.update({k: v for k, v in flags.items() if v is not None})
-    return options
+    return {**options, **flags}
 
 
 def _finish(run: dict, as_json: bool) -> None:
@@ -38,48 +39,41 @@ def _finish(run: dict, as_json: bool) -> None:
         raise typer.Exit(code)
 
 
-# Flags that submit and rerun share, declared once.
+# Flags that submit and rerun share, declared once. A rerun's flags override its parent's
+# settings; a backend's own options are flags made from its declaration (see flags.py).
+Backend = Annotated[str, typer.Option("--backend", "-b", help="Where to train: see `ftm backends`.")]
 Model = Annotated[str, typer.Option("--model", "-m", help="Base model (default: the backend's).")]
+Epochs = Annotated[str, typer.Option("--epochs", help="N or auto (the default).")]
+BatchSize = Annotated[str, typer.Option("--batch-size", help="N or auto (the default).")]
+Multiplier = Annotated[str, typer.Option("--learning-rate-multiplier", help="X or auto (the default).")]
+Suffix = Annotated[str, typer.Option("--suffix", help="Added to the model name (1-64 characters).")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for training and --split.")]
 Params = Annotated[list[str], typer.Option("--param", "-p", help="Backend option key=value (repeatable).")]
-LearningRate = Annotated[float, typer.Option("--learning-rate", help="Local: set the learning rate outright.")]
-MaxLength = Annotated[int, typer.Option("--max-length", help="Local: truncate examples to N tokens.")]
-NoQuantize = Annotated[bool, typer.Option("--no-quantize", help="Local: plain LoRA, no 4-bit base.")]
-Gpus = Annotated[int, typer.Option("--gpus", help="Local: train on N GPUs through accelerate.")]
 Wait = Annotated[bool, typer.Option("--wait", "-w", help="Follow the run until it ends.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the run as JSON.")]
 
 
-def _settings(epochs, batch_size, lr_multiplier, params, learning_rate, max_length, no_quantize, gpus):
-    """(hyperparameters, backend options) from the shared flags."""
-    options = _options(params, learning_rate=learning_rate, max_length=max_length,
-                       quantize="false" if no_quantize else None, gpus=gpus)
-    return {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": lr_multiplier}, options
+def _settings(ctx: typer.Context, backend: str, epochs, batch_size, multiplier, params) -> tuple[dict, dict]:
+    """(hyperparameters, backend options) from the shared flags; None leaves a value as it was."""
+    flags = ctx.meta.get("backend_flags", {})
+    check_flags(flags, backend)
+    return {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": multiplier}, _options(params, flags)
 
 
-@app.command()
+@app.command(cls=BackendFlags)
 def submit(
+    ctx: typer.Context,
     dataset: str = typer.Argument(..., help="A data file, or a dataset id/name from the ledger."),
-    backend: str = typer.Option(..., "--backend", "-b", help="Where to train: see `ftm backends`."),
-    model: Model = None,
-    epochs: str = typer.Option("auto", "--epochs", help="N or auto."),
-    batch_size: str = typer.Option("auto", "--batch-size", help="N or auto."),
-    lr_multiplier: str = typer.Option("auto", "--learning-rate-multiplier", help="X or auto."),
-    suffix: str = typer.Option(None, "--suffix", help="Added to the model name (1-64 characters)."),
-    seed: int = typer.Option(None, "--seed", help="Seed for training and --split."),
+    backend: Backend = ...,
     validation: str = typer.Option(None, "--validation", help="A validation file or dataset."),
     split: float = typer.Option(None, "--split", help="Hold out this fraction for validation."),
-    params: Params = None,
-    learning_rate: LearningRate = None,
-    max_length: MaxLength = None,
-    no_quantize: NoQuantize = False,
-    gpus: Gpus = None,
-    wait: Wait = False,
-    as_json: Json = False,
+    model: Model = None, epochs: Epochs = None, batch_size: BatchSize = None, multiplier: Multiplier = None,
+    suffix: Suffix = None, seed: Seed = None, params: Params = None, wait: Wait = False, as_json: Json = False,
 ):
     """Record a fine-tuning run in the ledger and start it on a backend."""
     from .. import jobs
 
-    hp, options = _settings(epochs, batch_size, lr_multiplier, params, learning_rate, max_length, no_quantize, gpus)
+    hp, options = _settings(ctx, backend, epochs, batch_size, multiplier, params)
     printer = Printer(quiet=False) if wait else None
     run = jobs.submit(dataset, backend, model, hyperparameters=hp, suffix=suffix, seed=seed,
                       validation=validation, split=split, options=options, wait=wait,
@@ -87,28 +81,21 @@ def submit(
     _report(run, wait, as_json, printer)
 
 
-@app.command()
+@app.command(cls=BackendFlags)
 def rerun(
+    ctx: typer.Context,
     run: str = typer.Argument(..., help="The run whose dataset and settings to re-run."),
-    backend: str = typer.Option(..., "--backend", "-b", help="Where to re-run it."),
-    model: Model = None,
-    epochs: str = typer.Option(None, "--epochs", help="Override: N or auto."),
-    batch_size: str = typer.Option(None, "--batch-size", help="Override: N or auto."),
-    lr_multiplier: str = typer.Option(None, "--learning-rate-multiplier", help="Override: X or auto."),
-    suffix: str = typer.Option(None, "--suffix", help="Override the suffix."),
-    seed: int = typer.Option(None, "--seed", help="Override the seed."),
-    params: Params = None,
-    learning_rate: LearningRate = None,
-    max_length: MaxLength = None,
-    no_quantize: NoQuantize = False,
-    gpus: Gpus = None,
-    wait: Wait = False,
-    as_json: Json = False,
+    backend: Backend = ...,
+    model: Model = None, epochs: Epochs = None, batch_size: BatchSize = None, multiplier: Multiplier = None,
+    suffix: Suffix = None, seed: Seed = None, params: Params = None, wait: Wait = False, as_json: Json = False,
 ):
-    """Re-run a run's dataset on another backend (or model), mapping its settings across."""
+    """Re-run a run's dataset on another backend (or model), mapping its settings across.
+
+    The flags override what the parent ran with; the rest is carried over, or said why not.
+    """
     from .. import jobs
 
-    hp, options = _settings(epochs, batch_size, lr_multiplier, params, learning_rate, max_length, no_quantize, gpus)
+    hp, options = _settings(ctx, backend, epochs, batch_size, multiplier, params)
     printer = Printer(quiet=False) if wait else None
     new, mapped = jobs.rerun(run, backend, model, hyperparameters=hp, options=options, suffix=suffix,
                              seed=seed, wait=wait, on_update=printer.update if printer else None)
