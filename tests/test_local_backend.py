@@ -134,6 +134,39 @@ def test_cancel_stops_saves_and_resume_ends_at_the_same_loss(tmp_path, tiny_llam
     assert final_loss(resumed) == pytest.approx(final_loss(follow(*reference)), abs=1e-6)
 
 
+def test_pause_waits_at_a_checkpoint_and_resume_carries_on_to_the_same_loss(tmp_path, tiny_llama, reference):  # noqa: F811
+    backend = LocalBackend()
+    spec = tiny_spec(tmp_path, tiny_llama, tiny_dataset(40), n_epochs=4, batch_size=2)
+    job = backend.start(spec, uploads=None)
+    follow(backend, job, until=lambda seen: len(seen["metrics"]) >= 5)
+    backend.pause(job)
+    paused = follow(backend, job, until=lambda seen: seen["last"].status == "paused")
+    step = paused["metrics"][-1]["step"]
+    assert paused["checkpoints"][-1].step == step and (spec.run_dir / f"checkpoints/step-{step}/state.pt").exists()
+    assert f"Fine-tuning paused at step {step}; checkpoint saved" in [e.message for e in paused["events"]]
+    time.sleep(1.5)
+    still = follow(backend, job, until=lambda seen: True)
+    assert still["last"].status == "paused" and still["metrics"][-1]["step"] == step, "no step while paused"
+    assert progress.worker_gone(spec.run_dir) is None, "the worker waits"
+    with pytest.raises(FtmError, match="already paused"):
+        backend.pause(job)
+
+    assert backend.resume(job, spec) == job  # the same worker carries on
+    follow(backend, job, until=lambda seen: seen["metrics"][-1]["step"] > step)
+    backend.pause(job)
+    follow(backend, job, until=lambda seen: seen["last"].status == "paused")
+    os.kill(json.loads((spec.run_dir / progress.LAUNCH).read_text())["pid"], signal.SIGKILL)
+    while progress.worker_gone(spec.run_dir) is None:
+        time.sleep(0.05)
+    assert backend.poll(job, {}).status == "paused", "a paused run whose worker died keeps its checkpoint"
+
+    backend.resume(job, spec)  # relaunched from that checkpoint
+    done = follow(backend, job)
+    assert done["last"].status == "succeeded", done["last"].error
+    assert [m["step"] for m in done["metrics"]] == sorted({m["step"] for m in done["metrics"]})
+    assert final_loss(done) == pytest.approx(final_loss(follow(*reference)), abs=1e-6)
+
+
 def test_find_knows_a_launched_run_and_nothing_else(ftm_home, tiny_llama):  # noqa: F811
     from ftmanager import paths
 

@@ -62,14 +62,27 @@ def test_a_run_without_a_model_cannot_generate(ftm_home, chat_file):
     assert len(result.err.strip().splitlines()) == 1
 
 
-def test_cancel_then_resume_a_local_run_from_the_command_line(ftm_home, chat_file, tiny_llama):  # noqa: F811
+def synced_status(wanted: str, timeout: float = 120) -> str:
+    """The run's status in the ledger after `ftm sync`, once it is `wanted` (or the timeout)."""
     import time
 
+    deadline = time.time() + timeout
+    while (status := ftm("sync", "--json").json()[0]["run"]["status"]) != wanted and time.time() < deadline:
+        time.sleep(0.2)
+    return status
+
+
+def test_pause_resume_cancel_resume_a_local_run_from_the_command_line(ftm_home, chat_file, tiny_llama):  # noqa: F811
     run = ftm("submit", chat_file, "-b", "local", "-m", tiny_llama, "--epochs", "50", "--batch-size", "2",
               "--no-quantize", "-p", "device=cpu", "--json").json()
-    deadline = time.time() + 120
-    while ftm("sync", "--json").json()[0]["run"]["status"] != "running" and time.time() < deadline:
-        time.sleep(0.2)
+    assert synced_status("running") == "running"
+    assert ftm("pause", run["id"]).code == 0
+    assert synced_status("paused") == "paused"
+    assert ftm("runs", "--json").json()[0]["status"] == "paused"
+    again = ftm("pause", run["id"])
+    assert again.code == 1 and "already paused" in again.err
+    assert ftm("resume", run["id"]).code == 0
+    assert ftm("show", run["id"], "--json").json()["status"] == "running"
     assert ftm("cancel", run["id"]).code == 0
     assert ftm("watch", run["id"]).code == 4  # cancelled
     shown = ftm("show", run["id"], "--json").json()

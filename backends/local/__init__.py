@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ftmanager import paths
 from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads
-from ftmanager.facts import CANCELLED, FAILED, METRIC_NAMES, QUEUED, SUCCEEDED, is_terminal
+from ftmanager.facts import (CANCELLED, FAILED, METRIC_NAMES, PAUSED, QUEUED, RUNNING, SUCCEEDED,
+                             is_terminal)
 from ftmanager.errors import BackendError, NotFound
 
 from . import progress
@@ -50,6 +51,7 @@ class LocalBackend(Backend):
         data["base_model"] = spec.base_model or self.default_model
         (run_dir / progress.SPEC).write_text(json.dumps(data, indent=1))
         (run_dir / progress.CANCEL).unlink(missing_ok=True)
+        (run_dir / progress.PAUSE).unlink(missing_ok=True)
         progress.append(run_dir, "status", status=QUEUED)
         progress.append(run_dir, "event", message=f"Created fine-tuning job: {spec.run_id}")
         start_worker(run_dir, opts["gpus"], resume=False)
@@ -66,7 +68,7 @@ class LocalBackend(Backend):
         cursor = dict(cursor or {})
         prog = Progress(status=cursor.get("status", QUEUED))
         self._read(run_dir, prog, cursor)
-        if not is_terminal(prog.status):
+        if not is_terminal(prog.status) and prog.status != PAUSED:  # paused: a checkpoint awaits resume
             reason = self._lost(run_dir, cursor)
             if reason:
                 self._read(run_dir, prog, cursor)  # it may have finished just before exiting
@@ -87,14 +89,32 @@ class LocalBackend(Backend):
         if not is_terminal(self._status(run_dir)) and progress.worker_gone(run_dir):
             progress.append(run_dir, "status", status=CANCELLED)
 
+    def pause(self, job_id: str) -> None:
+        """Ask the worker to stop at its next step, save a checkpoint and wait for resume()."""
+        run_dir = self._dir(job_id)
+        status = self._status(run_dir)
+        if is_terminal(status) or status == PAUSED:
+            raise BackendError(f"local job {job_id} is already {status}", "Nothing to pause.")
+        if progress.worker_gone(run_dir):
+            raise BackendError(f"local job {job_id} has no running worker",
+                               "Run `ftm sync` to record that, then resume it from its last checkpoint.")
+        (run_dir / progress.PAUSE).touch()
+
     def resume(self, job_id: str, spec: RunSpec) -> str | None:
-        """Relaunch from the last complete checkpoint (optimizer, scheduler, RNG, data position)."""
+        """Let a paused worker carry on; else relaunch from the last complete checkpoint
+        (optimizer, scheduler, RNG, data position)."""
         run_dir = self._dir(job_id)
         status = self._status(run_dir)
         if status == SUCCEEDED:
             raise BackendError(f"run {spec.run_id} already succeeded", "Re-run it to train again.")
+        pause = run_dir / progress.PAUSE
+        if pause.exists() and not progress.worker_gone(run_dir):
+            pause.unlink()
+            progress.append(run_dir, "status", status=RUNNING)  # the worker carries on within a second
+            return job_id
         if not wait_gone(run_dir, 30.0 if is_terminal(status) else 0.0):
             raise BackendError(f"run {spec.run_id} is still running", "Wait for it, or cancel it first.")
+        pause.unlink(missing_ok=True)
         (run_dir / progress.CANCEL).unlink(missing_ok=True)
         opts = resolve_options(json.loads((run_dir / progress.SPEC).read_text()).get("options") or {})
         progress.append(run_dir, "status", status=QUEUED)

@@ -16,6 +16,7 @@ PROGRESS = "progress.jsonl"
 SPEC = "spec.json"
 LAUNCH = "launch.json"  # pid + process start time of the detached worker
 CANCEL = "cancel"  # its existence asks the worker to stop at the next step
+PAUSE = "pause"  # its existence asks the worker to wait at the next step, checkpoint saved
 LOG = "worker.log"
 HEARTBEAT_EVERY = 5.0  # seconds between the worker's heartbeat records
 HEARTBEAT_STALE = 300.0  # no heartbeat for this long (and no step) means the worker hangs

@@ -23,10 +23,13 @@ from torch import nn
 from . import batching, chat, model as models, progress
 from .options import resolve_hyperparameters, resolve_options
 from ftmanager.errors import InvalidInput
+from ftmanager.facts import PAUSED, RUNNING
 
 WARMUP_FRACTION = 0.03
 MAX_GRAD_NORM = 1.0
 EVAL_BATCH = 8  # validation examples per forward pass
+PAUSE_POLL = 0.5  # seconds between looks at the pause file while paused
+CANCEL, PAUSE = "cancel", "pause"
 
 
 class Cancelled(Exception):
@@ -58,9 +61,12 @@ class Run:
         torch.distributed.all_reduce(t)
         return t.tolist()
 
-    def cancel_requested(self) -> bool:
-        """Every rank must agree, or one would wait forever for the others at the next step."""
-        return self.all_sum([float((self.dir / progress.CANCEL).exists())])[0] > 0
+    def asked(self) -> str | None:
+        """CANCEL or PAUSE when the user asked for it; every rank gets the same answer, or one
+        would wait forever for the others at the next step."""
+        cancel, pause = self.all_sum([float((self.dir / progress.CANCEL).exists()),
+                                      float((self.dir / progress.PAUSE).exists())])
+        return CANCEL if cancel else PAUSE if pause else None
 
 
 def train(run: Run, resume: bool) -> None:
@@ -106,10 +112,14 @@ def train(run: Run, resume: bool) -> None:
             run.event(f"Step {step}/{total}: training loss={metrics['train_loss']:.4f}")
         if epoch_end:
             checkpoint(run, model, opt, sched, step)
-        if step < total and run.cancel_requested():
+        if step < total and (asked := run.asked()):  # the user paused or cancelled the run
             if not epoch_end:
                 checkpoint(run, model, opt, sched, step)
-            raise Cancelled(step)
+            if asked == PAUSE:
+                asked = wait_while_paused(run, step)
+                clock = Clock(step)  # the pause is no training time
+            if asked == CANCEL:
+                raise Cancelled(step)
     finish(run, model, tok, base_path, trained_tokens=epochs * sum(lengths))
 
 
@@ -194,6 +204,18 @@ def lr_factor(step: int, total: int) -> float:
     """Linear warmup over the first 3% of steps, then linear decay to zero."""
     warm = max(1, int(WARMUP_FRACTION * total))
     return min(1.0, (step + 1) / warm) * max(0.0, (total - step) / total)
+
+
+def wait_while_paused(run: Run, step: int) -> str | None:
+    """Wait, checkpoint saved, until resumed (None) or cancelled (CANCEL)."""
+    run.report("status", status=PAUSED)
+    run.event(f"Fine-tuning paused at step {step}; checkpoint saved")
+    while (asked := run.asked()) == PAUSE:
+        time.sleep(PAUSE_POLL)
+    if asked is None:
+        run.report("status", status=RUNNING)
+        run.event(f"Fine-tuning resumed at step {step}")
+    return asked
 
 
 class Clock:
