@@ -455,4 +455,7 @@ def export(ref: str, out_dir: str | Path, merge: bool = True) -> Path:
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise InvalidInput(f"{out} is not empty", "Choose a new directory with -o.")
-    return registry.get(run["backend"]).export(run["result_path"], run["base_model"], str(out), merge=merge)
+    from .tempfiles import built_in_place  # a killed export leaves no half-written folder at `out`
+
+    backend = registry.get(run["backend"])
+    return built_in_place(out, lambda tmp: backend.export(run["result_path"], run["base_model"], str(tmp), merge=merge))

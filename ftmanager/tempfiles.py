@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 UNOWNED_STALE_S = 3600  # a temp file named by no process id (older ftm) is stale after this
 
@@ -34,9 +36,27 @@ def clear_stale(folder: Path, prefix: str, suffix: str = "") -> None:
             else:
                 stale = time.time() - path.stat().st_mtime > UNOWNED_STALE_S
             if stale:
-                path.unlink()
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         except FileNotFoundError:
             pass  # another writer cleared it first
+
+
+PARTIAL_DIR = ".ftm-partial-"
+
+
+def built_in_place(out: Path, build: Callable[[Path], Path]) -> Path:
+    """build(folder) under a temporary name beside `out`, then renamed to `out`: a killed build
+    leaves no half-written `out` to block the next one (which clears the killed one's temp)."""
+    out = Path(out)
+    clear_stale(out.parent, PARTIAL_DIR, f"-{out.name}")
+    tmp = out.parent / f"{owned(PARTIAL_DIR)}{out.name}"
+    try:
+        made = Path(build(tmp))
+        os.rename(tmp, out)  # replaces an empty `out`; fails on a full one (checked before)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out / made.relative_to(tmp) if made.is_relative_to(tmp) else made
 
 
 def alive(pid: int) -> bool:
