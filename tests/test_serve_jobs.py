@@ -92,12 +92,15 @@ def test_jobs_survive_restarts_cancel_at_once_and_bad_files_fail_alone(tiny_tabl
     # The server is down while the run ends; nobody runs `ftm sync`.
     wait(lambda: worker_gone(run_id))
     assert ftm("runs", "--json").json()[0]["status"] != "succeeded"
+    time.sleep(2)  # so a finish stamped at the next read would show
+    back_at = time.time()
     with serve(port=0, api_key=KEY, device="cpu") as again:
         c = openai.OpenAI(base_url=again.url, api_key=KEY, max_retries=0)
         ft = f"ft:{BASE}:ftm:kept:{run_id.removeprefix('run-')}"
         wait(lambda: ft in {m.id for m in c.models.list()}, timeout=30)  # registered by the server alone
         job = c.fine_tuning.jobs.retrieve(kept.id)
         assert job.status == "succeeded" and job.fine_tuned_model == ft
+        assert job.finished_at < back_at - 1  # when the run really ended, not when it was next read
         assert c.fine_tuning.jobs.retrieve(doomed.id).status == "cancelled"
         assert c.files.retrieve(upload.id).bytes == len(rows("zz"))
         results = c.files.content(job.result_files[0]).content
