@@ -41,21 +41,10 @@ def hyperparameter(name: str, value) -> int | float | str:
     return number
 
 
-def submit(
-    dataset_ref: str,
-    backend: str,
-    model: str | None = None,
-    *,
-    hyperparameters: dict | None = None,
-    suffix: str | None = None,
-    seed: int | None = None,
-    validation: str | None = None,
-    split: float | None = None,
-    options: dict | None = None,
-    parent_run_id: str | None = None,
-    wait: bool = False,
-    on_update: Callable | None = None,
-) -> dict:
+def submit(dataset_ref: str, backend: str, model: str | None = None, *,
+           hyperparameters: dict | None = None, suffix: str | None = None, seed: int | None = None,
+           validation: str | None = None, split: float | None = None, options: dict | None = None,
+           parent_run_id: str | None = None, wait: bool = False, on_update: Callable | None = None) -> dict:
     """Record a run, then start it on the backend. Returns the run (finished if wait)."""
     ledger().writable()
     impl = registry.get(backend)
@@ -68,21 +57,10 @@ def submit(
     hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in HYPERPARAMETERS}
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
     report = _refuse_invalid(train, model)
-    row = {
-        "id": _new_run_id(),
-        "backend": backend,
-        "base_model": model,
-        "dataset_id": train["id"],
-        "validation_dataset_id": valid["id"] if valid else None,
-        "split": split_info,
-        "hyperparameters": hp,
-        "options": options or {},
-        "suffix": suffix,
-        "seed": seed,
-        "status": CREATED,
-        "parent_run_id": parent_run_id,
-        "start_claim": _claim(),
-    }
+    row = {"id": _new_run_id(), "backend": backend, "base_model": model, "dataset_id": train["id"],
+           "validation_dataset_id": valid["id"] if valid else None, "split": split_info,
+           "hyperparameters": hp, "options": options or {}, "suffix": suffix, "seed": seed,
+           "status": CREATED, "parent_run_id": parent_run_id, "start_claim": _claim()}
     spec = _spec(row, train, valid)
     row.update(estimated_cost=_estimate(impl, spec, report), resolved_hyperparameters=impl.resolve(spec))
     run = _start(ledger().create_run(row), impl, spec)
@@ -91,21 +69,13 @@ def submit(
     return refresh(run["id"])[0]  # one poll, so the status shown is the provider's
 
 
-def rerun(
-    ref: str,
-    backend: str,
-    model: str | None = None,
-    *,
-    hyperparameters: dict | None = None,
-    options: dict | None = None,
-    suffix: str | None = None,
-    seed: int | None = None,
-    wait: bool = False,
-    on_update: Callable | None = None,
-) -> tuple[dict, Mapped]:
+def rerun(ref: str, backend: str, model: str | None = None, *,
+          hyperparameters: dict | None = None, options: dict | None = None, suffix: str | None = None,
+          seed: int | None = None, wait: bool = False, on_update: Callable | None = None) -> tuple[dict, Mapped]:
     """Re-run a run's dataset (and validation set) on another backend, linked to its parent.
 
-    Needs nothing from the parent's provider: the data lives in the ledger.
+    Needs nothing from the parent's provider: the data lives in the ledger. Given settings
+    override the parent's; the rest are mapped across (Mapped says how, and what could not be).
     """
     parent = ledger().run(ref)
     source, target = registry.load(parent["backend"]), registry.load(backend)

@@ -9,7 +9,7 @@ import typer
 
 from ..backend import Option
 from ..errors import InvalidInput
-from ..facts import CANCELLED, FAILED, SUCCEEDED
+from ..facts import CANCELLED, FAILED, HYPERPARAMETERS, SUCCEEDED
 from . import app
 from .flags import BackendFlags, check_flags
 from .output import emit_json, table
@@ -29,6 +29,15 @@ def _options(params: list[str], flags: dict) -> dict:
             raise InvalidInput(f"-p expects key=value, not {item!r}", "For example: -p lora_r=16.")
         options[key.strip().replace("-", "_")] = value
     return {**options, **flags}
+
+
+def _out(obj, as_json: bool, render) -> None:
+    """obj as JSON on stdout, or render(obj) for a person."""
+    text = None if as_json else render(obj)
+    if as_json:
+        emit_json(obj)
+    elif text:
+        print(text)
 
 
 def _finish(run: dict, as_json: bool) -> None:
@@ -57,7 +66,8 @@ def _settings(ctx: typer.Context, backend: str, epochs, batch_size, multiplier, 
     """(hyperparameters, backend options) from the shared flags; None leaves a value as it was."""
     flags = ctx.meta.get("backend_flags", {})
     check_flags(flags, backend)
-    return {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": multiplier}, _options(params, flags)
+    hyperparameters = dict(zip(HYPERPARAMETERS, (epochs, batch_size, multiplier), strict=True))
+    return hyperparameters, _options(params, flags)
 
 
 @app.command(cls=BackendFlags)
@@ -127,9 +137,7 @@ def runs(
     from .. import jobs
 
     rows = jobs.runs(backend=backend, status=status, dataset_ref=dataset, limit=limit or None)
-    if as_json:
-        return emit_json(rows)
-    print(table([{**r, "dataset": r["dataset_id"][:12]} for r in rows], RUN_COLUMNS))
+    _out(rows, as_json, lambda rows: table([{**r, "dataset": r["dataset_id"][:12]} for r in rows], RUN_COLUMNS))
 
 
 @app.command()
@@ -141,10 +149,7 @@ def show(
     from .. import jobs
     from .display import render_run
 
-    info = jobs.show(run)
-    if as_json:
-        return emit_json(info)
-    print(render_run(info))
+    _out(jobs.show(run), as_json, render_run)
 
 
 @app.command()
@@ -162,10 +167,7 @@ def watch(
 
 
 def _act(verb: str, fn, run: str, as_json: bool) -> None:
-    result = fn(run)
-    if as_json:
-        return emit_json(result)
-    print(f"{result['id']}  {verb}  status: {result['status']}")
+    _out(fn(run), as_json, lambda result: f"{result['id']}  {verb}  status: {result['status']}")
 
 
 @app.command()
@@ -198,11 +200,9 @@ def sync(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     from .. import jobs
 
     results = jobs.sync()
-    if as_json:
-        return emit_json(results)
-    for item in results:
-        r = item["run"]
-        print(f"{r['id']}  {r['backend']}  {r['status']}" + (f"  error: {item['error']}" if item["error"] else ""))
+    _out(results, as_json, lambda results: "\n".join(
+        f"{i['run']['id']}  {i['run']['backend']}  {i['run']['status']}" + (f"  error: {i['error']}" if i["error"] else "")
+        for i in results))
     print(f"{len(results)} unfinished run(s) polled.", file=sys.stderr)
     if any(item["error"] for item in results):
         raise typer.Exit(1)
@@ -213,11 +213,9 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Every model the ledger knows (results and checkpoints), with the run behind each."""
     from .. import jobs
 
-    rows = jobs.models()
-    if as_json:
-        return emit_json(rows)
-    shown = [{**r, "dataset": (r["dataset_id"] or "")[:12]} for r in rows]
-    print(table(shown, ["model_id", "kind", "run_id", "backend", "base_model", "dataset", "path"]))
+    columns = ["model_id", "kind", "run_id", "backend", "base_model", "dataset", "path"]
+    _out(jobs.models(), as_json,
+         lambda rows: table([{**r, "dataset": (r["dataset_id"] or "")[:12]} for r in rows], columns))
 
 
 @app.command()
@@ -225,10 +223,13 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """List the backends and the options each takes."""
     from .. import jobs
 
-    rows = jobs.backends()
-    if as_json:
-        return emit_json(rows)
+    _out(jobs.backends(), as_json, _render_backends)
+
+
+def _render_backends(rows: list[dict]) -> str:
+    lines = []
     for b in rows:
-        print(f"{b['name']}: {b['description']} (default model: {b['default_model'] or 'none'})")
-        for key, option in b["options"].items():
-            print(f"    -p {key}=...  {Option(option['help'], default=option['default']).describe()}")
+        lines.append(f"{b['name']}: {b['description']} (default model: {b['default_model'] or 'none'})")
+        lines += [f"    -p {key}=...  {Option(o['help'], default=o['default']).describe()}"
+                  for key, o in b["options"].items()]
+    return "\n".join(lines)
