@@ -160,3 +160,24 @@ def test_every_local_model_is_served_and_a_rerun_answers_under_its_parents_name(
         chosen = c.chat.completions.create(model=parent_model, messages=[{"role": "user", "content": "q1"}],
                                            max_tokens=4)
         assert chosen.choices[0].message.content == by_run.choices[0].message.content
+
+
+def test_pause_and_resume_agree_across_the_api_and_the_ledger(tiny_table, ftm_home):
+    with serve(port=0, api_key=KEY, device="cpu") as server:
+        c = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
+        upload = c.files.create(file=("zz.jsonl", rows("zz", 20)), purpose="fine-tune")
+        job = c.fine_tuning.jobs.create(model=BASE, training_file=upload.id, method=method(40))
+        wait(lambda: c.fine_tuning.jobs.retrieve(job.id).status == "running")
+        run_id = server.state.run_ids[job.id]
+        assert c.fine_tuning.jobs.pause(job.id).status == "paused"
+        wait(lambda: ftm("show", run_id, "--json").json()["status"] == "paused", timeout=60)
+        assert c.fine_tuning.jobs.retrieve(job.id).status == "paused"
+        time.sleep(3)
+        resumed = c.fine_tuning.jobs.resume(job.id)
+        assert resumed.status in ("queued", "running")
+        wait(lambda: c.fine_tuning.jobs.retrieve(job.id).status == "running")
+        with pytest.raises(openai.BadRequestError) as err:
+            c.fine_tuning.jobs.resume(job.id)
+        assert "run-" not in err.value.message
+        assert c.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+        wait(lambda: ftm("show", run_id, "--json").json()["status"] == "cancelled", timeout=60)
