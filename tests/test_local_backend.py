@@ -14,7 +14,7 @@ from fixtures_local import tiny_dataset, tiny_llama, tiny_spec, wide_tiny_llama 
 pytest.importorskip("peft")
 
 from ftm_backends.local import LocalBackend, progress  # noqa: E402
-from ftmanager.errors import FtmError  # noqa: E402
+from ftmanager.errors import FtmError, Refused  # noqa: E402
 
 
 def follow(backend, job, until=None, timeout=120):
@@ -80,10 +80,26 @@ def test_validation_passes_leave_qlora_training_as_it_was(tmp_path, wide_tiny_ll
         [m["train_loss"] for m in plain_seen["metrics"]], abs=1e-6)
 
 
+def test_finished_at_is_when_the_run_ended_not_when_it_was_polled(tmp_path, tiny_llama):  # noqa: F811
+    backend = LocalBackend()
+    spec = tiny_spec(tmp_path, tiny_llama, n_epochs=1)
+    job = backend.start(spec, uploads=None)
+    while progress.worker_gone(spec.run_dir) is None:
+        time.sleep(0.1)
+    ended = [r for _, r in progress.read_from(spec.run_dir, 0)[0] if r["kind"] == "status"][-1]
+    time.sleep(1.5)
+    last = backend.poll(job, {})
+    assert last.status == "succeeded" and last.finished_at == ended["t"] < time.time() - 1.4
+    assert backend.poll(job, last.cursor).finished_at == ended["t"], "every later poll says the same"
+
+
 def test_bad_option_values_are_refused_before_anything_runs(tmp_path, tiny_llama):  # noqa: F811
     backend = LocalBackend()
-    with pytest.raises(FtmError, match="lora_r must be a number"):
+    with pytest.raises(Refused, match="lora_r must be a number"):  # a definite refusal: the run fails
         backend.start(tiny_spec(tmp_path, tiny_llama, lora_r="big"), uploads=None)
+    with pytest.raises(Refused, match="OpenAI model"):
+        backend.start(tiny_spec(tmp_path, "gpt-4o-mini"), uploads=None)
+    backend.check_model("someone/some-model")  # a hub id: whether it downloads is the worker's to find
     with pytest.raises(FtmError, match="no option"):
         backend.check_options({"lora_rank": "8"})
     spec = tiny_spec(tmp_path, tiny_llama, learning_rate_multiplier="2")

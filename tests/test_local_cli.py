@@ -20,3 +20,17 @@ def test_submit_local_wait_trains_and_records_the_model(ftm_home, chat_file, tin
     shown = ftm("show", run["id"], "--json")
     assert shown.code == 0, shown
     assert "train_loss" in shown.out and f"local:{run['id']}:step-3" in shown.out
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--model", "gpt-4o-mini"], "gpt-4o-mini is an OpenAI model and cannot be trained locally"),
+    (["--model", "ft:gpt-4o-mini-2024-07-18:acme::AbC123"], "is an OpenAI model"),
+    (["--model", "/no/such/model"], "there is no model at /no/such/model"),
+    (["--model", "HuggingFaceTB/SmolLM2-135M-Instruct", "-p", "lora_r=big"], "option lora_r must be a number"),
+])
+def test_submit_refuses_what_no_local_run_can_train_before_recording_anything(ftm_home, chat_file, flags, said):
+    res = ftm("submit", chat_file, "--backend", "local", *flags)
+    assert res.code == 1 and said in res.err, res
+    assert len(res.err.strip().splitlines()) == 1 and res.err.startswith("Error: ")
+    assert ftm("runs", "--json").json() == []
+    assert not (ftm_home / "runs").exists() or not any((ftm_home / "runs").iterdir()), "no worker was started"

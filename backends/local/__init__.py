@@ -21,10 +21,11 @@ from ftmanager import paths
 from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads
 from ftmanager.facts import (CANCELLED, FAILED, METRIC_NAMES, PAUSED, QUEUED, RUNNING, SUCCEEDED,
                              is_terminal)
-from ftmanager.errors import BackendError, NotFound
+from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused
 
 from . import progress
 from .launch import start_worker, wait_gone
+from .model import check_base
 from .options import BASE_LEARNING_RATE, OPTIONS, resolve_hyperparameters, resolve_options
 
 # bitsandbytes logs, on importing on a CPU with AVX512-BF16, that it could not fetch a fused
@@ -42,9 +43,22 @@ class LocalBackend(Backend):
 
     # --- the contract ------------------------------------------------------------------
 
+    def check_model(self, model: str) -> None:
+        """Refuse at submit a model no local run can load: an OpenAI model, a missing local path."""
+        check_base(model)
+
+    def check_options(self, options: dict) -> None:
+        """Refuse unknown options and bad values at submit, before the run is recorded."""
+        super().check_options(options)
+        resolve_options(options)
+
     def start(self, spec: RunSpec, uploads: Uploads) -> str:
         """Write the spec into the run dir and launch the detached worker; returns at once."""
-        opts = resolve_options(spec.options)  # refuse bad values before anything runs
+        try:  # refuse for good what can never run, before anything runs
+            opts = resolve_options(spec.options)
+            check_base(spec.base_model or self.default_model)
+        except InvalidInput as err:
+            raise Refused(err.what, err.next_step) from None
         run_dir = Path(spec.run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()}
@@ -78,6 +92,7 @@ class LocalBackend(Backend):
                 self._read(run_dir, prog, cursor)
         prog.total_steps = cursor.get("total_steps")
         prog.eta_seconds = cursor.get("eta") if not is_terminal(prog.status) else 0.0
+        prog.finished_at = cursor.get("ended") if is_terminal(prog.status) else None
         prog.hyperparameters = cursor.get("hyperparameters")
         prog.cursor = cursor
         return prog
@@ -198,6 +213,7 @@ def apply_record(prog: Progress, cursor: dict, pos: int, rec: dict) -> None:
     kind, t = rec["kind"], rec["t"]
     if kind == "status":
         prog.status = rec["status"]
+        cursor["ended"] = t if is_terminal(prog.status) else None  # when it ended, not when polled
         prog.error = rec.get("error") if rec["status"] == FAILED else None
         if prog.error:
             prog.events.append(Event(f"local-evt-{pos}", t, f"Run failed: {prog.error['message']}", "error"))

@@ -109,17 +109,40 @@ def base_of(result_path: str | None, base_model: str | None) -> str:
     return resolve(base_model)
 
 
+OPENAI_PREFIXES = ("ft:", "gpt-", "chatgpt-", "o1", "o3", "o4", "davinci-", "babbage-")
+
+
+def check_base(base_model: str | None) -> None:
+    """Refuse (InvalidInput) what no local run can load: an OpenAI model, a path with no model.
+
+    A hub id (`org/name`, or a bare legacy name such as `gpt2`) is left to the worker: whether
+    it downloads is known only there.
+    """
+    if not base_model or base_model in SMOLLM2_ALIASES:
+        return
+    use = "Pass --model with a Hugging Face model (a local folder or a hub id), or omit it for SmolLM2."
+    path = Path(base_model).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise InvalidInput(f"{base_model} holds no model (no config.json)", use)
+    elif base_model.startswith("ft:") or ("/" not in base_model and base_model.lower().startswith(OPENAI_PREFIXES)):
+        raise InvalidInput(f"{base_model} is an OpenAI model and cannot be trained locally", use)
+    elif _looks_like_path(base_model):
+        raise InvalidInput(f"there is no model at {base_model}", use)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A hub id is `name` or `org/name`; anything else names a place on disk."""
+    return name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1 or "\\" in name
+
+
 def resolve(base_model: str | None) -> str:
     """A from_pretrained() argument for base_model: local dir, cached SmolLM2, or hub id."""
+    check_base(base_model)
     if not base_model or base_model in SMOLLM2_ALIASES:
         return str(ensure_smollm2())
     if Path(base_model).expanduser().exists():
         return str(Path(base_model).expanduser())
-    if base_model.startswith(("ft:", "gpt-")):
-        raise InvalidInput(
-            f"{base_model} is an OpenAI model and cannot be trained locally",
-            "Pass --model with a Hugging Face model (local path or hub id), or omit it for SmolLM2.",
-        )
     return base_model
 
 
