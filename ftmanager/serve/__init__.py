@@ -30,7 +30,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = No
     from .. import paths
     from .store import LedgerState
 
-    runner = LocalRunner(pool or _pool(device, max_batch))
+    runner = LocalRunner(pool, make_pool=lambda: _pool(device, max_batch))
     try:
         state = LedgerState(Path(data_dir) if data_dir else paths.home() / "serve")
         return Server(runner, host, port, api_key=api_key, state=state,

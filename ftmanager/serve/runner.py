@@ -39,8 +39,10 @@ class LocalRunner(JobRunner):
     default_temperature = 0.0  # greedy: the same question, the same answer
     state: LedgerState
 
-    def __init__(self, pool=None, owner: str = OWNER):
-        self._pool, self.owner = pool, owner
+    def __init__(self, pool=None, owner: str = OWNER, make_pool=None):
+        # make_pool: how to build the pool on the first chat (a server that only trains loads nothing)
+        self._pool, self._make_pool, self.owner = pool, make_pool, owner
+        self._pool_lock = threading.Lock()
         self._submits = ThreadPoolExecutor(2, thread_name_prefix="ftm-submit")  # create returns at once
         self._stop = threading.Event()
         self._pending: dict = {}  # job id -> the future of its import and submit
@@ -48,11 +50,14 @@ class LocalRunner(JobRunner):
 
     @property
     def pool(self):
-        if self._pool is None:
-            from ftm_backends.local.pool import shared
+        with self._pool_lock:
+            if self._pool is None:
+                if self._make_pool is None:
+                    from ftm_backends.local.pool import shared
 
-            self._pool = shared()
-        return self._pool
+                    self._make_pool = shared
+                self._pool = self._make_pool()
+            return self._pool
 
     def bind(self, state: LedgerState) -> None:
         super().bind(state)
