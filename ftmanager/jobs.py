@@ -34,7 +34,8 @@ def hyperparameter(name: str, value) -> int | float | str:
     try:
         number = kind(value)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(f"{name} must be a number or 'auto', not {value!r}", "") from None
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise InvalidInput(f"{name} must be a number or 'auto', not {shown}", "") from None
     problem = out_of_range(name, number)
     if problem:
         raise InvalidInput(problem, "")
@@ -306,8 +307,9 @@ def sync() -> list[dict]:
     for run in ledger().unfinished_runs():
         try:
             results.append({"run": refresh(run["id"])[0], "error": None})
-        except FtmError as err:
-            results.append({"run": ledger().run(run["id"]), "error": err.line()})
+        except Exception as err:  # noqa: BLE001  (one run's trouble must not stop the others' polls)
+            error = err.line() if isinstance(err, FtmError) else f"{type(err).__name__}: {err}"
+            results.append({"run": ledger().run(run["id"]), "error": without_userinfo(error)})
     return results
 
 

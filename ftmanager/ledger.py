@@ -329,8 +329,8 @@ class Ledger:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, rowid DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
+        if limit and limit > 0:
+            sql += f" LIMIT {min(int(limit), 2**63 - 1)}"
         return [_load(row) for row in self._all(sql, params)]
 
     def unfinished_runs(self) -> list[dict]:

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import LedgerError
+from .errors import InvalidInput, LedgerError
 
 def busy_timeout() -> float:
     """Seconds a write waits for another process's write (FTM_BUSY_TIMEOUT, default 10)."""
@@ -97,6 +97,8 @@ class LedgerFile:
         """Turn SQLite's errors about the file into one-line ledger errors."""
         try:
             yield
+        except UnicodeEncodeError as err:  # text from a command line that is not UTF-8
+            raise InvalidInput(f"{err.object!r} is not valid UTF-8 text", "Check the name or id given.") from None
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
             raise  # ftm's own mistakes keep their traceback
         except sqlite3.DatabaseError as err:

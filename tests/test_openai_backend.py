@@ -108,7 +108,8 @@ def test_a_job_is_followed_to_its_model_with_everything_recorded(env, tmp_path, 
     positions = [next(i for i, m in enumerate(messages) if m.startswith(want)) for want in OPENAI_ORDER]
     assert positions == sorted(positions)
     statuses = [p.status for p in progresses]
-    assert statuses[0] in ("validating_files", "queued") and statuses[-1] == "succeeded"
+    # at speed 40 a loaded machine may first see it running already
+    assert statuses[0] in ("validating_files", "queued", "running") and statuses[-1] == "succeeded"
 
     last = progresses[-1]
     assert last.result_model == server_job.fine_tuned_model and last.result_model.startswith(f"ft:{MODEL}:")

@@ -190,3 +190,19 @@ def test_a_password_in_the_base_url_reaches_no_output_and_no_ledger_row(env, cha
     assert "401" in str(rows)
     for text in [refused.out, refused.err, shown.out, *map(str, rows)]:
         assert "pa55word" not in text and "alice" not in text, text
+
+
+def test_sync_and_watch_say_in_one_line_when_openai_does_not_answer(env, chat_file, ftm_home, monkeypatch):
+    import socket
+
+    run = ftm("submit", chat_file, "--backend", "openai", "--model", MODEL, "--json").json()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{s.getsockname()[1]}/v1")
+    synced, watched = ftm("sync"), ftm("watch", run["id"])
+    for result, said in ((synced, synced.out), (watched, watched.err)):
+        assert result.code == 1 and "Traceback" not in result.err, result
+        assert "did not answer (APIConnectionError" in said and len(said.strip().splitlines()) == 1, result
+    assert synced.out.startswith(f"{run['id']}  openai  ")
+    monkeypatch.setenv("OPENAI_BASE_URL", env.url)
+    assert ftm("watch", run["id"]).code == 0  # nothing was lost

@@ -245,3 +245,46 @@ def test_backend_options_are_flags_listed_by_backend(ftm_home, chat_file):
                    "--note, --loud/--no-loud")
     one_line_error(ftm("rerun", run["id"], "-b", "fake", "--lora-r", "8"), "--lora-r is an option of the local")
     assert len(ftm("runs", "--json").json()) == 2
+
+
+def test_a_copied_ftm_home_works_from_its_new_place(ftm_home, chat_file, tmp_path, monkeypatch):
+    import shutil
+
+    run = ftm("submit", chat_file, "-b", "fake", "--split", "0.25", "--wait", "--json").json()
+    stored = sqlite3.connect(ftm_home / "ftm.db").execute("SELECT path FROM datasets").fetchall()
+    assert stored and all(not p.startswith("/") for (p,) in stored)
+    moved = tmp_path / "restored-home"
+    shutil.copytree(ftm_home, moved)
+    shutil.rmtree(ftm_home)
+    monkeypatch.setenv("FTM_HOME", str(moved))
+    shown = ftm("datasets", "show", run["dataset_id"], "--json").json()
+    assert shown["path"].startswith(str(moved)) and shown["n_examples"] == 9
+    exported = tmp_path / "out.jsonl"
+    assert ftm("datasets", "export", run["dataset_id"], "--to", "openai", "-o", exported).code == 0
+    assert len(exported.read_text().splitlines()) == 9
+    assert ftm("show", run["id"]).code == 0
+    child = ftm("rerun", run["id"], "-b", "fake", "--wait", "--json")
+    assert child.code == 0 and child.json()["status"] == "succeeded", child
+    assert not ftm_home.exists()
+
+
+@pytest.mark.parametrize(
+    "args, env, needle",
+    [
+        (["runs", "--limit", "9" * 30], {}, None),
+        (["runs", "--status", "\udcff"], {}, "is not valid UTF-8 text"),
+        (["show", "\udcff"], {}, "is not valid UTF-8 text"),
+        (["submit", "CHAT", "-b", "fake", "--suffix", "\udcff"], {}, "is not valid UTF-8 text"),
+        (["submit", "CHAT", "-b", "fake", "--epochs", "9" * 5000], {}, "n_epochs must be a number or 'auto', not '999"),
+        (["runs"], {"FTM_BUSY_TIMEOUT": "soon"}, "FTM_BUSY_TIMEOUT must be a number of seconds"),
+        (["submit", "CHAT", "-b", "openai"], {"FTM_OPENAI_TIMEOUT": "x", "OPENAI_API_KEY": "k"}, "FTM_OPENAI_TIMEOUT must be"),
+    ],
+)
+def test_bad_input_to_run_commands_is_one_line(ftm_home, chat_file, args, env, needle):
+    result = ftm(*[chat_file if a == "CHAT" else a for a in args], env=env)
+    assert "Traceback" not in result.err, result
+    if needle is None:
+        assert result.code == 0, result
+        return
+    one_line_error(result, needle)
+    assert len(result.err) < 300

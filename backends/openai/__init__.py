@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads
 from ftmanager.facts import (CREATED, HYPERPARAMETERS, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING,
                              auto_epochs, is_terminal)
-from ftmanager.errors import InvalidInput, NotFound, Refused, without_userinfo
+from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused, without_userinfo
 
 from .sdk import FileWindow, backoff, metric, parse_results, price_per_1m, retry_after, sdk_client
 
@@ -97,6 +97,20 @@ class OpenAIBackend(Backend):
         except openai.NotFoundError as err:
             raise NotFound(f"OpenAI has no such object: {self._said(err)}",
                            f"Check the id (account {self.account}).") from None
+
+    @contextmanager
+    def _answered(self):
+        """_refusals, and a provider that did not answer (no connection, a timeout, 5xx or 429
+        after the SDK's retries) as one line: for following a job, never for starting one."""
+        import openai
+
+        try:
+            with self._refusals():
+                yield
+        except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as err:
+            raise BackendError(f"OpenAI at {self.where} did not answer ({type(err).__name__}: {self._said(err)})",
+                               "Check the network and OPENAI_BASE_URL, then run the command again; "
+                               "nothing was lost.") from None
 
     def _denied(self, err, run_id: str | None) -> Refused:
         if run_id:
@@ -209,7 +223,7 @@ class OpenAIBackend(Backend):
         """The job tagged with our run id, if one exists (the oldest, should there be several)."""
         found, after = None, None
         while True:
-            with self._refusals():
+            with self._answered():
                 page = self.client.fine_tuning.jobs.list(metadata={"ftm_run_id": run_id}, limit=100,
                                                          **({"after": after} if after else {}))
             for job in page.data:  # filtered here too, in case a server ignores the filter
@@ -223,7 +237,7 @@ class OpenAIBackend(Backend):
 
     def poll(self, job_id: str, cursor: dict) -> Progress:
         """The job's status and everything new since cursor; nothing is consumed on failure."""
-        with self._refusals():
+        with self._answered():
             job = self.client.fine_tuning.jobs.retrieve(job_id).to_dict()
             events, cursor = self._new_events(job_id, dict(cursor or {}))
         status = job.get("status") or "unknown"
@@ -282,7 +296,7 @@ class OpenAIBackend(Backend):
         final = status == SUCCEEDED and not cursor.get("checkpoints_final")
         if not (announced or final):
             return []
-        with self._refusals():
+        with self._answered():
             page = self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100)
         known = set(cursor.get("checkpoint_ids", ()))
         new = [c for c in reversed(page.data) if c.id not in known]
@@ -297,7 +311,7 @@ class OpenAIBackend(Backend):
         rows = []
         for file_id in job.get("result_files") or []:
             try:
-                with self._refusals():
+                with self._answered():
                     raw = self.client.files.content(file_id).read()
             except NotFound:
                 continue  # results deleted: the events' metrics stay
@@ -328,15 +342,15 @@ class OpenAIBackend(Backend):
     # --- the rest of the contract ------------------------------------------------------------
 
     def cancel(self, job_id: str) -> None:
-        with self._refusals():
+        with self._answered():
             self.client.fine_tuning.jobs.cancel(job_id)
 
     def pause(self, job_id: str) -> None:
-        with self._refusals():
+        with self._answered():
             self.client.fine_tuning.jobs.pause(job_id)
 
     def resume(self, job_id: str, spec: RunSpec) -> str | None:
-        with self._refusals():
+        with self._answered():
             self.client.fine_tuning.jobs.resume(job_id)
         return None  # the same job carries on
 
@@ -363,7 +377,7 @@ class OpenAIBackend(Backend):
         model = result_model or base_model
 
         def ask(messages: list[dict]) -> str:
-            with self._refusals():
+            with self._answered():
                 reply = self.client.chat.completions.create(model=model, messages=messages, temperature=0,
                                                             max_completion_tokens=max_new_tokens)
             return reply.choices[0].message.content or ""
