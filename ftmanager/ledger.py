@@ -1,24 +1,23 @@
 """The ledger: every dataset, upload, run, event, metric and checkpoint, in one SQLite file.
 
-This is the only module with SQL in it. Reads use the sqlite3 connection directly (so that
-`ftm runs` starts fast); writes go through sqlite-utils inside BEGIN IMMEDIATE transactions,
-because a deferred read-then-write transaction fails with "database is locked" when another
-process writes at the same moment, whatever the busy timeout.
+All SQL about ftm's tables is here (how the file is opened, checked and migrated is
+ledger_file's). Reads use sqlite3 directly (so that `ftm runs` starts fast); writes go through
+sqlite-utils inside BEGIN IMMEDIATE transactions. Paths inside FTM_HOME are stored relative to
+it and read back absolute, so a copied FTM_HOME works from its new place.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
-from . import migrations, paths
+from . import paths
 from .backend import Progress
 from .facts import CREATED, METRIC_NAMES, QUEUED, TERMINAL, VALIDATING, iso
-from .errors import InvalidInput, LedgerError, NotFound
+from .errors import InvalidInput, NotFound
 from .ledger_file import LedgerFile, busy_timeout  # noqa: F401  (busy_timeout: a public name here)
 
 RUN_JSON_FIELDS = ("split", "hyperparameters", "resolved_hyperparameters", "options", "cursor", "start_claim")
@@ -73,25 +72,19 @@ ALIAS_ROWS = """
     SELECT a.name, 'alias', r.id, r.backend, r.base_model, r.dataset_id, r.result_path, NULL, r.finished_at
     FROM model_aliases a JOIN runs r ON r.id = a.run_id WHERE r.status = 'succeeded'"""
 
-# Tables that grow by the step or the example: too big to check each time a command starts.
-_BULK_TABLES = frozenset({"metrics", "events", "generations", "grades"})
 # Columns that hold a path: kept relative to FTM_HOME when inside it, read back absolute.
 PATH_COLUMNS = ("path", "source", "result_path")
 
 
 class Ledger:
-    """The ledger at path (default $FTM_HOME/ftm.db). Any thread may call it.
-
-    Opening it refuses, in one line and changing nothing, a file that is damaged, one that a
-    newer ftm wrote, and an empty one beside datasets/ and runs/ that a lost ledger recorded.
-    """
+    """The ledger at path (default $FTM_HOME/ftm.db), opened as ledger_file says. Any thread
+    may call it."""
 
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else paths.ledger_path()
         self.home = self.path.parent  # relative paths in the ledger lie under its own folder
         self.file = LedgerFile(self.path)
-        with self.file.errors():
-            self._open()
+        self.file.open()
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -111,90 +104,12 @@ class Ledger:
     def writable(self) -> "Ledger":
         """This ledger, or a one-line LedgerError where it can only be read (call before writing
         files beside it, so that a read-only FTM_HOME refuses before anything is half-done)."""
-        if self.file.read_only:
-            raise self.file.explain(sqlite3.OperationalError("readonly"))
+        self.file.check_writable()
         return self
 
-    @contextlib.contextmanager
     def write(self):
         """A BEGIN IMMEDIATE transaction: it takes the write lock before reading."""
-        conn = self.writable().conn
-        with self.file.errors():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    def _open(self) -> None:
-        try:
-            applied = self._applied()
-        except sqlite3.OperationalError as err:
-            if not (self.file.is_read_only_error(err) and self.path.exists()):
-                raise
-            self.file.fall_back_to_read_only()  # FTM_HOME is read-only: reading still works
-            applied = self._applied()
-        self._refuse_foreign(applied)
-        if set(applied) != {fn.__name__ for fn in migrations.MIGRATIONS}:
-            self._migrate(bool(applied))
-        self._check_tables()
-
-    def _applied(self) -> list[str]:
-        """The names of the ftm migrations applied to this file (in order)."""
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "_sqlite_migrations" not in tables:
-            names = []
-        else:
-            names = [r[0] for r in self.conn.execute(
-                "SELECT name FROM _sqlite_migrations WHERE migration_set = 'ftm' ORDER BY id")]
-        self._shape = (version, tables)
-        return names
-
-    def _refuse_foreign(self, applied: list[str]) -> None:
-        """Refuse a ledger a newer ftm wrote, or an empty one where a ledger is known lost."""
-        version, tables = self._shape
-        unknown = sorted(set(applied) - {fn.__name__ for fn in migrations.MIGRATIONS})
-        if version > migrations.VERSION or unknown:
-            raise LedgerError(
-                f"the ledger {self.path} was written by a newer ftm (schema version {version}"
-                + (f"; migrations {', '.join(unknown)}" if unknown else "") + "); ftm changed nothing",
-                "Upgrade ftm to read it, or point FTM_HOME elsewhere.")
-        if not applied and tables:
-            raise LedgerError(f"{self.path} holds tables but is not an ftm ledger; ftm changed nothing",
-                              "Point FTM_HOME at another directory.")
-        lost = [d for d in ("datasets", "runs") if (self.home / d).is_dir() and any((self.home / d).iterdir())]
-        if not applied and lost:
-            raise LedgerError(
-                f"the ledger {self.path} is empty or missing, but {self.home} holds {' and '.join(lost)} "
-                "that a ledger recorded; ftm changed nothing",
-                "Restore ftm.db from a backup, or move those folders away to start afresh.")
-
-    def _migrate(self, existing: bool) -> None:
-        if self.file.read_only:
-            raise LedgerError(f"the ledger {self.path} needs an upgrade, but it is read-only",
-                              "Open it once with write access, or point FTM_HOME elsewhere.")
-        if existing and self.conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-            raise self.file.damaged("PRAGMA quick_check failed")  # never rewrite a damaged file
-        if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            # Set once when the ledger is new; WAL lets readers go on while a run is written.
-            self.conn.execute("PRAGMA journal_mode=WAL")
-        with self.write() as db:
-            self._refuse_foreign(self._applied())  # again, under the lock: another process may have
-            migrations.apply(db)
-
-    def _check_tables(self) -> None:
-        """A quick check of every table but the bulk ones: a damaged page fails here, in one
-        line, instead of silently hiding rows from a listing."""
-        if sqlite3.sqlite_version_info < (3, 33, 0):  # older SQLite checks the whole file per call
-            return
-        for name in sorted(self._shape[1] - _BULK_TABLES):
-            quoted = name.replace('"', '""')
-            verdict = self.conn.execute(f'PRAGMA quick_check("{quoted}")').fetchone()[0]
-            if verdict != "ok":
-                raise self.file.damaged(verdict)
+        return self.file.transaction()
 
     def _all(self, sql: str, params=()) -> list[dict]:
         with self.file.errors():
