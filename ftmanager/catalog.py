@@ -9,8 +9,8 @@ from pathlib import Path
 
 from . import paths
 from .errors import InvalidInput
-from .tempfiles import clear_stale, owned, shown
 from .ledger import ledger
+from .tempfiles import clear_stale, owned, shown
 
 
 # --- datasets --------------------------------------------------------------------------

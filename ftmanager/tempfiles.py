@@ -10,8 +10,8 @@ import glob
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 UNOWNED_STALE_S = 3600  # a temp file named by no process id (older ftm) is stale after this
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import Result, ftm
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
@@ -76,7 +75,7 @@ def test_an_export_target_that_cannot_hold_the_data_writes_no_file(ftm_home, tmp
     multi = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                           {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}
     path = tmp_path / "multi.jsonl"
-    path.write_text((json.dumps(multi) + "\n"))
+    path.write_text(json.dumps(multi) + "\n")
     ds = ftm("datasets", "add", path, "--json", "--model", "smollm2-135m").json()  # a local model: no minimum
     out = tmp_path / "out.json"
     result = ftm("datasets", "export", ds["id"], "--to", "alpaca", "-o", out)
@@ -138,16 +137,16 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_behind(ftm_home, tmp_path):
     stored = ftm("datasets", "add", tmp_path / "one.jsonl", "--json").json()["id"]
     limit = _file_size_limit(256 << 10)  # room for the ledger, not for the data
     ftm_cmd = [sys.executable, "-m", "ftmanager", "datasets"]
-    proc = subprocess.run([*ftm_cmd, "add", str(tmp_path / "two.jsonl")], capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    proc = subprocess.run([*ftm_cmd, "add", str(tmp_path / "two.jsonl")], check=False, capture_output=True, text=True, timeout=120, preexec_fn=limit)
     assert_one_line(Result(proc), "cannot write to")
     assert [p.name for p in (ftm_home / "datasets").iterdir() if p.name.startswith(".")] == []
     assert len(ftm("datasets", "list", "--json").json()) == 1
     export = [*ftm_cmd, "export", stored, "--to", "openai"]
-    proc = subprocess.run([*export, "-o", str(tmp_path / "o.jsonl")], capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    proc = subprocess.run([*export, "-o", str(tmp_path / "o.jsonl")], check=False, capture_output=True, text=True, timeout=120, preexec_fn=limit)
     assert_one_line(Result(proc), "Free some space")
     assert not (tmp_path / "o.jsonl").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     with open("/dev/full", "w") as full:  # stdout on a full disk: an error, never a silent loss
-        proc = subprocess.run(export, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        proc = subprocess.run(export, check=False, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stderr.startswith("Error: cannot write the export to standard output"), proc.stderr
 
 

@@ -8,7 +8,6 @@ import json
 import re
 
 import pytest
-
 from conftest import ftm
 
 N_COMPLETE = 200

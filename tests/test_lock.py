@@ -19,7 +19,7 @@ def project() -> dict:
 
 
 def locked() -> dict[str, str]:
-    pins = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", (ROOT / "requirements-lock.txt").read_text(), re.M)
+    pins = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", (ROOT / "requirements-lock.txt").read_text(), re.MULTILINE)
     return {canonicalize_name(name): version for name, version in pins}
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 
@@ -68,7 +68,7 @@ class Source:
             raise InvalidInput(f"{self.name}:1: the file is empty", "Add at least 10 examples, one JSON object per line.")
         self.is_array = body.lstrip().startswith(b"[")
 
-    def __enter__(self) -> "Source":
+    def __enter__(self) -> Source:
         return self
 
     def __exit__(self, *exc) -> None:
