@@ -80,6 +80,33 @@ def test_validation_passes_leave_qlora_training_as_it_was(tmp_path, wide_tiny_ll
         [m["train_loss"] for m in plain_seen["metrics"]], abs=1e-6)
 
 
+def test_a_copied_ftm_home_finds_base_models_inside_it(tmp_path, tiny_llama, monkeypatch):  # noqa: F811
+    import shutil
+
+    from ftm_backends.local import model as models
+
+    old, new = tmp_path / "old-home", tmp_path / "new-home"
+    monkeypatch.setenv("FTM_HOME", str(old))
+    base = shutil.copytree(tiny_llama, old / "models" / "tiny")
+    backend = LocalBackend()
+    job = backend.start(tiny_spec(old, base, n_epochs=8, batch_size=4, run_id="run-moved"), uploads=None)
+    follow(backend, job, until=lambda seen: seen["checkpoints"])
+    backend.cancel(job)
+    assert follow(backend, job)["last"].status == "cancelled"
+    shutil.copytree(old, new)  # a backup restored elsewhere, or a home moved to a new disk
+    shutil.rmtree(old)
+    monkeypatch.setenv("FTM_HOME", str(new))
+    moved = tiny_spec(new, new / "models" / "tiny", n_epochs=8, batch_size=4, run_id="run-moved")
+    job = str(moved.run_dir)
+    backend.resume(job, moved)  # the spec as the ledger gives it now
+    assert follow(backend, job)["last"].status == "succeeded"
+    for adapter in (new / "runs/run-moved/adapter", new / "runs/run-moved/checkpoints/step-3/adapter"):
+        assert models.target(str(adapter), "some/hub-id").base == str(new / "models" / "tiny")
+    # an adapter saved before markers were relative holds an absolute path: still read
+    (new / "runs/run-moved/adapter" / models.BASE_MARKER).write_text(str(tiny_llama))
+    assert models.base_of(str(new / "runs/run-moved/adapter"), None) == str(tiny_llama)
+
+
 def test_finished_at_is_when_the_run_ended_not_when_it_was_polled(tmp_path, tiny_llama):  # noqa: F811
     backend = LocalBackend()
     spec = tiny_spec(tmp_path, tiny_llama, n_epochs=1)

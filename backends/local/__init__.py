@@ -3,8 +3,8 @@
 start() writes the run's spec into its run directory and launches the worker
 (`python -m ftm_backends.local.worker`, or `accelerate launch` for more than one GPU); poll()
 reads the worker's append-only progress file from the cursor's byte offset. This module
-imports nothing heavy: torch, transformers and peft load only in the worker and in
-generate()/export().
+imports nothing heavy: torch, transformers and peft load only in the worker, in the model
+pool's thread (generate()) and in export().
 """
 
 from __future__ import annotations
@@ -61,9 +61,7 @@ class LocalBackend(Backend):
             raise Refused(err.what, err.next_step) from None
         run_dir = Path(spec.run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
-        data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()}
-        data["base_model"] = spec.base_model or self.default_model
-        (run_dir / progress.SPEC).write_text(json.dumps(data, indent=1))
+        self._write_spec(run_dir, spec)
         (run_dir / progress.CANCEL).unlink(missing_ok=True)
         (run_dir / progress.PAUSE).unlink(missing_ok=True)
         progress.append(run_dir, "status", status=QUEUED)
@@ -131,10 +129,10 @@ class LocalBackend(Backend):
             raise BackendError(f"run {spec.run_id} is still running", "Wait for it, or cancel it first.")
         pause.unlink(missing_ok=True)
         (run_dir / progress.CANCEL).unlink(missing_ok=True)
-        opts = resolve_options(json.loads((run_dir / progress.SPEC).read_text()).get("options") or {})
+        self._write_spec(run_dir, spec)  # its files where they are now: FTM_HOME may have moved
         progress.append(run_dir, "status", status=QUEUED)
         progress.append(run_dir, "event", message="Resuming from the last complete checkpoint")
-        start_worker(run_dir, opts["gpus"], resume=True)
+        start_worker(run_dir, resolve_options(spec.options)["gpus"], resume=True)
         return job_id
 
     def resolve(self, spec: RunSpec) -> dict:
@@ -148,11 +146,14 @@ class LocalBackend(Backend):
     def generate(self, result_model: str | None, result_path: str | None, base_model: str | None,
                  conversations: list[list[dict]], max_new_tokens: int = 256,
                  temperature: float = 0.0) -> list[str]:
-        """Assistant replies to each conversation, through the chat template (batched)."""
-        from .infer import generate
+        """Assistant replies to each conversation, decoded together by this process's model pool."""
+        from .model import target
+        from .pool import Ask, shared
 
-        return generate(result_path, base_model or self.default_model, conversations,
-                        max_new_tokens=max_new_tokens, temperature=temperature)
+        where = target(result_path, base_model or self.default_model)
+        done = shared().answers([Ask(where, messages, max_tokens=max_new_tokens, temperature=temperature)
+                                 for messages in conversations])
+        return [answer.text.strip() for answer in done]
 
     def answer_logprobs(self, result_model: str | None, result_path: str | None, base_model: str | None,
                         conversations: list[list[dict]]) -> list[tuple[float, int]]:
@@ -174,6 +175,14 @@ class LocalBackend(Backend):
         """The run id when the run dir is the usual one under FTM_HOME, else its path."""
         usual = (paths.runs_dir() / run_id).resolve()
         return run_id if run_dir == usual else str(run_dir)
+
+    def _write_spec(self, run_dir: Path, spec: RunSpec) -> None:
+        """spec.json, all the worker knows of its run (written aside, then renamed into place)."""
+        data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()}
+        data.update(base_model=spec.base_model or self.default_model, run_dir=str(run_dir))
+        tmp = run_dir / (progress.SPEC + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(run_dir / progress.SPEC)
 
     @staticmethod
     def _dir(job_id: str) -> Path:

@@ -97,11 +97,20 @@ def target(result_path: str | None, base_model: str | None) -> Target:
     return Target(base_of(result_path, base_model), str(result_path))
 
 
+def save_adapter(model, out: Path) -> None:
+    """Save a LoRA model's adapter and, beside it, the base it was trained on: relative to
+    FTM_HOME when it lies inside, so a moved or restored FTM_HOME still finds it."""
+    model.save_pretrained(out)
+    base = model.get_base_model().name_or_path  # as loaded now, even when resumed after a move
+    (Path(out) / BASE_MARKER).write_text(paths.to_ledger(base, paths.home()))
+
+
 def base_of(result_path: str | None, base_model: str | None) -> str:
     """The base model directory for an adapter (a final one or a checkpoint's)."""
     if result_path:
         marker, config = Path(result_path) / BASE_MARKER, Path(result_path) / "adapter_config.json"
-        recorded = marker.read_text().strip() if marker.exists() else None
+        # relative to FTM_HOME since markers were made movable; absolute in adapters saved before
+        recorded = paths.from_ledger(marker.read_text().strip(), paths.home()) if marker.exists() else None
         if not recorded and config.exists():
             recorded = json.loads(config.read_text()).get("base_model_name_or_path")
         if recorded and Path(recorded).exists():

@@ -120,7 +120,7 @@ def train(run: Run, resume: bool) -> None:
                 clock = Clock(step)  # the pause is no training time
             if asked == CANCEL:
                 raise Cancelled(step)
-    finish(run, model, tok, base_path, trained_tokens=epochs * sum(lengths))
+    finish(run, model, tok, trained_tokens=epochs * sum(lengths))
 
 
 class TokenLoss(nn.Module):
@@ -278,7 +278,7 @@ def save_checkpoint(run_dir: Path, model, opt, sched, step: int) -> Path:
     root = Path(run_dir) / "checkpoints"
     final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter")
+    models.save_adapter(model, tmp / "adapter")
     state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
     if torch.cuda.is_available():
@@ -309,13 +309,12 @@ def restore(ckpt: Path, opt, sched) -> int:
     return state["step"]
 
 
-def finish(run: Run, model, tok, base_path: str, trained_tokens: int) -> None:
+def finish(run: Run, model, tok, trained_tokens: int) -> None:
     """Save the final adapter with the tokenizer beside it, and report the model."""
     if run.main:
         out = run.dir / "adapter"
-        model.save_pretrained(out)
+        models.save_adapter(model, out)
         tok.save_pretrained(out)
-        (out / models.BASE_MARKER).write_text(base_path)
         model_id = f"local:{run.spec['run_id']}"
         run.event(f"New fine-tuned model created: {model_id}")
         run.report("result", model=model_id, path=str(out), trained_tokens=trained_tokens)
