@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..backend import Option
 from ..errors import InvalidInput
 from ..facts import CANCELLED, FAILED, HYPERPARAMETERS, SUCCEEDED
 from . import app
@@ -227,6 +226,8 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 
 
 def _render_backends(rows: list[dict]) -> str:
+    from ..backend import Option
+
     lines = []
     for b in rows:
         lines.append(f"{b['name']}: {b['description']} (default model: {b['default_model'] or 'none'})")
