@@ -33,7 +33,7 @@ def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto",
     saved = data.save(Path(path), paths.datasets_dir(), fmt=fmt, name=name, check=check, model=model,
                       skip_invalid=skip_invalid)
     try:
-        row, new = _record(saved, saved.name, source=shown(Path(path).resolve()))
+        row, new = _record(saved, name or shown(Path(path).stem), source=shown(Path(path).resolve()))
     except BaseException:
         if not book.has_dataset(saved.sha256):  # not recorded: the file would be an orphan
             Path(saved.path).unlink(missing_ok=True)
