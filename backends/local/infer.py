@@ -1,4 +1,4 @@
-"""Use a trained adapter: generate replies through the chat template, or export a model."""
+"""Load a trained model whole (the adapter merged in) to export or score it; answers come from pool.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ftmanager.errors import InvalidInput
 
-from . import chat, model as models
+from . import model as models
+
 
 def _quiet() -> None:
     """No weight-loading progress bars or deprecation chatter on a user's terminal."""
@@ -34,31 +35,6 @@ def load(result_path: str | None, base_model: str | None, device: str = "auto"):
     if where.adapter:
         model = PeftModel.from_pretrained(model, where.adapter).merge_and_unload()
     return tok, model.eval(), device
-
-
-def generate(result_path, base_model, conversations: list[list[dict]], max_new_tokens: int = 256,
-             temperature: float = 0.0, batch_size: int = 16) -> list[str]:
-    """One assistant reply per conversation, greedy when temperature is 0."""
-    tok, model, device = load(result_path, base_model)
-    replies: list[str] = []
-    for k in range(0, len(conversations), batch_size):
-        replies += _generate_batch(tok, model, device, conversations[k:k + batch_size],
-                                   max_new_tokens, temperature)
-    return replies
-
-
-def _generate_batch(tok, model, device, conversations, max_new_tokens, temperature) -> list[str]:
-    import torch
-
-    texts = [chat.prompt_text(tok, c) for c in conversations]
-    tok.padding_side = "left"  # so every prompt ends where generation starts
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                             **sampling)
-    new = out[:, enc["input_ids"].shape[1]:]
-    return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
 
 def export(result_path: str, base_model: str | None, out_dir: str, merge: bool = True) -> Path:
