@@ -17,6 +17,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .errors import BackendError, InvalidInput
@@ -298,7 +299,7 @@ def grade_all(graders: list[dict], answers: list[tuple[list[dict], str, str]], j
     rows = []
     for grader in graders:
         with ThreadPoolExecutor(JUDGE_THREADS if judge else 1) as pool:
-            grades = list(pool.map(lambda ns: _one(grader, ns, judge), spaces))
+            grades = list(pool.map(partial(_one, grader, judge=judge), spaces))
         threshold = grader.get("pass_threshold")
         rows += [{"example": i, "grader": grader["name"], "type": grader["type"], "score": g.score,
                   "passed": None if threshold is None else int(g.score >= threshold), "error": g.error}
@@ -307,6 +308,7 @@ def grade_all(graders: list[dict], answers: list[tuple[list[dict], str, str]], j
 
 
 def _one(grader: dict, ns: dict, judge: Judge | None) -> Grade:
+    """One grader's grade of one answer; a missing template variable is a 0 with the reason."""
     try:
         if grader["type"] == "score_model":
             return score_model(grader, ns, judge)

@@ -55,7 +55,7 @@ def test_string_check_and_text_similarity_grades_are_stored_and_compared(ftm_hom
         "SELECT grader, example, score, passed, error FROM grades WHERE evaluation_id = ? ORDER BY grader, example",
         [base["id"]]).fetchall()
     assert len(rows) == 12 and rows[0][:4] == ("capital", 0, 0.0, None)
-    assert [r[4] for r in rows if r[0] == "country_field"][0].startswith("invalid_variable_error")
+    assert next(r[4] for r in rows if r[0] == "country_field").startswith("invalid_variable_error")
     compared = ftm("compare", first["id"], second["id"], "--json").json()["runs"]
     assert compared[0]["grade.capital"] == 1.0 and compared[0]["grade.fuzzy.pass_rate"] == 1.0
     assert "grade.capital" not in compared[1]
