@@ -1,4 +1,5 @@
-"""generate() answers through the chat template; export() writes a model plain transformers loads."""
+"""generate() answers through the model pool and the chat template; `ftm chat` keeps the model loaded;
+export() writes a model plain transformers loads."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from fixtures_local import tiny_llama, tiny_spec  # noqa: F401  (fixture)
 from test_local_backend import follow
+from test_local_use import trained_run  # noqa: F401  (fixture: a local run through `ftm submit`)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -59,3 +61,18 @@ def test_export_merged_loads_in_plain_transformers_and_answers_the_same(trained,
         backend.export(adapter, str(tiny_llama), str(out))
     bare = backend.export(adapter, str(tiny_llama), str(tmp_path / "bare"), merge=False)
     assert json.loads((bare / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+def test_chat_answers_every_line_with_the_model_loaded_once(trained_run):
+    """`ftm chat` keeps its model in this process's pool: one base and one adapter load for all lines."""
+    from typer.testing import CliRunner
+
+    from ftm_backends.local.pool import shared
+    from ftmanager.cli import app
+
+    before = shared().stats()
+    result = CliRunner().invoke(app, ["chat", trained_run["id"], "--max-new-tokens", "4"], input="q2\nq3\n")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [ANSWER] * 2
+    after = shared().stats()
+    assert after["base_loads"] - before["base_loads"] <= 1 and after["adapter_loads"] - before["adapter_loads"] == 1
