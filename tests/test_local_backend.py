@@ -144,11 +144,17 @@ def reference(tmp_path_factory, tiny_llama):  # noqa: F811
     return backend, job
 
 
-def test_a_killed_worker_is_noticed_and_resume_ends_at_the_same_loss(tmp_path, tiny_llama, reference):  # noqa: F811
+def started_like_the_reference(tmp_path, tiny_llama, until):  # noqa: F811
+    """The reference's run, started and followed until(seen)."""
     backend = LocalBackend()
     spec = tiny_spec(tmp_path, tiny_llama, tiny_dataset(40), n_epochs=4, batch_size=2)
     job = backend.start(spec, uploads=None)
-    follow(backend, job, until=lambda seen: seen["checkpoints"])
+    follow(backend, job, until=until)
+    return backend, spec, job
+
+
+def test_a_killed_worker_is_noticed_and_resume_ends_at_the_same_loss(tmp_path, tiny_llama, reference):  # noqa: F811
+    backend, spec, job = started_like_the_reference(tmp_path, tiny_llama, until=lambda seen: seen["checkpoints"])
     pid = json.loads((spec.run_dir / progress.LAUNCH).read_text())["pid"]
     os.kill(pid, signal.SIGKILL)
     lost = follow(backend, job)
@@ -162,10 +168,7 @@ def test_a_killed_worker_is_noticed_and_resume_ends_at_the_same_loss(tmp_path, t
 
 
 def test_cancel_stops_saves_and_resume_ends_at_the_same_loss(tmp_path, tiny_llama, reference):  # noqa: F811
-    backend = LocalBackend()
-    spec = tiny_spec(tmp_path, tiny_llama, tiny_dataset(40), n_epochs=4, batch_size=2)
-    job = backend.start(spec, uploads=None)
-    follow(backend, job, until=lambda seen: len(seen["metrics"]) >= 5)
+    backend, spec, job = started_like_the_reference(tmp_path, tiny_llama, until=lambda seen: len(seen["metrics"]) >= 5)
     backend.cancel(job)
     stopped = follow(backend, job)
     assert stopped["last"].status == "cancelled"
@@ -178,10 +181,7 @@ def test_cancel_stops_saves_and_resume_ends_at_the_same_loss(tmp_path, tiny_llam
 
 
 def test_pause_waits_at_a_checkpoint_and_resume_carries_on_to_the_same_loss(tmp_path, tiny_llama, reference):  # noqa: F811
-    backend = LocalBackend()
-    spec = tiny_spec(tmp_path, tiny_llama, tiny_dataset(40), n_epochs=4, batch_size=2)
-    job = backend.start(spec, uploads=None)
-    follow(backend, job, until=lambda seen: len(seen["metrics"]) >= 5)
+    backend, spec, job = started_like_the_reference(tmp_path, tiny_llama, until=lambda seen: len(seen["metrics"]) >= 5)
     backend.pause(job)
     paused = follow(backend, job, until=lambda seen: seen["last"].status == "paused")
     step = paused["metrics"][-1]["step"]
