@@ -65,6 +65,25 @@ def generated(run_id: str, prompt: str) -> str:
     return result.out.strip()
 
 
+def check_sampling_parameters(c: openai.OpenAI, model: str) -> None:
+    """logprobs, stop, n and the context limit on a real model, each against its plain answer."""
+    q1 = [{"role": "user", "content": "q1"}]
+    plain = c.chat.completions.create(model=model, max_tokens=4, messages=q1).choices[0].message.content
+    scored = c.chat.completions.create(model=model, max_tokens=4, messages=q1, logprobs=True, top_logprobs=2)
+    tokens = scored.choices[0].logprobs.content
+    assert scored.choices[0].message.content == plain and "".join(t.token for t in tokens) == plain
+    assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in tokens)
+    if plain:
+        stopped = c.chat.completions.create(model=model, max_tokens=4, messages=q1, stop=[plain[-1]])
+        assert stopped.choices[0].message.content == plain[:plain.index(plain[-1])]
+        assert stopped.choices[0].finish_reason == "stop"
+    two = c.chat.completions.create(model=model, max_tokens=4, messages=q1, n=2)
+    assert [choice.message.content for choice in two.choices] == [plain, plain]  # greedy: the same twice
+    with pytest.raises(openai.BadRequestError) as err:  # the tiny model's context is 1,024 tokens
+        c.chat.completions.create(model=model, max_tokens=4, messages=[{"role": "user", "content": "q" * 3000}])
+    assert err.value.code == "context_length_exceeded"
+
+
 def test_sdk_workflow_trains_locally_and_serves_two_adapters_on_one_base(tiny_table, tmp_path):
     # What is asserted holds on any CPU: each served name answers exactly as its own run's
     # weights do through `ftm generate` (greedy, so deterministic), whatever the model learned.
@@ -104,6 +123,7 @@ def test_sdk_workflow_trains_locally_and_serves_two_adapters_on_one_base(tiny_ta
                                            messages=[{"role": "user", "content": "q1"}])
         pieces = [ch.choices[0].delta.content for ch in stream if ch.choices and ch.choices[0].delta.content]
         assert "".join(pieces).strip() == answers[ft_b]
+        check_sampling_parameters(c, ft_b)
         assert {ft_a, ft_b} <= {m.id for m in c.models.list()}
         loaded = server.runner.pool.loaded()
         assert len(loaded) == 1 and len(next(iter(loaded.values()))) == 2  # one base, two adapters

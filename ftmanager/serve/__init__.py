@@ -41,9 +41,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = No
 
 
 def _pool(device: str, max_batch: int):
-    """A pool of its own for this server (tests start several; the CLI starts one)."""
-    try:
-        from ftm_backends.local.pool import Pool
-    except ImportError:
-        from .pool import ModelPool as Pool
+    """A pool of this server's own (tests start several; the CLI starts one)."""
+    from ftm_backends.local.pool import Pool
+
     return Pool(device=device, max_batch=max_batch)

@@ -2,48 +2,36 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..api.chat import Ask, Done, Piece
 from ..api.state import ApiError
 from ..errors import FtmError, InvalidInput
 
-DEFAULT_MAX_TOKENS = 256  # the interim pool has no context cap of its own
+log = logging.getLogger("ftm.serve")
 
 
 def answer(pool, target, ask: Ask):
     """Pieces of one answer as the pool makes them, then Done; closing this stops the pool's row."""
-    stream = _stream(pool, target, ask)
+    from ftm_backends.local.answers import PromptTooLong
+    from ftm_backends.local.pool import Ask as PoolAsk, Done as PoolDone
+
+    stream = pool.stream(PoolAsk(target=target, messages=ask.messages, max_tokens=ask.max_tokens,
+                                 temperature=ask.temperature, top_p=ask.top_p, stop=ask.stop,
+                                 logprobs=ask.logprobs, top_logprobs=ask.top_logprobs, seed=ask.seed))
     try:
         for item in stream:
-            if isinstance(item, str) or not hasattr(item, "finish_reason"):
-                yield Piece(item if isinstance(item, str) else item.text, getattr(item, "logprobs", None))
-                continue
-            yield Done(item.text, item.prompt_tokens or 0, item.completion_tokens or 0, item.finish_reason)
-            return
-    except ApiError:
-        raise
-    except InvalidInput as err:
+            if isinstance(item, PoolDone):
+                yield Done(item.text, item.prompt_tokens, item.completion_tokens, item.finish_reason)
+                return
+            yield Piece(item.text, item.logprobs)
+    except PromptTooLong as err:
         raise ApiError(400, err.line(), param="messages", code="context_length_exceeded") from None
-    except FtmError as err:
-        raise ApiError(400, err.line(), param="model") from None
+    except InvalidInput as err:
+        raise ApiError(400, err.line(), param=None) from None
+    except FtmError as err:  # the model or its adapter cannot be loaded: the detail names our paths
+        log.warning("cannot answer with %s: %s", target, err.line())
+        raise ApiError(400, "This model cannot be loaded on this server; its log says why.", param="model",
+                       code="model_not_available") from None
     finally:
         stream.close()
-
-
-def _stream(pool, target, ask: Ask):
-    try:
-        from ftm_backends.local.pool import Ask as PoolAsk
-    except ImportError:  # the interim pool: greedy or sampled text, nothing more
-        return _interim(pool, target, ask)
-    return pool.stream(PoolAsk(target=target, messages=ask.messages, max_tokens=ask.max_tokens,
-                               temperature=ask.temperature, top_p=ask.top_p, stop=ask.stop,
-                               logprobs=ask.logprobs, top_logprobs=ask.top_logprobs, seed=ask.seed))
-
-
-def _interim(pool, target, ask: Ask):
-    wanted = {"stop": bool(ask.stop), "logprobs": ask.logprobs, "top_p": ask.top_p != 1.0, "seed": ask.seed is not None}
-    for name, on in wanted.items():
-        if on:
-            raise ApiError(400, f"Unsupported parameter: '{name}' is not supported by this server yet.",
-                           param=name, code="unsupported_parameter")
-    yield from pool.generate(target.base, target.adapter, ask.messages, ask.max_tokens or DEFAULT_MAX_TOKENS,
-                             ask.temperature)
