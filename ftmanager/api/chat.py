@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from ftm_backends.local.pool import Ask, Done, Piece  # light: the pool's own types, one definition
+
 from .state import ApiError, new_id
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -28,38 +30,6 @@ OFF = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias"
 KNOWN = {"model", "messages", "stream", "stream_options", "n", "stop", "max_tokens", "max_completion_tokens",
          "temperature", "top_p", "seed", "logprobs", "top_logprobs", "response_format", "tools",
          "tool_choice", "functions", "function_call"} | HARMLESS | set(OFF)
-
-
-@dataclass
-class Ask:
-    """One answer to make: the normalised messages and how to sample (the pool's Ask, less its target)."""
-
-    messages: list[dict]
-    max_tokens: int | None = None  # None: up to the model's context
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    logprobs: bool = False
-    top_logprobs: int = 0
-    seed: int | None = None
-
-
-@dataclass
-class Piece:
-    """New text of an answer as it is made (with OpenAI-shaped logprobs when asked for)."""
-
-    text: str
-    logprobs: list[dict] | None = None
-
-
-@dataclass
-class Done:
-    """The end of one answer."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str = "stop"
 
 
 @dataclass
@@ -174,7 +144,7 @@ def parse(body: dict, default_temperature: float = 1.0) -> ChatRequest:
                        f"Invalid type for 'model': expected a string, but got {_kind(model)} instead.",
                        param="model", code="invalid_type" if model is not None else None)
     _refuse_unsupported(body)
-    ask = Ask(messages=messages(body.get("messages")), max_tokens=_max_tokens(body),
+    ask = Ask(target=None, messages=messages(body.get("messages")), max_tokens=_max_tokens(body),
               temperature=_number(body, "temperature", 0, 2, default_temperature),
               top_p=_number(body, "top_p", 0, 1, 1.0), stop=_stop(body.get("stop")), seed=_seed(body))
     ask.logprobs, ask.top_logprobs = _logprob_params(body)

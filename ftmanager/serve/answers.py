@@ -1,10 +1,12 @@
-"""Chat answers from the model pool, as the front's Pieces and Done, with the pool's errors in OpenAI's words."""
+"""Chat answers from the model pool, with the pool's errors in OpenAI's words."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
-from ..api.chat import Ask, Done, Piece
+from ftm_backends.local.pool import Ask
+
 from ..api.state import ApiError
 from ..errors import FtmError, InvalidInput
 
@@ -14,17 +16,10 @@ log = logging.getLogger("ftm.serve")
 def answer(pool, target, ask: Ask):
     """Pieces of one answer as the pool makes them, then Done; closing this stops the pool's row."""
     from ftm_backends.local.answers import PromptTooLong
-    from ftm_backends.local.pool import Ask as PoolAsk, Done as PoolDone
 
-    stream = pool.stream(PoolAsk(target=target, messages=ask.messages, max_tokens=ask.max_tokens,
-                                 temperature=ask.temperature, top_p=ask.top_p, stop=ask.stop,
-                                 logprobs=ask.logprobs, top_logprobs=ask.top_logprobs, seed=ask.seed))
+    stream = pool.stream(replace(ask, target=target))
     try:
-        for item in stream:
-            if isinstance(item, PoolDone):
-                yield Done(item.text, item.prompt_tokens, item.completion_tokens, item.finish_reason)
-                return
-            yield Piece(item.text, item.logprobs)
+        yield from stream
     except PromptTooLong as err:
         raise ApiError(400, err.line(), param="messages", code="context_length_exceeded") from None
     except InvalidInput as err:
