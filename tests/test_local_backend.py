@@ -60,6 +60,9 @@ def test_a_run_reports_like_a_hosted_one(tmp_path, tiny_llama):  # noqa: F811
     ids = [e.id for e in seen["events"]]
     assert len(ids) == len(set(ids)) and "The job has successfully completed" in seen["events"][-1].message
     assert last.trained_tokens > 0 and last.eta_seconds == 0.0
+    ended = [r for _, r in progress.read_from(spec.run_dir, 0)[0] if r["kind"] == "status"][-1]
+    assert last.finished_at == ended["t"], "when the run ended, not when it was polled"
+    assert backend.poll(job, {}).finished_at == ended["t"], "on every later poll too"
 
 
 def test_validation_passes_leave_qlora_training_as_it_was(tmp_path, wide_tiny_llama):  # noqa: F811
@@ -105,19 +108,6 @@ def test_a_copied_ftm_home_finds_base_models_inside_it(tmp_path, tiny_llama, mon
     # an adapter saved before markers were relative holds an absolute path: still read
     (new / "runs/run-moved/adapter" / models.BASE_MARKER).write_text(str(tiny_llama))
     assert models.base_of(str(new / "runs/run-moved/adapter"), None) == str(tiny_llama)
-
-
-def test_finished_at_is_when_the_run_ended_not_when_it_was_polled(tmp_path, tiny_llama):  # noqa: F811
-    backend = LocalBackend()
-    spec = tiny_spec(tmp_path, tiny_llama, n_epochs=1)
-    job = backend.start(spec, uploads=None)
-    while progress.worker_gone(spec.run_dir) is None:
-        time.sleep(0.1)
-    ended = [r for _, r in progress.read_from(spec.run_dir, 0)[0] if r["kind"] == "status"][-1]
-    time.sleep(1.5)
-    last = backend.poll(job, {})
-    assert last.status == "succeeded" and last.finished_at == ended["t"] < time.time() - 1.4
-    assert backend.poll(job, last.cursor).finished_at == ended["t"], "every later poll says the same"
 
 
 def test_bad_option_values_are_refused_before_anything_runs(tmp_path, tiny_llama):  # noqa: F811

@@ -70,7 +70,7 @@ class Run:
 
 
 def train(run: Run, resume: bool) -> None:
-    """Train the run to its last step, or until cancelled (then raise Cancelled)."""
+    """Train the run to its last step, waiting while paused; raise Cancelled when cancelled."""
     # The model, and the examples as token ids with labels on the trained tokens only
     ckpt = latest_checkpoint(run.dir) if resume else None
     base_path = models.resolve(run.spec["base_model"])
