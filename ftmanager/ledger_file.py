@@ -15,6 +15,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 from pathlib import Path
 from urllib.parse import quote
 
@@ -39,6 +40,10 @@ def busy_timeout() -> float:
     return seconds
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced: a finished thread's one closes with it."""
+
+
 class LedgerFile:
     """Connections to one SQLite file, one per thread, opened on each thread's first use."""
 
@@ -47,7 +52,7 @@ class LedgerFile:
         self.home = path.parent
         self.read_only = False
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._timeout = busy_timeout()
         self._tables: set[str] = set()
@@ -74,10 +79,11 @@ class LedgerFile:
         target, uri = (self._read_only_uri(), True) if self.read_only else (self.path, False)
         with self.errors():
             conn = sqlite3.connect(target, uri=uri, timeout=self._timeout, isolation_level=None,
-                                   check_same_thread=False)  # close() may close it from another thread
+                                   check_same_thread=False,  # close() may close it from another thread
+                                   factory=_Connection)
         conn.row_factory = sqlite3.Row
         with self._lock:
-            self._all.append(conn)
+            self._all.add(conn)
         return conn
 
     def _read_only_uri(self) -> str:
@@ -89,7 +95,7 @@ class LedgerFile:
     def close(self) -> None:
         """Close every thread's connection; a thread that uses the file again reopens one."""
         with self._lock:
-            conns, self._all = self._all, []
+            conns, self._all = list(self._all), weakref.WeakSet()
             self._local = threading.local()
         for conn in conns:
             conn.close()

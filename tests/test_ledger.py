@@ -462,3 +462,18 @@ def test_m003_moves_start_claims_to_their_column_and_makes_home_paths_relative(t
     row = raw.execute("SELECT cursor, start_claim, result_path FROM runs").fetchone()
     assert (json.loads(row[0]), json.loads(row[1]), row[2]) == ({"offset": 3}, claim, "runs/a")
     assert book.run("run-1")["result_path"] == str(home / "runs" / "a")
+
+
+def test_a_finished_threads_connection_closes_with_it(ftm_home):
+    import gc
+    import threading
+
+    from ftmanager.ledger import ledger
+
+    book = ledger()
+    threads = [threading.Thread(target=lambda: book.runs()) for _ in range(20)]
+    for t in threads:
+        t.start()
+        t.join()
+    gc.collect()
+    assert len(book.file._all) <= 2  # this thread's, and none left behind by the 20
