@@ -343,6 +343,9 @@ def resume(ref: str) -> dict:
     run = ledger().run(ref)
     if run["status"] == SUCCEEDED:
         raise InvalidInput(f"run {run['id']} already succeeded", "Nothing to resume.")
+    if not run["provider_job_id"]:
+        raise InvalidInput(f"run {run['id']} has no {run['backend']} job to resume (it is {run['status']})",
+                           "`ftm sync` finds the job of an interrupted start, or starts it.")
     impl = registry.get(run["backend"])
     job_id = impl.resume(run["provider_job_id"], _spec_for(run))
     fields = {"provider_job_id": job_id} if job_id else {}

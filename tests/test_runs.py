@@ -170,6 +170,7 @@ def test_a_start_error_that_is_no_refusal_leaves_the_run_for_sync(ftm_home, chat
     [run] = ftm("runs", "--json").json()
     assert run["status"] == "created" and run["error_message"] is None and fake_jobs(ftm_home) == []
     assert run["start_claim"] is None and run["cursor"] in (None, {})
+    one_line_error(ftm("resume", run["id"]), "has no fake job to resume", "ftm sync")
     synced = ftm("sync", "--json")
     assert synced.code == 0, synced
     assert ftm("watch", run["id"]).code == 0
