@@ -173,6 +173,16 @@ class Backend(abc.ABC):
         """Write the run's model to out_dir in a form plain libraries load."""
         raise Unsupported(f"the {self.name} backend keeps its weights", "Only local runs can be exported.")
 
+    def download(self, job_id: str, result_model: str | None, out_dir: Path, merged: bool = False) -> Path:
+        """Write what the job trained under out_dir (its LoRA adapter; merged weights with merged)
+        streamed to disk, never whole in memory, and unpacked (ftmanager.pulls.unpack); return the
+        folder holding a peft adapter (adapter_config.json) or a whole model (config.json).
+
+        `ftm pull` calls it with a temporary out_dir that it renames once this returns.
+        """
+        raise Unsupported(f"the {self.name} backend gives no weights to download",
+                          "`ftm pull` brings home runs of providers that give their weights (together, fireworks).")
+
     def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
         """Estimated cost in USD of the run, or None where it has no price."""
         return None

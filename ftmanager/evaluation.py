@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from . import grading, registry
+from . import grading
 from .catalog import add_dataset
 from .errors import InvalidInput, Unsupported
 from .ledger import ledger
@@ -189,8 +189,9 @@ def evaluate(refs: list[str], data_path: str | Path, baseline: bool = False, max
 
 def _evaluate_one(target: dict, pairs: list, dataset_id: str, max_new_tokens: int, graders: list[dict],
                   judge_url: str | None) -> dict:
-    summary, generations, grades = run_evaluation(registry.get(target["backend"]), target, pairs,
-                                                  max_new_tokens, graders, judge_url)
+    from .pulls import answering  # a run whose weights were pulled answers here
+
+    summary, generations, grades = run_evaluation(*answering(target), pairs, max_new_tokens, graders, judge_url)
     row = {"run_id": target["id"], "label": target["id"] or f"base:{target['backend']}:{target['base_model']}",
            "backend": target["backend"], "model_id": target["result_model"] or target["base_model"],
            "base_model": target["base_model"], "dataset_id": dataset_id,

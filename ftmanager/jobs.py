@@ -19,7 +19,7 @@ from .backend import Backend, Progress, RunSpec, Uploads
 from .facts import (CANCELLED, CREATED, FAILED, HYPERPARAMETERS, QUEUED, RANGES, SUCCEEDED, is_terminal,
                     out_of_range)
 from .errors import BackendError, FtmError, InvalidInput, Refused, without_userinfo
-from .mapping import Mapped, map_settings
+from .mapping import Mapped, map_model, map_settings
 from .catalog import dataset, dataset_arg, split_dataset
 from .ledger import ledger
 
@@ -81,9 +81,7 @@ def rerun(ref: str, backend: str, model: str | None = None, *,
     parent = ledger().run(ref)
     source, target = registry.load(parent["backend"]), registry.load(backend)
     mapped = map_settings(parent, source, target, hyperparameters or {}, options or {})
-    if not model:
-        model = parent["base_model"] if backend == parent["backend"] else target.default_model
-        mapped.notes.append(f"model={model}" + ("" if backend == parent["backend"] else f" ({backend}'s default)"))
+    model = model or map_model(parent, target, mapped)
     run = submit(
         parent["dataset_id"], backend, model, hyperparameters=mapped.hyperparameters,
         suffix=suffix if suffix is not None else parent["suffix"],
@@ -417,9 +415,10 @@ def _succeeded(ref: str) -> dict:
 
 
 def generate(ref: str, conversations: list[list[dict]], max_new_tokens: int = 256) -> list[str]:
-    """Answer each conversation with a succeeded run's model."""
-    run = _succeeded(ref)
-    impl = registry.get(run["backend"])
+    """Answer each conversation with a succeeded run's model (pulled weights answer here)."""
+    from .pulls import answering
+
+    impl, run = answering(_succeeded(ref))
     return impl.generate(run["result_model"], run["result_path"], run["base_model"], conversations,
                          max_new_tokens=max_new_tokens)
 
@@ -430,7 +429,28 @@ def export(ref: str, out_dir: str | Path, merge: bool = True) -> Path:
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise InvalidInput(f"{out} is not empty", "Choose a new directory with -o.")
+    from .pulls import answering
     from .tempfiles import built_in_place  # a killed export leaves no half-written folder at `out`
 
-    backend = registry.get(run["backend"])
+    backend, used = answering(run)
+    if used is not run and not used["result_path"]:
+        raise InvalidInput(f"run {run['id']}'s pulled weights are a whole model already, at {used['base_model']}",
+                           "Load that folder with from_pretrained, or copy it.")
+    run = used
     return built_in_place(out, lambda tmp: backend.export(run["result_path"], run["base_model"], str(tmp), merge=merge))
+
+
+def pull(ref: str, merged: bool = False) -> dict:
+    """Bring home what a hosted run trained (its LoRA adapter; merged weights with merged) into
+    the run's folder under FTM_HOME and record it: from then on the run answers like a local one."""
+    from . import pulls
+
+    ledger().writable()
+    run = _succeeded(ref)
+    impl = registry.get(run["backend"])
+    where = pulls.fetch(impl, run, paths.run_dir(run["id"]), merged)
+    if str(where) != run["result_path"]:
+        kind = "merged weights" if merged else "the adapter"
+        ledger().add_event(run["id"], f"pulled {kind} from {impl.name} into "
+                           f"{paths.to_ledger(str(where), paths.home())} ({pulls.size(where) / 1e6:.1f} MB)")
+    return ledger().update_run(run["id"], result_path=str(where))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import FtmError
 from .facts import HYPERPARAMETERS
 
 
@@ -48,9 +49,40 @@ def map_settings(parent: dict, source, target, hp_overrides: dict, option_overri
     return out
 
 
+def map_model(parent: dict, target, out: Mapped) -> str:
+    """The base model a re-run on target trains: the parent's on its own backend, else the
+    base-model table's model for it on target (one line when it has none), else target's default
+    for a backend the table does not speak for."""
+    from . import basemodels
+
+    if target.name == parent["backend"]:
+        model, how = parent["base_model"], "the parent's"
+    else:
+        found = basemodels.model_on(parent["base_model"], parent["backend"], target.name)
+        model, how = found or (target.default_model, f"{target.name}'s default")
+    out.notes.append(f"model={model} ({how})")
+    return model
+
+
+# Values a target takes in place of one it cannot: a QLoRA run is a LoRA run on a 4-bit base.
+NEAREST = {("method", "qlora"): "lora"}
+
+
+def _takes(target, key: str, value) -> bool:
+    try:
+        target().check_options({key: value})  # an instance: backends check values in their own way
+    except FtmError:
+        return False
+    return True
+
+
 def _map_options(options: dict, source, target, out: Mapped) -> None:
     for key, value in options.items():
-        if key in target.options:
+        nearest = NEAREST.get((key, value))
+        if key in target.options and nearest and not _takes(target, key, value):
+            out.options[key] = nearest
+            out.notes.append(f"{key}={value} -> {nearest} ({target.name} has no {value})")
+        elif key in target.options:
             out.options[key] = value
         elif key == "learning_rate" and source.base_learning_rate:
             multiplier = float(value) / source.base_learning_rate

@@ -69,7 +69,9 @@ def target(name: str):
     if name in table.table():
         return run_target(None, table.lookup(name, 404).local)
     row = row_for(name)
-    return run_target(row["path"], row["base_model"])
+    from ..pulls import local_view  # a pulled run's adapter answers on its mapped local base
+
+    return run_target(*local_view(row["backend"], row["path"], row["base_model"]))
 
 
 def _model(name: str, created: int, owner: str) -> dict:
