@@ -1,24 +1,35 @@
-"""Chat through `ftm serve` beside a plain transformers `generate` loop, on a fine-tuned SmolLM2-135M.
+"""Chat through ftm's model pool beside plain transformers, on a fine-tuned SmolLM2-135M (CPU).
 
-1. Fine-tune: examples/capitals.jsonl (20 examples, 1 epoch, batch 4, plain LoRA on CPU)
-   through `ftm serve` itself, with the openai SDK (skipped when the bench's FTM_HOME already
-   holds the model: --retrain to train again).
-2. `ftm serve` (a separate process, over loopback, the SDK as client): one client sending
-   requests one after another (requests/s), time to first token of streamed requests, and
-   --clients concurrent clients (the server batches requests that arrive together).
-3. The same model (base + the same adapter, merged) in this process: a plain loop of
-   model.generate, one request at a time (requests/s and time to first token, from a
-   streamer), and the whole set as one padded generate batch, for reference.
+1. Fine-tune: examples/capitals.jsonl (20 examples, 1 epoch, batch 4, plain LoRA) through
+   `ftm serve` itself with the openai SDK (skipped when the bench's FTM_HOME already holds the
+   model: --retrain to train again).
+2. `ftm serve` (its own process, loopback, the openai SDK as client, streamed): one client
+   sending requests one after another, then --clients concurrent clients; its peak memory.
+3. The pool in a process of its own (ftm_backends.local.pool, what `ftm serve`, `generate`,
+   `chat` and `eval` share): the same two measures with the same adapter, then --clients
+   clients where every request has a different adapter (copies of the fine-tuned one with
+   rescaled weights: distinct adapters, the same arithmetic as distinct fine-tunes); and
+   `ftm eval`'s generation, LocalBackend.generate of every prompt at once against one call per
+   prompt (answers must agree).
+4. What a user would pick instead, in a process of its own: the same model (adapter merged,
+   as `ftm export` writes it) in a plain transformers `generate` loop, one request at a time,
+   and all the chats as one padded generate batch.
+5. --transformers-serve BIN: `transformers serve --continuous-batching` on the merged model,
+   driven like ftm serve (needs `pip install transformers[serving]` where BIN lives).
 
-Greedy decoding, --max-tokens new tokens at most, the same prompts everywhere.
-Run: python bench/bench_serve.py [--requests 16] [--clients 8] [--max-tokens 32] [--retrain]
+Greedy decoding, at most --max-tokens new tokens, the same chats everywhere; every measure is
+taken --passes times and shown as its range. Ratios are against the plain loop (1 client) and
+the padded batch (many clients).
+Run: python bench/bench_serve.py [--requests 16] [--clients 8] [--max-tokens 32] [--passes 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,18 +45,70 @@ COUNTRIES = ["Peru", "Kenya", "Norway", "Chile", "Vietnam", "Egypt", "Canada", "
              "Nepal", "Cuba", "Iraq", "Laos", "Mali", "Oman", "Togo"]
 
 
-def prompts(n: int) -> list[list[dict]]:
+def chats(n: int) -> list[list[dict]]:
     return [[{"role": "system", "content": "Answer in JSON."},
              {"role": "user", "content": f"What is the capital of {COUNTRIES[i % len(COUNTRIES)]}?"}]
             for i in range(n)]
 
 
-def start_server(env: dict) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "ftmanager", "serve", "--port", "0", "--device", "cpu",
-                             "--api-key", "sk-bench"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env=env)
-    url = re.search(r"(http://\S+/v1)", proc.stdout.readline()).group(1)
-    return proc, url
+def clients(n_clients: int, jobs: list, run) -> tuple[float, list]:
+    """Run jobs spread over n_clients threads, each one after another: (seconds, results)."""
+    results: list = []
+    threads = [threading.Thread(target=lambda i=i: results.extend(run(j) for j in jobs[i::n_clients]))
+               for i in range(n_clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, results
+
+
+def rates(args, one, jobs: list | None = None, alone: bool = True) -> dict:
+    """`one(job)` -> (seconds to first text, seconds in all), run by 1 client (when alone) and by many:
+    requests/s and the median time to first text of each."""
+    jobs = jobs or list(range(args.requests))
+    one(jobs[0])  # warm: loads models and adapters
+    out = {}
+    if alone:
+        seq, firsts = clients(1, jobs, one)
+        out.update(seq_rps=len(jobs) / seq, ttft=statistics.median(f for f, _ in firsts))
+    conc, many = clients(args.clients, jobs, one)
+    return {**out, "conc_rps": len(jobs) / conc, "conc_ttft": statistics.median(f for f, _ in many)}
+
+
+# --- 2. and 5.: a server, through the openai SDK --------------------------------------------
+
+
+def served(url: str, model: str, args, key: str = "sk-bench") -> dict:
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=600)
+    msgs = chats(args.requests)
+
+    def one(i: int) -> tuple[float, float]:
+        t0, first = time.perf_counter(), None
+        stream = client.chat.completions.create(model=model, messages=msgs[i], max_tokens=args.max_tokens,
+                                                temperature=0, stream=True)
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content and first is None:
+                first = time.perf_counter() - t0
+        return first or 0.0, time.perf_counter() - t0
+
+    return rates(args, one)
+
+
+def peak_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), MB."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
+
+
+def start_ftm_serve():
+    proc = subprocess.Popen([sys.executable, "-m", "ftmanager", "serve", "--port", "0", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "FTM_SERVE_API_KEY": "sk-bench"})
+    return proc, re.search(r"(http://\S+/v1)", proc.stdout.readline()).group(1)
 
 
 def fine_tuned(client, retrain: bool) -> str:
@@ -53,8 +116,8 @@ def fine_tuned(client, retrain: bool) -> str:
     made = [m.id for m in client.models.list() if m.id.startswith(f"ft:{BASE}:") and "ckpt" not in m.id]
     if made and not retrain:
         return made[-1]
-    upload = client.files.create(file=open(ROOT / "examples" / "capitals.jsonl", "rb"), purpose="fine-tune")
-    t0 = time.time()
+    with open(ROOT / "examples" / "capitals.jsonl", "rb") as data:
+        upload = client.files.create(file=data, purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model=BASE, training_file=upload.id, suffix="bench", method={
         "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}})
     while job.status not in ("succeeded", "failed", "cancelled"):
@@ -62,46 +125,108 @@ def fine_tuned(client, retrain: bool) -> str:
         job = client.fine_tuning.jobs.retrieve(job.id)
     if job.status != "succeeded":
         sys.exit(f"fine-tuning {job.status}: {job.error}")
-    print(f"fine-tuned {job.fine_tuned_model} through ftm serve in {time.time() - t0:.0f} s")
     return job.fine_tuned_model
 
 
-def one(client, model: str, messages: list, max_tokens: int) -> tuple[float, float, int]:
-    """(seconds to the first content chunk, seconds in all, completion pieces) of a streamed request."""
-    t0 = time.perf_counter()
-    first, pieces = None, 0
-    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
-                                            temperature=0, stream=True)
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            first = first or time.perf_counter() - t0
-            pieces += 1
-    return first or 0.0, time.perf_counter() - t0, pieces
+def transformers_serve(binary: str, merged: Path, args) -> tuple[dict, list[dict]]:
+    """`transformers serve --continuous-batching` on the merged model (no adapters: it has none)."""
+    port = 8765
+    proc = subprocess.Popen([binary, "serve", "--continuous-batching", "--device", "cpu", "--port", str(port),
+                             str(merged)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://localhost:{port}/v1"
+        _wait_http(url + "/models", proc)
+        passes = [served(url, str(merged), args) for _ in range(args.passes)]
+        return {"peak_mb": peak_mb(proc.pid)}, passes
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
-def served(url: str, model: str, args) -> dict:
-    import openai
+def _wait_http(url: str, proc, seconds: float = 300) -> None:
+    import httpx
 
-    client = openai.OpenAI(base_url=url, api_key="sk-bench", max_retries=0, timeout=600)
-    chats = prompts(args.requests)
-    one(client, model, chats[0], args.max_tokens)  # loads the base and the adapter
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(1)
+    sys.exit(f"{url} did not answer")
+
+
+# --- 3.: the pool in this process -----------------------------------------------------------
+
+
+def pool_part(run: dict, args) -> dict:
+    from ftm_backends.local.model import target
+    from ftm_backends.local.pool import Ask, Piece, shared
+
+    where = target(run["result_path"], run["base_model"])
+    pool, msgs = shared(), chats(args.requests)  # the pool LocalBackend.generate (ftm eval) uses too
+    pool.device, pool.max_batch = "cpu", args.clients
+    adapters = derived_adapters(where.adapter, args.clients)
+
+    def one(job) -> tuple[float, float]:
+        i, adapter = job if isinstance(job, tuple) else (job, where.adapter)
+        t0, first = time.perf_counter(), None
+        for item in pool.stream(Ask(type(where)(where.base, adapter), msgs[i], max_tokens=args.max_tokens)):
+            if isinstance(item, Piece) and item.text and first is None:
+                first = time.perf_counter() - t0
+        return first or 0.0, time.perf_counter() - t0
+
+    passes = []
+    for _ in range(args.passes):
+        same = rates(args, one)
+        mixed = rates(args, one, [(i, adapters[i % len(adapters)]) for i in range(args.requests)], alone=False)
+        passes.append({**same, "mixed_rps": mixed["conc_rps"], "mixed_ttft": mixed["conc_ttft"],
+                       **eval_generation(run, args)})
+    pool.close()
+    return {"passes": passes, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def derived_adapters(adapter: str, n: int) -> list[str]:
+    """n distinct adapters: the fine-tuned one with its B matrices scaled by 0.6 ... 1.4."""
+    from safetensors.torch import load_file, save_file
+
+    out = []
+    for k in range(n):
+        path = HOME / "bench-adapters" / f"a{k}"
+        if not (path / "adapter_model.safetensors").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            weights = load_file(Path(adapter) / "adapter_model.safetensors")
+            scale = 0.6 + 0.8 * k / max(n - 1, 1)
+            save_file({key: w * scale if "lora_B" in key else w for key, w in weights.items()},
+                      path / "adapter_model.safetensors")
+            (path / "adapter_config.json").write_text((Path(adapter) / "adapter_config.json").read_text())
+        out.append(str(path))
+    return out
+
+
+def eval_generation(run: dict, args) -> dict:
+    """What `ftm eval` does (LocalBackend.generate of every prompt at once) against one call per prompt."""
+    from ftm_backends.local import LocalBackend
+
+    rows = [json.loads(line) for line in (ROOT / "examples" / "capitals_heldout.jsonl").open()]
+    prompts = ([r["messages"][:-1] for r in rows] * (args.requests // len(rows) + 1))[:args.requests]
+    backend = LocalBackend()
+
+    def gen(batch):
+        return backend.generate(run["result_model"], run["result_path"], run["base_model"], batch, args.max_tokens)
+
+    gen(prompts[:1])
     t0 = time.perf_counter()
-    for chat in chats:
-        client.chat.completions.create(model=model, messages=chat, max_tokens=args.max_tokens, temperature=0)
-    seq = time.perf_counter() - t0
-    ttft = [one(client, model, chat, args.max_tokens)[0] for chat in chats[:4]]
-    results: list = []
+    together = gen(prompts)
+    batched = time.perf_counter() - t0
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=lambda i=i: results.extend(
-        one(client, model, chat, args.max_tokens) for chat in chats[i::args.clients])) for i in range(args.clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    conc = time.perf_counter() - t0
-    return {"seq_rps": len(chats) / seq, "ttft": statistics.median(ttft),
-            "conc_rps": len(chats) / conc, "conc_ttft": statistics.median(r[0] for r in results),
-            "conc_latency": statistics.median(r[1] for r in results)}
+    alone = [gen([p])[0] for p in prompts]
+    single = time.perf_counter() - t0
+    return {"eval_batched": len(prompts) / batched, "eval_single": len(prompts) / single,
+            "eval_same": sum(a == b for a, b in zip(together, alone)), "eval_n": len(prompts)}
+
+
+# --- 4.: plain transformers in this process --------------------------------------------------
 
 
 class FirstToken:
@@ -119,14 +244,14 @@ class FirstToken:
         pass
 
 
-def plain(run: dict, args) -> dict:
+def plain_part(run: dict, args) -> dict:
     """The same model in a plain transformers loop (base + adapter merged, as export does)."""
     import torch
     from ftm_backends.local.infer import load
 
     tok, model, _ = load(run["result_path"], run["base_model"], device="cpu")
     tok.padding_side = "left"
-    texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in prompts(args.requests)]
+    texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats(args.requests)]
 
     def gen(batch: list[str], streamer=None):
         enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -134,20 +259,69 @@ def plain(run: dict, args) -> dict:
             model.generate(**enc, max_new_tokens=args.max_tokens, do_sample=False,
                            pad_token_id=tok.pad_token_id, streamer=streamer)
 
-    gen(texts[:1])
-    t0 = time.perf_counter()
-    for text in texts:
-        gen([text])
-    seq = time.perf_counter() - t0
-    ttft = []
-    for text in texts[:4]:
-        s, start = FirstToken(), time.perf_counter()
-        gen([text], s)
-        ttft.append(s.at - start)
-    t0 = time.perf_counter()
-    gen(texts)
-    return {"seq_rps": len(texts) / seq, "ttft": statistics.median(ttft),
-            "batch_rps": len(texts) / (time.perf_counter() - t0)}
+    def one(i: int) -> tuple[float, float]:
+        s, t0 = FirstToken(), time.perf_counter()
+        gen([texts[i]], s)
+        return s.at - t0, time.perf_counter() - t0
+
+    passes = []
+    for _ in range(args.passes):
+        one(0)
+        seq, firsts = clients(1, list(range(args.requests)), one)
+        t0 = time.perf_counter()
+        gen(texts)
+        passes.append({"seq_rps": args.requests / seq, "ttft": statistics.median(f for f, _ in firsts),
+                       "batch_rps": args.requests / (time.perf_counter() - t0)})
+    return {"passes": passes, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def part(name: str, run: dict, args) -> dict:
+    """Run one pass of a part in a process of its own (its memory is its own), its result as JSON."""
+    cmd = [sys.executable, __file__, *sys.argv[1:], "--part", name, "--run", json.dumps(run), "--passes", "1"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def span(passes: list[dict], key: str, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
+    values = [p[key] * scale for p in passes]
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def ratio(passes: list[dict], key: str, ref: list[dict], ref_key: str) -> str:
+    return f"{statistics.median(p[key] for p in passes) / statistics.median(p[ref_key] for p in ref):.2f}x"
+
+
+def report(model: str, results: dict, args) -> None:
+    plain, pool = results["plain"]["passes"], results["pool"]["passes"]
+    mixed = [{"conc_rps": p["mixed_rps"], "conc_ttft": p["mixed_ttft"]} for p in pool]
+    print(f"\n{model}: {args.requests} chats, <= {args.max_tokens} new tokens, greedy, CPU "
+          f"({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}), {args.passes} passes")
+    print(f"{'':44}{'1 client':>9}{'x plain':>8}{'1st text':>10}{f'{args.clients} clients':>11}{'x batch':>8}"
+          f"{'1st text':>10}{'memory':>9}")
+    print(f"{'plain transformers generate, one at a time':44}{span(plain, 'seq_rps'):>9}{'1.00x':>8}"
+          f"{span(plain, 'ttft', 1000, '{:.0f}') + ' ms':>10}{'':>29}{results['plain']['peak_mb']:>6.0f} MB")
+    print(f"{'one padded generate batch of all chats':44}{'':>27}{span(plain, 'batch_rps'):>11}{'1.00x':>8}")
+    rows = [("ftm model pool, one adapter", pool, results["pool"]["peak_mb"]),
+            ("ftm model pool, an adapter per request", mixed, None),
+            ("ftm serve (openai client, streamed)", results["serve"]["passes"], results["serve"]["peak_mb"])]
+    if "tserve" in results:
+        rows.append(("transformers serve --continuous-batching", results["tserve"]["passes"],
+                     results["tserve"]["peak_mb"]))
+    for label, passes, mem in rows:
+        alone = "seq_rps" in passes[0]
+        print(f"{label:44}{span(passes, 'seq_rps') if alone else '':>9}"
+              f"{ratio(passes, 'seq_rps', plain, 'seq_rps') if alone else '':>8}"
+              f"{span(passes, 'ttft', 1000, '{:.0f}') + ' ms' if alone else '':>10}"
+              f"{span(passes, 'conc_rps'):>11}{ratio(passes, 'conc_rps', plain, 'batch_rps'):>8}"
+              f"{span(passes, 'conc_ttft', 1000, '{:.0f}') + ' ms':>10}{f'{mem:6.0f} MB' if mem else '':>9}")
+    print(f"\nftm eval's generation (LocalBackend.generate, {pool[0]['eval_n']} held-out prompts): "
+          f"all at once {span(pool, 'eval_batched')} prompts/s, one call per prompt {span(pool, 'eval_single')} "
+          f"prompts/s ({ratio(pool, 'eval_batched', pool, 'eval_single')}), identical answers "
+          f"{min(p['eval_same'] for p in pool)}/{pool[0]['eval_n']}")
 
 
 def main() -> None:
@@ -155,38 +329,47 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=16)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--retrain", action="store_true")
+    ap.add_argument("--transformers-serve", metavar="BIN", help="a `transformers` CLI with [serving] installed")
+    ap.add_argument("--part", help=argparse.SUPPRESS)
+    ap.add_argument("--run", help=argparse.SUPPRESS)
     args = ap.parse_args()
     HOME.mkdir(parents=True, exist_ok=True)
-    (HOME / "served_models.toml").write_text(
-        f'[models."{BASE}"]\nlocal = "{SMOLLM2}"\noptions = {{quantize = false, device = "cpu", max_length = 256}}\n')
     os.environ["FTM_HOME"] = str(HOME)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    sys.path.insert(0, str(ROOT))
+    if args.part:
+        print(json.dumps({"pool": pool_part, "plain": plain_part}[args.part](json.loads(args.run), args)))
+        return
+    (HOME / "served_models.toml").write_text(
+        f'[models."{BASE}"]\nlocal = "{SMOLLM2}"\noptions = {{quantize = false, device = "cpu", max_length = 256}}\n')
     import openai
 
-    proc, url = start_server(dict(os.environ))
-    try:
+    from ftmanager import jobs
+
+    proc, url = start_ftm_serve()
+    try:  # the passes interleaved, so that a change in the machine's load falls on every contender
         model = fine_tuned(openai.OpenAI(base_url=url, api_key="sk-bench", max_retries=0), args.retrain)
-        srv = served(url, model, args)
+        run = {k: v for k, v in jobs.show("run-" + model.rsplit(":", 1)[1]).items()
+               if k in ("result_model", "result_path", "base_model")}
+        results: dict = {"serve": {"passes": []}, "pool": {"passes": []}, "plain": {"passes": []}}
+        for _ in range(args.passes):
+            results["serve"]["passes"].append(served(url, model, args))
+            for name in ("pool", "plain"):
+                one = part(name, run, args)
+                results[name]["passes"] += one["passes"]
+                results[name]["peak_mb"] = max(results[name].get("peak_mb", 0), one["peak_mb"])
+        results["serve"]["peak_mb"] = peak_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    import ftmanager
-
-    ref = plain(ftmanager.show("run-" + model.rsplit(":", 1)[1]), args)
-    report(model, srv, ref, args)
-
-
-def report(model: str, srv: dict, ref: dict, args) -> None:
-    print(f"\n{model}: {args.requests} chats, <= {args.max_tokens} new tokens, greedy, CPU "
-          f"({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})")
-    print(f"{'':44}{'requests/s':>11}{'TTFT (median)':>15}")
-    print(f"{'transformers generate loop, one at a time':44}{ref['seq_rps']:>11.2f}{ref['ttft'] * 1000:>12.0f} ms")
-    print(f"{'ftm serve, one client, one at a time':44}{srv['seq_rps']:>11.2f}{srv['ttft'] * 1000:>12.0f} ms")
-    print(f"{f'ftm serve, {args.clients} concurrent clients (batched)':44}{srv['conc_rps']:>11.2f}"
-          f"{srv['conc_ttft'] * 1000:>12.0f} ms   (median latency {srv['conc_latency']:.2f} s)")
-    print(f"{'transformers, all in one padded batch':44}{ref['batch_rps']:>11.2f}{'-':>15}")
+    if args.transformers_serve:
+        merged = HOME / "merged"
+        if not merged.exists():
+            jobs.export("run-" + model.rsplit(":", 1)[1], merged)
+        memory, passes = transformers_serve(args.transformers_serve, merged, args)
+        results["tserve"] = {**memory, "passes": passes}
+    report(model, results, args)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 from ftm_backends.local.model import Target  # noqa: E402
-from ftm_backends.local.pool import Ask, Done, Piece, Pool  # noqa: E402
+from ftm_backends.local.pool import Ask, Done, Piece, Pool, PromptTooLong  # noqa: E402
 from ftmanager.errors import InvalidInput, NotFound  # noqa: E402
 
 
@@ -115,6 +115,26 @@ def test_a_batch_with_an_adapter_per_row_answers_each_as_it_would_alone(pool, mo
     assert pool.stats()["step_sizes"][4] > before  # four rows, three adapters, one step
 
 
+def test_one_adapter_asked_for_again_is_merged_and_the_base_comes_back_bit_for_bit(models):
+    pool = Pool(device="cpu")
+    try:
+        def answer(name: str, q: str, **kw) -> Done:
+            return pool.answers([Ask(models[name], user(q), max_tokens=16, **kw)])[0]
+
+        before = [e["logprob"] for p in pool.stream(Ask(models["base"], user("q0"), max_tokens=16, logprobs=True))
+                  if isinstance(p, Piece) for e in p.logprobs]
+        first = [answer("a", f"q{i}").text for i in range(1, 4)]
+        assert first[0] == plain(models["a"], user("q1"), 16) and pool.stats()["merges"] == 0  # peft's arithmetic
+        assert answer("a", "q4").text == plain(models["merged"], user("q4"), 16)  # the 4th: merge_and_unload's
+        assert pool.stats()["merges"] == 1
+        assert answer("b", "q6").text == plain(models["b"], user("q6"), 16)
+        after = [e["logprob"] for p in pool.stream(Ask(models["base"], user("q0"), max_tokens=16, logprobs=True))
+                 if isinstance(p, Piece) for e in p.logprobs]
+        assert after == before  # the same floats: the base weights were restored, not subtracted back
+    finally:
+        pool.close()
+
+
 def test_a_newcomer_joins_the_running_batch_and_leaves_it_first(pool, models):
     long = pool.stream(Ask(models["a"], user("tell me"), max_tokens=600))
     assert isinstance(next(long), Piece)  # the long answer is running
@@ -128,7 +148,7 @@ def test_a_newcomer_joins_the_running_batch_and_leaves_it_first(pool, models):
 
 def test_max_tokens_and_the_prompt_are_capped_at_the_context(pool, models):
     context = 1024  # the tiny Llama's max_position_embeddings
-    with pytest.raises(InvalidInput, match="context is 1024"):
+    with pytest.raises(PromptTooLong, match="context is 1024"):
         next(pool.stream(Ask(models["a"], user("x" * 1100))))
     done = pool.answers([Ask(models["a"], user("y" * 990))])[0]  # max_tokens None: up to the context
     assert done.finish_reason == "length" and done.prompt_tokens + done.completion_tokens == context

@@ -50,6 +50,10 @@ class Done:
     finish_reason: str  # "stop" or "length"
 
 
+class PromptTooLong(InvalidInput):
+    """The prompt leaves no room in the model's context (OpenAI's context_length_exceeded)."""
+
+
 def check(ask: Ask) -> None:
     """Refuse sampling settings no model can honour, before anything is queued."""
     if ask.max_tokens is not None and ask.max_tokens < 1:
@@ -83,8 +87,8 @@ class Row:
         import torch
 
         if len(prompt) >= context:
-            raise InvalidInput(f"the prompt is {len(prompt)} tokens and the model's context is {context}",
-                               "Shorten the conversation.")
+            raise PromptTooLong(f"the prompt is {len(prompt)} tokens and the model's context is {context}",
+                                "Shorten the conversation.")
         self.prompt, self.slot = prompt, slot
         self.limit = min(self.ask.max_tokens or context, context - len(prompt))
         seed = self.ask.seed if self.ask.seed is not None else random.getrandbits(63)

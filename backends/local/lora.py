@@ -4,33 +4,47 @@ peft loads and parses an adapter (its config, rank and alpha patterns, weight fi
 pool then applies the adapters itself, with a forward hook on each adapted linear layer of the
 plain base model. Why not peft's own mixed batches (`adapter_names`): they compute every
 adapter of the batch apart, a gather, two products and a scatter per adapter per layer, and
-register their hooks anew at every forward. Measured on SmolLM2-135M, 8 rows each with its own
-adapter, one decoding step on CPU: peft 3.1x the bare base model's time, the stacked products
-here 1.5x (the punica / S-LoRA idea: gather each row's A and B, two batched products).
+register their hooks anew at every forward (measured on SmolLM2-135M, 8 rows each with its own
+adapter, one decoding step on CPU: 3.1x the bare model's time). Here a mixed batch costs two
+products per layer whatever the number of adapters: x times every active adapter's A at once,
+each row's columns kept by a mask that carries its scaling, times every active B at once.
 
 With one adapter for the whole batch the arithmetic is peft's own (x A^T B^T * scaling, added
-to the base output), so a lone request answers token for token as the PeftModel would.
-Slot 0 is "no adapter": the base model, untouched.
+to the base output), so a lone request answers token for token as the PeftModel would. Slot 0
+is "no adapter": the base model, untouched, and no hook runs at all.
+
+When the last MERGE_AFTER requests all used one adapter (one fine-tune served alone: `ftm chat`,
+`ftm eval`, a server with one model), that adapter is merged into the base weights as peft's
+merge_and_unload does, and its rows cost what the merged model costs (applying it at run time
+costs 10-15% on CPU). Another adapter or the bare base restores the weights bit for bit from the
+model's safetensors files (never by subtracting, which would drift).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from pathlib import Path
 
 from ftmanager.errors import InvalidInput
 
 PLAIN = {"peft_type": "LORA", "use_dora": False, "bias": "none", "fan_in_fan_out": False}
+MERGE_AFTER = 4  # requests in a row for one adapter before it is merged: a switch costs a reload
 
 
 class Adapters:
     """The adapters loaded on one base model, by directory, and which rows use which."""
 
-    def __init__(self, model):
+    def __init__(self, model, base_dir: str):
         self.model = model
         self.slots: dict[str, int] = {}  # adapter directory -> slot (1, 2, ...)
+        self.rank: dict[int, int] = {}  # slot -> its largest rank (its width in a mixed batch)
         self.sites: dict[str, _Site] = {}  # linear layer name -> its adapters' weights
-        self.selection = 0  # one slot for every row, or a tensor of one slot per row
+        self.selection: int | _Mixed = 0  # one slot for every row, or each row's
+        self.merged, self.merges = 0, 0  # the slot merged into the base weights (0: none); how often
+        self._recent: deque[int] = deque(maxlen=MERGE_AFTER)  # slots of the latest requests
+        self._files = _weight_files(base_dir)  # weight name -> safetensors file, to restore from
+        self._hooks: list = []
 
     def slot(self, path: str) -> int:
         """The slot of the adapter at path, loaded now if it is new."""
@@ -40,16 +54,52 @@ class Adapters:
             self.slots[path] = len(self.slots) + 1
         return self.slots[path]
 
-    def select(self, slots: list[int]) -> None:
-        """Which adapter each row of the next forward passes through."""
-        import torch
+    def admit(self, slot: int) -> None:
+        """Note a new request's adapter (what decides merging)."""
+        self._recent.append(slot)
 
-        first = slots[0]
-        if all(s == first for s in slots):
-            self.selection = first
-        else:
-            device = self.model.device
-            self.selection = torch.tensor(slots, device=device)
+    def select(self, slots: list[int]) -> None:
+        """Which adapter each row of the next forward passes through (merging or restoring first)."""
+        one = slots[0] if all(s == slots[0] for s in slots) else None
+        if self.merged and one != self.merged:
+            self._restore()
+        elif not self.merged and one and self._settled(one):
+            self._merge(one)
+        if self.merged:
+            one = 0  # its rows need nothing more
+        self.selection = one if one is not None else _Mixed(slots, self.rank, self.model.device)
+        self._hook(one != 0)
+
+    def _hook(self, on: bool) -> None:
+        """Hooks only while some row needs them: an unhooked layer runs at the bare model's speed."""
+        if on and not self._hooks:
+            self._hooks = [site.layer.register_forward_hook(site.hook) for site in self.sites.values()]
+        elif not on:
+            while self._hooks:
+                self._hooks.pop().remove()
+
+    def _settled(self, slot: int) -> bool:
+        """Worth merging: the latest requests all used it, and its layers can be restored from files."""
+        return (len(self._recent) == MERGE_AFTER and all(s == slot for s in self._recent)
+                and all(site.restorable for site in self.sites.values() if slot in site.lora))
+
+    def _merge(self, slot: int) -> None:
+        for site in self.sites.values():
+            if slot in site.lora:
+                a, b, scaling = site.lora[slot]
+                site.layer.weight.data += (b @ a) * scaling  # peft's merge: W + (B A) * scaling
+        self.merged, self.merges = slot, self.merges + 1
+
+    def _restore(self) -> None:
+        """The base weights back, bit for bit, from the files they were loaded from (one opening per
+        layer: the file's pages stay mapped, and counted as this process's memory, while it is open)."""
+        from safetensors import safe_open
+
+        for site in self.sites.values():
+            if self.merged in site.lora:
+                with safe_open(self._files[site.key], framework="pt") as f:
+                    site.layer.weight.data.copy_(f.get_tensor(site.key))
+        self.merged = 0
 
     def _load(self, path: str, slot: int) -> None:
         from peft import LoraConfig
@@ -57,19 +107,35 @@ class Adapters:
 
         config = LoraConfig.from_pretrained(path)
         _check_plain(config, path)
-        weights = load_peft_weights(path, device="cpu")
+        pairs = _pairs(load_peft_weights(path, device="cpu"))
         layers = dict(self.model.named_modules())
-        pairs = _pairs(weights)
         missing = [name for name in pairs if name not in layers]
         if missing:
             raise InvalidInput(f"the adapter {path} adapts layers its base model lacks ({missing[0]})",
                                "Serve it on the base model it was trained from.")
+        shared = _shared_weights(self.model)
         for name, (a, b) in pairs.items():
-            site = self.sites.get(name)
-            if site is None:
-                site = self.sites[name] = _Site(self)
-                layers[name].register_forward_hook(site.hook)
-            site.add(slot, a, b, _scaling(config, name, a.shape[0]), layers[name].weight)
+            if name not in self.sites:
+                restorable = f"{name}.weight" in self._files and id(layers[name].weight) not in shared
+                self.sites[name] = _Site(self, name, layers[name], restorable)
+            self.sites[name].add(slot, a, b, _scaling(config, name, a.shape[0]))
+        self.rank[slot] = max(a.shape[0] for a, _ in pairs.values())
+        self._hook(False)  # hooked again at the next select, new layers included
+
+
+class _Mixed:
+    """A batch whose rows use different adapters: the active slots and each row's column mask."""
+
+    def __init__(self, slots: list[int], rank: dict[int, int], device):
+        import torch
+
+        self.active = tuple(sorted(set(slots) - {0}))
+        mask, start = torch.zeros(len(slots), sum(rank[s] for s in self.active)), 0
+        for slot in self.active:
+            rows = [i for i, s in enumerate(slots) if s == slot]
+            mask[rows, start:start + rank[slot]] = 1.0
+            start += rank[slot]
+        self.mask = mask[:, None, :].to(device)  # (rows, 1, columns): the same for every position
 
 
 def _check_plain(config, path: str) -> None:
@@ -101,48 +167,75 @@ def _scaling(config, name: str, rank: int) -> float:
     return alpha / math.sqrt(rank) if config.use_rslora else alpha / rank
 
 
+def _weight_files(base_dir: str) -> dict[str, str]:
+    """Weight name -> the safetensors file holding it, for a model directory ({} for a hub id)."""
+    import json
+
+    from safetensors import safe_open
+
+    folder = Path(base_dir)
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        return {k: str(folder / f) for k, f in json.loads(index.read_text())["weight_map"].items()}
+    if not (folder / "model.safetensors").exists():
+        return {}
+    with safe_open(folder / "model.safetensors", framework="pt") as f:
+        return dict.fromkeys(f.keys(), str(folder / "model.safetensors"))
+
+
+def _shared_weights(model) -> set[int]:
+    """Parameters two modules share (tied embeddings): merging into one would change the other."""
+    seen: dict[int, int] = {}
+    for _name, param in model.named_parameters(remove_duplicate=False):
+        seen[id(param)] = seen.get(id(param), 0) + 1
+    return {key for key, count in seen.items() if count > 1}
+
+
 class _Site:
     """One adapted linear layer: each slot's A, B and scaling, and the hook that adds them."""
 
-    def __init__(self, owner: Adapters):
-        self.owner = owner
+    def __init__(self, owner: Adapters, name: str, layer, restorable: bool):
+        self.owner, self.name, self.layer, self.restorable = owner, name, layer, restorable
+        self.key = f"{name}.weight"  # its weight's name in the model's files
         self.lora: dict[int, tuple] = {}  # slot -> (A, B, scaling)
-        self._stacked = None  # (A, B, scaling) of every slot, for mixed batches; None: to build
+        self._joined = None  # (active slots, their A's stacked, their B's side by side and scaled)
 
-    def add(self, slot: int, a, b, scaling: float, like) -> None:
+    def add(self, slot: int, a, b, scaling: float) -> None:
         import torch
 
+        like = self.layer.weight
         # As peft does by default: adapters of a half-precision base are kept in float32.
         dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
         self.lora[slot] = (a.to(like.device, dtype), b.to(like.device, dtype), scaling)
-        self._stacked = None
+        self._joined = None
 
     def hook(self, _module, args, out):
-        """Add each row's adapter to the layer's output (in place; slot 0 adds nothing)."""
+        """The layer's output plus each row's adapter."""
         import torch.nn.functional as F
 
         x, sel = args[0], self.owner.selection
         if isinstance(sel, int):
-            if sel in self.lora:
-                a, b, scaling = self.lora[sel]
-                return out + F.linear(F.linear(x.to(a.dtype), a), b) * scaling
-            return None
-        a, b, scaling = self._stacks()
-        delta = (x.to(a.dtype) @ a[sel].transpose(1, 2)) @ b[sel].transpose(1, 2)
-        return out + delta * scaling[sel].view(-1, 1, 1)
+            if sel not in self.lora:
+                return None
+            a, b, scaling = self.lora[sel]
+            return (out + F.linear(F.linear(x.to(a.dtype), a), b) * scaling).to(out.dtype)
+        a, b = self._join(sel.active)
+        return (out + F.linear(F.linear(x.to(a.dtype), a) * sel.mask, b)).to(out.dtype)
 
-    def _stacks(self):
-        """Every slot's A (slots, r, in) and B (slots, out, r), zero-padded to the largest rank."""
-        import torch
+    def _join(self, active: tuple[int, ...]):
+        """The active adapters' A's one above the other and B's (scaled) side by side, each slot as
+        wide as its largest rank: zeros where it has a smaller rank or no adapter on this layer."""
 
-        if self._stacked is None:
-            n = max(self.owner.slots.values(), default=0) + 1
-            a0, b0, _ = next(iter(self.lora.values()))
-            rank = max(a.shape[0] for a, _, _ in self.lora.values())
-            a_all = a0.new_zeros(n, rank, a0.shape[1])
-            b_all = b0.new_zeros(n, b0.shape[0], rank)
-            scaling = a0.new_zeros(n)
-            for slot, (a, b, s) in self.lora.items():
-                a_all[slot, : a.shape[0]], b_all[slot, :, : b.shape[1]], scaling[slot] = a, b, s
-            self._stacked = (a_all, b_all, torch.as_tensor(scaling))
-        return self._stacked
+        if self._joined is None or self._joined[0] != active:
+            out_features, in_features = self.layer.weight.shape
+            like = next(iter(self.lora.values()))[0]
+            width = sum(self.owner.rank[s] for s in active)
+            a_all, b_all = like.new_zeros(width, in_features), like.new_zeros(out_features, width)
+            start = 0
+            for slot in active:
+                if slot in self.lora:
+                    a, b, scaling = self.lora[slot]
+                    a_all[start:start + a.shape[0]], b_all[:, start:start + a.shape[0]] = a, b * scaling
+                start += self.owner.rank[slot]
+            self._joined = (active, a_all, b_all)
+        return self._joined[1:]

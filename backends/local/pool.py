@@ -24,9 +24,9 @@ from pathlib import Path
 
 from ftmanager.errors import InvalidInput, NotFound
 
-from .answers import Ask, Done, Piece, Row, check
+from .answers import Ask, Done, Piece, PromptTooLong, Row, check
 
-__all__ = ["Ask", "Done", "Piece", "Pool", "shared"]
+__all__ = ["Ask", "Done", "Piece", "Pool", "PromptTooLong", "shared"]
 
 PREFILL_TOKENS = 256  # prompt tokens read per step of the running batch: its pause for newcomers
 
@@ -64,12 +64,13 @@ class Pool:
                     if e.model is not None}
 
     def stats(self) -> dict:
-        """How often models were loaded and how many rows each decoding step carried."""
+        """How often models were loaded and adapters merged in, and how many rows each decoding step carried."""
         with self._lock:
             engines = list(self._engines.values())
         return {"base_loads": sum(e.loads for e in engines),
                 "adapter_loads": sum(len(e.adapters.slots) for e in engines if e.adapters),
-                "step_sizes": sum((e.step_sizes for e in engines), Counter())}
+                "merges": sum(e.adapters.merges for e in engines if e.adapters),
+                "step_sizes": sum((Counter(dict.copy(e.step_sizes)) for e in engines), Counter())}
 
     def close(self) -> None:
         """Stop every thread; requests still waiting end with an error."""
@@ -189,7 +190,7 @@ class _Engine:
         self.cache_arg = decoding.cache_arg(model)
         if not decoding.batchable(model):
             self.max_batch = 1  # sliding-window or linear-attention caches: one row at a time
-        self.adapters, self.batch = Adapters(model), decoding.Batch(model, self.cache_arg)
+        self.adapters, self.batch = Adapters(model, self.base), decoding.Batch(model, self.cache_arg)
         self.model, self.loads = model, self.loads + 1
 
     def _start_rows(self) -> None:
@@ -203,6 +204,7 @@ class _Engine:
             except Exception as err:  # noqa: BLE001 - one bad request must not fail its neighbours
                 row.fail(err)
             else:
+                self.adapters.admit(row.slot)
                 self.feeding.append(row)
 
     def _prompt(self, ask: Ask) -> list[int]:
