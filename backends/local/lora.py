@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ftmanager.errors import InvalidInput
 
-PLAIN = {"peft_type": "LORA", "use_dora": False, "bias": "none", "fan_in_fan_out": False}
+PLAIN = {"peft_type": "LORA", "use_dora": False, "bias": "none"}
 MERGE_AFTER = 4  # requests in a row for one adapter before it is merged: a switch costs a reload
 
 
@@ -87,7 +87,8 @@ class Adapters:
         for site in self.sites.values():
             if slot in site.lora:
                 a, b, scaling = site.lora[slot]
-                site.layer.weight.data += (b @ a) * scaling  # peft's merge: W + (B A) * scaling
+                delta = (b @ a).T if site.transposed else b @ a
+                site.layer.weight.data += delta * scaling  # peft's merge: W + (B A) * scaling
         self.merged, self.merges = slot, self.merges + 1
 
     def _restore(self) -> None:
@@ -139,7 +140,8 @@ class _Mixed:
 
 
 def _check_plain(config, path: str) -> None:
-    """Refuse what the hooks cannot apply: DoRA, trained biases, extra trained modules."""
+    """Refuse what the hooks cannot apply: DoRA, trained biases, extra trained modules (fan_in_fan_out,
+    GPT-2's transposed layers, is a matter of merging only: the hooks see inputs and outputs)."""
     odd = [k for k, v in PLAIN.items() if getattr(config, k, v) != v]
     if odd or getattr(config, "modules_to_save", None) or getattr(config, "layer_replication", None):
         what = ", ".join(odd) or "modules_to_save"
@@ -195,8 +197,11 @@ class _Site:
     """One adapted linear layer: each slot's A, B and scaling, and the hook that adds them."""
 
     def __init__(self, owner: Adapters, name: str, layer, restorable: bool):
+        from transformers.pytorch_utils import Conv1D
+
         self.owner, self.name, self.layer, self.restorable = owner, name, layer, restorable
         self.key = f"{name}.weight"  # its weight's name in the model's files
+        self.transposed = isinstance(layer, Conv1D)  # GPT-2's layers keep their weight (in, out)
         self.lora: dict[int, tuple] = {}  # slot -> (A, B, scaling)
         self._joined = None  # (active slots, their A's stacked, their B's side by side and scaled)
 
@@ -227,10 +232,9 @@ class _Site:
         wide as its largest rank: zeros where it has a smaller rank or no adapter on this layer."""
 
         if self._joined is None or self._joined[0] != active:
-            out_features, in_features = self.layer.weight.shape
-            like = next(iter(self.lora.values()))[0]
+            a0, b0, _ = next(iter(self.lora.values()))
             width = sum(self.owner.rank[s] for s in active)
-            a_all, b_all = like.new_zeros(width, in_features), like.new_zeros(out_features, width)
+            a_all, b_all = a0.new_zeros(width, a0.shape[1]), b0.new_zeros(b0.shape[0], width)
             start = 0
             for slot in active:
                 if slot in self.lora:
