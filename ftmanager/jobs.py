@@ -63,7 +63,8 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
            "hyperparameters": hp, "options": options or {}, "suffix": suffix, "seed": seed,
            "status": CREATED, "parent_run_id": parent_run_id, "start_claim": _claim()}
     spec = _spec(row, train, valid)
-    row.update(estimated_cost=_estimate(impl, spec, report), resolved_hyperparameters=impl.resolve(spec))
+    resolved = impl.resolve(spec)
+    row.update(estimated_cost=_estimate(impl, spec, report, resolved), resolved_hyperparameters=resolved)
     run = _start(ledger().create_run(row), impl, spec)
     if wait:
         return watch(run["id"], on_update)
@@ -132,11 +133,12 @@ def _refuse_invalid(ds: dict, model: str):
     return report
 
 
-def _estimate(impl: Backend, spec: RunSpec, report) -> float | None:
-    """The run's cost from the validation report already made for it (no second read)."""
+def _estimate(impl: Backend, spec: RunSpec, report, resolved: dict) -> float | None:
+    """The run's cost from the validation report already made for it (no second read), for the
+    epochs the backend will train (its own default for "auto")."""
     from . import data
 
-    n_epochs = spec.hyperparameters.get("n_epochs", "auto")
+    n_epochs = resolved.get("n_epochs", spec.hyperparameters.get("n_epochs", "auto"))
     try:
         estimate = data.estimate(report, spec.base_model, n_epochs)
     except FtmError:

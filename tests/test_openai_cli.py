@@ -143,7 +143,8 @@ def test_403_on_create_fails_the_run_with_the_way_out(env, chat_file, ftm_home):
     assert result.code == 1
     [line] = result.err.strip().splitlines()
     [run] = ftm("runs", "--json").json()
-    assert line.startswith("Error: ") and line.endswith(f"ftm rerun {run['id']} --backend local")
+    assert line.startswith("Error: ") and "(403 training_not_available)" in line
+    assert f"`ftm rerun {run['id']} --backend fireworks`" in line and line.endswith(f"`ftm rerun {run['id']} --backend local`.")
     assert run["status"] == "failed"
     assert_key_never_written(ftm_home, result.out, result.err)
 

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from ftm_backends.openai import OpenAIBackend
+from ftmanager import registry
 from ftmanager.api import standin
 from ftmanager.errors import FtmError, Refused
 from test_openai_backend import KEY, MemoryUploads, env, follow, jobs_tagged, make_spec, server  # noqa: F401
@@ -79,12 +80,16 @@ def test_a_dropped_poll_is_retried_and_loses_nothing(env, tmp_path):
 
 def test_403_on_create_names_the_way_out(env, tmp_path):
     spec = make_spec(tmp_path)
-    env.faults.add("403")
+    env.faults.add("403")  # OpenAI's answer now: code training_not_available
     with pytest.raises(Refused) as caught:
         OpenAIBackend().start(spec, MemoryUploads())
     line = caught.value.line()
-    assert "closing self-serve fine-tuning" in line
-    assert line.endswith(f"ftm rerun {spec.run_id} --backend local")
+    assert "no longer creates fine-tuning jobs for this organization (403 training_not_available)" in line
+    assert "OpenAI is winding down the fine-tuning platform" in line  # the provider's own words
+    for place in ("together", "fireworks", "azure", "local"):
+        if place in registry.names():  # each place installed here is named with its command
+            assert f"`ftm rerun {spec.run_id} --backend {place}`" in line
+    assert "--backend fireworks`" in line and line.endswith("--backend local`.")
 
 
 def test_400_gives_the_providers_message_and_param(env, tmp_path):

@@ -30,6 +30,20 @@ PART_SIZE = 64 << 20  # the Uploads API's largest part
 EVENTS_PAGE = 100
 
 
+# The code of the 403 OpenAI answers on create since it began winding down fine-tuning.
+WINDING_DOWN = "training_not_available"
+ELSEWHERE = ("together", "fireworks", "azure", "local")  # where a run can go instead, best first
+
+
+def rerun_commands(run_id: str) -> str:
+    """The `ftm rerun` commands that send run_id to each other place installed here."""
+    from ftmanager import registry
+
+    names = set(registry.names())
+    commands = [f"`ftm rerun {run_id} --backend {b}`" for b in ELSEWHERE if b in names]
+    return ", ".join(commands[:-1]) + f" or {commands[-1]}" if len(commands) > 1 else "".join(commands)
+
+
 def _env_number(name: str, default, kind=int):
     """A positive number from the environment (default where unset); one line when it is not."""
     text = os.environ.get(name)
@@ -50,10 +64,12 @@ class OpenAIBackend(Backend):
     name = "openai"
     description = "OpenAI's fine-tuning API (or any server speaking it, via OPENAI_BASE_URL)"
     default_model = "gpt-4o-mini-2024-07-18"
+    # who answers, and where its key and address come from (Azure OpenAI's differ)
+    provider, key_env, url_env = "OpenAI", KEY_ENV, "OPENAI_BASE_URL"
 
     def __init__(self, *, multipart_threshold: int | None = None, part_size: int | None = None,
                  timeout: float | None = None, max_retries: int = 2):
-        self.base_url = (os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = (os.environ.get(self.url_env) or DEFAULT_BASE_URL).rstrip("/")
         self.where = without_userinfo(self.base_url)  # the URL as printed and recorded: no password
         self.organization = os.environ.get("OPENAI_ORG_ID") or None
         self.project = os.environ.get("OPENAI_PROJECT_ID") or None
@@ -71,13 +87,15 @@ class OpenAIBackend(Backend):
     def client(self):
         """The SDK client, built on first use (importing openai costs start-up time)."""
         if self._client is None:
-            key = os.environ.get(KEY_ENV)
+            key = os.environ.get(self.key_env)
             if not key:  # nothing can reach the provider, so no job can exist: a definite refusal
-                raise Refused(f"no OpenAI API key: {KEY_ENV} is not set",
-                                   f"Set {KEY_ENV}, or run `ftm standin` and point OPENAI_BASE_URL at it.")
-            self._client = sdk_client(key, self.base_url, self.organization, self.project,
-                                       self.timeout, self.max_retries)
+                raise Refused(f"no {self.provider} API key: {self.key_env} is not set",
+                              f"Set {self.key_env}, or run `ftm standin` and point {self.url_env} at it.")
+            self._client = self._make_client(key)
         return self._client
+
+    def _make_client(self, key: str):
+        return sdk_client(key, self.base_url, self.organization, self.project, self.timeout, self.max_retries)
 
     @contextmanager
     def _refusals(self, run_id: str | None = None):
@@ -87,15 +105,15 @@ class OpenAIBackend(Backend):
         try:
             yield
         except openai.AuthenticationError:
-            raise Refused(f"OpenAI rejected the API key read from {KEY_ENV} (401 at {self.where})",
-                               f"Check the key in {KEY_ENV} (and OPENAI_ORG_ID / OPENAI_PROJECT_ID).") from None
+            raise Refused(f"{self.provider} rejected the API key read from {self.key_env} (401 at {self.where})",
+                          f"Check the key in {self.key_env} (and OPENAI_ORG_ID / OPENAI_PROJECT_ID).") from None
         except openai.PermissionDeniedError as err:
             raise self._denied(err, run_id) from None
         except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
-            raise Refused(f"OpenAI refused the request: {self._said(err)}",
+            raise Refused(f"{self.provider} refused the request: {self._said(err)}",
                                "Fix that and try again.") from None
         except openai.NotFoundError as err:
-            raise NotFound(f"OpenAI has no such object: {self._said(err)}",
+            raise NotFound(f"{self.provider} has no such object: {self._said(err)}",
                            f"Check the id (account {self.account}).") from None
 
     @contextmanager
@@ -108,19 +126,21 @@ class OpenAIBackend(Backend):
             with self._refusals():
                 yield
         except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as err:
-            raise BackendError(f"OpenAI at {self.where} did not answer ({type(err).__name__}: {self._said(err)})",
-                               "Check the network and OPENAI_BASE_URL, then run the command again; "
+            raise BackendError(f"{self.provider} at {self.where} did not answer ({type(err).__name__}: {self._said(err)})",
+                               f"Check the network and {self.url_env}, then run the command again; "
                                "nothing was lost.") from None
 
     def _denied(self, err, run_id: str | None) -> Refused:
-        if run_id:
-            return Refused(
-                "OpenAI refused to create the fine-tuning job (403 permission denied): OpenAI is "
-                "closing self-serve fine-tuning (no new organisations since 2026-05-07, none at all "
-                f"from 2027-01-06). It said: {self._said(err)}",
-                f"Train it on your own hardware instead: ftm rerun {run_id} --backend local")
-        return Refused(f"OpenAI denied permission (403): {self._said(err)}",
-                            "Check the organisation and project this key belongs to.")
+        """A 403: on create, OpenAI's refusal to train for this organisation, with the way out."""
+        if not run_id:
+            return Refused(f"{self.provider} denied permission (403): {self._said(err)}",
+                           "Check the organisation and project this key belongs to.")
+        body = err.body if isinstance(getattr(err, "body", None), dict) else {}
+        if body.get("code") == WINDING_DOWN:
+            what = f"OpenAI no longer creates fine-tuning jobs for this organization (403 {WINDING_DOWN})"
+        else:
+            what = f"OpenAI refused to create the fine-tuning job (403 {body.get('code') or 'permission denied'})"
+        return Refused(f"{what}: {self._said(err)}", f"Re-run it elsewhere from the same ledger: {rerun_commands(run_id)}.")
 
     def _said(self, err) -> str:
         """The provider's message and param, with anything key-like masked."""
@@ -128,7 +148,7 @@ class OpenAIBackend(Backend):
         text = str(body.get("message") or err.message)
         if body.get("param"):
             text += f" (param: {body['param']})"
-        key = os.environ.get(KEY_ENV)
+        key = os.environ.get(self.key_env)
         if key:
             text = text.replace(key, "***")
         return without_userinfo(re.sub(r"\bsk-[\w*-]+", "sk-***", text))

@@ -19,7 +19,16 @@ from .runner import JobRunner
 __all__ = ["ClockRunner", "JobRunner", "Server", "standin"]
 
 
-def standin(host: str = "127.0.0.1", port: int = 0, speed: float = 1.0, **options) -> Server:
-    """A stand-in OpenAI server (not started: use it as a context manager, or call start())."""
+# provider -> the module whose standin(host, port, speed, **options) builds that provider's server
+PROVIDERS = {"openai": __name__, "azure": f"{__name__}.azure", "fireworks": f"{__name__}.fireworks"}
+
+
+def standin(host: str = "127.0.0.1", port: int = 0, speed: float = 1.0, provider: str = "openai",
+            **options) -> Server:
+    """A stand-in server for provider (not started: use it as a context manager, or call start())."""
+    if provider != "openai":
+        import importlib
+
+        return importlib.import_module(PROVIDERS[provider]).standin(host, port, speed, **options)
     results_base64 = options.pop("results_base64", "always")
     return Server(ClockRunner(speed=speed, results_base64=results_base64), host, port, control=True, **options)

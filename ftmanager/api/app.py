@@ -68,7 +68,7 @@ class App:
             raise ApiError(404, f"Invalid URL ({method} {path})")
         path = path[len(srv.prefix):]
         srv.count(method, path)
-        srv.check_auth(headers.get("authorization", ""))
+        srv.authorize(headers, path)
         fault = srv.faults.take(method, path)
         if fault:
             _before(fault)

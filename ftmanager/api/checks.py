@@ -32,7 +32,8 @@ def count_tokens(text: str) -> int:
     return len(TOKEN.findall(text))
 
 
-def check_file(path: Path, param: str = "training_file", label: str = "Training") -> FileReport:
+def check_file(path: Path, param: str = "training_file", label: str = "Training",
+               min_examples: int = MIN_EXAMPLES) -> FileReport:
     """Stream a JSONL file the way OpenAI validates it; stop at the first error."""
     report = FileReport()
     with open(path, "rb") as fh:
@@ -45,9 +46,9 @@ def check_file(path: Path, param: str = "training_file", label: str = "Training"
                 return report
             report.n_examples += 1
             report.tokens += tokens
-    if report.n_examples < MIN_EXAMPLES:
+    if report.n_examples < min_examples:
         message = (f"{label} file has {report.n_examples} example(s), but must have at least "
-                   f"{MIN_EXAMPLES} examples")
+                   f"{min_examples} examples")
         report.error = _error("invalid_n_examples", message, param)
     return report
 

@@ -117,8 +117,9 @@ _ERRORS = {
     "500": (500, "The server had an error while processing your request. Sorry about that!", None, "server_error"),
     "503": (503, "The engine is currently overloaded, please try again later.", None, "server_error"),
     "401": (401, "Incorrect API key provided: sk-*****.", "invalid_api_key", "invalid_request_error"),
-    "403": (403, "You are not allowed to create fine-tuning jobs for this organization: "
-                 "self-serve fine-tuning is no longer available.", "permission_denied", "invalid_request_error"),
+    # what OpenAI answers on create now that it is winding fine-tuning down
+    "403": (403, "OpenAI is winding down the fine-tuning platform and your organization is no longer able "
+                 "to create new fine-tuning training jobs.", "training_not_available", "invalid_request_error"),
 }
 
 

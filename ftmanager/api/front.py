@@ -180,6 +180,11 @@ class Server:
         word = "Method not allowed" if known else "Invalid URL"
         raise ApiError(405 if known else 404, f"{word} ({method} {self.prefix}{path})")
 
+    def authorize(self, headers: dict, path: str) -> None:
+        """Refuse a request without the right key. A provider's front may read the key from
+        another header (Azure's api-key) or leave a path open (signed download URLs)."""
+        self.check_auth(headers.get("authorization", ""))
+
     def check_auth(self, header: str) -> None:
         """401 without a bearer key, or with the wrong one when the server has a key."""
         key = header[7:].strip() if header[:7].lower() == "bearer " else ""

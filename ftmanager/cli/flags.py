@@ -82,7 +82,9 @@ class BackendFlags(TyperCommand):
             self._own_only = False
         shown = {f.name[len(_PREFIX):]: f for f in self._flags(ctx)}
         for backend, options in declared().items():
-            rows = [shown[name].get_help_record(ctx) for name in options if name in shown]
+            # a flag several backends take: each section says what it means there
+            rows = [(shown[name].get_help_record(ctx)[0], option.describe())
+                    for name, option in options.items() if name in shown]
             if rows:
                 with formatter.section(f"Options of the {backend} backend (also -p key=value)"):
                     formatter.write_dl(rows)

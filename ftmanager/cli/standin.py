@@ -1,9 +1,10 @@
-"""`ftm standin`: a stand-in for OpenAI's fine-tuning API on this machine, for tests and demos."""
+"""`ftm standin`: a stand-in for a provider's fine-tuning API on this machine, for tests and demos."""
 
 from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
 import typer
 
@@ -20,20 +21,29 @@ def standin(
         [], "--fault", help='Inject a fault, e.g. "429 POST /fine_tuning/jobs times=2 retry_after=1" '
         "(kinds: 429 500 503 401 403 drop drop_after slow empty_error; repeatable)."),
     api_key: str = typer.Option(None, "--api-key", help="Refuse requests without this key (default: any key)."),
+    provider: str = typer.Option("openai", "--provider", help="Whose API to stand in for: openai, azure or fireworks."),
+    adapter: Path = typer.Option(None, "--adapter", help="fireworks: the adapter folder a completed job's model downloads as."),
 ):
-    """Serve a stand-in OpenAI fine-tuning API: real HTTP, OpenAI's shapes, jobs on a clock.
+    """Serve a stand-in fine-tuning API: real HTTP, the provider's shapes, jobs on a clock.
 
-    Nothing is trained: jobs move through OpenAI's statuses on a clock, and their ft: models
-    answer chat requests from the training file. Point the SDK (or ftm) at it with
-    OPENAI_BASE_URL. Faults can also be added while it runs: POST /_standin/faults.
+    Nothing is trained: jobs move through the provider's statuses on a clock, and (OpenAI,
+    Azure) their ft: models answer chat requests from the training file; a Fireworks job's
+    model downloads as the --adapter folder. The first lines printed say how to point the
+    provider's SDK (or ftm) at it. Faults can also be added while it runs: POST /_standin/faults.
     """
+    from ..api import PROVIDERS
     from ..api import faults as fault_specs
     from ..api import standin as make_standin
 
     if speed <= 0:
         raise InvalidInput(f"--speed must be above 0, not {speed:g}", "Try --speed 10.")
+    if provider not in PROVIDERS:
+        raise InvalidInput(f"no stand-in for {provider!r}", f"Choose one of: {', '.join(PROVIDERS)}.")
+    extra = {"adapter": adapter} if adapter is not None else {}
+    if extra and provider != "fireworks":
+        raise InvalidInput("--adapter is for --provider fireworks", "Leave it out, or add --provider fireworks.")
     try:
-        server = make_standin(host, port, speed, api_key=api_key)
+        server = make_standin(host, port, speed, provider, api_key=api_key, **extra)
     except OSError as err:
         raise InvalidInput(f"cannot listen on {host}:{port} ({err.strerror})",
                            "Pick another with --port, or --port 0 for a free one.") from None
@@ -43,12 +53,21 @@ def standin(
     except (TypeError, ValueError) as err:
         server.close()
         raise InvalidInput(f"bad --fault {text!r}: {err}", "See `ftm standin --help`.") from None
-    _serve(server, speed)
+    _serve(server, speed, provider)
 
 
-def _serve(server, speed: float) -> None:
-    print(f"ftm stand-in OpenAI server on {server.url} (clock x{speed:g}). Not OpenAI: nothing is trained.")
-    print(f"  export OPENAI_BASE_URL={server.url} OPENAI_API_KEY=sk-standin", flush=True)
+# how a client of each provider is pointed at the stand-in: (name, environment)
+_CLIENTS = {
+    "openai": ("OpenAI", "OPENAI_BASE_URL={url} OPENAI_API_KEY=sk-standin"),
+    "azure": ("Azure OpenAI", "AZURE_OPENAI_ENDPOINT={url} AZURE_OPENAI_API_KEY=standin OPENAI_API_VERSION=2025-04-01-preview"),
+    "fireworks": ("Fireworks", "FIREWORKS_BASE_URL={url} FIREWORKS_API_KEY=fw-standin FIREWORKS_ACCOUNT_ID=standin"),
+}
+
+
+def _serve(server, speed: float, provider: str = "openai") -> None:
+    name, env = _CLIENTS.get(provider, (provider, ""))
+    print(f"ftm stand-in {name} server on {server.url} (clock x{speed:g}). Not {name}: nothing is trained.")
+    print(f"  export {env.format(url=server.url)}", flush=True)
     serve_until_stopped(server, "stand-in")
 
 

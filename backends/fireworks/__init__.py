@@ -1,0 +1,295 @@
+"""The Fireworks AI backend: a dataset per content, a supervised fine-tuning job per run, the
+adapter brought home by `ftm pull`.
+
+Talks to FIREWORKS_BASE_URL (default api.fireworks.ai) for the account FIREWORKS_ACCOUNT_ID
+with FIREWORKS_API_KEY through the official SDK (`fireworks-ai`), imported only when a job is
+started or followed. What makes an interrupted start safe: Fireworks lets the client choose
+each resource's id, so a run's job id is derived from our run id (`ftm-run-...`) and a dataset's
+from its sha256. A create that may or may not have happened is simply sent again: a 409 says an
+earlier attempt made it, and `ftm sync` finds a job by asking for that id. Fireworks reports no
+step metrics for SFT jobs through its API: its states and progress become events.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from ftm_backends.openai import OpenAIBackend, _env_number
+from ftm_backends.openai.sdk import backoff, price_per_1m, retry_after
+from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads
+from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
+from ftmanager.facts import CANCELLED, FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING
+
+KEY_ENV, ACCOUNT_ENV, URL_ENV = "FIREWORKS_API_KEY", "FIREWORKS_ACCOUNT_ID", "FIREWORKS_BASE_URL"
+DEFAULT_BASE_URL = "https://api.fireworks.ai"
+# Fireworks' own defaults: what a job trains with when ftm sends nothing
+BASE_LEARNING_RATE, DEFAULT_EPOCHS, DEFAULT_LORA_RANK = 1e-4, 1, 8
+# JOB_STATE_* -> OpenAI's status (the provider's word is kept in the event); CANCELLING,
+# UNSPECIFIED and states we do not know leave the status as it was
+STATUSES = {
+    "JOB_STATE_CREATING": VALIDATING, "JOB_STATE_VALIDATING": VALIDATING,
+    "JOB_STATE_CREATING_INPUT_DATASET": VALIDATING, "JOB_STATE_PENDING": QUEUED,
+    "JOB_STATE_RE_QUEUEING": QUEUED, "JOB_STATE_IDLE": QUEUED, "JOB_STATE_RUNNING": RUNNING,
+    "JOB_STATE_WRITING_RESULTS": RUNNING, "JOB_STATE_PAUSED": PAUSED, "JOB_STATE_COMPLETED": SUCCEEDED,
+    "JOB_STATE_EARLY_STOPPED": SUCCEEDED, "JOB_STATE_FAILED": FAILED, "JOB_STATE_EXPIRED": FAILED,
+    "JOB_STATE_CANCELLED": CANCELLED, "JOB_STATE_DELETING": CANCELLED, "JOB_STATE_DELETING_CLEANING_UP": CANCELLED,
+}
+OPTIONS = {
+    "learning_rate": Option(f"learning rate outright (default: {BASE_LEARNING_RATE:g} x learning_rate_multiplier)", float),
+    "lora_r": Option("LoRA rank (loraRank)", int, DEFAULT_LORA_RANK),
+    "max_context_length": Option("tokens per example; longer ones are truncated (maxContextLength)", int),
+    "early_stop": Option("stop when the validation loss stops improving (earlyStop)", bool, False),
+    "output_model": Option("id of the model the job makes (default: from the suffix and run id)", str),
+}
+_NOT_ID = re.compile(r"[^a-z0-9-]+")
+_clients: dict = {}
+
+
+def resource_id(text: str) -> str:
+    """text as a Fireworks resource id: lowercase letters, digits and hyphens, at most 63."""
+    return _NOT_ID.sub("-", text.lower()).strip("-")[:63].rstrip("-") or "ftm"
+
+
+def job_id_for(run_id: str) -> str:
+    """The job id a run's job gets: derived from our run id, so a repeated create is a 409."""
+    return resource_id(f"ftm-{run_id}")
+
+
+class FireworksBackend(Backend):
+    """Supervised fine-tuning jobs on Fireworks AI through the official SDK."""
+
+    name = "fireworks"
+    description = (f"Fireworks AI's supervised fine-tuning (LoRA; base learning rate {BASE_LEARNING_RATE:g} "
+                   "x learning_rate_multiplier); `ftm pull` brings the adapter home")
+    default_model = "accounts/fireworks/models/llama-v3p1-8b-instruct"
+    options = OPTIONS
+    base_learning_rate = BASE_LEARNING_RATE
+    poll_interval = OpenAIBackend.poll_interval  # hosted queues behave alike: the same backoff
+
+    def __init__(self, *, timeout: float | None = None, max_retries: int = 2):
+        self.base_url = (os.environ.get(URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self.where = without_userinfo(self.base_url)
+        self.account_id = os.environ.get(ACCOUNT_ENV) or ""
+        self.account = f"{self.where} account={self.account_id or '-'}"
+        self.timeout = timeout or _env_number("FTM_FIREWORKS_TIMEOUT", 60.0, float)
+        self.ready_timeout = _env_number("FTM_FIREWORKS_READY_TIMEOUT", 600.0, float)
+        self.max_retries = max_retries
+
+    # --- the SDK and its errors ------------------------------------------------------------
+
+    @property
+    def client(self):
+        """The SDK client, one per setting per process (importing fireworks costs ~0.3 s)."""
+        key = os.environ.get(KEY_ENV)
+        if not key:
+            raise Refused(f"no Fireworks API key: {KEY_ENV} is not set",
+                          f"Set {KEY_ENV}, or run `ftm standin --provider fireworks` and point {URL_ENV} at it.")
+        if not self.account_id:
+            raise Refused(f"no Fireworks account: {ACCOUNT_ENV} is not set",
+                          f"Set {ACCOUNT_ENV} to the id in your account's paths (accounts/<id>/...).")
+        settings = (key, self.base_url, self.account_id, self.timeout, self.max_retries)
+        if settings not in _clients:
+            import fireworks
+
+            _clients[settings] = fireworks.Fireworks(api_key=key, account_id=self.account_id, base_url=self.base_url,
+                                                     timeout=self.timeout, max_retries=self.max_retries)
+        return _clients[settings]
+
+    @contextmanager
+    def _refusals(self):
+        """Fireworks' definite refusals as Refused, a missing object as NotFound; the rest propagate."""
+        import fireworks
+
+        try:
+            yield
+        except fireworks.AuthenticationError:
+            raise Refused(f"Fireworks rejected the API key read from {KEY_ENV} (401 at {self.where})",
+                          f"Check the key in {KEY_ENV} and the account in {ACCOUNT_ENV}.") from None
+        except fireworks.PermissionDeniedError as err:
+            raise Refused(f"Fireworks denied permission (403): {self._said(err)}",
+                          f"Check that the key in {KEY_ENV} belongs to account {self.account_id}.") from None
+        except (fireworks.BadRequestError, fireworks.UnprocessableEntityError) as err:
+            raise Refused(f"Fireworks refused the request: {self._said(err)}", "Fix that and try again.") from None
+        except fireworks.NotFoundError as err:
+            raise NotFound(f"Fireworks has no such object: {self._said(err)}",
+                           f"Check the id (account {self.account}).") from None
+
+    @contextmanager
+    def _answered(self):
+        """_refusals, and a provider that did not answer (after the SDK's retries) as one line."""
+        import fireworks
+
+        try:
+            with self._refusals():
+                yield
+        except (fireworks.APIConnectionError, fireworks.InternalServerError, fireworks.RateLimitError) as err:
+            raise BackendError(f"Fireworks at {self.where} did not answer ({type(err).__name__}: {self._said(err)})",
+                               f"Check the network and {URL_ENV}, then run the command again; nothing was lost.") from None
+
+    def _said(self, err) -> str:
+        """The provider's message, with the key masked."""
+        body = getattr(err, "body", None)
+        text = str(body.get("message") if isinstance(body, dict) and body.get("message") else getattr(err, "message", err))
+        key = os.environ.get(KEY_ENV)
+        return without_userinfo(text.replace(key, "***") if key else text)
+
+    def _once(self, create, exists):
+        """create() (a POST of a resource whose id we chose), sent again after an ambiguous
+        failure: a 409 means an earlier attempt made it, and exists() says what to return."""
+        import fireworks
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                with self._refusals():
+                    return create()
+            except fireworks.ConflictError:
+                return exists()
+            except fireworks.RateLimitError as err:  # refused, so nothing was created
+                last, wait = err, retry_after(err) or backoff(attempt)
+            except (fireworks.APIConnectionError, fireworks.InternalServerError) as err:
+                last, wait = err, backoff(attempt)
+            if attempt < self.max_retries:
+                time.sleep(wait)
+        raise last
+
+    # --- the contract ------------------------------------------------------------------------
+
+    def check_model(self, model: str) -> None:
+        """Refuse at submit what is no Fireworks model name (accounts/<account>/models/<id>)."""
+        parts = model.split("/")
+        if len(parts) != 4 or parts[0] != "accounts" or parts[2] != "models" or not all(parts):
+            raise InvalidInput(f"{model!r} is not a Fireworks model name",
+                               f"Use accounts/<account>/models/<id>, e.g. {self.default_model}.")
+
+    def check_options(self, options: dict) -> None:
+        super().check_options(options)
+        _typed(options)
+
+    def start(self, spec: RunSpec, uploads: Uploads) -> str:
+        """Send the data (one dataset per content and account), then create the run's job."""
+        from .datasets import ensure_dataset
+
+        train = ensure_dataset(self, spec.training_file, spec.dataset_id, uploads)
+        valid = None
+        if spec.validation_file:
+            vid = spec.validation_dataset_id or f"{spec.dataset_id}-validation"
+            valid = ensure_dataset(self, spec.validation_file, vid, uploads)
+        params = self._job_params(spec, train, valid)
+        job_id = job_id_for(spec.run_id)
+        jobs = self.client.with_options(max_retries=0).supervised_fine_tuning_jobs
+        return self._once(lambda: _short(jobs.create(supervised_fine_tuning_job_id=job_id, **params).name),
+                          lambda: self._ours(job_id, train))
+
+    def _ours(self, job_id: str, dataset: str) -> str:
+        """The job a 409 says exists: ours when it trains on our dataset."""
+        with self._answered():
+            job = self.client.supervised_fine_tuning_jobs.get(job_id)
+        if job.dataset != dataset:
+            raise Refused(f"Fireworks already has a job {job_id} on another dataset ({job.dataset})",
+                          "Another ledger made it: re-run this run (`ftm rerun`) to get a new run id.")
+        return job_id
+
+    def _job_params(self, spec: RunSpec, train: str, valid: str | None) -> dict:
+        hp, opts = self.resolve(spec), _typed(spec.options)
+        given = spec.hyperparameters
+        params = {"dataset": train, "base_model": spec.base_model, "evaluation_dataset": valid,
+                  "display_name": f"ftm {spec.run_id}" + (f" {spec.suffix}" if spec.suffix else ""),
+                  "output_model": resource_id(opts.get("output_model") or f"{spec.suffix or 'ftm'}-{spec.run_id}"),
+                  "epochs": hp["n_epochs"], "lora_rank": hp["lora_r"],
+                  "learning_rate": hp["learning_rate"] if _asked_rate(given, opts) else None,
+                  "batch_size_samples": hp["batch_size"] if hp["batch_size"] != "auto" else None,
+                  "max_context_length": opts.get("max_context_length"), "early_stop": opts.get("early_stop")}
+        return {k: v for k, v in params.items() if v is not None}
+
+    def resolve(self, spec: RunSpec) -> dict:
+        """Hyperparameters as Fireworks trains with them: its defaults where ftm asks nothing."""
+        hp, opts = dict(spec.hyperparameters), _typed(spec.options)
+        mult = hp.get("learning_rate_multiplier", "auto")
+        hp["n_epochs"] = DEFAULT_EPOCHS if hp.get("n_epochs", "auto") == "auto" else hp["n_epochs"]
+        hp["batch_size"] = hp.get("batch_size", "auto")
+        hp["learning_rate"] = opts.get("learning_rate") or BASE_LEARNING_RATE * (1.0 if mult == "auto" else float(mult))
+        hp["learning_rate_multiplier"] = hp["learning_rate"] / BASE_LEARNING_RATE
+        hp["lora_r"] = opts.get("lora_r") or DEFAULT_LORA_RANK
+        return hp
+
+    def find(self, run_id: str) -> str | None:
+        """The job of an interrupted start: asked for by the id it would have."""
+        job_id = job_id_for(run_id)
+        try:
+            with self._answered():
+                self.client.supervised_fine_tuning_jobs.get(job_id)
+        except NotFound:
+            return None
+        return job_id
+
+    def poll(self, job_id: str, cursor: dict) -> Progress:
+        """The job's state (in OpenAI's words, Fireworks' kept in each event) and progress."""
+        with self._answered():
+            job = self.client.supervised_fine_tuning_jobs.get(job_id)
+        from .progress import progress
+
+        return progress(job, dict(cursor or {}))
+
+    def cancel(self, job_id: str) -> None:
+        with self._answered():
+            self.client.supervised_fine_tuning_jobs.cancel(job_id, body={})
+
+    def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
+        """Billed tokens times the base model's price per 1M training tokens (models.toml)."""
+        price = price_per_1m(spec.base_model)
+        return None if billed_tokens is None or price is None else billed_tokens * price / 1e6
+
+    # --- the weights -------------------------------------------------------------------------
+
+    def download(self, job_id: str, result_model: str | None, out_dir: Path, merged: bool = False) -> Path:
+        """The job's model files, from the signed URLs of models/{id}:getDownloadEndpoint."""
+        from .weights import download
+
+        return download(self, job_id, result_model, Path(out_dir), merged)
+
+    def generate(self, result_model: str | None, result_path: str | None, base_model: str,
+                 conversations: list[list[dict]], max_new_tokens: int = 256) -> list[str]:
+        """Fireworks answers with a fine-tune only from a deployment of yours; a pulled run
+        answers here instead (jobs.generate hands it to the local backend)."""
+        raise Unsupported("Fireworks answers with a fine-tuned model only from a deployment of yours",
+                          "Bring the adapter home with `ftm pull RUN`, then `ftm generate RUN` answers here.")
+
+
+def _short(name: str) -> str:
+    """accounts/a/supervisedFineTuningJobs/ID -> ID (what the SDK's get and cancel take)."""
+    return name.rsplit("/", 1)[-1]
+
+
+def _asked_rate(hp: dict, opts: dict) -> bool:
+    return bool(opts.get("learning_rate")) or hp.get("learning_rate_multiplier", "auto") != "auto"
+
+
+def _typed(options: dict) -> dict:
+    """Option values (text from the command line) as their declared types; one line when not."""
+    out = {}
+    for name, value in options.items():
+        kind = OPTIONS[name].type
+        try:
+            out[name] = _coerce(kind, value)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"option {name} must be {_KINDS[kind]}, not {str(value)[:40]!r}",
+                               f"See `ftm backends` for {name}.") from None
+        if kind in (int, float) and not out[name] > 0:
+            raise InvalidInput(f"option {name} must be above 0, not {value}", f"Use e.g. -p {name}=8.")
+    return out
+
+
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _coerce(kind: type, value):
+    if kind is bool and not isinstance(value, bool):
+        text = str(value).strip().lower()
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(value)
+        return text in ("true", "1", "yes")
+    return value if isinstance(value, kind) and not isinstance(value, bool) else kind(value)

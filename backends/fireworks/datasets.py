@@ -1,0 +1,88 @@
+"""A Fireworks dataset per content and account: created with its exampleCount, its file
+uploaded, then waited for until READY. Its id comes from the content's sha256, so a start that
+was cut off anywhere finds the same dataset again instead of making another."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ftmanager.backend import Uploads
+from ftmanager.errors import BackendError, Refused
+
+MAX_UPLOAD_BYTES = 150 << 20  # datasets:upload takes up to 150 MB in one request
+
+
+def ensure_dataset(backend, path: Path, dataset_id: str, uploads: Uploads) -> str:
+    """The name (accounts/<a>/datasets/<id>) of dataset_id's data at this account, READY."""
+    with uploads.lock(dataset_id, backend.account):  # concurrent starts wait, then reuse it
+        name = uploads.get(dataset_id, backend.account)
+        if name and _state(backend, name.rsplit("/", 1)[-1]) == "READY":
+            return name
+        if name:
+            uploads.forget(dataset_id, backend.account)
+        name = _made_ready(backend, Path(path), f"ftm-{dataset_id[:40]}")
+        uploads.put(dataset_id, backend.account, name, os.path.getsize(path))
+    return name
+
+
+def _state(backend, ds_id: str) -> str | None:
+    """The dataset's state, or None where the account has no such dataset."""
+    from ftmanager.errors import NotFound
+
+    try:
+        with backend._answered():
+            return backend.client.datasets.get(ds_id).state
+    except NotFound:
+        return None
+
+
+def _made_ready(backend, path: Path, ds_id: str) -> str:
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise Refused(f"{path.name} is {size / 1e6:.0f} MB: ftm sends Fireworks datasets of up to "
+                      f"{MAX_UPLOAD_BYTES >> 20} MB in one request", "Split the dataset, or upload it with firectl.")
+    count = _examples(path)
+    datasets = backend.client.with_options(max_retries=0).datasets
+    backend._once(lambda: datasets.create(dataset_id=ds_id, dataset={"example_count": str(count), "user_uploaded": {},
+                                                                    "display_name": f"ftm {ds_id[4:16]}"}),
+                  lambda: None)  # made by an earlier start: upload it unless it is READY
+    if _state(backend, ds_id) != "READY":
+        _upload(backend, path, ds_id)
+    _wait_ready(backend, ds_id)
+    return f"accounts/{backend.account_id}/datasets/{ds_id}"
+
+
+def _examples(path: Path) -> int:
+    """Examples in a canonical JSONL file: one per non-empty line."""
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _upload(backend, path: Path, ds_id: str) -> None:
+    """The file, streamed from disk; an upload whose answer was lost counts if the dataset took it."""
+    try:
+        with open(path, "rb") as fh, backend._refusals():
+            backend.client.datasets.upload(ds_id, file=(f"{ds_id}.jsonl", fh, "application/jsonl"))
+    except Exception:
+        if _state(backend, ds_id) != "READY":
+            raise
+
+
+def _wait_ready(backend, ds_id: str) -> None:
+    """Poll the dataset until it is READY (0.25 s doubling to 10 s), at most ready_timeout seconds."""
+    deadline, wait = time.monotonic() + backend.ready_timeout, 0.25
+    while True:
+        with backend._answered():
+            found = backend.client.datasets.get(ds_id)
+        if found.state == "READY":
+            return
+        if found.status and found.status.code not in (None, "OK"):
+            raise Refused(f"Fireworks could not take dataset {ds_id}: {found.status.message or found.status.code}",
+                          "Fix the data (`ftm datasets validate FILE --provider fireworks`) and submit again.")
+        if time.monotonic() > deadline:
+            raise BackendError(f"Fireworks dataset {ds_id} is still {found.state} after {backend.ready_timeout:g} s",
+                               "Run `ftm sync` later: the run starts once the dataset is READY.")
+        time.sleep(wait)
+        wait = min(10.0, wait * 2)

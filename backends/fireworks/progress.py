@@ -1,0 +1,91 @@
+"""What one poll of a Fireworks job reports: its state in OpenAI's words (Fireworks' kept in
+an event per change), its progress, its resolved hyperparameters, tokens, cost and model."""
+
+from __future__ import annotations
+
+import time
+
+from ftm_backends.openai.sdk import price_per_1m
+from ftmanager.backend import Event, Progress
+from ftmanager.facts import FAILED, QUEUED, RUNNING, SUCCEEDED, is_terminal
+
+from . import BASE_LEARNING_RATE, STATUSES
+
+ERROR_STATES = ("JOB_STATE_FAILED", "JOB_STATE_EXPIRED")
+
+
+def progress(job, cursor: dict) -> Progress:
+    """The Progress of one GET of a supervised fine-tuning job, given the cursor of the last."""
+    state = job.state or "JOB_STATE_UNSPECIFIED"
+    status = STATUSES.get(state) or cursor.get("status") or QUEUED
+    events = _state_events(job, state, cursor) + _epoch_events(job, cursor)
+    if status == RUNNING and "running_since" not in cursor:
+        cursor["running_since"] = time.time()
+    cursor.update(state=state, status=status)
+    done, tokens = is_terminal(status), _tokens(job)
+    price = price_per_1m(job.base_model or "")
+    return Progress(
+        status=status, cursor=cursor, events=events, hyperparameters=_resolved(job),
+        result_model=job.output_model if status == SUCCEEDED else None,
+        trained_tokens=tokens if done else None,
+        actual_cost=tokens * price / 1e6 if done and tokens is not None and price is not None else None,
+        error=_error(job, state) if status == FAILED else None,
+        eta_seconds=None if done else _eta(job, cursor),
+        finished_at=_when(job.completed_time or job.update_time) if done else None,
+    )
+
+
+def _when(moment) -> float | None:
+    return moment.timestamp() if moment is not None else None
+
+
+def _state_events(job, state: str, cursor: dict) -> list[Event]:
+    if state == cursor.get("state"):
+        return []
+    n = cursor["changes"] = cursor.get("changes", 0) + 1
+    said = job.status.message if job.status and job.status.message else ""
+    return [Event(id=f"{job.name}:state-{n}", created_at=_when(job.update_time) or time.time(),
+                  message=f"Fireworks job {state}" + (f": {said}" if said else ""),
+                  level="error" if state in ERROR_STATES else "info", data={"state": state})]
+
+
+def _epoch_events(job, cursor: dict) -> list[Event]:
+    """An event when the job reports a later epoch (Fireworks counts epochs from 0)."""
+    p = job.job_progress
+    if p is None or p.epoch is None or p.epoch <= cursor.get("epoch", -1):
+        return []
+    cursor["epoch"] = p.epoch
+    return [Event(id=f"{job.name}:epoch-{p.epoch}", created_at=_when(job.update_time) or time.time(),
+                  message=f"Fireworks job at epoch {p.epoch + 1}, {p.percent or 0}% done",
+                  data={"epoch": p.epoch, "percent": p.percent})]
+
+
+def _resolved(job) -> dict | None:
+    """The hyperparameters the job reports, in OpenAI's names (and the rate outright)."""
+    if job.epochs is None:
+        return None
+    rate = job.learning_rate
+    hp = {"n_epochs": job.epochs, "batch_size": job.batch_size_samples, "learning_rate": rate,
+          "learning_rate_multiplier": rate / BASE_LEARNING_RATE if rate else None,
+          "lora_r": job.lora_rank, "max_context_length": job.max_context_length}
+    return {k: v for k, v in hp.items() if v is not None}
+
+
+def _tokens(job) -> int | None:
+    """Tokens the job trained on (all epochs), as its progress reports them."""
+    p = job.job_progress
+    return p.input_tokens if p is not None and p.input_tokens is not None else None
+
+
+def _error(job, state: str) -> dict:
+    status = job.status
+    return {"code": (status.code if status and status.code not in (None, "OK") else state.lower()),
+            "message": (status.message if status and status.message else f"the job ended {state}"), "param": None}
+
+
+def _eta(job, cursor: dict) -> float | None:
+    """Seconds left at the pace so far, from the percent done since the job began running."""
+    p, since = job.job_progress, cursor.get("running_since")
+    if p is None or not p.percent or since is None:
+        return None
+    return (time.time() - since) * (100 - p.percent) / p.percent
