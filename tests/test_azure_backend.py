@@ -1,0 +1,89 @@
+"""The Azure OpenAI backend: the OpenAI backend through the openai SDK's AzureOpenAI client, against
+the OpenAI stand-in reached as Azure is (/openai paths, api-version on every request, the key in
+an api-key header, chat through /deployments/{name}/chat/completions)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from conftest import ftm
+from ftm_backends.azure import DEFAULT_API_VERSION, AzureOpenAIBackend
+from ftmanager.api import standin
+from ftmanager.errors import Refused
+from test_openai_backend import MODEL, MemoryUploads, follow, make_spec
+
+KEY = "az-test-" + "k3y" * 8
+CREATE = ("POST", "/fine_tuning/jobs")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with standin(speed=40, provider="azure", api_key=KEY) as srv:
+        yield srv
+
+
+@pytest.fixture
+def env(server, monkeypatch):
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", server.url)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_API_VERSION", raising=False)
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "FTM_POLL_SCALE"):
+        monkeypatch.delenv(name, raising=False)
+    server.faults.clear()
+    server.requests.clear()
+    server.api_versions.clear()
+    return server
+
+
+def test_a_job_through_azure_paths_with_the_api_version_and_key_header(env, tmp_path):
+    spec = make_spec(tmp_path)
+    backend = AzureOpenAIBackend()
+    job_id = backend.start(spec, MemoryUploads())
+    last = follow(backend, job_id)[-1]
+    job = env.state.jobs[job_id]
+    assert last.status == "succeeded" and last.result_model == job.fine_tuned_model
+    assert job.metadata == {"ftm_run_id": spec.run_id} and job.requested["n_epochs"] == 2
+    assert env.api_versions == {DEFAULT_API_VERSION}  # sent on every call, as Azure requires
+    assert env.requests[CREATE] == 1 and backend.account.startswith(env.url)
+    answer = backend.generate(last.result_model, None, MODEL, [[{"role": "user", "content": "Capital of country 3?"}]])
+    assert answer == ['{"capital": "City 3"}']  # through /deployments/<model>/chat/completions
+    assert env.requests[("POST", f"/deployments/{last.result_model}/chat/completions")] == 1
+    bare = httpx.get(f"{env.url}/openai/fine_tuning/jobs/{job_id}", headers={"api-key": KEY})
+    assert bare.status_code == 404  # no api-version: no such resource, as on Azure
+
+
+def test_the_openai_guarantees_hold_on_azure(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")
+    spec = make_spec(tmp_path)
+    env.faults.add("drop_after", *CREATE)
+    job_id = AzureOpenAIBackend().start(spec, MemoryUploads())
+    assert [j.id for j in env.state.jobs.values() if (j.metadata or {}).get("ftm_run_id") == spec.run_id] == [job_id]
+    assert env.requests[CREATE] == 1 and env.api_versions == {"2024-10-21"}  # found by metadata, not posted again
+
+
+def test_azure_refusals_name_azures_settings(env, tmp_path, monkeypatch):
+    env.faults.add("403")
+    with pytest.raises(Refused) as caught:
+        AzureOpenAIBackend().start(make_spec(tmp_path), MemoryUploads())
+    assert "Azure OpenAI denied permission (403" in caught.value.line() and "ftm rerun" not in caught.value.line()
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-wrong-key")
+    with pytest.raises(Refused, match="Azure OpenAI rejected the API key read from AZURE_OPENAI_API_KEY"):
+        AzureOpenAIBackend().start(make_spec(tmp_path), MemoryUploads())
+    monkeypatch.delenv("AZURE_OPENAI_ENDPOINT")
+    with pytest.raises(Refused, match="AZURE_OPENAI_ENDPOINT is not set"):
+        AzureOpenAIBackend().start(make_spec(tmp_path), MemoryUploads())
+    monkeypatch.delenv("AZURE_OPENAI_API_KEY")
+    with pytest.raises(Refused, match="AZURE_OPENAI_API_KEY is not set"):
+        AzureOpenAIBackend().start(make_spec(tmp_path), MemoryUploads())
+
+
+def test_ftm_submit_backend_azure(env, chat_file, ftm_home, monkeypatch):
+    monkeypatch.setenv("FTM_POLL_SCALE", "0.05")
+    result = ftm("submit", chat_file, "--backend", "azure", "--epochs", "2", "--wait", "--json")
+    assert result.code == 0, result
+    run = result.json()
+    assert run["backend"] == "azure" and run["base_model"] == MODEL and run["status"] == "succeeded"
+    assert run["result_model"] == env.state.jobs[run["provider_job_id"]].fine_tuned_model
+    assert [r["id"] for r in ftm("runs", "--backend", "azure", "--json").json()] == [run["id"]]
+    assert KEY not in result.out + result.err
