@@ -125,6 +125,8 @@ class Backend(abc.ABC):
     account: str = ""
     # the rate learning_rate_multiplier scales, where the backend documents one (re-runs map on it)
     base_learning_rate: ClassVar[float | None] = None
+    # the provider whose data rules submit applies before uploading (ftmanager.data.providers)
+    data_rules: ClassVar[str | None] = None
 
     @abc.abstractmethod
     def start(self, spec: RunSpec, uploads: Uploads) -> str:

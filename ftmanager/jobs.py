@@ -57,7 +57,9 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
     _check_suffix_seed(suffix, seed)
     hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in HYPERPARAMETERS}
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
-    report = _refuse_invalid(train, model)
+    report = _refuse_invalid(train, model, impl.data_rules)
+    if valid and impl.data_rules:
+        _refuse_invalid(valid, model, impl.data_rules)
     row = {"id": _new_run_id(), "backend": backend, "base_model": model, "dataset_id": train["id"],
            "validation_dataset_id": valid["id"] if valid else None, "split": split_info,
            "hyperparameters": hp, "options": options or {}, "suffix": suffix, "seed": seed,
@@ -120,15 +122,17 @@ def _training_data(dataset_ref, validation, split, seed, model) -> tuple[dict, d
     return train, None, None
 
 
-def _refuse_invalid(ds: dict, model: str):
-    """Refuse, before anything is recorded, data the provider would reject; else its Report."""
+def _refuse_invalid(ds: dict, model: str, provider: str | None = None):
+    """Refuse, before anything is recorded, data the provider would reject (by its own rules
+    too, where the backend names them); else its Report."""
     from . import data
 
-    report = data.validate(Path(ds["path"]), model=model)
+    report = data.validate(Path(ds["path"]), model=model, provider=provider)
     if not report.ok:
+        rules = f" --provider {provider}" if provider else ""
         raise InvalidInput(
             f"dataset {ds['id'][:12]} has {report.n_errors():,} problem(s) for {model} (first: {report.first_error()})",
-            f"Run `ftm datasets validate {ds['path']} --model {model}` to see them all.",
+            f"Run `ftm datasets validate {ds['path']} --model {model}{rules}` to see them all.",
         )
     return report
 

@@ -208,8 +208,8 @@ def error_response(err: ApiError, srv) -> Response:
 async def respond(result) -> Response:
     if isinstance(result, Raw):
         if result.data is not None:
-            return Response(result.data, media_type=result.content_type)
-        return FileResponse(result.path, media_type=result.content_type)
+            return Response(result.data, result.status, result.headers, media_type=result.content_type)
+        return FileResponse(result.path, headers=result.headers, media_type=result.content_type)
     if isinstance(result, Stream):
         return await _event_stream(result.events)
     return json_response(result)

@@ -83,8 +83,9 @@ class Raw:
     """A non-JSON response body: bytes, or a file streamed from disk."""
 
     def __init__(self, data: bytes | None = None, path: Path | None = None,
-                 content_type: str = "application/octet-stream"):
+                 content_type: str = "application/octet-stream", status: int = 200, headers: dict | None = None):
         self.data, self.path, self.content_type = data, path, content_type
+        self.status, self.headers = status, headers  # e.g. a redirect (Together's upload flow)
 
 
 class Stream:

@@ -50,13 +50,18 @@ def validate(
     file: Path = typer.Argument(..., help="The file to check."),
     model: str = typer.Option(None, "--model", "-m", help="Check token limits and prices for this model."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMATS),
+    provider: str = typer.Option(None, "--provider", help="Also apply this provider's rules: together or fireworks."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Report every problem per line, then token statistics and the cost estimate."""
     from .. import data
     from ..data.models import checked_model
+    from ..data.providers import provider_model, rules
 
-    report = data.validate(file, model=checked_model(model), fmt=fmt)
+    if provider:
+        rules(provider)  # an unknown provider is one line, before the file is read
+        model = model or provider_model(provider)
+    report = data.validate(file, model=checked_model(model), fmt=fmt, provider=provider)
     if as_json:
         emit_json(report.as_dict())
     else:

@@ -39,6 +39,7 @@ class Job:
     encoding: str
     limit: int | None
     keep: bool = False  # also hand back each example's canonical line (to store from this read)
+    provider: str | None = None  # also apply this provider's rules (data.providers)
 
 
 @dataclass
@@ -91,6 +92,8 @@ def check_records(records, job: Job) -> Part:
             part.problems.append((n, "invalid_json", "holds a value that cannot be written back as UTF-8 JSON (a lone surrogate escape?)", True))
             continue
         tokens, trained, n_messages, has_system = check_example(example, found, count)
+        if job.provider and not any(error for _, _, error in found):
+            _provider_problem(example, job.provider, found)
         if found:
             part.problems.extend((n, code, message, error) for code, message, error in found)
             found.clear()
@@ -106,6 +109,14 @@ def check_records(records, job: Job) -> Part:
         part.n_messages.append(n_messages)
         part.no_system += not has_system
     return part
+
+
+def _provider_problem(example: dict, provider: str, found: list) -> None:
+    from .providers import problem
+
+    why = problem(example, provider)
+    if why:
+        found.append(("provider_rule", why, True))
 
 
 def check_block(first: int, block: bytes, job: Job) -> Part:
@@ -249,18 +260,20 @@ def _index(path, fmt: str) -> HashIndex:
     return index
 
 
-def validate(path, model: str | None = None, fmt: str = "auto", against=None, workers: int | None = None) -> Report:
+def validate(path, model: str | None = None, fmt: str = "auto", against=None, workers: int | None = None,
+             provider: str | None = None) -> Report:
     """Every problem of a dataset file, per line, with token statistics for `model`.
 
     against: another dataset file (e.g. the training set) whose examples must not reappear.
     workers: processes to check with (None: one per core for big files, 1: this process).
+    provider: also apply that provider's rules (data.providers: together, fireworks).
     """
     with Source(path) as source:
-        return check_source(source, model, fmt, against, workers)
+        return check_source(source, model, fmt, against, workers, provider=provider)
 
 
 def check_source(source: Source, model: str | None = None, fmt: str = "auto", against=None,
-                 workers: int | None = None, keep=None) -> Report:
+                 workers: int | None = None, keep=None, provider: str | None = None) -> Report:
     """validate() of an open Source; keep(part) gets each Part with its canonical lines, in
     file order, so a caller can store exactly what was checked from this one read."""
     fmt = resolve_format(source, fmt)
@@ -271,12 +284,17 @@ def check_source(source: Source, model: str | None = None, fmt: str = "auto", ag
     if source.bom:
         report.add(1, "bom", "the file starts with a UTF-8 byte-order mark (ftm strips it)", False)
     other = (shown(against), _index(against, "auto")) if against is not None else None
-    job = Job(fmt, tokenizer.used, info.context_limit, keep=keep is not None)
+    job = Job(fmt, tokenizer.used, info.context_limit, keep=keep is not None, provider=provider)
     totals = _Totals()
     for part in _parts(source, job, workers):
         _merge(part, totals, report, other)
         if keep is not None:
             keep(part)
+    if provider:
+        from .providers import file_problems
+
+        for code, message in file_problems(provider, totals.records, source.size()):
+            report.add(None, code, message, True)
     _finish(report, totals, info, tokenizer)
     return report
 

@@ -1,0 +1,379 @@
+"""The Together AI backend: upload once per account, create the job, follow it, bring its weights home.
+
+Talks to TOGETHER_BASE_URL (default api.together.ai) with TOGETHER_API_KEY (and
+TOGETHER_PROJECT_ID) through the official `together` SDK, imported only when a job is started,
+polled or pulled. Together's jobs carry no metadata, so the run id rides in the job's suffix
+(`mysuffix-run-1a2b3c4d`, within Together's 40 characters): after an ambiguous create, find()
+looks the job up by it before anything is created again, so a run never has two jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads
+from ftmanager.errors import BackendError, FtmError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
+from ftmanager.facts import SUCCEEDED, auto_epochs, is_terminal
+from ftm_backends.openai import OpenAIBackend
+from ftm_backends.openai.sdk import backoff, retry_after
+
+from . import progress
+
+KEY_ENV, URL_ENV, PROJECT_ENV = "TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETHER_PROJECT_ID"
+DEFAULT_BASE_URL = "https://api.together.ai"
+BASE_LEARNING_RATE = 1e-5  # Together's default rate: what learning_rate_multiplier scales
+MAX_SUFFIX = 40  # Together's limit; the run id takes 13 of them
+METHODS = ("lora", "full")
+OPTIONS = {
+    "learning_rate": Option(f"learning rate outright (default: {BASE_LEARNING_RATE:g} x learning_rate_multiplier)", float),
+    "method": Option("lora, or full (every weight; no adapter to pull, only merged weights)", str, "lora"),
+    "lora_r": Option("LoRA rank (default: the model's, from Together's limits)", int),
+    "lora_alpha": Option("LoRA alpha (default: twice the rank)", int),
+    "lora_dropout": Option("dropout on the LoRA input", float, 0.0),
+    "target_modules": Option("comma-separated module names, or all-linear", str, "all-linear"),
+    "max_length": Option("max_seq_length: tokens per example (default: the model's)", int),
+    "warmup_ratio": Option("share of steps spent warming the learning rate up", float, 0.0),
+    "n_checkpoints": Option("checkpoints Together keeps", int, 1),
+    "n_evals": Option("validation passes during training (default: 1 per epoch with a validation set)", int),
+    "train_on_inputs": Option("auto, true or false: also train on user turns", str, "auto"),
+}
+
+
+def tagged_suffix(suffix: str | None, run_id: str) -> str:
+    """The suffix Together gets: the user's (shortened to fit) and our run id, which find() looks for."""
+    if not suffix:
+        return run_id
+    return f"{suffix[: MAX_SUFFIX - len(run_id) - 1]}-{run_id}"
+
+
+class TogetherBackend(Backend):
+    """Fine-tuning jobs on Together AI (or a server speaking its API) through the official SDK."""
+
+    name = "together"
+    description = ("Together AI's fine-tuning API (LoRA or full), via TOGETHER_BASE_URL; "
+                   "`ftm pull` brings the weights home")
+    options = OPTIONS
+    base_learning_rate = BASE_LEARNING_RATE
+    data_rules = "together"  # submit refuses, before uploading, data Together would reject
+    poll_interval = OpenAIBackend.poll_interval  # the same backoff, on the statuses once mapped
+
+    def __init__(self, *, max_retries: int = 2, timeout: float = 60.0):
+        self.base_url = (os.environ.get(URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self.where = without_userinfo(self.base_url)
+        self.project = os.environ.get(PROJECT_ENV) or None
+        self.account = f"{self.where} project={self.project or '-'}"
+        self.max_retries, self.timeout = max_retries, timeout
+        self._client = None
+
+    # --- the SDK and its errors ------------------------------------------------------------
+
+    @property
+    def client(self):
+        """The SDK client, built on first use (importing together costs start-up time)."""
+        if self._client is None:
+            key = os.environ.get(KEY_ENV)
+            if not key:  # nothing can reach Together, so no job can exist: a definite refusal
+                raise Refused(f"no Together API key: {KEY_ENV} is not set",
+                              f"Set {KEY_ENV}, or run `ftm standin --provider together` and point {URL_ENV} at it.")
+            import together
+
+            self._client = together.Together(api_key=key, base_url=self.base_url, project_id=self.project,
+                                             max_retries=self.max_retries, timeout=self.timeout)
+        return self._client
+
+    @contextmanager
+    def _refusals(self):
+        """Together's definite refusals as Refused (its missing objects as NotFound); the rest propagate."""
+        import together
+
+        try:
+            yield
+        except together.AuthenticationError:
+            raise Refused(f"Together rejected the API key read from {KEY_ENV} (401 at {self.where})",
+                          f"Check the key in {KEY_ENV} (and {PROJECT_ENV}).") from None
+        except (together.BadRequestError, together.UnprocessableEntityError, together.PermissionDeniedError) as err:
+            raise Refused(f"Together refused the request: {self._said(err)}", "Fix that and try again.") from None
+        except together.NotFoundError as err:
+            raise NotFound(f"Together has no such object: {self._said(err)}", f"Check the id (account {self.account}).") from None
+
+    @contextmanager
+    def _answered(self):
+        """_refusals, and a Together that did not answer (after the SDK's retries) as one line."""
+        import together
+
+        try:
+            with self._refusals():
+                yield
+        except (together.APIConnectionError, together.InternalServerError, together.RateLimitError) as err:
+            raise BackendError(f"Together at {self.where} did not answer ({type(err).__name__})",
+                               f"Check the network and {URL_ENV}, then run the command again; nothing was lost.") from None
+
+    def _said(self, err) -> str:
+        body = err.body if isinstance(getattr(err, "body", None), dict) else {}
+        said = body.get("error") if isinstance(body.get("error"), dict) else body
+        text = str(said.get("message") or getattr(err, "message", err))
+        key = os.environ.get(KEY_ENV)
+        return without_userinfo(text.replace(key, "***") if key else text)
+
+    # --- starting --------------------------------------------------------------------------
+
+    def start(self, spec: RunSpec, uploads: Uploads) -> str:
+        """Upload the data (once per account), then create the job with our run id in its suffix."""
+        training = self._ensure_file(spec.training_file, spec.dataset_id, uploads)
+        validation = None
+        if spec.validation_file:
+            validation = self._ensure_file(spec.validation_file, spec.validation_dataset_id or f"{spec.dataset_id}-v", uploads)
+        return self._create(spec, self._job_params(spec, training, validation, self._limits(spec.base_model)))
+
+    def _limits(self, model: str):
+        """The model's limits (the SDK's own first call; its 404 means Together trains no such model)."""
+        try:
+            with self._refusals():
+                return self.client.fine_tuning.model_limits(model_name=model)
+        except NotFound:
+            raise Refused(f"Together does not fine-tune {model}",
+                          "Choose a model it does (`ftm rerun` maps OpenAI's through the base-model table).") from None
+
+    def _ensure_file(self, path: Path, dataset_id: str, uploads: Uploads) -> str:
+        with uploads.lock(dataset_id, self.account):  # concurrent submits wait, then reuse it
+            file_id = uploads.get(dataset_id, self.account)
+            if file_id and self._still_there(file_id):
+                return file_id
+            if file_id:
+                uploads.forget(dataset_id, self.account)
+            with self._refusals():  # ftm checked the data by Together's rules already: no second read
+                file_id = self.client.files.upload(file=Path(path), purpose="fine-tune", check=False).id
+            uploads.put(dataset_id, self.account, file_id, os.path.getsize(path))
+        return file_id
+
+    def _still_there(self, file_id: str) -> bool:
+        try:
+            with self._refusals():
+                self.client.files.retrieve(file_id)
+        except NotFound:
+            return False
+        return True
+
+    def _job_params(self, spec: RunSpec, training: str, validation: str | None, limits) -> dict:
+        hp, opts = self.resolve(spec), spec.options
+        lora = hp["method"] == "lora"
+        params = {"training_file": training, "model": spec.base_model, "n_epochs": hp["n_epochs"],
+                  "batch_size": self._batch(hp["batch_size"], limits, lora), "learning_rate": hp["learning_rate"],
+                  "lora": lora, "suffix": tagged_suffix(spec.suffix, spec.run_id), "model_limits": limits,
+                  "training_method": "sft", "train_on_inputs": _on_inputs(opts.get("train_on_inputs", "auto")),
+                  "warmup_ratio": float(opts.get("warmup_ratio", 0.0)), "n_checkpoints": int(opts.get("n_checkpoints", 1))}
+        if lora:
+            params.update(lora_r=_int(opts.get("lora_r")), lora_alpha=_int(opts.get("lora_alpha")),
+                          lora_dropout=float(opts.get("lora_dropout", 0.0)),
+                          lora_trainable_modules=opts.get("target_modules", "all-linear"))
+        if validation:
+            params.update(validation_file=validation, n_evals=int(opts.get("n_evals") or hp["n_epochs"]))
+        optional = {"random_seed": spec.seed, "max_seq_length": _int(opts.get("max_length"))}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return params
+
+    @staticmethod
+    def _batch(batch, limits, lora: bool):
+        """batch_size within the model's limits ("max" for auto): Together refuses any other."""
+        if batch in (None, "auto"):
+            return "max"
+        bounds = limits.lora_training if lora else limits.full_training
+        return max(bounds.min_batch_size, min(bounds.max_batch_size, int(batch))) if bounds else int(batch)
+
+    def _create(self, spec: RunSpec, params: dict) -> str:
+        """Create the job; after an ambiguous failure, look for it before creating again."""
+        import together
+
+        client = self.client.with_options(max_retries=0)
+        last = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                with self._refusals():
+                    return client.fine_tuning.create(**params).id
+            except ValueError as err:  # the SDK refused the settings before sending anything
+                raise Refused(f"Together's SDK refused the job's settings: {err}", "Fix that and try again.") from None
+            except together.RateLimitError as err:  # refused, so nothing was created
+                last, wait = err, retry_after(err) or backoff(attempt)
+            except (together.APIConnectionError, together.InternalServerError) as err:
+                last = err
+                time.sleep(backoff(attempt))  # give Together a moment to list what it may have made
+                found, wait = self.find(spec.run_id), 0
+                if found:
+                    return found
+            if attempt < self.max_retries:
+                time.sleep(wait)
+        raise last
+
+    def find(self, run_id: str) -> str | None:
+        """The job whose suffix carries our run id, if one exists (the oldest, should there be several)."""
+        with self._answered():
+            jobs = self.client.fine_tuning.list().data
+        mine = [j for j in jobs if (j.suffix or "").endswith(run_id) or run_id in (j.x_model_output_name or "")]
+        return min(mine, key=lambda j: str(j.created_at or "")).id if mine else None
+
+    # --- following -------------------------------------------------------------------------
+
+    def poll(self, job_id: str, cursor: dict) -> Progress:
+        """The job's status and everything new since cursor; nothing is consumed on failure."""
+        cursor = dict(cursor or {})
+        with self._answered():
+            job = self.client.fine_tuning.retrieve(job_id).to_dict()
+            raw = job.get("events")
+            raw = raw if raw is not None else self.client.fine_tuning.list_events(job_id).to_dict()["data"]
+            rows = self._metrics(job_id, job["status"], cursor)
+        word = job["status"]
+        status = progress.status(word, cursor)
+        events = progress.status_event(job_id, word, cursor, progress.when(job.get("updated_at")) or time.time())
+        events += progress.new_events(raw, cursor)
+        metrics = progress.metrics(rows, cursor)
+        checkpoints = self._checkpoints(job_id, status, events, cursor)
+        cursor["status"] = status
+        return self._progress(job, status, cursor, events, metrics, checkpoints, raw)
+
+    def _metrics(self, job_id: str, word: str, cursor: dict) -> list[dict]:
+        """Step metrics newer than the cursor's, asked for while training and once at the end."""
+        if word in ("pending", "queued") or cursor.get("metrics_final"):
+            return []
+        cursor["metrics_final"] = is_terminal(progress.status(word, cursor))
+        page = self.client.fine_tuning.list_metrics(job_id, global_step_from=cursor.get("metric_step", 0) + 1)
+        return page.metrics or []
+
+    def _checkpoints(self, job_id: str, status: str, events, cursor: dict) -> list:
+        """Checkpoints not yet reported, asked for only when an event or the end says so."""
+        announced = any((e.data or {}).get("type") == "checkpoint_save" for e in events)
+        final = status == SUCCEEDED and not cursor.get("checkpoints_final")
+        if not (announced or final):
+            return []
+        cursor["checkpoints_final"] = cursor.get("checkpoints_final") or final
+        with self._answered():
+            rows = self.client.fine_tuning.list_checkpoints(job_id).to_dict()["data"]
+        return progress.checkpoints(rows, job_id, cursor)
+
+    def _progress(self, job: dict, status: str, cursor, events, metrics, checkpoints, raw) -> Progress:
+        done = status == SUCCEEDED
+        trained = (job.get("token_count") or 0) * (job.get("n_epochs") or 1) if done else None
+        totals = [e.get("total_steps") for e in raw if e.get("total_steps")]
+        return Progress(
+            status=status, cursor=cursor, events=events, metrics=metrics, checkpoints=checkpoints,
+            hyperparameters=progress.hyperparameters(job, BASE_LEARNING_RATE) if status != "validating_files" else None,
+            result_model=job.get("model_output_name") if done else None, trained_tokens=trained,
+            actual_cost=self._cost(job, trained), total_steps=max(totals) if totals else None,
+            error=progress.error(raw) if status == "failed" else None,
+            finished_at=progress.when(job.get("updated_at")) if is_terminal(status) else None,
+        )
+
+    def _cost(self, job: dict, tokens: int | None) -> float | None:
+        full = (job.get("training_type") or {}).get("type") == "Full"
+        price = price_per_1m(job.get("model") or "", full)
+        return None if tokens is None or price is None else tokens * price / 1e6
+
+    # --- the rest of the contract ------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> None:
+        with self._answered():
+            self.client.fine_tuning.cancel(job_id)
+
+    def download(self, job_id: str, result_model: str | None, out_dir: Path, merged: bool = False) -> Path:
+        """The job's adapter (or merged weights) through the SDK's download manager (streamed to a
+        file, resumed after a dropped connection), then unpacked."""
+        from together.lib import DownloadManager
+
+        from ftmanager.pulls import unpack
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        archive = out_dir / ".download.tar.zst"
+        url = f"/v1/finetune/download?ft_id={job_id}&checkpoint={'merged' if merged else 'adapter'}"
+        with self._answered():
+            DownloadManager(self.client).download(url=url, output=archive, remote_name=result_model,
+                                                  fetch_metadata=False)
+        try:
+            return unpack(archive, out_dir, self.name)
+        finally:
+            archive.unlink(missing_ok=True)
+
+    def resolve(self, spec: RunSpec) -> dict:
+        """The settings as the job will use them: epochs by ftm's auto rule, batch "max" for auto."""
+        hp, opts = dict(spec.hyperparameters), spec.options
+        if hp.get("n_epochs", "auto") in (None, "auto"):
+            hp["n_epochs"] = auto_epochs(spec.n_examples) or 1
+        multiplier = hp.get("learning_rate_multiplier", "auto")
+        multiplier = 1.0 if multiplier in (None, "auto") else float(multiplier)
+        rate = opts.get("learning_rate")
+        hp.update(learning_rate=float(rate) if rate is not None else BASE_LEARNING_RATE * multiplier,
+                  method=opts.get("method", "lora"))
+        hp.setdefault("batch_size", "auto")
+        return hp
+
+    def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
+        """Billed tokens times the model's price per 1M (LoRA's or full training's) from models.toml."""
+        price = price_per_1m(spec.base_model, spec.options.get("method") == "full")
+        return None if billed_tokens is None or price is None else billed_tokens * price / 1e6
+
+    def check_model(self, model: str) -> None:
+        """Refuse at submit a model that only OpenAI trains, naming the one Together trains instead."""
+        from ftmanager import basemodels
+
+        row = basemodels.row_of(model)
+        if row is not None and "together" not in row.ids and {"openai", "azure"} & set(row.ids):
+            found = basemodels.model_on(model, "openai", "together")
+            raise InvalidInput(f"{model} is OpenAI's: Together does not train it",
+                               f"Use an open model, e.g. --model {found[0]} (the base-model table's choice)."
+                               if found else "Pass an open model with --model.")
+
+    def check_options(self, options: dict) -> None:
+        """Refuse unknown options and values Together never takes, before the run is recorded."""
+        super().check_options(options)
+        if options.get("method", "lora") not in METHODS:
+            raise InvalidInput(f"option method must be lora or full, not {options['method']!r}",
+                               "Together trains LoRA adapters or every weight (-p method=full).")
+        for name in ("lora_r", "lora_alpha", "max_length", "n_checkpoints", "n_evals"):
+            if options.get(name) is not None and (_int(options[name]) or 0) < 1:
+                raise InvalidInput(f"option {name} must be a whole number of at least 1", f"Use e.g. -p {name}=8.")
+        for name in ("learning_rate", "lora_dropout", "warmup_ratio"):
+            _float(options, name)
+        _on_inputs(options.get("train_on_inputs", "auto"))
+
+    def generate(self, result_model, result_path, base_model, conversations, max_new_tokens=256):
+        raise Unsupported("a Together run answers here once its weights are pulled",
+                          "Run `ftm pull RUN` first (it brings the adapter home).")
+
+
+def price_per_1m(model: str, full: bool = False) -> float | None:
+    """USD per 1M training tokens from models.toml (full training's price where it has one)."""
+    from ftmanager.data.models import model_info, table
+
+    try:
+        info = model_info(model)
+        fields = table()["models"].get(info.entry or "", {})
+    except (FtmError, OSError, ValueError):  # an unreadable table: no price rather than no poll
+        return None
+    price = fields.get("full_train_usd_per_1m") if full else None
+    return float(price) if price is not None else info.price_per_1m_train
+
+
+def _int(value) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return 0
+
+
+def _float(options: dict, name: str) -> None:
+    try:
+        value = float(options[name]) if options.get(name) is not None else 0.0
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise InvalidInput(f"option {name} must be a number of at least 0, not {options[name]!r}", f"Use e.g. -p {name}=0.1.")
+
+
+def _on_inputs(value):
+    text = str(value).strip().lower()
+    if text not in ("auto", "true", "false"):
+        raise InvalidInput(f"option train_on_inputs must be auto, true or false, not {value!r}", "Use -p train_on_inputs=auto.")
+    return text if text == "auto" else text == "true"
