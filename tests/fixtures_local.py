@@ -52,6 +52,27 @@ def build_tiny_llama(path: Path, hidden: int = 32, layers: int = 2) -> Path:
     return path
 
 
+def build_tiny_gpt2(path: Path, hidden: int = 32, layers: int = 2) -> Path:
+    """A randomly initialised tiny GPT-2 as the classic walk-throughs have it: a base model with
+    no chat template, `<|endoftext|>` for BOS, EOS and unknown, and no padding token."""
+    import torch
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    eos = "<|endoftext|>"
+    vocab = {tok: i for i, tok in enumerate([eos] + sorted(set(string.printable) - set("\x0b\x0c\r")))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token=eos))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token=eos, eos_token=eos, bos_token=eos)
+    config = GPT2Config(vocab_size=len(vocab), n_embd=hidden, n_layer=layers, n_head=4, n_positions=512,
+                        bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def chat(question: str, answer: str, system: str | None = None) -> dict:
     msgs = [{"role": "system", "content": system}] if system else []
     return {"messages": msgs + [{"role": "user", "content": question},
@@ -89,6 +110,11 @@ def tiny_spec(tmp: Path, model: Path, rows: list[dict] | None = None, run_id: st
 def tiny_llama(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
 @pytest.fixture(scope="session")

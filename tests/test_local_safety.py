@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 from ftm_backends.local import LocalBackend, progress  # noqa: E402
 from ftm_backends.local.train import restore  # noqa: E402
+from ftm_backends.local.options import resolve_options  # noqa: E402
 from ftmanager.errors import FtmError  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def test_a_crafted_checkpoint_state_runs_no_code(tmp_path):
     opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     with pytest.raises(FtmError, match="holds more than tensors and numbers"):
-        restore(ckpt, opt, sched)
+        restore(ckpt, opt, sched, resolve_options({}))
     assert not marker.exists()
 
 

@@ -1,4 +1,4 @@
-"""The local backend: QLoRA fine-tuning in a detached worker process on this machine.
+"""The local backend: QLoRA, LoRA or full fine-tuning in a detached worker process on this machine.
 
 start() writes the run's spec into its run directory and launches the worker
 (`python -m ftm_backends.local.worker`, or `accelerate launch` for more than one GPU); poll()
@@ -26,7 +26,8 @@ from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused
 from . import progress
 from .launch import start_worker, wait_gone
 from .model import check_base
-from .options import BASE_LEARNING_RATE, OPTIONS, resolve_hyperparameters, resolve_options
+from .options import (BASE_LEARNING_RATE, FULL_LEARNING_RATE, OPTIONS, needs_validation,
+                      resolve_hyperparameters, resolve_options)
 
 # bitsandbytes logs, on importing on a CPU with AVX512-BF16, that it could not fetch a fused
 # kernel from the Hugging Face hub (the `kernels` package). ftm never takes that path (see
@@ -35,8 +36,9 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda r: "kernels-
 
 class LocalBackend(Backend):
     name = "local"
-    description = (f"QLoRA/LoRA fine-tuning on this machine (transformers + peft + bitsandbytes); "
-                   f"base learning rate {BASE_LEARNING_RATE:g} x learning_rate_multiplier")
+    description = (f"QLoRA, LoRA or full fine-tuning on this machine (transformers + peft + bitsandbytes); "
+                   f"base learning rate {BASE_LEARNING_RATE:g} (full: {FULL_LEARNING_RATE:g}) "
+                   f"x learning_rate_multiplier")
     default_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
     options = OPTIONS
     base_learning_rate = BASE_LEARNING_RATE
@@ -57,6 +59,7 @@ class LocalBackend(Backend):
         try:  # refuse for good what can never run, before anything runs
             opts = resolve_options(spec.options)
             check_base(spec.base_model or self.default_model)
+            needs_validation(opts, spec.validation_file)
         except InvalidInput as err:
             raise Refused(err.what, err.next_step) from None
         run_dir = Path(spec.run_dir).resolve()

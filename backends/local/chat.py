@@ -13,6 +13,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from . import templates
+
 IGNORE = -100
 
 
@@ -40,10 +42,11 @@ def _prepare(messages: list[dict], template: str) -> list[dict]:
     return out
 
 
-def _render(tokenizer, messages, tools, generation_prompt=False) -> str:
+def _render(tokenizer, messages, tools, generation_prompt=False, template: str = "chat") -> str:
     kwargs = {"tools": tools} if tools else {}
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=generation_prompt, **kwargs
+        messages, tokenize=False, add_generation_prompt=generation_prompt,
+        chat_template=templates.source(tokenizer, template), **kwargs
     )
 
 
@@ -51,43 +54,42 @@ def _common_prefix(a: str, b: str) -> int:
     return len(os.path.commonprefix([a, b]))
 
 
-def _prompt_before(tokenizer, messages: list[dict], i: int, tools) -> str:
+def _prompt_before(tokenizer, messages: list[dict], i: int, tools, template: str) -> str:
     """The rendering that comes before assistant message i: what the model is prompted with."""
     if i:
-        return _render(tokenizer, messages[:i], tools, generation_prompt=True)
+        return _render(tokenizer, messages[:i], tools, True, template)
     # The first message: templates add their default system prompt only once a message exists
     # (SmolLM2's does), so render it with a placeholder for its content and cut there.
-    placeholder = _render(tokenizer, [{**messages[0], "content": _MARK}], tools)
+    placeholder = _render(tokenizer, [{**messages[0], "content": _MARK}], tools, False, template)
     return placeholder[:placeholder.find(_MARK)] if _MARK in placeholder else ""
 
 
 _MARK = "\ue000ftm-content\ue000"  # private-use characters: no template or data holds them
 
 
-def trained_spans(tokenizer, example: dict) -> tuple[str, list[tuple[int, int]]]:
+def trained_spans(tokenizer, example: dict, template: str = "chat") -> tuple[str, list[tuple[int, int]]]:
     """The full rendering and the character spans of assistant turns whose weight is 1."""
     raw = example["messages"]
-    messages = _prepare(raw, tokenizer.chat_template or "")
+    messages = _prepare(raw, templates.source(tokenizer, template) or tokenizer.chat_template)
     tools = example.get("tools")
     spans = []
     for i, msg in enumerate(raw):
         if msg.get("role") != "assistant" or msg.get("weight", 1) == 0:
             continue
-        upto = _render(tokenizer, messages[: i + 1], tools)
-        spans.append((_common_prefix(_prompt_before(tokenizer, messages, i, tools), upto), len(upto)))
-    return _render(tokenizer, messages, tools), spans
+        upto = _render(tokenizer, messages[: i + 1], tools, False, template)
+        spans.append((_common_prefix(_prompt_before(tokenizer, messages, i, tools, template), upto), len(upto)))
+    return _render(tokenizer, messages, tools, False, template), spans
 
 
 def prompt_text(tokenizer, messages: list[dict], template: str = "chat") -> str:
     """The text a model trained in `template` continues with the next assistant turn of messages."""
-    if template != "chat":
-        raise ValueError(f"unknown prompt template {template!r}")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prepared = _prepare(messages, templates.source(tokenizer, template) or tokenizer.chat_template)
+    return _render(tokenizer, prepared, None, True, template)
 
 
-def encode(tokenizer, example: dict, max_length: int) -> Encoded:
-    """Token ids and labels for one chat example, truncated to max_length tokens."""
-    text, spans = trained_spans(tokenizer, example)
+def encode(tokenizer, example: dict, max_length: int, template: str = "chat") -> Encoded:
+    """Token ids and labels for one chat example (written in `template`), truncated to max_length tokens."""
+    text, spans = trained_spans(tokenizer, example, template)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, labels = enc["input_ids"], []
     for tok, (start, end) in zip(ids, enc["offset_mapping"]):
@@ -99,11 +101,12 @@ def encode(tokenizer, example: dict, max_length: int) -> Encoded:
     return Encoded(ids[:max_length], labels[:max_length], truncated)
 
 
-def encode_all(tokenizer, examples: list[dict], max_length: int) -> tuple[list[Encoded], dict]:
+def encode_all(tokenizer, examples: list[dict], max_length: int,
+               template: str = "chat") -> tuple[list[Encoded], dict]:
     """Encode a dataset; counts of truncated and dropped (nothing left to train) examples."""
     kept, stats = [], {"examples": len(examples), "truncated": 0, "dropped": 0, "dropped_lines": []}
     for line, example in enumerate(examples, 1):
-        enc = encode(tokenizer, example, max_length)
+        enc = encode(tokenizer, example, max_length, template)
         stats["truncated"] += enc.truncated
         if enc.n_trained == 0:
             stats["dropped"] += 1

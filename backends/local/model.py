@@ -1,10 +1,12 @@
-"""Find, cache and load base models; wrap them with LoRA (on an NF4 base for QLoRA).
+"""Find, cache and load base models; wrap them with LoRA (on an NF4 base for QLoRA), or train
+them whole; save what a run trained, and say how to load and prompt it again (target).
 
 Heavy: imported by the worker and by generate/export only.
 """
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import importlib.util
 import json
@@ -79,6 +81,7 @@ def _convert_smollm2(final: Path) -> None:
 
 
 BASE_MARKER = "ftm_base_model.txt"  # written beside an adapter: the base it was trained on
+TEMPLATE_MARKER = "ftm_template.txt"  # beside an adapter or a whole model trained in a prompt format
 
 
 @dataclass(frozen=True)
@@ -87,14 +90,41 @@ class Target:
 
     base: str  # a from_pretrained() directory or hub id
     adapter: str | None = None  # a peft adapter directory; None: the base itself (or a fully tuned model)
-    template: str = "chat"  # how prompts are written: "chat" (the tokenizer's chat template)
+    template: str = "chat"  # how prompts are written: "chat" (the tokenizer's chat template), "alpaca", "plain"
 
 
 def target(result_path: str | None, base_model: str | None) -> Target:
-    """How to load and prompt a run's model (an adapter, final or a checkpoint's), or the bare base."""
+    """How to load and prompt a run's model (an adapter or a whole model, final or a
+    checkpoint's), or the bare base."""
     if not result_path:
         return Target(resolve(base_model))
-    return Target(base_of(result_path, base_model), str(result_path))
+    marker = Path(result_path) / TEMPLATE_MARKER
+    template = marker.read_text().strip() if marker.exists() else "chat"
+    if is_whole_model(result_path):  # fully fine-tuned: the model is its own base
+        return Target(str(result_path), None, template)
+    return Target(base_of(result_path, base_model), str(result_path), template)
+
+
+def is_whole_model(folder: str | Path) -> bool:
+    """A saved model to load as it is (full fine-tuning), not an adapter for a base."""
+    return (Path(folder) / "config.json").exists() and not (Path(folder) / "adapter_config.json").exists()
+
+
+def save(model, tok, out: Path, template: str = "chat") -> None:
+    """Save what a run trained: the LoRA adapter (with its base's name) or the whole model,
+    the tokenizer, and the prompt format it was trained in."""
+    from . import templates
+
+    if hasattr(model, "get_base_model"):
+        save_adapter(model, out)
+    else:
+        model.save_pretrained(out)  # safetensors
+    if template != "chat":
+        # the format as the tokenizer's chat template, so an exported model prompts itself the same way
+        tok = copy.copy(tok)
+        tok.chat_template = templates.source(tok, template)
+        (Path(out) / TEMPLATE_MARKER).write_text(template)
+    tok.save_pretrained(out)
 
 
 def save_adapter(model, out: Path) -> None:
@@ -178,17 +208,15 @@ def load_tokenizer(path: str):
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    if not tok.chat_template:
-        raise InvalidInput(f"the model {path} has no chat template", "Choose an instruct/chat model.")
     return tok
 
 
-def load_base(path: str, device: str, quantize: bool):
+def load_base(path: str, device: str, quantize: bool, dtype=None):
     """The base causal LM on device: NF4 4-bit with double quantization when quantize."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    dtype = compute_dtype(device)
+    dtype = dtype or compute_dtype(device)
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
     if quantize:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -218,9 +246,18 @@ def same_math_on_every_cpu(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def trainable(path: str, device: str, opts: dict, seed: int, adapter: Path | None = None):
-    """The model a run trains: LoRA on the base (NF4 when opts say quantize), fresh or adapter's."""
-    return with_lora(load_base(path, device, opts["quantize"]), opts, seed, adapter)
+def trainable(path: str, device: str, opts: dict, seed: int, saved: Path | None = None):
+    """The model a run trains, fresh or as a checkpoint saved it: LoRA on the base (NF4 when
+    opts say quantize), or with method=full the whole model."""
+    if opts["method"] != "full":
+        return with_lora(load_base(path, device, opts["quantize"]), opts, seed, saved)
+    import torch
+
+    # float32 weights: AdamW's small updates vanish when added to bf16 ones
+    model = load_base(str(saved or path), device, quantize=False, dtype=torch.float32)
+    if opts["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def with_lora(model, opts: dict, seed: int, adapter: Path | None = None):

@@ -2,21 +2,23 @@
 
 The answer's tokens are exactly those training would label (chat.encode with every earlier
 assistant turn weighted 0), end-of-turn marker included, so a model's perplexity here is the
-exponential of the loss it would have on that answer. Examples are run in batches of similar
-length, right-padded, in one forward pass each.
+exponential of the loss it would have on that answer, written in the prompt format the model
+was trained in (model.target says which). Examples are run in batches of similar length,
+right-padded, in one forward pass each.
 """
 
 from __future__ import annotations
 
-from . import chat, infer
+from . import chat, infer, model as models
 
 
 def answer_logprobs(result_path: str | None, base_model: str | None, conversations: list[list[dict]],
                     batch_size: int = 16) -> list[tuple[float, int]]:
     """(summed log-probability, token count) of each conversation's last assistant message."""
     tok, model, device = infer.load(result_path, base_model)
+    template = models.target(result_path, base_model).template
     limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
-    encoded = [_encode(tok, c, limit) for c in conversations]
+    encoded = [_encode(tok, c, limit, template) for c in conversations]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     for k in range(0, len(order), batch_size):
@@ -26,11 +28,11 @@ def answer_logprobs(result_path: str | None, base_model: str | None, conversatio
     return results
 
 
-def _encode(tok, conversation: list[dict], limit: int) -> chat.Encoded:
+def _encode(tok, conversation: list[dict], limit: int, template: str) -> chat.Encoded:
     """Token ids with labels on the last assistant message only, as training would label it."""
     *before, answer = conversation
     masked = [{**m, "weight": 0} if m.get("role") == "assistant" else m for m in before]
-    return chat.encode(tok, {"messages": masked + [answer]}, limit)
+    return chat.encode(tok, {"messages": masked + [answer]}, limit, template)
 
 
 def _score_batch(model, device: str, pad_id: int, batch: list[chat.Encoded]) -> list[tuple[float, int]]:

@@ -3,7 +3,8 @@
 `train()` reads as one script: the model and data, how many steps, the optimizer, then the
 loop. Only rank 0 writes the progress file and checkpoints; under DDP every rank trains on
 its share of each optimizer step and the sums are all-reduced, so the loss reported is the
-same as one process would see.
+same as one process would see. The same loop trains LoRA weights (qlora, lora) or every
+weight (full): only what the optimizer is given differs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import batching, chat, model as models, progress
+from . import batching, chat, model as models, progress, templates
 from .options import resolve_hyperparameters, resolve_options
 from ftmanager.errors import InvalidInput
 from ftmanager.facts import PAUSED, RUNNING
@@ -70,57 +71,99 @@ class Run:
 
 
 def train(run: Run, resume: bool) -> None:
-    """Train the run to its last step, waiting while paused; raise Cancelled when cancelled."""
-    # The model, and the examples as token ids with labels on the trained tokens only
+    """Train the run to its last step (or until early stopping), waiting while paused; raise
+    Cancelled when cancelled."""
+    # The model, and the examples as token ids with labels on the trained tokens only, written in
+    # the model's chat template or, for a base model without one, a prompt format
     ckpt = latest_checkpoint(run.dir) if resume else None
     base_path = models.resolve(run.spec["base_model"])
     tok = models.load_tokenizer(base_path)
-    model = models.trainable(base_path, run.device, run.opts, run.seed, ckpt / "adapter" if ckpt else None)
-    train_set, n_examples = encode_file(run, tok, run.spec["training_file"])
-    valid = encode_file(run, tok, run.spec["validation_file"])[0] if run.spec.get("validation_file") else []
+    template = prompt_format(run, tok)
+    model = models.trainable(base_path, run.device, run.opts, run.seed, ckpt / weights(run) if ckpt else None)
+    train_set, n_examples = encode_file(run, tok, run.spec["training_file"], template)
+    valid = encode_file(run, tok, run.spec["validation_file"], template)[0] if run.spec.get("validation_file") else []
     collate = batching.collator(run.opts["packing"], tok.pad_token_id, run.device)
+    save = lambda out: models.save(model, tok, out, template)  # noqa: E731  (adapter or whole model)
 
     # How long: n_epochs passes over the examples, batch_size examples per optimizer step
     hp = resolve_hyperparameters(run.spec.get("hyperparameters") or {}, run.opts, n_examples)
     epochs, batch_size = hp["n_epochs"], hp["batch_size"]
     total = epochs * batching.steps_per_epoch(len(train_set), batch_size)
-    run.report("hyperparameters", hyperparameters={**hp, "seed": run.seed}, total_steps=total)
+    run.report("hyperparameters", hyperparameters={**hp, "template": template, "seed": run.seed},
+               total_steps=total)
 
-    # AdamW on the trainable weights, linear warmup then decay; a checkpoint says where to start
+    # AdamW on the trainable weights (LoRA's, or every one), linear warmup then decay; a
+    # checkpoint says where to start, and what the lowest validation loss was so far
     loss_fn = wrap(run, model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp["learning_rate"],
                             weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
-    step = restore(ckpt, opt, sched) if ckpt else 0
+    step, best = restore(ckpt, opt, sched, run.opts) if ckpt else (0, Best(run.opts))
     if ckpt:
         run.event(f"Resumed from checkpoint at step {step}/{total}")
-    run.event(f"Fine-tuning started: {len(train_set)} examples, {epochs} epochs, {total} steps on {run.device}"
-              + (f" x {run.world} processes (DDP)" if run.world > 1 else ""))
+    run.event(f"Fine-tuning started ({hp['method']}): {len(train_set)} examples, {epochs} epochs, {total} steps "
+              f"on {run.device}" + (f" x {run.world} processes (DDP)" if run.world > 1 else ""))
 
     # The loop: one optimizer step per batch, validation where asked, a checkpoint per epoch
-    lengths = [len(e.input_ids) for e in train_set]
+    # (and at each lower validation loss with keep=best)
+    lengths, grouped = [len(e.input_ids) for e in train_set], not run.opts["packing"]
     every, clock = run.opts["eval_every"], Clock(step)
     loss_fn.train()  # from_pretrained leaves the base in eval mode; validation switches back to this
-    plan = batching.steps(lengths, batch_size, run.seed, epochs, grouped=not run.opts["packing"], start=step)
+    plan = batching.steps(lengths, batch_size, run.seed, epochs, grouped, start=step)
     for step, indices, epoch_end in plan:
         metrics = train_step(run, loss_fn, opt, sched, collate, [train_set[i] for i in indices])
         if valid and (epoch_end or (every and step % every == 0)):
             metrics.update(evaluate(run, loss_fn, collate, valid))
+            best.saw(step, metrics["valid_loss"])
         run.report("metrics", data={"step": step, **metrics, "total_steps": total},
                    eta_seconds=clock.eta(step, total))
         if step % 10 == 0 or step == total:
             run.event(f"Step {step}/{total}: training loss={metrics['train_loss']:.4f}")
-        if epoch_end:
-            checkpoint(run, model, opt, sched, step)
+        saved = epoch_end or best.keeps(step)
+        if saved:
+            checkpoint(run, save, opt, sched, step, best)
+        if best.out_of_patience():
+            run.event(f"Early stopping at step {step}: {best}", level="warn")
+            break
         if step < total and (asked := run.asked()):  # the user paused or cancelled the run
-            if not epoch_end:
-                checkpoint(run, model, opt, sched, step)
+            if not saved:
+                checkpoint(run, save, opt, sched, step, best)
             if asked == PAUSE:
                 asked = wait_while_paused(run, step)
                 clock = Clock(step)  # the pause is no training time
             if asked == CANCEL:
                 raise Cancelled(step)
-    finish(run, model, tok, trained_tokens=epochs * sum(lengths))
+    ran = batching.steps(lengths, batch_size, run.seed, epochs, grouped)  # to count the tokens of the steps run
+    finish(run, save, best, trained_tokens=sum(lengths[i] for s, idx, _ in ran if s <= step for i in idx))
+
+
+class Best:
+    """The lowest validation loss so far and its step: the model keep=best keeps, and what
+    early stopping (early_stopping=N evaluations without a lower loss) watches."""
+
+    def __init__(self, opts: dict, step: int | None = None, loss: float | None = None, since: int = 0):
+        self.keep, self.patience = opts["keep"], opts["early_stopping"]
+        self.step, self.loss, self.since = step, loss, since  # since: evaluations since the best
+
+    def saw(self, step: int, loss: float) -> None:
+        if self.loss is None or loss < self.loss:
+            self.step, self.loss, self.since = step, loss, 0
+        else:
+            self.since += 1
+
+    def keeps(self, step: int) -> bool:
+        """Whether step's weights must be saved: keep=best and step has the lowest loss yet."""
+        return self.keep == "best" and self.step == step
+
+    def out_of_patience(self) -> bool:
+        return bool(self.patience) and self.since >= self.patience
+
+    def state(self) -> dict:
+        return {"step": self.step, "loss": self.loss, "since": self.since}
+
+    def __str__(self) -> str:
+        return (f"the validation loss has not gone below {self.loss:.4f} (step {self.step}) "
+                f"in {self.since} evaluations")
 
 
 class TokenLoss(nn.Module):
@@ -144,6 +187,15 @@ class TokenLoss(nn.Module):
         gold = targets[keep]
         loss = F.cross_entropy(logits, gold, reduction="sum")
         return loss, (logits.argmax(-1) == gold).sum(), keep.sum()
+
+
+def prompt_format(run: Run, tok) -> str:
+    """How the run writes its examples: the model's chat template, or a prompt format (said so
+    when picked because the model has no chat template)."""
+    template, why = templates.choose(tok, run.opts["template"])
+    if why:
+        run.event(why)
+    return template
 
 
 def wrap(run: Run, model) -> nn.Module:
@@ -236,10 +288,10 @@ def read_jsonl(path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def encode_file(run: Run, tok, path) -> tuple[list[chat.Encoded], int]:
+def encode_file(run: Run, tok, path, template: str) -> tuple[list[chat.Encoded], int]:
     """Encode a dataset file, reporting truncated and dropped examples."""
     examples = read_jsonl(path)
-    kept, stats = chat.encode_all(tok, examples, run.opts["max_length"])
+    kept, stats = chat.encode_all(tok, examples, run.opts["max_length"], template)
     name = Path(path).name
     if stats["truncated"]:
         run.event(f"{stats['truncated']} of {len(examples)} examples in {name} were truncated "
@@ -263,24 +315,29 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def checkpoint(run: Run, model, opt, sched, step: int) -> None:
+def weights(run: Run) -> str:
+    """The folder name of what the run trains: the LoRA adapter, or the whole model."""
+    return "model" if run.opts["method"] == "full" else "adapter"
+
+
+def checkpoint(run: Run, save, opt, sched, step: int, best: Best) -> None:
     """Save and report a checkpoint (rank 0); every rank waits until it is on disk."""
     if run.main:
-        path = save_checkpoint(run.dir, model, opt, sched, step)
-        run.report("checkpoint", step=step, path=str(path / "adapter"),
+        path = save_checkpoint(run.dir / "checkpoints", weights(run), save, opt, sched, step, best)
+        run.report("checkpoint", step=step, path=str(path / weights(run)),
                    model_id=f"local:{run.spec['run_id']}:step-{step}")
     if run.world > 1:
         torch.distributed.barrier()
 
 
-def save_checkpoint(run_dir: Path, model, opt, sched, step: int) -> Path:
-    """Adapter + optimizer, scheduler and RNG state, written aside then renamed into place."""
-    root = Path(run_dir) / "checkpoints"
+def save_checkpoint(root: Path, name: str, save, opt, sched, step: int, best: Best) -> Path:
+    """The weights (save() into root/step-N/name) + optimizer, scheduler, RNG state and the
+    best validation loss so far, written aside then renamed into place."""
     final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
-    models.save_adapter(model, tmp / "adapter")
+    save(tmp / name)
     state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "best": best.state()}
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     torch.save(state, tmp / "state.pt")
@@ -292,8 +349,9 @@ def save_checkpoint(run_dir: Path, model, opt, sched, step: int) -> Path:
     return final
 
 
-def restore(ckpt: Path, opt, sched) -> int:
-    """Load a checkpoint's optimizer, scheduler and RNG state; the step it was taken at."""
+def restore(ckpt: Path, opt, sched, opts: dict) -> tuple[int, Best]:
+    """Load a checkpoint's optimizer, scheduler and RNG state; the step it was taken at, and
+    the best validation loss until then."""
     try:  # tensors, numbers and containers only: a crafted pickle in a shared FTM_HOME runs no code
         state = torch.load(ckpt / "state.pt", weights_only=True)
     except pickle.UnpicklingError:
@@ -306,17 +364,24 @@ def restore(ckpt: Path, opt, sched) -> int:
     random.setstate(state["python_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state["step"]
+    return state["step"], Best(opts, **state.get("best", {}))
 
 
-def finish(run: Run, model, tok, trained_tokens: int) -> None:
-    """Save the final adapter with the tokenizer beside it, and report the model."""
+def finish(run: Run, save, best: Best, trained_tokens: int) -> None:
+    """Save the final weights with the tokenizer beside them (keep=best: the best checkpoint's
+    are the run's model), and report the model."""
     if run.main:
-        out = run.dir / "adapter"
-        models.save_adapter(model, out)
-        tok.save_pretrained(out)
+        kept = {}
+        if best.keep == "best" and best.step is not None:
+            out = run.dir / "checkpoints" / f"step-{best.step}" / weights(run)
+            kept = {"kept": "best", "step": best.step, "valid_loss": best.loss}
+            run.event(f"Kept the checkpoint of step {best.step} as the model: the lowest validation loss "
+                      f"({best.loss:.4f})")
+        else:
+            out = run.dir / weights(run)
+            save(out)
         model_id = f"local:{run.spec['run_id']}"
         run.event(f"New fine-tuned model created: {model_id}")
-        run.report("result", model=model_id, path=str(out), trained_tokens=trained_tokens)
+        run.report("result", model=model_id, path=str(out), trained_tokens=trained_tokens, **kept)
         run.report("status", status="succeeded")
         run.event("The job has successfully completed")

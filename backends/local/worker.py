@@ -48,7 +48,8 @@ def main(argv: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the progress file
         traceback.print_exc()
         if rank == 0:
-            message = getattr(exc, "what", None) or f"{type(exc).__name__}: {exc}"
+            # what the user can do about it too (an FtmError's line), else the exception itself
+            message = exc.line() if hasattr(exc, "line") else f"{type(exc).__name__}: {exc}"
             progress.append(run_dir, "status", status="failed",
                             error={"code": "training_error", "message": message})
         return 1
