@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -69,21 +70,27 @@ def datasets() -> list[dict]:
 
 
 def export_dataset(ref: str, to: str, out) -> int:
-    """Write a stored dataset to out in another format; returns the number of examples."""
-    from . import data
-
-    return data.export(Path(dataset(ref)["path"]), to, out)
+    """Write a stored dataset to out (an open text stream, such as standard output) in another
+    format and record the export; returns the number of examples."""
+    ds, book = dataset(ref), ledger().writable()
+    tally = _Tally(out)
+    n = _write(ds, to, tally)
+    out.flush()  # all of it written before it is recorded
+    _record_export(book, ds, to, None, tally, n)
+    return n
 
 
 def export_dataset_to(ref: str, to: str, output: Path) -> int:
-    """Export to a file, atomically: an error (or a kill) leaves no partial file behind."""
-    output = Path(output)
+    """Export to a file, atomically (an error or a kill leaves no partial file behind), and
+    record it."""
+    output, ds, book = Path(output), dataset(ref), ledger().writable()
     _check_output(output)
     tmp = output.with_name(f"{owned(TMP_PREFIX)}{output.name}")
     clear_stale(output.parent, TMP_PREFIX, f"-{output.name}")
     try:
         with open(tmp, "w", encoding="utf-8") as out:
-            n = export_dataset(ref, to, out)
+            tally = _Tally(out)
+            n = _write(ds, to, tally)
         os.replace(tmp, output)
     except OSError as e:
         full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -91,7 +98,33 @@ def export_dataset_to(ref: str, to: str, output: Path) -> int:
                            "Free some space, or choose another -o path." if full else "Choose another -o path.") from None
     finally:
         tmp.unlink(missing_ok=True)
+    _record_export(book, ds, to, output.resolve(), tally, n)
     return n
+
+
+def _write(ds: dict, to: str, out) -> int:
+    from . import data
+
+    return data.export(Path(ds["path"]), to, out)
+
+
+class _Tally:
+    """A text stream that passes each write on, keeping the size and sha256 of its UTF-8 bytes."""
+
+    def __init__(self, out):
+        self.out, self.sha256, self.bytes = out, hashlib.sha256(), 0
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8")
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return self.out.write(text)
+
+
+def _record_export(book, ds: dict, to: str, path: Path | None, tally: _Tally, kept: int) -> dict:
+    return book.add_export({"dataset_id": ds["id"], "target": to, "path": str(path) if path else None,
+                            "sha256": tally.sha256.hexdigest(), "bytes": tally.bytes, "kept": kept,
+                            "dropped": ds["n_examples"] - kept})
 
 
 TMP_PREFIX = ".ftm-export-"
@@ -119,6 +152,7 @@ def dataset_info(ref: str) -> dict:
         "stats": json.loads(row["stats"]) if row["stats"] else {},
         "split": json.loads(row["split"]) if row["split"] else None,
         "uploads": ledger().uploads_of(row["id"]),
+        "exports": ledger().exports_of(row["id"]),
         "runs": ledger().runs(dataset_id=row["id"]),
     }
 
@@ -144,13 +178,14 @@ def split_dataset(ds: dict, fraction: float, seed: int) -> tuple[dict, dict]:
 
 
 def lineage(ref: str) -> dict:
-    """The tree dataset -> derived datasets, uploads, runs (and their re-runs) -> models."""
+    """The tree dataset -> derived datasets, uploads, exports, runs (and their re-runs) -> models."""
     ds = dataset(ref)
     children = [lineage(child["id"]) for child in ledger().datasets() if child["parent_id"] == ds["id"]]
     runs_ = [_run_node(r) for r in ledger().runs(dataset_id=ds["id"]) if not r["parent_run_id"]
              or ledger().run(r["parent_run_id"])["dataset_id"] != ds["id"]]
     return {"dataset": {k: ds[k] for k in ("id", "name", "format", "n_examples", "split")},
-            "uploads": ledger().uploads_of(ds["id"]), "derived": children, "runs": runs_}
+            "uploads": ledger().uploads_of(ds["id"]), "exports": ledger().exports_of(ds["id"]),
+            "derived": children, "runs": runs_}
 
 
 def _run_node(run: dict) -> dict:

@@ -359,6 +359,19 @@ class Ledger:
                FROM grades WHERE evaluation_id = ? GROUP BY grader ORDER BY min(id)""", [evaluation_id])
 
 
+    # --- exports ------------------------------------------------------------------------
+    # Every `ftm datasets export`: the file written (path kept relative inside FTM_HOME).
+
+    def add_export(self, row: dict) -> dict:
+        """Record one export of a dataset; returns the row."""
+        with self.write() as db:
+            export_id = db["exports"].insert({**self._stored(row), "created_at": now()}).last_pk
+        return self._one("SELECT * FROM exports WHERE id = ?", [export_id])
+
+    def exports_of(self, dataset_id: str) -> list[dict]:
+        """A dataset's exports, oldest first."""
+        return self._all("SELECT * FROM exports WHERE dataset_id = ? ORDER BY created_at, id", [dataset_id])
+
     # --- served API ---------------------------------------------------------------------
     # `ftm serve`'s own records: the files and jobs its clients hold ids of, and chosen names.
 

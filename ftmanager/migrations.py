@@ -256,7 +256,27 @@ def m003_core(db) -> None:
                     db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [stored, value])
 
 
-MIGRATIONS = [m001_initial, m002_evaluations, m005_grades, m004_serve, m003_core]  # append-only
+def m006_exports(db) -> None:
+    """Every dataset export: what was written, where, and what it held."""
+    db["exports"].create(
+        {
+            "id": int,
+            "dataset_id": str,
+            "target": str,  # the format or provider it was written for (`--to`)
+            "path": str,  # the file written (relative to FTM_HOME inside it); null: standard output
+            "sha256": str,  # of the bytes written
+            "bytes": int,
+            "kept": int,  # examples written
+            "dropped": int,  # examples of the dataset left out
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("dataset_id", "datasets", "id")],
+    )
+    db["exports"].create_index(["dataset_id"])
+
+
+MIGRATIONS = [m001_initial, m002_evaluations, m005_grades, m004_serve, m003_core, m006_exports]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 

@@ -3,6 +3,7 @@ and a submit killed mid-create that `ftm sync` finds again; the key is never wri
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -98,3 +99,16 @@ def test_cancel_a_fireworks_run(env, chat_file):
     assert cancelled.code == 0 and cancelled.json()["status"] == "cancelled", cancelled
     assert env.state.jobs[run["provider_job_id"]].status == "cancelled"
     assert ftm("watch", run["id"]).code == 4
+
+
+def test_data_fireworks_would_refuse_is_refused_before_anything_is_sent(env, tmp_path, ftm_home):
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} squared?"},
+                          {"role": "function", "name": "square", "content": str(i * i)},
+                          {"role": "assistant", "content": str(i * i)}]} for i in range(12)]
+    data = tmp_path / "calls.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env.requests.clear()
+    result = ftm("submit", data, "--backend", "fireworks")
+    assert result.code == 1 and result.err.count("\n") == 1, result
+    assert "has role 'function', which fireworks does not take" in result.err and "--provider fireworks" in result.err
+    assert sum(env.requests.values()) == 0 and ftm("runs", "--json").json() == []

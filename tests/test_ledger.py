@@ -94,6 +94,17 @@ CREATE TABLE "events" (
    "message" TEXT,
    "data" TEXT
 );
+CREATE TABLE "exports" (
+   "id" INTEGER PRIMARY KEY,
+   "dataset_id" TEXT REFERENCES "datasets"("id"),
+   "target" TEXT,
+   "path" TEXT,
+   "sha256" TEXT,
+   "bytes" INTEGER,
+   "kept" INTEGER,
+   "dropped" INTEGER,
+   "created_at" TEXT
+);
 CREATE TABLE "generations" (
    "id" INTEGER PRIMARY KEY,
    "evaluation_id" INTEGER REFERENCES "evaluations"("id"),
@@ -183,6 +194,8 @@ CREATE INDEX "idx_evaluations_run_id"
     ON "evaluations" ("run_id");
 CREATE UNIQUE INDEX "idx_events_run_id_provider_event_id"
     ON "events" ("run_id", "provider_event_id");
+CREATE INDEX "idx_exports_dataset_id"
+    ON "exports" ("dataset_id");
 CREATE UNIQUE INDEX "idx_generations_evaluation_id_example"
     ON "generations" ("evaluation_id", "example");
 CREATE UNIQUE INDEX "idx_grades_evaluation_id_grader_example"

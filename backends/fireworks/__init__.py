@@ -68,6 +68,7 @@ class FireworksBackend(Backend):
     default_model = "accounts/fireworks/models/llama-v3p1-8b-instruct"
     options = OPTIONS
     base_learning_rate = BASE_LEARNING_RATE
+    data_rules = "fireworks"  # submit refuses what Fireworks would, before uploading (data.providers)
     poll_interval = OpenAIBackend.poll_interval  # hosted queues behave alike: the same backoff
 
     def __init__(self, *, timeout: float | None = None, max_retries: int = 2):

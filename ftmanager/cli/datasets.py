@@ -89,6 +89,7 @@ def show(
 ):
     """Show one dataset: where it came from, where it lies, its statistics and uploads."""
     from .. import catalog
+    from .display import exported
 
     info = catalog.dataset_info(ref)
     if as_json:
@@ -98,6 +99,8 @@ def show(
             print(f"{key:>12}: {info[key]}")
     for up in info["uploads"]:
         print(f"{'upload':>12}: {up['backend']} {up['file_id']} ({up['account']})")
+    for e in info["exports"]:
+        print(f"{'export':>12}: {exported(e).removeprefix('export ')}")
     for run in info["runs"]:
         print(f"{'run':>12}: {run['id']} {run['backend']} {run['base_model']} {run['status']}")
 
@@ -108,7 +111,8 @@ def export(
     to: str = typer.Option(..., "--to", "-t", help="openai|together|alpaca|trl|sharegpt"),
     output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
 ):
-    """Write a stored dataset in another provider's or library's format."""
+    """Write a stored dataset in another provider's or library's format (recorded in the ledger:
+    `ftm datasets lineage` shows each export)."""
     from .. import catalog
 
     if output is None:
@@ -123,7 +127,7 @@ def lineage(
     ref: str = typer.Argument(..., help="Dataset id, id prefix or name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """Show the tree: dataset -> derived splits, uploads -> runs (and re-runs) -> models."""
+    """Show the tree: dataset -> derived splits, uploads, exports -> runs (and re-runs) -> models."""
     from .. import catalog
     from .display import render_lineage
 

@@ -68,10 +68,18 @@ def render_lineage(tree: dict, indent: str = "") -> str:
     lines = [f"{indent}dataset {ds['id'][:12]} {ds['name']} ({ds['n_examples']} examples{split})"]
     for up in tree["uploads"]:
         lines.append(f"{indent}  upload {up['file_id']} on {up['backend']} ({up['account']})")
+    lines += [f"{indent}  {exported(e)}" for e in tree.get("exports", ())]
     for child in tree["derived"]:
         lines.append(render_lineage(child, indent + "  "))
     lines += [_render_run(node, indent + "  ") for node in tree["runs"]]
     return "\n".join(lines)
+
+
+def exported(e: dict) -> str:
+    """One export as a line: what it was written as, where, what it held, when."""
+    dropped = f", {e['dropped']} left out" if e["dropped"] else ""
+    return (f"export {e['target']} -> {e['path'] or '(standard output)'} ({e['kept']} examples{dropped}, "
+            f"{e['bytes']:,} bytes, sha256 {e['sha256'][:12]}, {e['created_at']})")
 
 
 def _render_run(node: dict, indent: str, label: str = "run") -> str:
