@@ -220,3 +220,38 @@ def test_models_options_and_answers_are_checked_before_anything_is_sent():
             backend.check_options(options)
     with pytest.raises(Unsupported, match="ftm pull RUN"):
         backend.generate("accounts/acme/models/x", None, MODEL, [[{"role": "user", "content": "hi"}]])
+
+
+def test_download_refuses_names_outside_the_folder_and_says_when_urls_expired(env, tmp_path):
+    from ftmanager.api import fireworks as routes
+
+    adapter = tmp_path / "served"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    env.runner.adapter = adapter
+    backend = FireworksBackend()
+    job_id = backend.start(make_spec(tmp_path), MemoryUploads())
+    model = follow(backend, job_id)[-1].result_model
+    got = backend.download(job_id, model, tmp_path / "home" / "adapter")
+    assert (got / "adapter_config.json").read_text() == "{}" and not list(got.glob(".*.part"))
+
+    def evil(srv, req):  # a provider naming a file outside the folder
+        urls = routes.download_endpoint(srv, req)["filenameToSignedUrls"]
+        return {"filenameToSignedUrls": {"../evil.txt": urls["adapter_config.json"]}}
+
+    def stale(srv, req):  # signed URLs that expired before they were used
+        urls = routes.download_endpoint(srv, req)
+        srv.runner.signed.clear()
+        return urls
+
+    original = env.routes
+    try:
+        env.routes = [(m, p, evil if fn is routes.download_endpoint else fn, lock) for m, p, fn, lock in original]
+        with pytest.raises(BackendError, match="named a file '../evil.txt', outside the model's folder"):
+            backend.download(job_id, model, tmp_path / "other" / "adapter")
+        env.routes = [(m, p, stale if fn is routes.download_endpoint else fn, lock) for m, p, fn, lock in original]
+        with pytest.raises(BackendError, match=r"downloading adapter_config.json from Fireworks failed \(HTTP 403\)"):
+            backend.download(job_id, model, tmp_path / "late" / "adapter")
+    finally:
+        env.routes, env.runner.adapter = original, None
+    assert not (tmp_path / "other" / "evil.txt").exists() and not list((tmp_path / "late").rglob("*.part"))

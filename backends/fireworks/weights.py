@@ -2,7 +2,8 @@
 per file; each is streamed to disk under a temporary name and renamed once whole.
 
 Fireworks gives a LoRA addon's adapter (adapter_config.json, adapter_model.safetensors); merged
-weights are made here by the local backend's export, on the base model the adapter names."""
+weights are made here by the local backend's export, on the base model the adapter names (or
+the base-model table's local model for the job's base)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ def download(backend, job_id: str, result_model: str | None, out_dir: Path, merg
         _fetch_all(urls, out_dir)
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with backend._answered():
+        base = backend.client.supervised_fine_tuning_jobs.get(job_id).base_model or ""
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".ftm-adapter-") as tmp:
         _fetch_all(urls, Path(tmp))
-        return _merged(Path(tmp), out_dir)
+        return _merged(Path(tmp), base, out_dir)
 
 
 def _parts(result_model: str) -> tuple[str, str]:
@@ -73,8 +76,14 @@ def _fetch(http, url: str, target: Path) -> None:
         part.unlink(missing_ok=True)
 
 
-def _merged(adapter: Path, out_dir: Path) -> Path:
-    """The adapter merged into the base it names, written to out_dir by the local backend."""
-    from ftm_backends.local import LocalBackend
+def _merged(adapter: Path, base: str, out_dir: Path) -> Path:
+    """The adapter merged into its base, written to out_dir by the local backend: the base the
+    adapter names where it is on this machine, else the base-model table's local model for it."""
+    import json
 
-    return Path(LocalBackend().export(str(adapter), None, str(out_dir), merge=True))
+    from ftm_backends.local import LocalBackend
+    from ftmanager import basemodels, pulls
+
+    named = json.loads((adapter / pulls.ADAPTER_CONFIG).read_text()).get("base_model_name_or_path") or ""
+    local = named if Path(named).is_dir() else pulls.available(basemodels.local_for(base, named), base)
+    return Path(LocalBackend().export(str(adapter), local, str(out_dir), merge=True))
