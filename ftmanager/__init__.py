@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _API = {  # public name -> the module that defines it
     **dict.fromkeys(["add_dataset", "dataset", "datasets", "export_dataset", "lineage"], "catalog"),
     **dict.fromkeys(["submit", "rerun", "refresh", "watch", "sync", "cancel", "pause", "resume",
-                     "runs", "show", "models", "backends"], "jobs"),
+                     "runs", "show", "models", "backends", "generate", "export", "pull"], "jobs"),
     "compare": "comparing",
     "plot": "comparing",
     "evaluate": "evaluation",

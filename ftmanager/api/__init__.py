@@ -20,7 +20,8 @@ __all__ = ["ClockRunner", "JobRunner", "Server", "standin"]
 
 
 # provider -> the module whose standin(host, port, speed, **options) builds that provider's server
-PROVIDERS = {"openai": __name__, "azure": f"{__name__}.azure", "fireworks": f"{__name__}.fireworks"}
+PROVIDERS = {"openai": __name__, "azure": f"{__name__}.azure", "fireworks": f"{__name__}.fireworks",
+             "together": f"{__name__}.together"}
 
 
 def standin(host: str = "127.0.0.1", port: int = 0, speed: float = 1.0, provider: str = "openai",

@@ -21,8 +21,9 @@ def standin(
         [], "--fault", help='Inject a fault, e.g. "429 POST /fine_tuning/jobs times=2 retry_after=1" '
         "(kinds: 429 500 503 401 403 drop drop_after slow empty_error; repeatable)."),
     api_key: str = typer.Option(None, "--api-key", help="Refuse requests without this key (default: any key)."),
-    provider: str = typer.Option("openai", "--provider", help="Whose API to stand in for: openai, azure or fireworks."),
-    adapter: Path = typer.Option(None, "--adapter", help="fireworks: the adapter folder a completed job's model downloads as."),
+    provider: str = typer.Option("openai", "--provider", help="Whose API to stand in for: openai, azure, fireworks or together."),
+    adapter: Path = typer.Option(None, "--adapter", help="fireworks, together: the adapter folder a completed job's model downloads as."),
+    merged: Path = typer.Option(None, "--merged", help="together: the whole-model folder a job's merged weights download as."),
 ):
     """Serve a stand-in fine-tuning API: real HTTP, the provider's shapes, jobs on a clock.
 
@@ -39,9 +40,10 @@ def standin(
         raise InvalidInput(f"--speed must be above 0, not {speed:g}", "Try --speed 10.")
     if provider not in PROVIDERS:
         raise InvalidInput(f"no stand-in for {provider!r}", f"Choose one of: {', '.join(PROVIDERS)}.")
-    extra = {"adapter": adapter} if adapter is not None else {}
-    if extra and provider != "fireworks":
-        raise InvalidInput("--adapter is for --provider fireworks", "Leave it out, or add --provider fireworks.")
+    extra = {k: v for k, v in (("adapter", adapter), ("merged", merged)) if v is not None}
+    if extra and provider not in ("fireworks", "together") or merged is not None and provider != "together":
+        raise InvalidInput(f"--{'merged' if merged is not None else 'adapter'} is not for --provider {provider}",
+                           "--adapter is for fireworks and together, --merged for together.")
     try:
         server = make_standin(host, port, speed, provider, api_key=api_key, **extra)
     except OSError as err:
@@ -61,13 +63,14 @@ _CLIENTS = {
     "openai": ("OpenAI", "OPENAI_BASE_URL={url} OPENAI_API_KEY=sk-standin"),
     "azure": ("Azure OpenAI", "AZURE_OPENAI_ENDPOINT={url} AZURE_OPENAI_API_KEY=standin OPENAI_API_VERSION=2025-04-01-preview"),
     "fireworks": ("Fireworks", "FIREWORKS_BASE_URL={url} FIREWORKS_API_KEY=fw-standin FIREWORKS_ACCOUNT_ID=standin"),
+    "together": ("Together AI", "TOGETHER_BASE_URL={base} TOGETHER_API_KEY=tg-standin"),  # the SDK adds /v1
 }
 
 
 def _serve(server, speed: float, provider: str = "openai") -> None:
     name, env = _CLIENTS.get(provider, (provider, ""))
     print(f"ftm stand-in {name} server on {server.url} (clock x{speed:g}). Not {name}: nothing is trained.")
-    print(f"  export {env.format(url=server.url)}", flush=True)
+    print(f"  export {env.format(url=server.url, base=getattr(server, 'base_url', server.url))}", flush=True)
     serve_until_stopped(server, "stand-in")
 
 
