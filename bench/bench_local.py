@@ -1,7 +1,7 @@
-"""One epoch of SmolLM2-135M LoRA fine-tuning: ftm's local trainer vs the naive loop vs TRL.
+"""One epoch of SmolLM2-135M fine-tuning: ftm's local trainer vs what a user would pick instead.
 
-    python bench/bench_local.py                 # both datasets, all three contenders
-    python bench/bench_local.py --data spread --n 48 --max-length 384
+    python bench/bench_local.py                 # both datasets, every contender
+    python bench/bench_local.py --data spread --n 24 --only ftm,trl-packed,ftm-full,trainer
 
 Same base model, LoRA settings (r=16, alpha=32, dropout 0.05, all linear layers), effective
 batch size (8 examples per optimizer step), machine and epoch for everyone; each contender
@@ -13,6 +13,16 @@ runs in its own process so peak RSS is its own. Contenders:
   autocast, gradient checkpointing). TRL is installed for the benchmark only: in
   bench/out/venv-trl (see --help for the command).
 - trl-cpu: the same with bf16 and gradient checkpointing off (both slow a CPU down).
+- trl-packed: TRL's best setting, `packing=True` (best-fit packing, padding-free rows with
+  position ids, like ftm's), with trl-cpu's flags. Each of its rows holds max_length tokens of
+  packed examples, so its 8 rows per step hold far more than 8 examples.
+- trl-packed-matched: the same with as many packed rows per step as hold 8 examples' tokens
+  (the same work per optimizer step as everyone else's).
+Full fine-tuning (every weight, float32, AdamW at 5e-5, gradient clipping at 1.0):
+- ftm-full: ftm's trainer with method=full (packed rows, loss head only on trained tokens).
+- trainer: Hugging Face `Trainer` as the classic walk-throughs set it up: the examples
+  tokenized with the prompt masked by -100, `DataCollatorForSeq2Seq` padding each batch to its
+  longest example, batch 8, its default AdamW and linear schedule, on the CPU.
 Datasets: examples/capitals.jsonl, and a generated one whose lengths spread like Alpaca's.
 Base weights are float32 for all (--quantize gives ftm and naive an NF4 base; TRL's defaults
 have none). "Loss-bearing tokens" are the assistant tokens: the same count for everyone.
@@ -35,15 +45,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see backends/local/__init
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 TRL_VENV = ROOT / "bench" / "out" / "venv-trl"
+# A .pth line that runs site.addsitedir on ftm's site-packages: unlike a bare path, it also
+# reads the .pth files there, among them the editable install's, which makes ftm_backends importable.
 TRL_HELP = (f"TRL is not installed for the benchmark. Install it in its own venv that also sees "
             f"ftm's (a .pth file), so ftm's own environment stays free of it:\n"
             f"  python -m venv {TRL_VENV}\n"
-            f"  python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])' "
-            f"> {TRL_VENV}/lib/python3.11/site-packages/ftm-venv.pth\n"
-            f"  {TRL_VENV}/bin/pip install trl torch==2.13.0")
+            f"  {sys.executable} -c 'import sysconfig; print(\"import site; site.addsitedir(%r)\" "
+            f"% sysconfig.get_paths()[\"purelib\"])' > {TRL_VENV}/lib/python3.11/site-packages/ftm-venv.pth\n"
+            f"  {TRL_VENV}/bin/pip install trl==1.16.0 torch==2.13.0")
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
 LORA_OPTS = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
-BATCH, LR = 8, 2e-4
+BATCH, LR, FULL_LR = 8, 2e-4, 5e-5
+GROUPS = {"ftm": ("ftm", "naive", "trl", "trl-cpu", "trl-packed", "trl-packed-matched"),
+          "ftm-full": ("ftm-full", "trainer")}  # each table: ours first, then what it is compared with
 WORDS = ("the of and to in is was for on that with as by at from it an be this are or his which "
          "model data river city music history energy garden recipe network planet story market").split()
 
@@ -75,7 +89,7 @@ def smollm2() -> str:
 
 # --- contenders: each returns {seconds, examples, trained_tokens, padding_fraction, loss} ----
 
-def run_ftm(rows, max_length, quantize) -> dict:
+def run_ftm(rows, max_length, quantize, method: str | None = None) -> dict:
     import torch
 
     from ftm_backends.local import batching, chat, model as models, progress
@@ -83,14 +97,15 @@ def run_ftm(rows, max_length, quantize) -> dict:
 
     path = smollm2()
     tmp = Path(tempfile.mkdtemp())
-    opts = {"quantize": quantize, "max_length": max_length, "device": "cpu", **LORA_OPTS}
+    how = {"method": method} if method else {"quantize": quantize, **LORA_OPTS}
+    opts = {"max_length": max_length, "device": "cpu", **how}
     (tmp / progress.SPEC).write_text(json.dumps({"run_id": "bench", "options": opts, "seed": 0}))
     run = Run(tmp)
     tok = models.load_tokenizer(path)
     model = models.trainable(path, "cpu", run.opts, 0)
     encoded, _ = chat.encode_all(tok, rows, max_length)
     loss_fn = TokenLoss(model).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=FULL_LR if method else LR)
     plan = batching.plan_epoch([len(e.input_ids) for e in encoded], BATCH, 0, 0, grouped=False)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, len(plan)))
     collate = batching.collator(True, tok.pad_token_id, "cpu")
@@ -132,9 +147,59 @@ def run_naive(rows, max_length, quantize) -> dict:
             "padding_fraction": batching.padding_fraction(batches)}
 
 
+def run_ftm_full(rows, max_length, quantize) -> dict:
+    return run_ftm(rows, max_length, quantize, method="full")
+
+
+def run_trainer(rows, max_length, quantize) -> dict:
+    """HF Trainer, full fine-tuning, as the walk-throughs write it (prompt masked by -100)."""
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from ftm_backends.local import chat, model as models
+
+    path = smollm2()
+    tok = models.load_tokenizer(path)
+    encoded, _ = chat.encode_all(tok, rows, max_length)
+    features = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
+                for e in encoded]
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
+                             learning_rate=FULL_LR, weight_decay=0.0, max_grad_norm=1.0, use_cpu=True,
+                             report_to="none", save_strategy="no", logging_steps=1, dataloader_num_workers=0)
+    collate = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
+    counts = [0, 0]
+
+    def counting(batch):
+        out = collate(batch)
+        counts[0] += out["input_ids"].numel()
+        counts[1] += int(out["attention_mask"].sum())
+        return out
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=counting)
+    t0 = time.time()
+    result = trainer.train()
+    return {"seconds": time.time() - t0, "examples": len(encoded), "loss": result.training_loss,
+            "trained_tokens": sum(e.n_trained for e in encoded), "padding_fraction": 1 - counts[1] / counts[0]}
+
+
 def run_trl_cpu(rows, max_length, quantize) -> dict:
     """TRL with the two defaults that hurt on a CPU turned off: bf16 autocast, checkpointing."""
     return run_trl(rows, max_length, quantize, bf16=False, gradient_checkpointing=False)
+
+
+def run_trl_packed(rows, max_length, quantize) -> dict:
+    """TRL's best setting: packed, padding-free rows, with trl-cpu's flags."""
+    return run_trl(rows, max_length, quantize, packing=True, bf16=False, gradient_checkpointing=False)
+
+
+def run_trl_packed_matched(rows, max_length, quantize) -> dict:
+    """Packed as trl-packed, with as many rows per step as hold 8 examples' tokens."""
+    from ftm_backends.local import chat, model as models
+
+    lengths = [len(e.input_ids) for e in chat.encode_all(models.load_tokenizer(smollm2()), rows, max_length)[0]]
+    rows_per_step = max(1, round(BATCH * sum(lengths) / len(lengths) / max_length))
+    return run_trl(rows, max_length, quantize, packing=True, bf16=False, gradient_checkpointing=False,
+                   per_device_train_batch_size=rows_per_step)
 
 
 def run_trl(rows, max_length, quantize, **overrides) -> dict:
@@ -148,9 +213,10 @@ def run_trl(rows, max_length, quantize, **overrides) -> dict:
     path = smollm2()
     tok = models.load_tokenizer(path)
     trained = sum(e.n_trained for e in chat.encode_all(tok, rows, max_length)[0])
-    config = SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
-                       max_length=max_length, report_to="none", save_strategy="no", use_cpu=True,
-                       learning_rate=LR, logging_steps=1, dataloader_num_workers=0, **overrides)
+    settings = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
+                    max_length=max_length, report_to="none", save_strategy="no", use_cpu=True,
+                    learning_rate=LR, logging_steps=1, dataloader_num_workers=0)
+    config = SFTConfig(**{**settings, **overrides})
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
                          processing_class=tok, peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA))
@@ -170,7 +236,9 @@ def run_trl(rows, max_length, quantize, **overrides) -> dict:
             "trained_tokens": trained, "padding_fraction": 1 - counts[1] / counts[0] if counts[0] else None}
 
 
-CONTENDERS = {"ftm": run_ftm, "naive": run_naive, "trl": run_trl, "trl-cpu": run_trl_cpu}
+CONTENDERS = {"ftm": run_ftm, "naive": run_naive, "trl": run_trl, "trl-cpu": run_trl_cpu,
+              "trl-packed": run_trl_packed, "trl-packed-matched": run_trl_packed_matched,
+              "ftm-full": run_ftm_full, "trainer": run_trainer}
 
 
 def one(name: str, data: str, n: int, max_length: int, quantize: bool) -> dict:
@@ -201,16 +269,23 @@ def spawn(name: str, args) -> dict | None:
 
 
 def table(data: str, results: dict) -> None:
-    print(f"\n== {data}: one epoch, effective batch {BATCH} ==")
+    for ours, names in GROUPS.items():
+        group = {name: results[name] for name in names if results.get(name)}
+        if group:
+            table_of(f"{data}, {'full fine-tuning' if ours == 'ftm-full' else 'LoRA'}", ours, group)
+
+
+def table_of(title: str, ours_name: str, results: dict) -> None:
+    print(f"\n== {title}: one epoch, {BATCH} examples per step ==")
     print(f"{'contender':10} {'s/epoch':>9} {'ex/s':>7} {'tok/s':>7} {'peak MB':>8} {'padding':>8} {'loss':>7}")
     for name, r in results.items():
         if r:
             print(f"{name:10} {r['seconds']:9.1f} {r['examples_per_s']:7.2f} {r['trained_tokens_per_s']:7.1f} "
                   f"{r['peak_rss_mb']:8.0f} {r['padding_fraction']:8.1%} {r['loss']:7.3f}")
-    ours = results.get("ftm")
+    ours = results.get(ours_name)
     for name, r in results.items():
-        if r and ours and name != "ftm":
-            print(f"ftm vs {name}: {ours['examples_per_s'] / r['examples_per_s']:.2f}x examples/s, "
+        if r and ours and name != ours_name:
+            print(f"{ours_name} vs {name}: {ours['examples_per_s'] / r['examples_per_s']:.2f}x examples/s, "
                   f"{ours['peak_rss_mb'] / r['peak_rss_mb']:.2f}x peak RSS")
 
 
@@ -221,7 +296,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=48, help="examples in the generated spread dataset")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--quantize", action="store_true")
-    parser.add_argument("--only", default="ftm,naive,trl,trl-cpu", help="comma-separated contenders")
+    parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
