@@ -66,6 +66,8 @@ def map_model(parent: dict, target, out: Mapped) -> str:
 
 # Values a target takes in place of one it cannot: a QLoRA run is a LoRA run on a 4-bit base.
 NEAREST = {("method", "qlora"): "lora"}
+# One setting under two backends' names (Fireworks says max_context_length for max_length).
+SYNONYMS = {"max_length": "max_context_length", "max_context_length": "max_length"}
 
 
 def _takes(target, key: str, value) -> bool:
@@ -78,12 +80,9 @@ def _takes(target, key: str, value) -> bool:
 
 def _map_options(options: dict, source, target, out: Mapped) -> None:
     for key, value in options.items():
-        nearest = NEAREST.get((key, value))
-        if key in target.options and nearest and not _takes(target, key, value):
-            out.options[key] = nearest
-            out.notes.append(f"{key}={value} -> {nearest} ({target.name} has no {value})")
-        elif key in target.options:
-            out.options[key] = value
+        name = key if key in target.options else SYNONYMS.get(key)
+        if name in target.options:
+            _carry(key, name, value, target, out)
         elif key == "learning_rate" and source.base_learning_rate:
             multiplier = float(value) / source.base_learning_rate
             out.hyperparameters["learning_rate_multiplier"] = multiplier
@@ -91,3 +90,14 @@ def _map_options(options: dict, source, target, out: Mapped) -> None:
                              f"({source.name}'s base rate is {source.base_learning_rate:g})")
         else:
             out.dropped.append(f"{key}={value} ({target.name} has no such option)")
+
+
+def _carry(key: str, name: str, value, target, out: Mapped) -> None:
+    """Carry option key to target's option name: its nearest value where target refuses this one."""
+    nearest = NEAREST.get((key, value))
+    if nearest and not _takes(target, name, value):
+        out.notes.append(f"{key}={value} -> {nearest} ({target.name} has no {value})")
+        value = nearest
+    elif name != key:
+        out.notes.append(f"{key}={value} -> {name} ({target.name}'s name for it)")
+    out.options[name] = value

@@ -1,0 +1,93 @@
+"""Re-runs across every backend: models through the base-model table, hyperparameters and options
+by name (learning rate against OpenAI's multiplier, LoRA settings, method, sequence length), and
+one line for what a target cannot take or a model the table cannot map."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ftm
+from ftmanager import registry
+from ftmanager.errors import InvalidInput
+from ftmanager.mapping import Mapped, map_model, map_settings
+from test_together_backend import KEY, MODEL, env, server  # noqa: F401  (fixtures)
+
+@pytest.fixture(autouse=True)
+def home(ftm_home):
+    """A fresh FTM_HOME: the base-model table is the shipped one unless a test writes the user's."""
+    return ftm_home
+
+
+LOCAL_OPTIONS = {"learning_rate": "1e-4", "lora_r": "8", "lora_alpha": "16", "lora_dropout": "0.1",
+                 "target_modules": "q_proj,v_proj", "method": "qlora", "max_length": "512", "packing": "true"}
+
+
+def parent(backend: str, model: str, options: dict | None = None, resolved: dict | None = None) -> dict:
+    return {"backend": backend, "base_model": model, "options": options or {},
+            "hyperparameters": {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"},
+            "resolved_hyperparameters": resolved or {}}
+
+
+def mapped(run: dict, target: str) -> tuple[str, Mapped]:
+    source, to = registry.load(run["backend"]), registry.load(target)
+    out = map_settings(run, source, to, {}, {})
+    return map_model(run, to, out), out
+
+
+def test_an_openai_run_goes_to_together_on_the_tables_model_with_what_it_resolved():
+    run = parent("openai", "gpt-4o-mini-2024-07-18", resolved={"n_epochs": 3, "batch_size": 1,
+                                                              "learning_rate_multiplier": 1.8})
+    model, out = mapped(run, "together")
+    assert model == MODEL
+    assert out.hyperparameters == {"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.8}
+    assert f"model={MODEL} (the gpt-4o-mini row: together trains llama-3.1-8b-instruct instead)" in out.notes
+    assert out.dropped == []
+
+
+def test_local_options_carry_to_together_by_name_and_qlora_becomes_lora():
+    run = parent("local", "HuggingFaceTB/SmolLM2-135M-Instruct", LOCAL_OPTIONS)
+    out = map_settings(run, registry.load("local"), registry.load("together"), {}, {})
+    assert out.options == {k: v for k, v in {**LOCAL_OPTIONS, "method": "lora"}.items() if k != "packing"}
+    assert "method=qlora -> lora (together has no qlora)" in out.notes
+    assert out.dropped == ["packing=true (together has no such option)"]
+
+
+def test_a_model_with_no_together_row_is_one_line_naming_the_table():
+    with pytest.raises(InvalidInput, match=r"smollm2-135m-instruct row has no together model\. Pass --model"):
+        mapped(parent("local", "HuggingFaceTB/SmolLM2-135M-Instruct"), "together")
+
+
+def test_together_full_training_goes_home_as_full_and_fireworks_says_it_cannot():
+    run = parent("together", MODEL, {"method": "full", "learning_rate": "2e-5", "max_length": "4096"})
+    model, home = mapped(run, "local")
+    assert model == "meta-llama/Llama-3.1-8B-Instruct"  # the same weights, at home
+    assert home.options == {"method": "full", "learning_rate": "2e-5", "max_length": "4096"}
+    model, fw = mapped(run, "fireworks")
+    assert model == "accounts/fireworks/models/llama-v3p1-8b-instruct"
+    assert fw.options == {"learning_rate": "2e-5", "max_context_length": "4096"}
+    assert "max_length=4096 -> max_context_length (fireworks's name for it)" in fw.notes
+    assert fw.dropped == ["method=full (fireworks has no such option)"]
+
+
+def test_together_to_openai_turns_the_rate_into_a_multiplier_and_drops_lora_settings():
+    run = parent("together", MODEL, {"learning_rate": "2e-5", "lora_r": "16"})
+    with pytest.raises(InvalidInput, match="llama-3.1-8b-instruct row has no openai model"):
+        mapped(run, "openai")
+    out = map_settings(run, registry.load("together"), registry.load("openai"), {}, {})
+    assert out.hyperparameters["learning_rate_multiplier"] == pytest.approx(2.0)  # Together's base rate is 1e-5
+    assert out.dropped == ["lora_r=16 (openai has no such option)"]
+
+
+def test_rerun_maps_the_model_through_the_users_table_and_refuses_what_it_cannot_map(
+        env, chat_file, ftm_home):  # noqa: F811
+    first = ftm("submit", chat_file, "-b", "fake", "--wait", "--json").json()
+    refused = ftm("rerun", first["id"], "--backend", "together")
+    assert refused.code == 1 and len(refused.err.strip().splitlines()) == 1
+    assert "fake-ok (fake) is in no row of the base-model table" in refused.err and "base_models.toml" in refused.err
+    assert len(ftm("runs", "--json").json()) == 1  # nothing recorded
+    (ftm_home / "base_models.toml").write_text(f'[models."fake"]\nfake = "fake-ok"\ntogether = "{MODEL}"\n')
+    rerun = ftm("rerun", first["id"], "--backend", "together", "--wait", "--json")
+    assert rerun.code == 0, rerun
+    child = rerun.json()
+    assert child["base_model"] == MODEL and child["status"] == "succeeded"
+    assert f"model={MODEL} (the fake row)" in rerun.err
