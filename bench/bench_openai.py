@@ -1,6 +1,7 @@
 """OpenAI backend, side by side with the naive alternatives, against the stand-in server.
 
-1. Polling: a job run through `ftmanager.submit(..., wait=True)` (the ledger records every
+1. Polling (shared with bench_fireworks.py: a Provider says what differs): a job run through
+   `ftmanager.submit(..., wait=True)` (the ledger records every
    poll), with our backoff (2 s doubling to 30 s while validating/queued, 1.5 s while
    running) beside a naive fixed 1 s poll. Reported: API calls per finished job (uploads and
    create included) and the seconds between the provider's terminal status (the stand-in's
@@ -27,24 +28,41 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROFILE = {"validating_files": 30.0, "queued": 90.0, "step": 3.0}
 MODEL = "gpt-4o-mini-2024-07-18"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_standin(speed: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "ftmanager", "standin", "--port", "0", "--speed", str(speed)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    url = re.search(r"(http://\S+/v1)", proc.stdout.readline()).group(1)
+@dataclass(frozen=True)
+class Provider:
+    """What the polling benchmark needs to know of a provider and its stand-in."""
+
+    backend: str  # the ftm backend, and `ftm standin --provider`
+    model: str
+    env: dict  # the SDK's settings besides the base URL
+    url_env: str  # the variable the stand-in's URL goes in
+    job_path: str  # the path a poll of job {id} asks for, below the stand-in's prefix
+    profile: dict = field(default_factory=dict)  # phases beyond PROFILE (seconds at provider pace)
+
+
+OPENAI = Provider("openai", MODEL, {"OPENAI_API_KEY": "sk-bench"}, "OPENAI_BASE_URL", "/fine_tuning/jobs/{id}")
+
+
+def start_standin(speed: float, provider: str = "openai") -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "ftmanager", "standin", "--provider", provider, "--port", "0",
+                             "--speed", str(speed)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = re.search(r" on (http://\S+)", proc.stdout.readline()).group(1)
     return proc, url
 
 
 def control(url: str, path: str, body: dict | None = None, method: str = "GET") -> dict:
     import httpx
 
-    base = url.replace("/v1", "/_standin")
+    base = "{0.scheme}://{0.netloc}/_standin".format(urlsplit(url))
     method = "POST" if body is not None else method
     return httpx.request(method, base + path, json=body, timeout=30).json()
 
@@ -60,49 +78,51 @@ def write_dataset(path: Path, n: int) -> Path:
 # --- 1. polling --------------------------------------------------------------------------
 
 
-def naive_backend():
+def naive_backend(provider: Provider) -> str:
     """The baseline: the same backend polled every second whatever the job is doing."""
-    from ftm_backends.openai import OpenAIBackend
     from ftmanager import registry
 
-    class NaiveOpenAI(OpenAIBackend):
-        name = "openai-naive"
+    class Naive(registry.load(provider.backend)):
+        name = f"{provider.backend}-naive"
 
         def poll_interval(self, status, last):
             return 1.0 * float(os.environ.get("FTM_POLL_SCALE") or 1)
 
-    registry.register(NaiveOpenAI)
+    registry.register(Naive)
+    return Naive.name
 
 
-def one_job(url: str, data: Path, backend: str, speed: float) -> dict:
+def one_job(url: str, data: Path, backend: str, speed: float, provider: Provider) -> dict:
     import ftmanager
 
     control(url, "/requests", method="DELETE")
-    run = ftmanager.submit(str(data), backend, MODEL, hyperparameters={"n_epochs": 3}, wait=True)
+    run = ftmanager.submit(str(data), backend, provider.model, hyperparameters={"n_epochs": 3}, wait=True)
     recorded = time.time()
     finish = control(url, f"/jobs/{run['provider_job_id']}")
     calls = control(url, "/requests")
-    polls = calls["by_route"].get(f"GET /fine_tuning/jobs/{run['provider_job_id']}", 0)
+    polls = calls["by_route"].get("GET " + provider.job_path.format(id=run["provider_job_id"]), 0)
     assert run["status"] == "succeeded", run
     return {"calls": calls["total"], "polls": polls, "lag": (recorded - finish["terminal_at"]) * speed}
 
 
-def bench_polling(speed: float, n_jobs: int) -> None:
-    proc, url = start_standin(speed)
+def bench_polling(speed: float, n_jobs: int, provider: Provider = OPENAI) -> None:
+    """API calls per job and seconds from terminal status to ledger: ftm's backoff beside a fixed poll."""
+    proc, url = start_standin(speed, provider.backend)
+    profile = {**PROFILE, **provider.profile}
     try:
-        control(url, "/config", {"phases": PROFILE})
+        control(url, "/config", {"phases": profile})
         with tempfile.TemporaryDirectory() as tmp:
-            os.environ.update(FTM_HOME=str(Path(tmp) / "home"), OPENAI_BASE_URL=url,
-                              OPENAI_API_KEY="sk-bench", FTM_POLL_SCALE=str(1 / speed))
-            naive_backend()
+            os.environ.update(FTM_HOME=str(Path(tmp) / "home"), FTM_POLL_SCALE=str(1 / speed),
+                              **{provider.url_env: url}, **provider.env)
+            naive = naive_backend(provider)
             data = write_dataset(Path(tmp) / "capitals.jsonl", 20)
-            job_seconds = PROFILE["validating_files"] + PROFILE["queued"] + 60 * PROFILE["step"]
-            print(f"\n1. Polling one job: 20 examples x 3 epochs = 60 steps, {job_seconds:.0f} s at provider pace "
-                  f"(validating {PROFILE['validating_files']:.0f} s, queued {PROFILE['queued']:.0f} s, "
-                  f"{PROFILE['step']:.0f} s a step), stand-in at x{speed:g}, {n_jobs} job(s) each")
+            job_seconds = profile["validating_files"] + profile["queued"] + 60 * profile["step"]
+            print(f"\n1. Polling one {provider.backend} job: 20 examples x 3 epochs = 60 steps, {job_seconds:.0f} s "
+                  f"at provider pace ({', '.join(f'{k} {v:g} s' for k, v in profile.items())}), stand-in at "
+                  f"x{speed:g}, {n_jobs} job(s) each")
             print(f"{'strategy':<30} {'API calls/job':>14} {'polls/job':>10} {'lag median s':>13} {'lag max s':>10}")
-            for label, name in (("ftm backoff (2->30 s, 1.5 s)", "openai"), ("naive fixed 1 s poll", "openai-naive")):
-                rows = [one_job(url, data, name, speed) for _ in range(n_jobs)]
+            for label, name in (("ftm backoff (2->30 s, 1.5 s)", provider.backend), ("naive fixed 1 s poll", naive)):
+                rows = [one_job(url, data, name, speed, provider) for _ in range(n_jobs)]
                 print(f"{label:<30} {statistics.median(r['calls'] for r in rows):>14.0f} "
                       f"{statistics.median(r['polls'] for r in rows):>10.0f} "
                       f"{statistics.median(r['lag'] for r in rows):>13.2f} {max(r['lag'] for r in rows):>10.2f}")

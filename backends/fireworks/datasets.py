@@ -71,8 +71,12 @@ def _upload(backend, path: Path, ds_id: str) -> None:
 
 
 def _wait_ready(backend, ds_id: str) -> None:
-    """Poll the dataset until it is READY (0.25 s doubling to 10 s), at most ready_timeout seconds."""
-    deadline, wait = time.monotonic() + backend.ready_timeout, 0.25
+    """Poll the dataset until it is READY (0.25 s doubling to 10 s, times FTM_POLL_SCALE, as every
+    poll of ftm's), at most ready_timeout seconds."""
+    from ftm_backends.openai import _env_number
+
+    scale = _env_number("FTM_POLL_SCALE", 1.0, float)
+    deadline, wait = time.monotonic() + backend.ready_timeout, 0.25 * scale
     while True:
         with backend._answered():
             found = backend.client.datasets.get(ds_id)
@@ -85,4 +89,4 @@ def _wait_ready(backend, ds_id: str) -> None:
             raise BackendError(f"Fireworks dataset {ds_id} is still {found.state} after {backend.ready_timeout:g} s",
                                "Run `ftm sync` later: the run starts once the dataset is READY.")
         time.sleep(wait)
-        wait = min(10.0, wait * 2)
+        wait = min(10.0 * scale, wait * 2)
