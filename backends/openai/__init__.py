@@ -19,7 +19,7 @@ from ftmanager.facts import (CREATED, HYPERPARAMETERS, PAUSED, QUEUED, RUNNING, 
                              auto_epochs, is_terminal)
 from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused, without_userinfo
 
-from .sdk import FileWindow, backoff, metric, parse_results, price_per_1m, retry_after, sdk_client
+from .sdk import FileWindow, create_once, metric, parse_results, price_per_1m, sdk_client
 
 __all__ = ["OpenAIBackend", "parse_results", "price_per_1m"]
 
@@ -223,21 +223,12 @@ class OpenAIBackend(Backend):
         import openai
 
         jobs = self.client.with_options(max_retries=0).fine_tuning.jobs
-        for attempt in range(self.max_retries + 1):
-            try:
-                with self._refusals(run_id=spec.run_id):
-                    return jobs.create(**params).id
-            except openai.RateLimitError as err:  # refused, so nothing was created
-                last, wait = err, retry_after(err) or backoff(attempt)
-            except (openai.APIConnectionError, openai.InternalServerError) as err:
-                last, wait = err, backoff(attempt)
-                time.sleep(wait)  # give the provider a moment to list what it may have made
-                found, wait = self.find(spec.run_id), 0
-                if found:
-                    return found
-            if attempt < self.max_retries:
-                time.sleep(wait)
-        raise last
+
+        def create() -> str:
+            with self._refusals(run_id=spec.run_id):
+                return jobs.create(**params).id
+
+        return create_once(create, self.find, spec.run_id, self.max_retries, openai)
 
     def find(self, run_id: str) -> str | None:
         """The job tagged with our run id, if one exists (the oldest, should there be several)."""

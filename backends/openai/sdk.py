@@ -78,6 +78,29 @@ def backoff(attempt: int) -> float:
     return min(8.0, 0.5 * 2**attempt) * (1 - 0.25 * random.random())
 
 
+def create_once(create, find, run_id: str, max_retries: int, sdk) -> str:
+    """create() (a job's POST, sent without the SDK's own retries) made safe to repeat: a rate
+    limit made nothing, so it waits and posts again; a lost answer or a server error may have made
+    the job, so find(run_id) looks for it first. sdk: the module whose errors these are (openai,
+    together: the same Stainless classes). Raises the last error when every attempt failed."""
+    import time
+
+    for attempt in range(max_retries + 1):
+        try:
+            return create()
+        except sdk.RateLimitError as err:  # refused, so nothing was created
+            last, wait = err, retry_after(err) or backoff(attempt)
+        except (sdk.APIConnectionError, sdk.InternalServerError) as err:
+            last = err
+            time.sleep(backoff(attempt))  # give the provider a moment to list what it may have made
+            found, wait = find(run_id), 0
+            if found:
+                return found
+        if attempt < max_retries:
+            time.sleep(wait)
+    raise last
+
+
 def metric(data: dict) -> dict:
     """A metrics event's (or checkpoint's) data under the ledger's metric names."""
     out = {_METRIC_ALIASES.get(k, k): v for k, v in data.items() if k != "total_steps" and v is not None}

@@ -18,7 +18,7 @@ from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads
 from ftmanager.errors import BackendError, FtmError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
 from ftmanager.facts import SUCCEEDED, auto_epochs, is_terminal
 from ftm_backends.openai import OpenAIBackend
-from ftm_backends.openai.sdk import backoff, retry_after
+from ftm_backends.openai.sdk import create_once
 
 from . import progress
 
@@ -188,24 +188,15 @@ class TogetherBackend(Backend):
         import together
 
         client = self.client.with_options(max_retries=0)
-        last = None
-        for attempt in range(self.max_retries + 1):
+
+        def create() -> str:
             try:
                 with self._refusals():
                     return client.fine_tuning.create(**params).id
             except ValueError as err:  # the SDK refused the settings before sending anything
                 raise Refused(f"Together's SDK refused the job's settings: {err}", "Fix that and try again.") from None
-            except together.RateLimitError as err:  # refused, so nothing was created
-                last, wait = err, retry_after(err) or backoff(attempt)
-            except (together.APIConnectionError, together.InternalServerError) as err:
-                last = err
-                time.sleep(backoff(attempt))  # give Together a moment to list what it may have made
-                found, wait = self.find(spec.run_id), 0
-                if found:
-                    return found
-            if attempt < self.max_retries:
-                time.sleep(wait)
-        raise last
+
+        return create_once(create, self.find, spec.run_id, self.max_retries, together)
 
     def find(self, run_id: str) -> str | None:
         """The job whose suffix carries our run id, if one exists (the oldest, should there be several)."""
