@@ -6,8 +6,10 @@ plain base model. Why not peft's own mixed batches (`adapter_names`): they compu
 adapter of the batch apart, a gather, two products and a scatter per adapter per layer, and
 register their hooks anew at every forward (measured on SmolLM2-135M, 8 rows each with its own
 adapter, one decoding step on CPU: 3.1x the bare model's time). Here a mixed batch costs two
-products per layer whatever the number of adapters: x times every active adapter's A at once,
-each row's columns kept by a mask that carries its scaling, times every active B at once.
+products per layer whatever the number of adapters: x times the A's of a set of adapters at once,
+each row's columns kept by a mask, times their B's (scaled) at once. The set grows to take in
+the adapters rows need and is rebuilt only when one it lacks is asked for, so rows joining and
+leaving cost no copies of weights.
 
 With one adapter for the whole batch the arithmetic is peft's own (x A^T B^T * scaling, added
 to the base output), so a lone request answers token for token as the PeftModel would. Slot 0
@@ -30,6 +32,7 @@ from ftmanager.errors import InvalidInput
 
 PLAIN = {"peft_type": "LORA", "use_dora": False, "bias": "none"}
 MERGE_AFTER = 4  # requests in a row for one adapter before it is merged: a switch costs a reload
+LAYOUT = 16  # adapters a mixed batch's products may span beyond twice those its rows use
 
 
 class Adapters:
@@ -41,6 +44,7 @@ class Adapters:
         self.rank: dict[int, int] = {}  # slot -> its largest rank (its width in a mixed batch)
         self.sites: dict[str, _Site] = {}  # linear layer name -> its adapters' weights
         self.selection: int | _Mixed = 0  # one slot for every row, or each row's
+        self.layout: tuple[int, ...] = ()  # the slots whose A's and B's mixed batches multiply by
         self.merged, self.merges = 0, 0  # the slot merged into the base weights (0: none); how often
         self._recent: deque[int] = deque(maxlen=MERGE_AFTER)  # slots of the latest requests
         self._files = _weight_files(base_dir)  # weight name -> safetensors file, to restore from
@@ -67,8 +71,18 @@ class Adapters:
             self._merge(one)
         if self.merged:
             one = 0  # its rows need nothing more
-        self.selection = one if one is not None else _Mixed(slots, self.rank, self.model.device)
+        self.selection = one if one is not None else self._mixed(slots)
         self._hook(one != 0)
+
+    def _mixed(self, slots: list[int]) -> _Mixed:
+        needed = set(slots) - {0}
+        if not needed <= set(self.layout):
+            grown = needed | set(self.layout)
+            self.layout = tuple(sorted(grown if len(grown) <= max(LAYOUT, 2 * len(needed)) else needed))
+        last = self.selection
+        if isinstance(last, _Mixed) and (last.layout, last.slots) == (self.layout, slots):
+            return last  # the same rows as the step before: the same mask
+        return _Mixed(slots, self.layout, self.rank, self.model.device)
 
     def _hook(self, on: bool) -> None:
         """Hooks only while some row needs them: an unhooked layer runs at the bare model's speed."""
@@ -125,14 +139,14 @@ class Adapters:
 
 
 class _Mixed:
-    """A batch whose rows use different adapters: the active slots and each row's column mask."""
+    """A batch whose rows use different adapters: the layout of slots and each row's column mask."""
 
-    def __init__(self, slots: list[int], rank: dict[int, int], device):
+    def __init__(self, slots: list[int], layout: tuple[int, ...], rank: dict[int, int], device):
         import torch
 
-        self.active = tuple(sorted(set(slots) - {0}))
-        mask, start = torch.zeros(len(slots), sum(rank[s] for s in self.active)), 0
-        for slot in self.active:
+        self.layout, self.slots = layout, list(slots)
+        mask, start = torch.zeros(len(slots), sum(rank[s] for s in layout)), 0
+        for slot in layout:
             rows = [i for i, s in enumerate(slots) if s == slot]
             mask[rows, start:start + rank[slot]] = 1.0
             start += rank[slot]
@@ -203,7 +217,7 @@ class _Site:
         self.key = f"{name}.weight"  # its weight's name in the model's files
         self.transposed = isinstance(layer, Conv1D)  # GPT-2's layers keep their weight (in, out)
         self.lora: dict[int, tuple] = {}  # slot -> (A, B, scaling)
-        self._joined = None  # (active slots, their A's stacked, their B's side by side and scaled)
+        self._joined = None  # (layout, its slots' A's stacked, their B's side by side and scaled)
 
     def add(self, slot: int, a, b, scaling: float) -> None:
         import torch
@@ -224,22 +238,22 @@ class _Site:
                 return None
             a, b, scaling = self.lora[sel]
             return (out + F.linear(F.linear(x.to(a.dtype), a), b) * scaling).to(out.dtype)
-        a, b = self._join(sel.active)
+        a, b = self._join(sel.layout)
         return (out + F.linear(F.linear(x.to(a.dtype), a) * sel.mask, b)).to(out.dtype)
 
-    def _join(self, active: tuple[int, ...]):
-        """The active adapters' A's one above the other and B's (scaled) side by side, each slot as
-        wide as its largest rank: zeros where it has a smaller rank or no adapter on this layer."""
+    def _join(self, layout: tuple[int, ...]):
+        """The layout's A's one above the other and B's (scaled) side by side, each slot as wide as
+        its largest rank: zeros where it has a smaller rank or no adapter on this layer."""
 
-        if self._joined is None or self._joined[0] != active:
+        if self._joined is None or self._joined[0] != layout:
             a0, b0, _ = next(iter(self.lora.values()))
-            width = sum(self.owner.rank[s] for s in active)
+            width = sum(self.owner.rank[s] for s in layout)
             a_all, b_all = a0.new_zeros(width, a0.shape[1]), b0.new_zeros(b0.shape[0], width)
             start = 0
-            for slot in active:
+            for slot in layout:
                 if slot in self.lora:
                     a, b, scaling = self.lora[slot]
                     a_all[start:start + a.shape[0]], b_all[:, start:start + a.shape[0]] = a, b * scaling
                 start += self.owner.rank[slot]
-            self._joined = (active, a_all, b_all)
+            self._joined = (layout, a_all, b_all)
         return self._joined[1:]

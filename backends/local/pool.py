@@ -16,8 +16,10 @@ padded-cache design on the same idea. Heavy imports happen in the pool's thread 
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
+import weakref
 from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +43,9 @@ class Pool:
         self.device, self.max_batch, self.prefill_tokens = device, max_batch, prefill_tokens
         self._engines: dict[str, _Engine] = {}
         self._lock = threading.Lock()
+        # A decoding thread still alive when the interpreter shuts down can abort the process
+        # ("terminate called without an active exception", seen after `ftm generate`).
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     def stream(self, ask: Ask) -> Iterator[Piece | Done]:
         """Pieces of the answer as they are made, then its Done. A request the model cannot take
@@ -93,6 +98,11 @@ class Pool:
             if key not in self._engines:
                 self._engines[key] = _Engine(key, self.device, self.max_batch, self.prefill_tokens)
             return self._engines[key]
+
+
+def _close_at_exit(pool: weakref.ref) -> None:
+    if pool() is not None:
+        pool().close()
 
 
 def _pieces(row: Row) -> Iterator[Piece | Done]:
