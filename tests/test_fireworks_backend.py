@@ -133,7 +133,19 @@ def test_a_create_whose_answer_is_lost_leaves_one_job(env, tmp_path):
     env.faults.add("drop_after", "POST", JOBS)
     job_id = FireworksBackend().start(spec, MemoryUploads())
     assert jobs_of(env, spec.run_id) == [job_id]
-    assert env.requests[("POST", JOBS)] == 2  # sent again: a 409 said the first one made it
+    assert env.requests[("POST", JOBS)] == 1  # found by the id it was given, not posted again
+
+
+def test_a_create_sent_again_after_the_job_was_made_is_a_409_that_keeps_one_job(env, tmp_path):
+    spec = make_spec(tmp_path)
+    env.faults.add("drop_after", "POST", JOBS)
+    env.faults.add("500", "GET", f"{JOBS}/{job_id_for(spec.run_id)}", times=3)  # the look-up fails too
+    with pytest.raises(BackendError) as caught:
+        FireworksBackend().start(spec, MemoryUploads())
+    assert not isinstance(caught.value, Refused)  # the run stays `created` for `ftm sync`
+    job_id = FireworksBackend().start(spec, MemoryUploads())  # started again all the same
+    assert jobs_of(env, spec.run_id) == [job_id]
+    assert env.requests[("POST", JOBS)] == 2  # posted again: the 409 said the first one made it
 
 
 def test_server_errors_and_rate_limits_on_create_are_retried_without_duplicates(env, tmp_path):

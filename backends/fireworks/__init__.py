@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from ftm_backends.openai import OpenAIBackend, _env_number
-from ftm_backends.openai.sdk import backoff, price_per_1m, retry_after
+from ftm_backends.openai.sdk import SdkErrors, create_once, price_per_1m
 from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads
-from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
+from ftmanager.errors import InvalidInput, NotFound, Refused, Unsupported, without_userinfo
 from ftmanager.facts import CANCELLED, FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING
 
 KEY_ENV, ACCOUNT_ENV, URL_ENV = "FIREWORKS_API_KEY", "FIREWORKS_ACCOUNT_ID", "FIREWORKS_BASE_URL"
@@ -59,7 +57,7 @@ def job_id_for(run_id: str) -> str:
     return resource_id(f"ftm-{run_id}")
 
 
-class FireworksBackend(Backend):
+class FireworksBackend(SdkErrors, Backend):
     """Supervised fine-tuning jobs on Fireworks AI through the official SDK."""
 
     name = "fireworks"
@@ -69,6 +67,8 @@ class FireworksBackend(Backend):
     options = OPTIONS
     base_learning_rate = BASE_LEARNING_RATE
     data_rules = "fireworks"  # submit refuses what Fireworks would, before uploading (data.providers)
+    sdk, provider, key_env, url_env = "fireworks", "Fireworks", KEY_ENV, URL_ENV
+    key_hint = f" and the account in {ACCOUNT_ENV}"
     poll_interval = OpenAIBackend.poll_interval  # hosted queues behave alike: the same backoff
 
     def __init__(self, *, timeout: float | None = None, max_retries: int = 2):
@@ -100,63 +100,6 @@ class FireworksBackend(Backend):
                                                      timeout=self.timeout, max_retries=self.max_retries)
         return _clients[settings]
 
-    @contextmanager
-    def _refusals(self):
-        """Fireworks' definite refusals as Refused, a missing object as NotFound; the rest propagate."""
-        import fireworks
-
-        try:
-            yield
-        except fireworks.AuthenticationError:
-            raise Refused(f"Fireworks rejected the API key read from {KEY_ENV} (401 at {self.where})",
-                          f"Check the key in {KEY_ENV} and the account in {ACCOUNT_ENV}.") from None
-        except fireworks.PermissionDeniedError as err:
-            raise Refused(f"Fireworks denied permission (403): {self._said(err)}",
-                          f"Check that the key in {KEY_ENV} belongs to account {self.account_id}.") from None
-        except (fireworks.BadRequestError, fireworks.UnprocessableEntityError) as err:
-            raise Refused(f"Fireworks refused the request: {self._said(err)}", "Fix that and try again.") from None
-        except fireworks.NotFoundError as err:
-            raise NotFound(f"Fireworks has no such object: {self._said(err)}",
-                           f"Check the id (account {self.account}).") from None
-
-    @contextmanager
-    def _answered(self):
-        """_refusals, and a provider that did not answer (after the SDK's retries) as one line."""
-        import fireworks
-
-        try:
-            with self._refusals():
-                yield
-        except (fireworks.APIConnectionError, fireworks.InternalServerError, fireworks.RateLimitError) as err:
-            raise BackendError(f"Fireworks at {self.where} did not answer ({type(err).__name__}: {self._said(err)})",
-                               f"Check the network and {URL_ENV}, then run the command again; nothing was lost.") from None
-
-    def _said(self, err) -> str:
-        """The provider's message, with the key masked."""
-        body = getattr(err, "body", None)
-        text = str(body.get("message") if isinstance(body, dict) and body.get("message") else getattr(err, "message", err))
-        key = os.environ.get(KEY_ENV)
-        return without_userinfo(text.replace(key, "***") if key else text)
-
-    def _once(self, create, exists):
-        """create() (a POST of a resource whose id we chose), sent again after an ambiguous
-        failure: a 409 means an earlier attempt made it, and exists() says what to return."""
-        import fireworks
-
-        for attempt in range(self.max_retries + 1):
-            try:
-                with self._refusals():
-                    return create()
-            except fireworks.ConflictError:
-                return exists()
-            except fireworks.RateLimitError as err:  # refused, so nothing was created
-                last, wait = err, retry_after(err) or backoff(attempt)
-            except (fireworks.APIConnectionError, fireworks.InternalServerError) as err:
-                last, wait = err, backoff(attempt)
-            if attempt < self.max_retries:
-                time.sleep(wait)
-        raise last
-
     # --- the contract ------------------------------------------------------------------------
 
     def check_model(self, model: str) -> None:
@@ -172,6 +115,8 @@ class FireworksBackend(Backend):
 
     def start(self, spec: RunSpec, uploads: Uploads) -> str:
         """Send the data (one dataset per content and account), then create the run's job."""
+        import fireworks
+
         from .datasets import ensure_dataset
 
         train = ensure_dataset(self, spec.training_file, spec.dataset_id, uploads)
@@ -179,11 +124,17 @@ class FireworksBackend(Backend):
         if spec.validation_file:
             vid = spec.validation_dataset_id or f"{spec.dataset_id}-validation"
             valid = ensure_dataset(self, spec.validation_file, vid, uploads)
-        params = self._job_params(spec, train, valid)
-        job_id = job_id_for(spec.run_id)
+        params, job_id = self._job_params(spec, train, valid), job_id_for(spec.run_id)
         jobs = self.client.with_options(max_retries=0).supervised_fine_tuning_jobs
-        return self._once(lambda: _short(jobs.create(supervised_fine_tuning_job_id=job_id, **params).name),
-                          lambda: self._ours(job_id, train))
+
+        def create() -> str:
+            try:
+                with self._refusals():
+                    return _short(jobs.create(supervised_fine_tuning_job_id=job_id, **params).name)
+            except fireworks.ConflictError:  # an earlier attempt made it: sending it again is safe
+                return self._ours(job_id, train)
+
+        return create_once(create, self.find, spec.run_id, self.max_retries, fireworks)
 
     def _ours(self, job_id: str, dataset: str) -> str:
         """The job a 409 says exists: ours when it trains on our dataset."""

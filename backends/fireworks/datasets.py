@@ -43,15 +43,32 @@ def _made_ready(backend, path: Path, ds_id: str) -> str:
     if size > MAX_UPLOAD_BYTES:
         raise Refused(f"{path.name} is {size / 1e6:.0f} MB: ftm sends Fireworks datasets of up to "
                       f"{MAX_UPLOAD_BYTES >> 20} MB in one request", "Split the dataset, or upload it with firectl.")
-    count = _examples(path)
-    datasets = backend.client.with_options(max_retries=0).datasets
-    backend._once(lambda: datasets.create(dataset_id=ds_id, dataset={"example_count": str(count), "user_uploaded": {},
-                                                                    "display_name": f"ftm {ds_id[4:16]}"}),
-                  lambda: None)  # made by an earlier start: upload it unless it is READY
+    _create(backend, ds_id, _examples(path))
     if _state(backend, ds_id) != "READY":
         _upload(backend, path, ds_id)
     _wait_ready(backend, ds_id)
     return f"accounts/{backend.account_id}/datasets/{ds_id}"
+
+
+def _create(backend, ds_id: str, count: int) -> None:
+    """Create the dataset with its example count, once: one an earlier start made is kept (it is
+    uploaded next unless it is READY)."""
+    import fireworks
+
+    from ftm_backends.openai.sdk import create_once
+
+    datasets = backend.client.with_options(max_retries=0).datasets
+
+    def create() -> str:
+        try:
+            with backend._refusals():
+                datasets.create(dataset_id=ds_id, dataset={"example_count": str(count), "user_uploaded": {},
+                                                           "display_name": f"ftm {ds_id[4:16]}"})
+        except fireworks.ConflictError:
+            pass
+        return ds_id
+
+    create_once(create, lambda _: ds_id if _state(backend, ds_id) else None, ds_id, backend.max_retries, fireworks)
 
 
 def _examples(path: Path) -> int:

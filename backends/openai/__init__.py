@@ -10,16 +10,15 @@ sees): after an ambiguous failure find() looks the job up by that metadata first
 from __future__ import annotations
 
 import os
-import re
 import time
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 
 from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads
 from ftmanager.facts import (CREATED, HYPERPARAMETERS, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING,
                              auto_epochs, is_terminal)
-from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused, without_userinfo
+from ftmanager.errors import InvalidInput, NotFound, Refused, without_userinfo
 
-from .sdk import FileWindow, create_once, metric, parse_results, price_per_1m, sdk_client
+from .sdk import FileWindow, SdkErrors, create_once, metric, parse_results, price_per_1m, sdk_client
 
 __all__ = ["OpenAIBackend", "parse_results", "price_per_1m"]
 
@@ -58,7 +57,7 @@ def _env_number(name: str, default, kind=int):
     return value
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(SdkErrors, Backend):
     """Fine-tuning jobs on OpenAI's API (or a server speaking it) through the official SDK."""
 
     name = "openai"
@@ -66,6 +65,7 @@ class OpenAIBackend(Backend):
     default_model = "gpt-4o-mini-2024-07-18"
     # who answers, and where its key and address come from (Azure OpenAI's differ)
     provider, key_env, url_env = "OpenAI", KEY_ENV, "OPENAI_BASE_URL"
+    key_hint = " (and OPENAI_ORG_ID / OPENAI_PROJECT_ID)"
 
     def __init__(self, *, multipart_threshold: int | None = None, part_size: int | None = None,
                  timeout: float | None = None, max_retries: int = 2):
@@ -97,61 +97,16 @@ class OpenAIBackend(Backend):
     def _make_client(self, key: str):
         return sdk_client(key, self.base_url, self.organization, self.project, self.timeout, self.max_retries)
 
-    @contextmanager
-    def _refusals(self, run_id: str | None = None):
-        """Turn the provider's definite refusals into Refused; let the rest propagate."""
-        import openai
-
-        try:
-            yield
-        except openai.AuthenticationError:
-            raise Refused(f"{self.provider} rejected the API key read from {self.key_env} (401 at {self.where})",
-                          f"Check the key in {self.key_env} (and OPENAI_ORG_ID / OPENAI_PROJECT_ID).") from None
-        except openai.PermissionDeniedError as err:
-            raise self._denied(err, run_id) from None
-        except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
-            raise Refused(f"{self.provider} refused the request: {self._said(err)}",
-                               "Fix that and try again.") from None
-        except openai.NotFoundError as err:
-            raise NotFound(f"{self.provider} has no such object: {self._said(err)}",
-                           f"Check the id (account {self.account}).") from None
-
-    @contextmanager
-    def _answered(self):
-        """_refusals, and a provider that did not answer (no connection, a timeout, 5xx or 429
-        after the SDK's retries) as one line: for following a job, never for starting one."""
-        import openai
-
-        try:
-            with self._refusals():
-                yield
-        except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as err:
-            raise BackendError(f"{self.provider} at {self.where} did not answer ({type(err).__name__}: {self._said(err)})",
-                               f"Check the network and {self.url_env}, then run the command again; "
-                               "nothing was lost.") from None
-
     def _denied(self, err, run_id: str | None) -> Refused:
         """A 403: on create, OpenAI's refusal to train for this organisation, with the way out."""
         if not run_id:
-            return Refused(f"{self.provider} denied permission (403): {self._said(err)}",
-                           "Check the organisation and project this key belongs to.")
+            return super()._denied(err, run_id)
         body = err.body if isinstance(getattr(err, "body", None), dict) else {}
         if body.get("code") == WINDING_DOWN:
             what = f"OpenAI no longer creates fine-tuning jobs for this organization (403 {WINDING_DOWN})"
         else:
             what = f"OpenAI refused to create the fine-tuning job (403 {body.get('code') or 'permission denied'})"
         return Refused(f"{what}: {self._said(err)}", f"Re-run it elsewhere from the same ledger: {rerun_commands(run_id)}.")
-
-    def _said(self, err) -> str:
-        """The provider's message and param, with anything key-like masked."""
-        body = err.body if isinstance(getattr(err, "body", None), dict) else {}
-        text = str(body.get("message") or err.message)
-        if body.get("param"):
-            text += f" (param: {body['param']})"
-        key = os.environ.get(self.key_env)
-        if key:
-            text = text.replace(key, "***")
-        return without_userinfo(re.sub(r"\bsk-[\w*-]+", "sk-***", text))
 
     # --- starting --------------------------------------------------------------------------
 
