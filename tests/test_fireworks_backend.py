@@ -16,7 +16,7 @@ from ftm_backends.fireworks import FireworksBackend, job_id_for
 from ftmanager.api.fireworks import standin
 from ftmanager.backend import RunSpec
 from ftmanager.errors import BackendError, FtmError, InvalidInput, NotFound, Refused, Unsupported
-from test_openai_backend import MemoryUploads
+from test_openai_backend import MemoryUploads, follow
 
 KEY, ACCOUNT = "fw-test-" + "k3y" * 8, "acme"
 MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"
@@ -59,19 +59,6 @@ def make_spec(tmp_path: Path, n: int = 12, validation: int = 0, offset: int = 0,
     return RunSpec(run_id=f"run-{secrets.token_hex(4)}", training_file=train, dataset_id=digest(train),
                    n_examples=n, run_dir=tmp_path, validation_file=valid,
                    validation_dataset_id=digest(valid) if valid else None, **fields)
-
-
-def follow(backend, job_id: str, timeout: float = 30.0) -> list:
-    """Poll until a terminal status, as jobs.watch does; every Progress."""
-    cursor, seen, deadline = {}, [], time.time() + timeout
-    while True:
-        progress = backend.poll(job_id, cursor)
-        cursor = progress.cursor
-        seen.append(progress)
-        if progress.status in ("succeeded", "failed", "cancelled"):
-            return seen
-        assert time.time() < deadline, "the job never finished"
-        time.sleep(0.02)
 
 
 def jobs_of(server, run_id: str) -> list[str]:
