@@ -63,7 +63,7 @@ def test_export_merged_loads_in_plain_transformers_and_answers_the_same(trained,
     assert json.loads((bare / "adapter_config.json").read_text())["peft_type"] == "LORA"
 
 
-def test_chat_answers_every_line_with_the_model_loaded_once(trained_run):
+def test_chat_answers_every_line_with_the_model_loaded_once(trained_run):  # noqa: F811
     """`ftm chat` keeps its model in this process's pool: one base and one adapter load for all lines."""
     from typer.testing import CliRunner
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fixtures_local import write_jsonl  # noqa: F401  (sets passive OpenMP before torch loads)
+from test_local_smollm2 import home  # noqa: F401  (fixture: this module's FTM_HOME, skipped without SmolLM2)
 
 pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
@@ -26,16 +27,9 @@ N = 24
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
+def smollm2(home):  # noqa: F811
     """SmolLM2 as safetensors, and a LoRA adapter on it (random weights, all linear layers)."""
-    with pytest.MonkeyPatch.context() as mp:
-        home = tmp_path_factory.mktemp("smollm2-home")
-        mp.setenv("FTM_HOME", str(home))
-        try:
-            models.smollm2_gguf_dir()
-        except Exception as exc:  # noqa: BLE001
-            pytest.skip(str(exc))
-        base = str(models.ensure_smollm2())
+    base = str(models.ensure_smollm2())
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_pretrained(base)
     config = peft.LoraConfig(r=16, lora_alpha=64, target_modules="all-linear", init_lora_weights=False)
