@@ -47,6 +47,8 @@ class Provider:
     url_env: str  # the variable the stand-in's URL goes in
     job_path: str  # the path a poll of job {id} asks for, below the stand-in's prefix
     profile: dict = field(default_factory=dict)  # phases beyond PROFILE (seconds at provider pace)
+    url_strip: str = ""  # the end of the stand-in's URL that the SDK adds itself (Together's /v1)
+    steps: int = 60  # steps of the 20-example, 3-epoch job there (its batch size decides)
 
 
 OPENAI = Provider("openai", MODEL, {"OPENAI_API_KEY": "sk-bench"}, "OPENAI_BASE_URL", "/fine_tuning/jobs/{id}")
@@ -113,11 +115,11 @@ def bench_polling(speed: float, n_jobs: int, provider: Provider = OPENAI) -> Non
         control(url, "/config", {"phases": profile})
         with tempfile.TemporaryDirectory() as tmp:
             os.environ.update(FTM_HOME=str(Path(tmp) / "home"), FTM_POLL_SCALE=str(1 / speed),
-                              **{provider.url_env: url}, **provider.env)
+                              **{provider.url_env: url.removesuffix(provider.url_strip)}, **provider.env)
             naive = naive_backend(provider)
             data = write_dataset(Path(tmp) / "capitals.jsonl", 20)
-            job_seconds = profile["validating_files"] + profile["queued"] + 60 * profile["step"]
-            print(f"\n1. Polling one {provider.backend} job: 20 examples x 3 epochs = 60 steps, {job_seconds:.0f} s "
+            job_seconds = profile["validating_files"] + profile["queued"] + provider.steps * profile["step"]
+            print(f"\n1. Polling one {provider.backend} job: 20 examples x 3 epochs = {provider.steps} steps, {job_seconds:.0f} s "
                   f"at provider pace ({', '.join(f'{k} {v:g} s' for k, v in profile.items())}), stand-in at "
                   f"x{speed:g}, {n_jobs} job(s) each")
             print(f"{'strategy':<30} {'API calls/job':>14} {'polls/job':>10} {'lag median s':>13} {'lag max s':>10}")

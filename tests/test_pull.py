@@ -11,12 +11,12 @@ import sqlite3
 
 import openai
 import pytest
-
 from conftest import ftm
 from fixtures_local import tiny_llama  # noqa: F401  (fixture)
+from test_openai_cli import spawn, wait_until
+
 from ftmanager.api import standin as openai_standin
 from ftmanager.api.together import standin
-from test_openai_cli import spawn, wait_until
 
 pytest.importorskip("peft")
 

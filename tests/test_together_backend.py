@@ -10,13 +10,13 @@ import time
 
 import pytest
 import together
-
 from conftest import ftm
 from ftm_backends.together import TogetherBackend, tagged_suffix
-from ftmanager.api.together import standin
-from ftmanager.errors import FtmError, Refused
 from test_openai_backend import MemoryUploads, follow, make_spec
 from test_openai_cli import spawn, wait_until
+
+from ftmanager.api.together import standin
+from ftmanager.errors import FtmError, Refused
 
 KEY = "tg-test-" + "s3cr3t" * 4
 MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
@@ -173,7 +173,7 @@ def test_data_together_would_reject_is_refused_before_uploading(env, tmp_path, f
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = ftm("submit", data, "-b", "together", "-m", MODEL)
     assert result.code == 1 and "together needs the roles to alternate" in result.err
-    assert f"--provider together" in result.err
+    assert "--provider together" in result.err
     assert env.requests[("POST", "/files")] == 0 and ftm("runs", "--json").json() == []
 
 

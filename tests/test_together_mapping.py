@@ -5,12 +5,13 @@ one line for what a target cannot take or a model the table cannot map."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import ftm
+from test_together_backend import KEY, MODEL, env, server  # noqa: F401  (fixtures)
+
 from ftmanager import registry
 from ftmanager.errors import InvalidInput
 from ftmanager.mapping import Mapped, map_model, map_settings
-from test_together_backend import KEY, MODEL, env, server  # noqa: F401  (fixtures)
+
 
 @pytest.fixture(autouse=True)
 def home(ftm_home):

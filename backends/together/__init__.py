@@ -14,11 +14,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ftm_backends.openai import OpenAIBackend
+from ftm_backends.openai.sdk import create_once
+
 from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads
 from ftmanager.errors import BackendError, FtmError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
 from ftmanager.facts import SUCCEEDED, auto_epochs, is_terminal
-from ftm_backends.openai import OpenAIBackend
-from ftm_backends.openai.sdk import create_once
 
 from . import progress
 
@@ -26,6 +27,7 @@ KEY_ENV, URL_ENV, PROJECT_ENV = "TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETH
 DEFAULT_BASE_URL = "https://api.together.ai"
 BASE_LEARNING_RATE = 1e-5  # Together's default rate: what learning_rate_multiplier scales
 MAX_SUFFIX = 40  # Together's limit; the run id takes 13 of them
+METRICS_EVERY = 10  # quiet polls between asks for step metrics while a job trains
 METHODS = ("lora", "full")
 OPTIONS = {
     "learning_rate": Option(f"learning rate outright (default: {BASE_LEARNING_RATE:g} x learning_rate_multiplier)", float),
@@ -214,22 +216,26 @@ class TogetherBackend(Backend):
             job = self.client.fine_tuning.retrieve(job_id).to_dict()
             raw = job.get("events")
             raw = raw if raw is not None else self.client.fine_tuning.list_events(job_id).to_dict()["data"]
-            rows = self._metrics(job_id, job["status"], cursor)
         word = job["status"]
         status = progress.status(word, cursor)
         events = progress.status_event(job_id, word, cursor, progress.when(job.get("updated_at")) or time.time())
         events += progress.new_events(raw, cursor)
-        metrics = progress.metrics(rows, cursor)
+        metrics = progress.metrics(self._metrics(job_id, status, bool(events), cursor), cursor)
         checkpoints = self._checkpoints(job_id, status, events, cursor)
         cursor["status"] = status
         return self._progress(job, status, cursor, events, metrics, checkpoints, raw)
 
-    def _metrics(self, job_id: str, word: str, cursor: dict) -> list[dict]:
-        """Step metrics newer than the cursor's, asked for while training and once at the end."""
-        if word in ("pending", "queued") or cursor.get("metrics_final"):
+    def _metrics(self, job_id: str, status: str, news: bool, cursor: dict) -> list[dict]:
+        """Step metrics newer than the cursor's: asked for while training when the job has news
+        or every METRICS_EVERY quiet polls (a step can take minutes), and once at the end."""
+        quiet = cursor.get("quiet_polls", 0) + 1
+        due = news or quiet >= METRICS_EVERY or is_terminal(status)
+        if status in ("validating_files", "queued") or cursor.get("metrics_final") or not due:
+            cursor["quiet_polls"] = quiet
             return []
-        cursor["metrics_final"] = is_terminal(progress.status(word, cursor))
-        page = self.client.fine_tuning.list_metrics(job_id, global_step_from=cursor.get("metric_step", 0) + 1)
+        cursor.update(quiet_polls=0, metrics_final=is_terminal(status))
+        with self._answered():
+            page = self.client.fine_tuning.list_metrics(job_id, global_step_from=cursor.get("metric_step", 0) + 1)
         return page.metrics or []
 
     def _checkpoints(self, job_id: str, status: str, events, cursor: dict) -> list:

@@ -28,7 +28,7 @@ def when(text) -> float | None:
         return None
     if isinstance(text, (int, float)):
         return float(text)
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(str(text)).timestamp()  # Python 3.11 reads the trailing Z
 
 
 def status(word: str, cursor: dict) -> str:

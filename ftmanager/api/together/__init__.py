@@ -67,10 +67,9 @@ def pack(folder: Path, out: Path) -> Path:
     import zstandard
 
     tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as raw:
-        with zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False) as zst:
-            with tarfile.open(fileobj=zst, mode="w|") as tar:
-                tar.add(folder, arcname=folder.name)
+    with open(tmp, "wb") as raw, zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False) as zst, \
+            tarfile.open(fileobj=zst, mode="w|") as tar:
+        tar.add(folder, arcname=folder.name)
     tmp.replace(out)
     return out
 
