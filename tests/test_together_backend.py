@@ -81,6 +81,23 @@ def test_a_together_run_records_what_an_openai_run_records(env, chat_file, tmp_p
     assert shown["actual_cost"] == pytest.approx(job.token_count * 2 * 0.48 / 1e6)
     assert ("PUT", f"/files/{job.asked['training_file']}/put") in env.requests  # the SDK's own upload flow
     assert run["result_model"] in {m["model_id"] for m in ftm("models", "--json").json()}
+    for path in [p for p in ftm_home.rglob("*") if p.is_file()]:
+        assert KEY.encode() not in path.read_bytes(), path  # the key reaches no file under FTM_HOME
+    assert KEY not in result.out + result.err
+
+
+def test_uploads_are_made_once_per_account_and_project(env, tmp_path, monkeypatch):
+    uploads, spec = MemoryUploads(), spec_for(tmp_path)
+    TogetherBackend().start(spec, uploads)
+    TogetherBackend().start(spec_for(tmp_path), uploads)
+    assert env.requests[("POST", "/files")] == 1  # the same content at the same account: uploaded once
+    monkeypatch.setenv("TOGETHER_PROJECT_ID", "proj-2")
+    other = TogetherBackend()
+    other.start(spec_for(tmp_path), uploads)
+    assert env.requests[("POST", "/files")] == 2 and "project=proj-2" in other.account
+    env.files.pop(uploads.get(spec.dataset_id, other.account))  # gone at Together: uploaded again
+    other.start(spec_for(tmp_path), uploads)
+    assert env.requests[("POST", "/files")] == 3
 
 
 def test_a_dropped_create_leaves_one_job_found_by_the_run_id_in_its_suffix(env, tmp_path):

@@ -92,3 +92,5 @@ def test_rerun_maps_the_model_through_the_users_table_and_refuses_what_it_cannot
     child = rerun.json()
     assert child["base_model"] == MODEL and child["status"] == "succeeded"
     assert f"model={MODEL} (the fake row)" in rerun.err
+    compared = ftm("compare", first["id"], child["id"], "--json").json()["runs"]
+    assert [(r["backend"], r["method"]) for r in compared] == [("fake", None), ("together", "lora")]

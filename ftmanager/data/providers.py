@@ -68,11 +68,12 @@ def problem(example: dict, provider: str) -> str | None:
     return None
 
 
-def file_problems(provider: str, n_examples: int, size: int) -> list[tuple[str, str]]:
-    """(code, message) for what provider refuses in the file as a whole."""
+def file_problems(provider: str, n_examples: int, size: int, model_minimum: int | None = None) -> list[tuple[str, str]]:
+    """(code, message) for what provider refuses in the file as a whole (its minimum only where
+    the model's own, reported beside it, is lower)."""
     r = rules(provider)
     out = []
-    if n_examples < r.min_examples:
+    if n_examples < r.min_examples and (model_minimum or 0) < r.min_examples:
         out.append(("too_few_examples", f"{n_examples} example(s); {provider} needs at least {r.min_examples}"))
     if r.max_bytes is not None and size > r.max_bytes:
         out.append(("file_too_large", f"{size:,} bytes; {provider} takes files up to {r.max_bytes:,}"))

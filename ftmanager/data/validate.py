@@ -293,7 +293,7 @@ def check_source(source: Source, model: str | None = None, fmt: str = "auto", ag
     if provider:
         from .providers import file_problems
 
-        for code, message in file_problems(provider, totals.records, source.size()):
+        for code, message in file_problems(provider, totals.records, source.size(), info.min_examples):
             report.add(None, code, message, True)
     _finish(report, totals, info, tokenizer)
     return report
