@@ -81,18 +81,18 @@ def compare_bench(steps: int) -> None:
 
 
 def generate_bench(n_prompts: int) -> None:
-    """The same loaded model either way: only batching differs."""
-    from ftm_backends.local import infer
+    """The same loaded model either way (the process's model pool): only batching differs."""
+    from ftm_backends.local import LocalBackend
 
     rows = [json.loads(line) for line in (ROOT / "examples" / "capitals_heldout.jsonl").open()]
     prompts = ([r["messages"][:-1] for r in rows] * (n_prompts // len(rows) + 1))[:n_prompts]
-    tok, model, device = infer.load(None, None)
-    infer._generate_batch(tok, model, device, prompts[:2], 4, 0.0)  # warm up
+    generate = LocalBackend().generate
+    generate(None, None, None, prompts[:2], 4)  # warm up
     start = time.perf_counter()
-    batched_out = infer._generate_batch(tok, model, device, prompts, 24, 0.0)
+    batched_out = generate(None, None, None, prompts, 24)
     batched = time.perf_counter() - start
     start = time.perf_counter()
-    single_out = [infer._generate_batch(tok, model, device, [p], 24, 0.0)[0] for p in prompts]
+    single_out = [generate(None, None, None, [p], 24)[0] for p in prompts]
     single = time.perf_counter() - start
     same = sum(a == b for a, b in zip(batched_out, single_out))
     print(f"generate {n_prompts} held-out prompts with SmolLM2-135M-Instruct (24 new tokens, greedy, CPU, loaded once)")

@@ -14,8 +14,9 @@
 4. What a user would pick instead, in a process of its own: the same model (adapter merged,
    as `ftm export` writes it) in a plain transformers `generate` loop, one request at a time,
    and all the chats as one padded generate batch.
-5. --transformers-serve BIN: `transformers serve --continuous-batching` on the merged model,
-   driven like ftm serve (needs `pip install transformers[serving]` where BIN lives).
+5. --transformers-serve DEPS: `transformers serve --continuous-batching` on the merged model,
+   driven like ftm serve (fastapi, its one missing dependency, from a folder of its own:
+   `pip install --target DEPS fastapi`).
 
 Greedy decoding, at most --max-tokens new tokens, the same chats everywhere; every measure is
 taken --passes times and shown as its range. Ratios are against the plain loop (1 client) and
@@ -128,19 +129,17 @@ def fine_tuned(client, retrain: bool) -> str:
     return job.fine_tuned_model
 
 
-def transformers_serve(binary: str, merged: Path, args) -> tuple[dict, list[dict]]:
-    """`transformers serve --continuous-batching` on the merged model (no adapters: it has none)."""
+def start_transformers_serve(deps: str, merged: Path, memory: float):
+    """`transformers serve --continuous-batching` on the merged model (it has no adapters), from this
+    venv with the folder `deps` (pip install --target DEPS fastapi) on its path."""
     port = 8765
-    proc = subprocess.Popen([binary, "serve", "--continuous-batching", "--device", "cpu", "--port", str(port),
-                             str(merged)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://localhost:{port}/v1"
-        _wait_http(url + "/models", proc)
-        passes = [served(url, str(merged), args) for _ in range(args.passes)]
-        return {"peak_mb": peak_mb(proc.pid)}, passes
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    cmd = [str(Path(sys.executable).parent / "transformers"), "serve", "--continuous-batching", "--device", "cpu",
+           "--port", str(port), "--cb-max-memory-percent", str(memory), str(merged)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": deps})
+    url = f"http://localhost:{port}/v1"
+    _wait_http(url + "/models", proc)
+    return proc, url
 
 
 def _wait_http(url: str, proc, seconds: float = 300) -> None:
@@ -331,7 +330,11 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--retrain", action="store_true")
-    ap.add_argument("--transformers-serve", metavar="BIN", help="a `transformers` CLI with [serving] installed")
+    ap.add_argument("--transformers-serve", metavar="DEPS",
+                    help="also `transformers serve --continuous-batching`, with fastapi from this folder "
+                         "(pip install --target DEPS fastapi)")
+    ap.add_argument("--cb-memory", type=float, default=0.1,
+                    help="its --cb-max-memory-percent (its own default, 0.8 of free memory, took 14 GB here)")
     ap.add_argument("--part", help=argparse.SUPPRESS)
     ap.add_argument("--run", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -348,27 +351,33 @@ def main() -> None:
     from ftmanager import jobs
 
     proc, url = start_ftm_serve()
+    servers = [proc]
     try:  # the passes interleaved, so that a change in the machine's load falls on every contender
         model = fine_tuned(openai.OpenAI(base_url=url, api_key="sk-bench", max_retries=0), args.retrain)
-        run = {k: v for k, v in jobs.show("run-" + model.rsplit(":", 1)[1]).items()
-               if k in ("result_model", "result_path", "base_model")}
-        results: dict = {"serve": {"passes": []}, "pool": {"passes": []}, "plain": {"passes": []}}
+        ref = "run-" + model.rsplit(":", 1)[1]
+        run = {k: v for k, v in jobs.show(ref).items() if k in ("result_model", "result_path", "base_model")}
+        sides = {"serve": (url, model)}
+        if args.transformers_serve:
+            merged = HOME / "merged"
+            if not merged.exists():
+                jobs.export(ref, merged)
+            tproc, turl = start_transformers_serve(args.transformers_serve, merged, args.cb_memory)
+            servers.append(tproc)
+            sides["tserve"] = (turl, str(merged))
+        results: dict = {name: {"passes": []} for name in [*sides, "pool", "plain"]}
         for _ in range(args.passes):
-            results["serve"]["passes"].append(served(url, model, args))
+            for name, (where, served_model) in sides.items():
+                results[name]["passes"].append(served(where, served_model, args))
             for name in ("pool", "plain"):
                 one = part(name, run, args)
                 results[name]["passes"] += one["passes"]
                 results[name]["peak_mb"] = max(results[name].get("peak_mb", 0), one["peak_mb"])
-        results["serve"]["peak_mb"] = peak_mb(proc.pid)
+        for name, server in zip(sides, servers):
+            results[name]["peak_mb"] = peak_mb(server.pid)
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    if args.transformers_serve:
-        merged = HOME / "merged"
-        if not merged.exists():
-            jobs.export("run-" + model.rsplit(":", 1)[1], merged)
-        memory, passes = transformers_serve(args.transformers_serve, merged, args)
-        results["tserve"] = {**memory, "passes": passes}
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=60)
     report(model, results, args)
 
 

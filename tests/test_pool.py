@@ -135,6 +135,15 @@ def test_one_adapter_asked_for_again_is_merged_and_the_base_comes_back_bit_for_b
         pool.close()
 
 
+def test_the_only_adapter_ever_asked_for_is_merged_at_once(models):
+    pool = Pool(device="cpu")  # as `ftm chat` and `ftm eval` of one run use theirs
+    try:
+        done = pool.answers([Ask(models["a"], user("q7"), max_tokens=16)])[0]
+        assert pool.stats()["merges"] == 1 and done.text == plain(models["merged"], user("q7"), 16)
+    finally:
+        pool.close()
+
+
 def test_a_newcomer_joins_the_running_batch_and_leaves_it_first(pool, models):
     long = pool.stream(Ask(models["a"], user("tell me"), max_tokens=600))
     assert isinstance(next(long), Piece)  # the long answer is running

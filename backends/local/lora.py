@@ -15,11 +15,12 @@ With one adapter for the whole batch the arithmetic is peft's own (x A^T B^T * s
 to the base output), so a lone request answers token for token as the PeftModel would. Slot 0
 is "no adapter": the base model, untouched, and no hook runs at all.
 
-When the last MERGE_AFTER requests all used one adapter (one fine-tune served alone: `ftm chat`,
-`ftm eval`, a server with one model), that adapter is merged into the base weights as peft's
-merge_and_unload does, and its rows cost what the merged model costs (applying it at run time
-costs 10-15% on CPU). Another adapter or the bare base restores the weights bit for bit from the
-model's safetensors files (never by subtracting, which would drift).
+When one adapter is all that was ever asked for, or all the last MERGE_AFTER requests used (one
+fine-tune served alone: `ftm chat`, `ftm eval`, a server with one model), it is merged into the
+base weights as peft's merge_and_unload does, and its rows cost what the merged model costs
+(applying it at run time costs 10-15% on CPU): answers are then those of `ftm export`'s model.
+Another adapter or the bare base restores the weights bit for bit from the model's safetensors
+files (never by subtracting, which would drift).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Adapters:
         self.layout: tuple[int, ...] = ()  # the slots whose A's and B's mixed batches multiply by
         self.merged, self.merges = 0, 0  # the slot merged into the base weights (0: none); how often
         self._recent: deque[int] = deque(maxlen=MERGE_AFTER)  # slots of the latest requests
+        self._seen: set[int] = set()  # every slot a request has used
         self._files = _weight_files(base_dir)  # weight name -> safetensors file, to restore from
         self._hooks: list = []
 
@@ -61,6 +63,7 @@ class Adapters:
     def admit(self, slot: int) -> None:
         """Note a new request's adapter (what decides merging)."""
         self._recent.append(slot)
+        self._seen.add(slot)
 
     def select(self, slots: list[int]) -> None:
         """Which adapter each row of the next forward passes through (merging or restoring first)."""
@@ -93,9 +96,10 @@ class Adapters:
                 self._hooks.pop().remove()
 
     def _settled(self, slot: int) -> bool:
-        """Worth merging: the latest requests all used it, and its layers can be restored from files."""
-        return (len(self._recent) == MERGE_AFTER and all(s == slot for s in self._recent)
-                and all(site.restorable for site in self.sites.values() if slot in site.lora))
+        """Worth merging: the only adapter ever asked for, or the one the latest requests all used;
+        and its layers can be restored from files."""
+        alone = self._seen == {slot} or len(self._recent) == MERGE_AFTER and set(self._recent) == {slot}
+        return alone and all(site.restorable for site in self.sites.values() if slot in site.lora)
 
     def _merge(self, slot: int) -> None:
         for site in self.sites.values():
