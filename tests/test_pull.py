@@ -154,7 +154,7 @@ def test_a_base_model_not_on_this_machine_is_one_line_with_the_fix(env, chat_fil
 
 def test_a_killed_pull_leaves_nothing_behind_and_a_pull_downloads_once(env, chat_file, ftm_home):
     run = together_run(chat_file)
-    env.faults.add("slow", *DOWNLOAD, delay=30)
+    env.faults.add("slow", *DOWNLOAD, delay=10)  # outlasts the kill, not the server
     proc = spawn("pull", run["id"])
     wait_until(lambda: env.requests[DOWNLOAD] == 1)  # the download has begun ...
     proc.kill()  # ... and ftm dies in the middle of it

@@ -146,7 +146,7 @@ def test_polls_survive_dropped_connections_and_lose_nothing(env, tmp_path):
 
 
 def test_a_killed_submit_is_found_again_by_sync(env, chat_file, ftm_home):
-    env.faults.add("slow", *CREATE, delay=30)
+    env.faults.add("slow", *CREATE, delay=10)  # outlasts the kill, not the server
     before = len(env.state.jobs)
     proc = spawn("submit", chat_file, "-b", "together", "-m", MODEL, "--epochs", "1")
     wait_until(lambda: len(env.state.jobs) > before)  # Together has made the job ...
