@@ -12,12 +12,13 @@ import time
 
 import pytest
 
-from fixtures_local import tiny_llama  # noqa: F401  (fixture; sets passive OpenMP first)
+from fixtures_local import tiny_gpt2, tiny_llama  # noqa: F401  (fixtures; sets passive OpenMP first)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
+from ftm_backends.local.chat import prompt_text  # noqa: E402
 from ftm_backends.local.model import Target  # noqa: E402
 from ftm_backends.local.pool import Ask, Done, Piece, Pool, PromptTooLong  # noqa: E402
 from ftmanager.errors import InvalidInput, NotFound  # noqa: E402
@@ -74,15 +75,18 @@ def plain(target: Target, messages: list[dict], n: int) -> str:
     return generated(target, messages, n)[0]
 
 
-def generated(target: Target, messages: list[dict], n: int) -> tuple[str, int]:
+def generated(target: Target, messages: list[dict], n: int, merged: bool = False) -> tuple[str, int]:
     """generate()'s greedy text and how many tokens it made before the end-of-turn token."""
     tok = transformers.AutoTokenizer.from_pretrained(target.base)
     model = transformers.AutoModelForCausalLM.from_pretrained(target.base).eval()
     if target.adapter:
         model = peft.PeftModel.from_pretrained(model, target.adapter).eval()
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    if merged:
+        model = model.merge_and_unload()
+    ids = tok(prompt_text(tok, messages, target.template), return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=n, do_sample=False)[0, ids["input_ids"].shape[1]:]
+        out = model.generate(**ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.eos_token_id)
+    out = out[0, ids["input_ids"].shape[1]:]
     return tok.decode(out, skip_special_tokens=True), len([t for t in out.tolist() if t != tok.eos_token_id])
 
 
@@ -142,6 +146,21 @@ def test_the_only_adapter_ever_asked_for_is_merged_at_once(models):
         assert pool.stats()["merges"] == 1 and done.text == plain(models["merged"], user("q7"), 16)
     finally:
         pool.close()
+
+
+def test_gpt2_with_an_adapter_on_its_transposed_layers_and_a_prompt_format(tiny_gpt2, tmp_path):  # noqa: F811
+    tuned = Target(str(tiny_gpt2), make_adapter(tiny_gpt2, tmp_path / "gpt2-lora", 3), "alpaca")
+    base = Target(str(tiny_gpt2), None, "alpaca")
+    asks = [Ask(tuned, user("q1"), max_tokens=12), Ask(base, user("q2"), max_tokens=12)]
+    for merged in (False, True):
+        pool = Pool(device="cpu")
+        try:
+            done = pool.answers(asks if not merged else asks[:1])  # the adapter alone is merged at once
+            assert pool.stats()["merges"] == merged
+        finally:
+            pool.close()
+        assert [(d.text, d.completion_tokens) for d in done] == [
+            generated(ask.target, ask.messages, 12, merged) for ask in asks[:len(done)]]
 
 
 def test_a_newcomer_joins_the_running_batch_and_leaves_it_first(pool, models):
