@@ -135,6 +135,9 @@ def test_one_adapter_asked_for_again_is_merged_and_the_base_comes_back_bit_for_b
         after = [e["logprob"] for p in pool.stream(Ask(models["base"], user("q0"), max_tokens=16, logprobs=True))
                  if isinstance(p, Piece) for e in p.logprobs]
         assert after == before  # the same floats: the base weights were restored, not subtracted back
+        for i in range(8):  # after a restore, a merge waits for twice as long a run
+            answer("a", f"q{i}")
+            assert pool.stats()["merges"] == 1 + (i == 7)
     finally:
         pool.close()
 

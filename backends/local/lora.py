@@ -15,24 +15,24 @@ With one adapter for the whole batch the arithmetic is peft's own (x A^T B^T * s
 to the base output), so a lone request answers token for token as the PeftModel would. Slot 0
 is "no adapter": the base model, untouched, and no hook runs at all.
 
-When one adapter is all that was ever asked for, or all the last MERGE_AFTER requests used (one
-fine-tune served alone: `ftm chat`, `ftm eval`, a server with one model), it is merged into the
+When one adapter is all that was ever asked for, or the last MERGE_AFTER requests in a row used it
+(one fine-tune served alone: `ftm chat`, `ftm eval`, a server with one model), it is merged into the
 base weights as peft's merge_and_unload does, and its rows cost what the merged model costs
 (applying it at run time costs 10-15% on CPU): answers are then those of `ftm export`'s model.
 Another adapter or the bare base restores the weights bit for bit from the model's safetensors
-files (never by subtracting, which would drift).
+files (never by subtracting, which would drift); each restore doubles the run of requests the next
+merge waits for, so traffic that keeps switching settles on the hooks instead of reloading.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from pathlib import Path
 
 from ftmanager.errors import InvalidInput
 
 PLAIN = {"peft_type": "LORA", "use_dora": False, "bias": "none"}
-MERGE_AFTER = 4  # requests in a row for one adapter before it is merged: a switch costs a reload
+MERGE_AFTER = 4  # requests in a row for one adapter before it is merged (doubled by each restore)
 LAYOUT = 16  # adapters a mixed batch's products may span beyond twice those its rows use
 
 
@@ -47,7 +47,8 @@ class Adapters:
         self.selection: int | _Mixed = 0  # one slot for every row, or each row's
         self.layout: tuple[int, ...] = ()  # the slots whose A's and B's mixed batches multiply by
         self.merged, self.merges = 0, 0  # the slot merged into the base weights (0: none); how often
-        self._recent: deque[int] = deque(maxlen=MERGE_AFTER)  # slots of the latest requests
+        self._streak = (0, 0)  # the latest requests' slot, and how many in a row used it
+        self._after = MERGE_AFTER  # how long a streak earns a merge
         self._seen: set[int] = set()  # every slot a request has used
         self._files = _weight_files(base_dir)  # weight name -> safetensors file, to restore from
         self._hooks: list = []
@@ -62,7 +63,8 @@ class Adapters:
 
     def admit(self, slot: int) -> None:
         """Note a new request's adapter (what decides merging)."""
-        self._recent.append(slot)
+        last, count = self._streak
+        self._streak = (slot, count + 1 if slot == last else 1)
         self._seen.add(slot)
 
     def select(self, slots: list[int]) -> None:
@@ -98,7 +100,7 @@ class Adapters:
     def _settled(self, slot: int) -> bool:
         """Worth merging: the only adapter ever asked for, or the one the latest requests all used;
         and its layers can be restored from files."""
-        alone = self._seen == {slot} or len(self._recent) == MERGE_AFTER and set(self._recent) == {slot}
+        alone = self._seen == {slot} or self._streak[0] == slot and self._streak[1] >= self._after
         return alone and all(site.restorable for site in self.sites.values() if slot in site.lora)
 
     def _merge(self, slot: int) -> None:
@@ -118,7 +120,7 @@ class Adapters:
             if self.merged in site.lora:
                 with safe_open(self._files[site.key], framework="pt") as f:
                     site.layer.weight.data.copy_(f.get_tensor(site.key))
-        self.merged = 0
+        self.merged, self._after = 0, self._after * 2
 
     def _load(self, path: str, slot: int) -> None:
         from peft import LoraConfig
