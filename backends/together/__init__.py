@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from ftm_backends.openai import OpenAIBackend
-from ftm_backends.openai.sdk import create_once
+from ftm_backends.openai.sdk import SdkErrors, create_once
 
 from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads
-from ftmanager.errors import BackendError, FtmError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
+from ftmanager.errors import FtmError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
 from ftmanager.facts import SUCCEEDED, auto_epochs, is_terminal
 
 from . import progress
@@ -51,9 +50,11 @@ def tagged_suffix(suffix: str | None, run_id: str) -> str:
     return f"{suffix[: MAX_SUFFIX - len(run_id) - 1]}-{run_id}"
 
 
-class TogetherBackend(Backend):
+class TogetherBackend(SdkErrors, Backend):
     """Fine-tuning jobs on Together AI (or a server speaking its API) through the official SDK."""
 
+    sdk, provider, key_env, url_env = "together", "Together", KEY_ENV, URL_ENV  # SdkErrors' words
+    key_hint = f" (and {PROJECT_ENV})"
     name = "together"
     description = ("Together AI's fine-tuning API (LoRA or full), via TOGETHER_BASE_URL; "
                    "`ftm pull` brings the weights home")
@@ -85,40 +86,6 @@ class TogetherBackend(Backend):
             self._client = together.Together(api_key=key, base_url=self.base_url, project_id=self.project,
                                              max_retries=self.max_retries, timeout=self.timeout)
         return self._client
-
-    @contextmanager
-    def _refusals(self):
-        """Together's definite refusals as Refused (its missing objects as NotFound); the rest propagate."""
-        import together
-
-        try:
-            yield
-        except together.AuthenticationError:
-            raise Refused(f"Together rejected the API key read from {KEY_ENV} (401 at {self.where})",
-                          f"Check the key in {KEY_ENV} (and {PROJECT_ENV}).") from None
-        except (together.BadRequestError, together.UnprocessableEntityError, together.PermissionDeniedError) as err:
-            raise Refused(f"Together refused the request: {self._said(err)}", "Fix that and try again.") from None
-        except together.NotFoundError as err:
-            raise NotFound(f"Together has no such object: {self._said(err)}", f"Check the id (account {self.account}).") from None
-
-    @contextmanager
-    def _answered(self):
-        """_refusals, and a Together that did not answer (after the SDK's retries) as one line."""
-        import together
-
-        try:
-            with self._refusals():
-                yield
-        except (together.APIConnectionError, together.InternalServerError, together.RateLimitError) as err:
-            raise BackendError(f"Together at {self.where} did not answer ({type(err).__name__})",
-                               f"Check the network and {URL_ENV}, then run the command again; nothing was lost.") from None
-
-    def _said(self, err) -> str:
-        body = err.body if isinstance(getattr(err, "body", None), dict) else {}
-        said = body.get("error") if isinstance(body.get("error"), dict) else body
-        text = str(said.get("message") or getattr(err, "message", err))
-        key = os.environ.get(KEY_ENV)
-        return without_userinfo(text.replace(key, "***") if key else text)
 
     # --- starting --------------------------------------------------------------------------
 
