@@ -112,6 +112,22 @@ class Uploads(Protocol):
         return contextlib.nullcontext()
 
 
+def upload_once(uploads: Uploads, dataset_id: str, account: str, path: Path, still_there, upload) -> str:
+    """The provider's file id for dataset_id at account: the one recorded when still_there(id)
+    says it is, else upload()'s (recorded). Concurrent starts wait for each other under the lock."""
+    import os
+
+    with uploads.lock(dataset_id, account):
+        file_id = uploads.get(dataset_id, account)
+        if file_id and still_there(file_id):
+            return file_id
+        if file_id:
+            uploads.forget(dataset_id, account)
+        file_id = upload()
+        uploads.put(dataset_id, account, file_id, os.path.getsize(path))
+    return file_id
+
+
 class Backend(abc.ABC):
     """A place that runs supervised fine-tuning jobs."""
 

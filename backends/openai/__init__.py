@@ -13,7 +13,7 @@ import os
 import time
 from contextlib import suppress
 
-from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads
+from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads, upload_once
 from ftmanager.facts import (CREATED, HYPERPARAMETERS, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING,
                              auto_epochs, is_terminal)
 from ftmanager.errors import InvalidInput, NotFound, Refused, without_userinfo
@@ -121,16 +121,11 @@ class OpenAIBackend(SdkErrors, Backend):
 
     def _ensure_file(self, path, dataset_id: str, uploads: Uploads, run_id: str) -> str:
         """The file id of dataset_id at this account, uploaded only if it is not there yet."""
-        with uploads.lock(dataset_id, self.account):  # concurrent submits wait, then reuse it
-            file_id = uploads.get(dataset_id, self.account)
-            if file_id and self._still_there(file_id):
-                return file_id
-            if file_id:
-                uploads.forget(dataset_id, self.account)
+        def send() -> str:
             with self._refusals():
-                file_id = self.upload(path, f"ftm-{dataset_id[:16]}.jsonl")
-            uploads.put(dataset_id, self.account, file_id, os.path.getsize(path))
-        return file_id
+                return self.upload(path, f"ftm-{dataset_id[:16]}.jsonl")
+
+        return upload_once(uploads, dataset_id, self.account, path, self._still_there, send)
 
     def _still_there(self, file_id: str) -> bool:
         try:

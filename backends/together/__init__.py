@@ -16,7 +16,7 @@ from pathlib import Path
 from ftm_backends.openai import OpenAIBackend
 from ftm_backends.openai.sdk import SdkErrors, create_once
 
-from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads
+from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads, upload_once
 from ftmanager.errors import FtmError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
 from ftmanager.facts import SUCCEEDED, auto_epochs, is_terminal
 
@@ -107,16 +107,11 @@ class TogetherBackend(SdkErrors, Backend):
                           "Choose a model it does (`ftm rerun` maps OpenAI's through the base-model table).") from None
 
     def _ensure_file(self, path: Path, dataset_id: str, uploads: Uploads) -> str:
-        with uploads.lock(dataset_id, self.account):  # concurrent submits wait, then reuse it
-            file_id = uploads.get(dataset_id, self.account)
-            if file_id and self._still_there(file_id):
-                return file_id
-            if file_id:
-                uploads.forget(dataset_id, self.account)
+        def send() -> str:
             with self._refusals():  # ftm checked the data by Together's rules already: no second read
-                file_id = self.client.files.upload(file=Path(path), purpose="fine-tune", check=False).id
-            uploads.put(dataset_id, self.account, file_id, os.path.getsize(path))
-        return file_id
+                return self.client.files.upload(file=Path(path), purpose="fine-tune", check=False).id
+
+        return upload_once(uploads, dataset_id, self.account, path, self._still_there, send)
 
     def _still_there(self, file_id: str) -> bool:
         try:
