@@ -44,7 +44,7 @@ def together() -> Provider:
 
 def make_archive(folder: Path, gb: float) -> Path:
     """An adapter folder of gb GB of random weights, packed as the stand-in serves it."""
-    from ftmanager.api.together import pack
+    from ftmanager.standin.together import pack
 
     adapter = folder / "adapter"
     adapter.mkdir()

@@ -47,7 +47,7 @@ def openai_endpoint():
     if os.environ.get("OPENAI_API_KEY"):
         print("Using the OpenAI API (OPENAI_API_KEY is set).")
         return None
-    from ftmanager.api import standin
+    from ftmanager.standin import standin
 
     server = standin("127.0.0.1", 0, speed=float(os.environ.get("FTM_DEMO_SPEED", "20")))
     os.environ.update(OPENAI_BASE_URL=server.url, OPENAI_API_KEY="sk-standin-demo")

@@ -142,7 +142,7 @@ def test_the_python_api_gives_what_the_cli_gives(ftm_home, tmp_path):
 
 
 def test_eval_of_an_openai_run_goes_through_chat_completions(ftm_home, tmp_path, monkeypatch):
-    from ftmanager.api import standin
+    from ftmanager.standin import standin
 
     with standin(speed=50) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.url)

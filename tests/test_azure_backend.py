@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ftm
 from ftm_backends.azure import DEFAULT_API_VERSION, AzureOpenAIBackend
-from ftmanager.api import standin
+from ftmanager.standin import standin
 from ftmanager.errors import Refused
 from test_openai_backend import MODEL, MemoryUploads, follow, make_spec
 

@@ -102,7 +102,7 @@ def judge_training_file(tmp_path, references, wrong="I do not know."):
 
 
 def test_score_model_asks_an_openai_compatible_judge_over_http(ftm_home, tmp_path, monkeypatch):
-    from ftmanager.api import standin
+    from ftmanager.standin import standin
 
     data = capitals(tmp_path)
     run = ftm("submit", data, "-b", "fake", "--wait", "--json").json()

@@ -13,7 +13,7 @@ import fireworks
 import pytest
 
 from ftm_backends.fireworks import FireworksBackend, job_id_for
-from ftmanager.api.fireworks import standin
+from ftmanager.standin.fireworks import standin
 from ftmanager.backend import RunSpec
 from ftmanager.errors import BackendError, FtmError, InvalidInput, NotFound, Refused, Unsupported
 from test_openai_backend import MemoryUploads, follow
@@ -39,7 +39,7 @@ def env(server, monkeypatch):
     monkeypatch.delenv("FTM_POLL_SCALE", raising=False)
     server.faults.clear()
     server.requests.clear()
-    server.runner.speed = 40
+    server.service.speed = 40
     return server
 
 
@@ -71,7 +71,7 @@ def test_a_run_is_a_dataset_then_a_job_followed_to_its_model(env, tmp_path):
     backend = FireworksBackend()
     job_id = backend.start(spec, MemoryUploads())
     assert job_id == job_id_for(spec.run_id) == f"ftm-{spec.run_id}"
-    asked = env.runner.requests[job_id]
+    asked = env.service.requests[job_id]
     assert asked["dataset"] == f"accounts/{ACCOUNT}/datasets/ftm-{spec.dataset_id[:40]}"
     assert asked["evaluationDataset"] == f"accounts/{ACCOUNT}/datasets/ftm-{spec.validation_dataset_id[:40]}"
     assert (asked["epochs"], asked["loraRank"], asked["learningRate"]) == (2, 16, pytest.approx(2e-4))
@@ -98,11 +98,11 @@ def test_a_dataset_is_made_once_per_content_and_account(env, tmp_path, monkeypat
     second = make_spec(tmp_path, offset=100)
     backend.start(second, uploads)
     assert env.requests[("POST", DATASETS)] == 1  # the second run reuses the READY dataset
-    made = env.runner.datasets[(ACCOUNT, f"ftm-{spec.dataset_id[:40]}")]
+    made = env.service.datasets[(ACCOUNT, f"ftm-{spec.dataset_id[:40]}")]
     assert made.example_count == 12 and made.ready()
     monkeypatch.setenv("FIREWORKS_ACCOUNT_ID", "other")  # another account has its own datasets
     FireworksBackend().start(make_spec(tmp_path, offset=100), uploads)
-    assert ("other", made.id) in env.runner.datasets
+    assert ("other", made.id) in env.service.datasets
 
 
 def test_a_start_cut_off_after_the_dataset_was_made_finds_it_again(env, tmp_path):
@@ -176,7 +176,7 @@ def test_a_job_id_taken_by_another_dataset_is_refused(env, tmp_path):
 
 
 def test_cancel_and_find(env, tmp_path):
-    env.runner.speed = 2
+    env.service.speed = 2
     backend = FireworksBackend()
     spec = make_spec(tmp_path)
     job_id = backend.start(spec, MemoryUploads())
@@ -222,12 +222,12 @@ def test_models_options_and_answers_are_checked_before_anything_is_sent():
 
 
 def test_download_refuses_names_outside_the_folder_and_says_when_urls_expired(env, tmp_path):
-    from ftmanager.api import fireworks as routes
+    from ftmanager.standin import fireworks as routes
 
     adapter = tmp_path / "served"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    env.runner.adapter = adapter
+    env.service.adapter = adapter
     backend = FireworksBackend()
     job_id = backend.start(make_spec(tmp_path), MemoryUploads())
     model = follow(backend, job_id)[-1].result_model
@@ -240,7 +240,7 @@ def test_download_refuses_names_outside_the_folder_and_says_when_urls_expired(en
 
     def stale(srv, req):  # signed URLs that expired before they were used
         urls = routes.download_endpoint(srv, req)
-        srv.runner.signed.clear()
+        srv.service.signed.clear()
         return urls
 
     original = env.routes
@@ -252,5 +252,5 @@ def test_download_refuses_names_outside_the_folder_and_says_when_urls_expired(en
         with pytest.raises(BackendError, match=r"downloading adapter_config.json from Fireworks failed \(HTTP 403\)"):
             backend.download(job_id, model, tmp_path / "late" / "adapter")
     finally:
-        env.routes, env.runner.adapter = original, None
+        env.routes, env.service.adapter = original, None
     assert not (tmp_path / "other" / "evil.txt").exists() and not list((tmp_path / "late").rglob("*.part"))

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ftm
-from ftmanager.api import standin
+from ftmanager.standin import standin
 
 KEY, ACCOUNT = "fw-e2e-" + "s3cr3t" * 4, "acme"
 MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"
@@ -31,7 +31,7 @@ def env(server, ftm_home, monkeypatch):
     monkeypatch.setenv("FIREWORKS_ACCOUNT_ID", ACCOUNT)
     monkeypatch.setenv("FTM_POLL_SCALE", "0.05")
     server.faults.clear()
-    server.runner.speed = 20
+    server.service.speed = 20
     return server
 
 
@@ -60,14 +60,14 @@ def test_submit_rerun_runs_and_compare(env, chat_file, ftm_home):
     assert again.code == 0, again
     child = again.json()
     assert child["parent_run_id"] == run["id"] and child["base_model"] == MODEL
-    assert env.runner.requests[child["provider_job_id"]]["loraRank"] == 32
-    assert env.runner.requests[child["provider_job_id"]]["epochs"] == 2  # carried from the parent
+    assert env.service.requests[child["provider_job_id"]]["loraRank"] == 32
+    assert env.service.requests[child["provider_job_id"]]["epochs"] == 2  # carried from the parent
     listed = ftm("runs", "--backend", "fireworks", "--json").json()
     assert [r["id"] for r in listed] == [child["id"], run["id"]]
     compared = ftm("compare", run["id"], child["id"], "--json")
     assert compared.code == 0, compared
     assert "lora_r" in compared.out and "JOB_STATE" not in compared.err
-    assert len(env.runner.datasets) == 1 or all(d.ready() for d in env.runner.datasets.values())
+    assert len(env.service.datasets) == 1 or all(d.ready() for d in env.service.datasets.values())
     assert_key_never_written(ftm_home, result.out, result.err, again.out, again.err)
 
 
@@ -93,7 +93,7 @@ def test_killed_mid_create_then_sync_finds_the_one_job(env, chat_file, ftm_home)
 
 
 def test_cancel_a_fireworks_run(env, chat_file):
-    env.runner.speed = 2  # a few seconds in validation and the queue: long enough to cancel
+    env.service.speed = 2  # a few seconds in validation and the queue: long enough to cancel
     run = ftm("submit", chat_file, "--backend", "fireworks", "--json").json()
     cancelled = ftm("cancel", run["id"], "--json")
     assert cancelled.code == 0 and cancelled.json()["status"] == "cancelled", cancelled

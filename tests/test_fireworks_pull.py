@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ftm
 from fixtures_local import tiny_llama  # noqa: F401  (a session fixture)
-from ftmanager.api import standin
+from ftmanager.standin import standin
 
 ACCOUNT, PROMPT = "acme", "What is 3 plus 3?"
 

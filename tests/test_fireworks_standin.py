@@ -13,7 +13,7 @@ import fireworks
 import httpx
 import pytest
 
-from ftmanager.api import standin
+from ftmanager.standin import standin
 
 ACCOUNT, MODEL = "acme", "accounts/fireworks/models/llama-v3p2-1b-instruct"
 
@@ -30,7 +30,7 @@ def server(tmp_path_factory):
 @pytest.fixture
 def fw(server):
     server.faults.clear()
-    server.runner.speed = 50
+    server.service.speed = 50
     return fireworks.Fireworks(api_key="fw-any", account_id=ACCOUNT, base_url=server.url, max_retries=0)
 
 
@@ -94,7 +94,7 @@ def test_a_job_moves_through_fireworks_states_to_a_downloadable_model(fw, server
 
 def test_job_ids_are_the_clients_and_listing_pages(fw, server):
     name = ready_dataset(fw, "paged")
-    server.runner.speed = 0.5  # the jobs stay running while the test cancels one
+    server.service.speed = 0.5  # the jobs stay running while the test cancels one
     for i in range(3):
         fw.supervised_fine_tuning_jobs.create(dataset=name, base_model=MODEL, supervised_fine_tuning_job_id=f"page-{i}")
     with pytest.raises(fireworks.ConflictError):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ftm_backends.openai import OpenAIBackend, parse_results
-from ftmanager.api import ClockRunner, Server, standin
+from ftmanager.standin import ClockService, Server, standin
 from ftmanager.backend import RunSpec, Uploads
 from ftmanager.errors import BackendError
 
@@ -96,7 +96,7 @@ def jobs_tagged(server, run_id: str) -> list[str]:
 
 @pytest.mark.parametrize("encoding", ["never", "always"])
 def test_a_job_is_followed_to_its_model_with_everything_recorded(env, tmp_path, encoding):
-    env.runner.results_base64 = encoding
+    env.service.results_base64 = encoding
     spec = make_spec(tmp_path, validation=10)
     backend = OpenAIBackend()
     job_id = backend.start(spec, MemoryUploads())
@@ -146,7 +146,7 @@ def test_events_beyond_one_page_arrive_once_and_in_order(env, tmp_path):
     while job.status != "succeeded":  # let it finish unobserved, as if ftm had been away
         time.sleep(0.1)
         with env.state.lock:
-            env.runner.refresh(job)
+            env.service.refresh(job)
     env.requests.clear()
     progress = backend.poll(job_id, {})
     assert [e.id for e in progress.events] == [e["id"] for e in env.state.jobs[job_id].events]
@@ -248,7 +248,7 @@ def test_an_empty_error_object_means_no_error(env, tmp_path):
     assert progresses[-1].status == "succeeded" and all(p.error is None for p in progresses)
 
 
-class NewStatusRunner(ClockRunner):
+class NewStatusRunner(ClockService):
     """A provider that has invented a status ftm has never seen."""
 
     def start(self, job):

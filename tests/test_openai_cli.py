@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ftm
-from ftmanager.api import standin
+from ftmanager.standin import standin
 
 KEY = "sk-test-e2e-" + "s3cr3t" * 4
 MODEL = "gpt-4o-mini-2024-07-18"
@@ -29,7 +29,7 @@ def env(server, ftm_home, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("FTM_POLL_SCALE", "0.05")
     server.faults.clear()
-    server.runner.speed = 20
+    server.service.speed = 20
     return server
 
 
@@ -99,7 +99,7 @@ def test_killed_mid_create_then_sync_finds_the_one_job(env, chat_file, ftm_home)
 
 
 def test_submit_wait_killed_while_polling_then_watch_records_everything(env, chat_file, ftm_home):
-    env.runner.speed = 4  # slow enough to be caught running
+    env.service.speed = 4  # slow enough to be caught running
     proc = spawn("submit", chat_file, "--backend", "openai", "--model", MODEL, "--epochs", "2", "--wait")
     wait_until(lambda: any(j.status == "running" for j in env.state.jobs.values()
                            if (j.metadata or {}).get("ftm_run_id") and j.finished_at is None))
@@ -107,7 +107,7 @@ def test_submit_wait_killed_while_polling_then_watch_records_everything(env, cha
     out, err = proc.communicate()
     [run] = ftm("runs", "--json").json()
     assert run["status"] != "succeeded"
-    env.runner.speed = 40
+    env.service.speed = 40
     watched = ftm("watch", run["id"])
     assert watched.code == 0, watched
     job = env.state.jobs[run["provider_job_id"]]
@@ -122,9 +122,9 @@ def test_pause_resume_and_cancel_an_openai_run(env, chat_file, ftm_home):
 
     def running():
         with env.state.lock:
-            env.runner.refresh(job)
+            env.service.refresh(job)
             if job.status == "running":
-                env.runner.speed = 0.5  # from here on, slow enough for ftm to catch it running
+                env.service.speed = 0.5  # from here on, slow enough for ftm to catch it running
             return job.status == "running"
 
     wait_until(running)

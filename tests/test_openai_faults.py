@@ -15,7 +15,7 @@ import pytest
 
 from ftm_backends.openai import OpenAIBackend
 from ftmanager import registry
-from ftmanager.api import standin
+from ftmanager.standin import standin
 from ftmanager.errors import FtmError, Refused
 from test_openai_backend import KEY, MemoryUploads, env, follow, jobs_tagged, make_spec, server  # noqa: F401
 
@@ -147,7 +147,7 @@ def test_find_pages_through_the_jobs_listed_by_metadata(env, tmp_path):
     env.requests.clear()
     original = env.routes
     try:  # a server that ignores the metadata filter: find() must filter (and page) itself
-        from ftmanager.api import routes
+        from ftmanager.front import routes
 
         def ignore_filter(srv, req):
             req.query = {k: v for k, v in req.query.items() if not k.startswith("metadata[")}

@@ -15,8 +15,8 @@ from conftest import ftm
 from fixtures_local import tiny_llama  # noqa: F401  (fixture)
 from test_openai_cli import spawn, wait_until
 
-from ftmanager.api import standin as openai_standin
-from ftmanager.api.together import standin
+from ftmanager.standin import standin as openai_standin
+from ftmanager.standin.together import standin
 
 pytest.importorskip("peft")
 
@@ -58,7 +58,7 @@ def env(server, ftm_home, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))  # no base model from anywhere else
     server.faults.clear()
     server.requests.clear()
-    server.runner.phases.update(FAST)
+    server.service.phases.update(FAST)
     return server
 
 
@@ -179,7 +179,7 @@ def test_only_a_succeeded_run_of_a_provider_that_gives_weights_is_pulled(env, ch
     fake = ftm("submit", chat_file, "-b", "fake", "--wait", "--json").json()
     refused = ftm("pull", fake["id"])
     assert refused.code == 1 and "the fake backend gives no weights to download" in refused.err
-    env.runner.phases["queued"] = 60.0
+    env.service.phases["queued"] = 60.0
     waiting = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "--json").json()
     early = ftm("pull", waiting["id"])
     assert early.code == 1 and "has no model yet" in early.err and env.requests[DOWNLOAD] == 0

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from ftmanager.api import standin
+from ftmanager.standin import standin
 from ftmanager.serve import serve
 from ftmanager.serve.table import SHIPPED
 
@@ -79,7 +79,7 @@ def test_the_users_table_maps_new_names_and_overrides_shipped_ones(server, ftm_h
 
 
 def test_streamed_chat_arrives_as_server_sent_chunks_and_ends_with_a_finish_reason():
-    # The front is shared: the stand-in's clock runner answers in one piece, which is enough here.
+    # The front is shared: the stand-in's clock service answers in one piece, which is enough here.
     with standin(speed=1000) as srv:
         c = openai.OpenAI(base_url=srv.url, api_key="sk-any", max_retries=0)
         stream = c.chat.completions.create(model="gpt-4o-mini-2024-07-18", stream=True,
@@ -117,14 +117,14 @@ def test_the_front_serves_another_providers_paths_and_error_shape():
     """What a Together or Fireworks stand-in needs: its own routes, prefix and error body."""
     import re
 
-    from ftmanager.api import ClockRunner, Server
+    from ftmanager.standin import ClockService, Server
 
     def dataset(srv, req):
         return {"name": f"accounts/{req.params[0]}/datasets/{req.json()['datasetId']}", "state": "UPLOADING"}
 
     routes = [("POST", re.compile(r"/accounts/([^/]+)/datasets"), dataset, False)]
     fireworks_error = lambda err: {"code": err.status, "message": err.message}  # noqa: E731
-    with Server(ClockRunner(), routes=routes, prefix="/v1", error_body=fireworks_error).start() as srv:
+    with Server(ClockService(), routes=routes, prefix="/v1", error_body=fireworks_error).start() as srv:
         auth = {"Authorization": "Bearer fw-key"}
         made = httpx.post(f"{srv.url}/accounts/acme/datasets", json={"datasetId": "caps"}, headers=auth)
         assert made.json() == {"name": "accounts/acme/datasets/caps", "state": "UPLOADING"}

@@ -15,8 +15,8 @@ import httpx
 import openai
 import pytest
 
-from ftmanager.api import ClockRunner, Server, standin
-from ftmanager.api.chat import Done, Piece, messages
+from ftmanager.standin import ClockService, Server, standin
+from ftmanager.front.chat import Done, Piece, messages
 
 BASE = "gpt-4o-mini"
 
@@ -138,8 +138,8 @@ def test_a_second_cancel_is_a_400():
             client.fine_tuning.jobs.cancel(job.id)
 
 
-class SlowRunner(ClockRunner):
-    """The stand-in's runner with an answer that takes 50 s, a piece every 50 ms."""
+class SlowService(ClockService):
+    """The stand-in's service with an answer that takes 50 s, a piece every 50 ms."""
 
     def __init__(self):
         super().__init__(speed=100)
@@ -157,17 +157,17 @@ class SlowRunner(ClockRunner):
 
 
 def test_a_client_that_leaves_stops_its_answer():
-    runner = SlowRunner()
-    with Server(runner, control=True).start() as server:
+    service = SlowService()
+    with Server(service, control=True).start() as server:
         body = {"model": BASE, "messages": [{"role": "user", "content": "hi"}]}
         with pytest.raises(httpx.ReadTimeout):  # waits 0.5 s for the whole answer, then leaves
             httpx.post(f"{server.url}/chat/completions", json=body, timeout=0.5, headers={"Authorization": "Bearer k"})
-        assert runner.stopped.wait(3) and runner.made < 60
-        runner.made = 0
-        runner.stopped.clear()
+        assert service.stopped.wait(3) and service.made < 60
+        service.made = 0
+        service.stopped.clear()
         with httpx.stream("POST", f"{server.url}/chat/completions", json={**body, "stream": True},
                           headers={"Authorization": "Bearer k"}) as response:
             for n, _ in enumerate(response.iter_lines()):
                 if n > 4:
                     break  # a streaming client that reads a little and leaves
-        assert runner.stopped.wait(3) and runner.made < 60
+        assert service.stopped.wait(3) and service.made < 60

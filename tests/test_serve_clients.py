@@ -14,7 +14,7 @@ import time
 import pytest
 
 from fixtures_local import tiny_llama  # noqa: F401  (fixture)
-from ftmanager.api import standin
+from ftmanager.standin import standin
 from ftmanager.serve import serve
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of its price list from the web

@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from ftmanager.api import standin
+from ftmanager.standin import standin
 from ftmanager.serve import serve
 
 KEY = "sk-doors-test-key"
@@ -153,7 +153,7 @@ def test_a_chunked_body_cut_mid_chunk_spins_nothing(server):
 
 
 def test_half_open_connections_hold_no_thread_and_are_closed(server, monkeypatch):
-    from ftmanager.api import http
+    from ftmanager.front import http
 
     monkeypatch.setattr(http, "HEAD_TIMEOUT", 1.0)
     threads = threading.active_count()

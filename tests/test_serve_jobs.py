@@ -17,7 +17,7 @@ import pytest
 from conftest import ftm
 from fixtures_local import tiny_llama  # noqa: F401  (fixture)
 from ftmanager import paths
-from ftmanager.api import standin
+from ftmanager.standin import standin
 from ftmanager.serve import serve
 
 pytest.importorskip("peft")

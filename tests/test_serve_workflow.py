@@ -125,7 +125,7 @@ def test_sdk_workflow_trains_locally_and_serves_two_adapters_on_one_base(tiny_ta
         assert "".join(pieces).strip() == answers[ft_b]
         check_sampling_parameters(c, ft_b)
         assert {ft_a, ft_b} <= {m.id for m in c.models.list()}
-        loaded = server.runner.pool.loaded()
+        loaded = server.service.pool.loaded()
         assert len(loaded) == 1 and len(next(iter(loaded.values()))) == 2  # one base, two adapters
 
     runs = {r["id"]: r for r in ftm("runs", "--json").json()}

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from ftmanager.api import standin
-from ftmanager.api.faults import parse
+from ftmanager.standin import standin
+from ftmanager.front.faults import parse
 
 MODEL = "gpt-4o-mini-2024-07-18"
 
@@ -65,7 +65,7 @@ def test_bad_training_files_fail_the_job_as_openai_does(client, data, code, word
 
 
 def test_metrics_fall_and_results_alternate_between_plain_and_base64(server, client):
-    server.runner.results_base64 = "alternate"
+    server.service.results_base64 = "alternate"
     raws = []
     for _ in range(2):
         job = run_job(client, lines(*[example(i) for i in range(10)]), method={

@@ -17,7 +17,7 @@ import httpx
 import jsonschema
 import pytest
 
-from ftmanager.api import standin
+from ftmanager.standin import standin
 
 SPEC_PATH = Path(__file__).resolve().parent / "specs" / "openai-openapi-subset.json"  # MIT: see specs/LICENSES.md
 MODEL = "gpt-4o-mini-2024-07-18"

@@ -15,7 +15,7 @@ from ftm_backends.together import TogetherBackend, tagged_suffix
 from test_openai_backend import MemoryUploads, follow, make_spec
 from test_openai_cli import spawn, wait_until
 
-from ftmanager.api.together import standin
+from ftmanager.standin.together import standin
 from ftmanager.errors import FtmError, Refused
 
 KEY = "tg-test-" + "s3cr3t" * 4
@@ -39,7 +39,7 @@ def env(server, monkeypatch):
     monkeypatch.delenv("TOGETHER_PROJECT_ID", raising=False)
     server.faults.clear()
     server.requests.clear()
-    server.runner.speed, server.runner.phases = 10, dict(FAST)
+    server.service.speed, server.service.phases = 10, dict(FAST)
     return server
 
 
@@ -195,10 +195,10 @@ def test_data_together_would_reject_is_refused_before_uploading(env, tmp_path, f
 
 
 def test_cancel_keeps_togethers_word_until_the_job_is_cancelled(env, chat_file, ftm_home):
-    env.runner.phases.update(queued=60.0, cancel_requested=60.0)  # time to look at each
+    env.service.phases.update(queued=60.0, cancel_requested=60.0)  # time to look at each
     run = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "--json").json()
     job = env.state.jobs[run["provider_job_id"]]
-    wait_until(lambda: env.runner.refresh(job) or job.status == "queued")
+    wait_until(lambda: env.service.refresh(job) or job.status == "queued")
     cancelled = ftm("cancel", run["id"], "--json")
     assert cancelled.code == 0, cancelled
     assert cancelled.json()["status"] == "queued"  # cancel_requested is no end yet

@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import together
 
-from ftmanager.api.together import standin
+from ftmanager.standin.together import standin
 
 SPEC_PATH = Path(__file__).resolve().parent / "specs" / "together-openapi-subset.json"  # MIT: see specs/LICENSES.md
 MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
@@ -62,7 +62,7 @@ def adapter(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(adapter):
     with standin(speed=40, adapter=adapter) as srv:
-        srv.runner.phases.update(pending=0.1, queued=0.1, step=0.05, compressing=0.05, uploading=0.05)
+        srv.service.phases.update(pending=0.1, queued=0.1, step=0.05, compressing=0.05, uploading=0.05)
         yield srv
 
 
@@ -151,7 +151,7 @@ def test_the_sdk_drives_files_and_a_whole_job_and_every_answer_conforms(checked,
 def test_cancel_and_refusals_conform(checked, server, tmp_path):
     client, _ = checked
     uploaded = client.files.upload(file=train_file(tmp_path), purpose="fine-tune")
-    server.runner.phases["queued"] = 30.0
+    server.service.phases["queued"] = 30.0
     try:
         job = client.fine_tuning.create(training_file=uploaded.id, model=MODEL, lora=False, train_on_inputs="auto")
         assert job.training_type.type == "Full"
@@ -159,7 +159,7 @@ def test_cancel_and_refusals_conform(checked, server, tmp_path):
         with pytest.raises(together.BadRequestError):
             client.fine_tuning.cancel(job.id)
     finally:
-        server.runner.phases["queued"] = 0.1
+        server.service.phases["queued"] = 0.1
     with pytest.raises(together.NotFoundError):
         client.fine_tuning.model_limits(model_name="acme/no-such-model")
     with pytest.raises(together.NotFoundError):

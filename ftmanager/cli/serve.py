@@ -44,7 +44,7 @@ def serve(
                            "Pick another with --port, or --port 0 for a free one.") from None
     print(f"ftm serve: OpenAI-compatible fine-tuning and chat on {server.url} (local training)")
     print(f"  export OPENAI_BASE_URL={server.url} OPENAI_API_KEY={'<your key>' if api_key else 'any'}")
-    print(f"  base models: {', '.join(server.runner.base_models()[:4])}, ... (edit {user_path()})", flush=True)
+    print(f"  base models: {', '.join(server.service.base_models()[:4])}, ... (edit {user_path()})", flush=True)
     serve_until_stopped(server, "ftm serve")
 
 

@@ -32,9 +32,9 @@ def standin(
     model downloads as the --adapter folder. The first lines printed say how to point the
     provider's SDK (or ftm) at it. Faults can also be added while it runs: POST /_standin/faults.
     """
-    from ..api import PROVIDERS
-    from ..api import faults as fault_specs
-    from ..api import standin as make_standin
+    from ..standin import PROVIDERS
+    from ..front import faults as fault_specs
+    from ..standin import standin as make_standin
 
     if speed <= 0:
         raise InvalidInput(f"--speed must be above 0, not {speed:g}", "Try --speed 10.")

@@ -4,8 +4,8 @@
     with serve(port=0, api_key="KEY") as server:   # a real server on 127.0.0.1
         client = openai.OpenAI(base_url=server.url, api_key="KEY")
 
-The HTTP front is the stand-in's (ftmanager.api.Server), without its control endpoints;
-LocalRunner runs each job as an ftm run of the local backend, keeps the API's files and jobs
+The HTTP front is the stand-in's (ftmanager.standin.Server), without its control endpoints;
+LocalService runs each job as an ftm run of the local backend, keeps the API's files and jobs
 in the ledger (so a restart forgets nothing), and answers chat with every model the ledger
 has weights for (models.py). Base-model names map to local models in served_models.toml.
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..api import Server
-from .runner import LocalRunner, fine_tuned_name
+from ..front.server import Server
+from .service import LocalService, fine_tuned_name
 
-__all__ = ["LocalRunner", "fine_tuned_name", "serve"]
+__all__ = ["LocalService", "fine_tuned_name", "serve"]
 
 MAX_FILE_BYTES = 512 << 20  # OpenAI's limit for POST /files
 MAX_PART_BYTES = 64 << 20  # and for each part of an upload
@@ -28,15 +28,15 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = No
           device: str = "auto", max_batch: int = 8, data_dir: Path | None = None, pool=None) -> Server:
     """An OpenAI-compatible server backed by local training (not started: `with` it, or start())."""
     from .. import paths
-    from .store import LedgerState
+    from .ledger_state import LedgerState
 
-    runner = LocalRunner(pool, make_pool=lambda: _pool(device, max_batch))
+    service = LocalService(pool, make_pool=lambda: _pool(device, max_batch))
     try:
         state = LedgerState(Path(data_dir) if data_dir else paths.home() / "serve")
-        return Server(runner, host, port, api_key=api_key, state=state,
+        return Server(service, host, port, api_key=api_key, state=state,
                       max_file_bytes=max_file_bytes, max_part_bytes=max_part_bytes)
     except BaseException:
-        runner.close()
+        service.close()
         raise
 
 

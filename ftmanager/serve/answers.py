@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from ftm_backends.local.pool import Ask
 
-from ..api.state import ApiError
+from ..front.state import ApiError
 from ..errors import FtmError, InvalidInput
 
 log = logging.getLogger("ftm.serve")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from ..api.state import Job
+from ..front.state import Job
 from ..facts import epoch
 
 _STEP = re.compile(r"^Step (\d+)/(\d+):")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from ..api.state import ApiError
+from ..front.state import ApiError
 from ..facts import epoch
 from ..ledger import ledger
 from . import table

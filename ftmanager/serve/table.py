@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..api.state import ApiError
+from ..front.state import ApiError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "served_models.toml"
 FILE_NAME = "served_models.toml"

@@ -5,7 +5,7 @@ before a byte of the body is read), body limits (a declared length over the limi
 unread; a chunked body is cut off where it passes it), parsing (JSON through orjson, forms
 through python-multipart, both with every failure a 400), error bodies, the route table,
 fault injection, request counting and server-sent events. What a route means is the
-provider module's (routes.py for OpenAI); what happens to a job is the runner's.
+provider module's (routes.py for OpenAI); what happens to a job is the service's.
 A stand-in also answers control requests under /_standin/ (no key); `ftm serve` does not.
 """
 
@@ -23,7 +23,7 @@ from typing import BinaryIO
 from urllib.parse import parse_qs, unquote
 
 from .faults import Faults
-from .runner import JobRunner
+from .service import Service
 from .state import ApiError, State
 
 MAX_JSON_BODY = 16 << 20
@@ -99,7 +99,7 @@ class Stream:
 
 
 class Server:
-    """An OpenAI-shaped server on host:port with `runner` running its jobs.
+    """An OpenAI-shaped server on host:port with `service` running its jobs.
 
     routes: (method, compiled path pattern, fn(server, request), locked) below `prefix`
     (default: OpenAI's, routes.ROUTES); error_body(ApiError) -> the JSON a client of that API
@@ -108,7 +108,7 @@ class Server:
     control: answer the stand-in's /_standin/ requests (tests and benchmarks only).
     """
 
-    def __init__(self, runner: JobRunner, host: str = "127.0.0.1", port: int = 0, *,
+    def __init__(self, service: Service, host: str = "127.0.0.1", port: int = 0, *,
                  api_key: str | None = None, data_dir: Path | None = None,
                  max_file_bytes: int = 512 << 20, max_part_bytes: int = 64 << 20,
                  routes: list | None = None, prefix: str = "/v1", control: bool = False,
@@ -119,7 +119,7 @@ class Server:
 
         self._own_dir = data_dir is None and state is None
         self.state = state or State(Path(data_dir or tempfile.mkdtemp(prefix="ftm-api-")))
-        self.runner, self.routes, self.api_key = runner, routes or ROUTES, api_key
+        self.service, self.routes, self.api_key = service, routes or ROUTES, api_key
         self.prefix, self.control = prefix, control
         if error_body is not None:
             self.error_body = error_body
@@ -128,7 +128,7 @@ class Server:
         self.requests: Counter = Counter()
         self._requests_lock = threading.Lock()
         self._http = http.Thread(App(self), http.listen(host, port), self.bad_request)
-        runner.bind(self.state)
+        service.bind(self.state)
 
     @property
     def url(self) -> str:
@@ -147,7 +147,7 @@ class Server:
 
     def close(self) -> None:
         self._http.stop()
-        self.runner.close()
+        self.service.close()
         if self._own_dir:
             shutil.rmtree(self.state.data_dir, ignore_errors=True)
 

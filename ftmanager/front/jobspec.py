@@ -30,10 +30,10 @@ def job_from_request(srv, body: dict) -> Job:
 def _model(srv, model) -> str:
     if not isinstance(model, str) or not model:
         raise ApiError(400, "Missing required parameter: 'model'.", param="model")
-    model = srv.runner.snapshot(model)  # fine-tunes are named after the snapshot, as OpenAI names them
-    if model in srv.runner.base_models() or (model.startswith("ft:") and model in srv.state.models):
+    model = srv.service.snapshot(model)  # fine-tunes are named after the snapshot, as OpenAI names them
+    if model in srv.service.base_models() or (model.startswith("ft:") and model in srv.state.models):
         return model
-    raise srv.runner.unknown_model(model, 400)
+    raise srv.service.unknown_model(model, 400)
 
 
 def _training_file(srv, file_id, param: str):

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 
-from .clock import ClockRunner
-from .front import Server
-from .routes import ROUTES, chat
-from .state import ApiError
+from .clock import ClockService
+from ..front.server import Server
+from ..front.routes import ROUTES, chat
+from ..front.state import ApiError
 
 
 def _versioned(fn):
@@ -46,5 +46,5 @@ class AzureServer(Server):
 
 def standin(host: str = "127.0.0.1", port: int = 0, speed: float = 1.0, **options) -> AzureServer:
     """A stand-in Azure OpenAI server (not started: use it as a context manager, or call start())."""
-    runner = ClockRunner(speed=speed, results_base64=options.pop("results_base64", "always"))
-    return AzureServer(runner, host, port, routes=AZURE_ROUTES, prefix="/openai", control=True, **options)
+    service = ClockService(speed=speed, results_base64=options.pop("results_base64", "always"))
+    return AzureServer(service, host, port, routes=AZURE_ROUTES, prefix="/openai", control=True, **options)

@@ -1,6 +1,6 @@
 """A stand-in for Together AI's fine-tuning API, on the shared front, with jobs on a clock.
 
-    from ftmanager.api.together import standin
+    from ftmanager.standin.together import standin
     with standin(speed=20, adapter=adapter_dir) as srv:    # TOGETHER_BASE_URL=srv.base_url
         ...
 
@@ -16,8 +16,8 @@ import tarfile
 import threading
 from pathlib import Path
 
-from ..front import Server
-from ..state import ApiError
+from ...front.server import Server
+from ...front.state import ApiError
 from .clock import TogetherClock
 from .routes import ROUTES
 
@@ -27,8 +27,8 @@ __all__ = ["TogetherServer", "standin"]
 class TogetherServer(Server):
     """The front with Together's routes, its signed upload URLs and its weights to download."""
 
-    def __init__(self, runner: TogetherClock, host: str, port: int, *, weights: dict, **options):
-        super().__init__(runner, host, port, routes=ROUTES, prefix="/v1", control=True, **options)
+    def __init__(self, service: TogetherClock, host: str, port: int, *, weights: dict, **options):
+        super().__init__(service, host, port, routes=ROUTES, prefix="/v1", control=True, **options)
         self.files: dict[str, dict] = {}  # Together's file records (the SDK's upload flow)
         self.weights = {kind: Path(p) for kind, p in weights.items() if p is not None}
         self._archives: dict[str, Path] = {}

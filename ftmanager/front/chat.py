@@ -1,7 +1,7 @@
-"""POST /chat/completions: a request checked as OpenAI checks it, answered by the runner, in OpenAI's shapes.
+"""POST /chat/completions: a request checked as OpenAI checks it, answered by the service, in OpenAI's shapes.
 
 Every parameter a client may send is honoured or refused with a 400 that names it; none is
-silently ignored. Messages reach the runner normalised: content as text (a list of text parts
+silently ignored. Messages reach the service normalised: content as text (a list of text parts
 joined), `developer` as `system`, an assistant turn with `tool_calls` and no content as
 content "" beside its calls, each `tool` turn answering a call made before it.
 """
@@ -43,24 +43,24 @@ class ChatRequest:
 
 
 def completion(srv, body: dict, gone=None):
-    """A chat.completion (or a Stream of chunks) from the runner for a request body.
+    """A chat.completion (or a Stream of chunks) from the service for a request body.
 
     gone: an Event set when the client has left; answering stops at the next piece.
     """
-    from .front import Stream
+    from .server import Stream
 
-    chat = parse(body, default_temperature=srv.runner.default_temperature)
+    chat = parse(body, default_temperature=srv.service.default_temperature)
     with srv.state.lock:  # only the lookup: answering runs unlocked, beside other requests
-        srv.runner.check_model(chat.model)
+        srv.service.check_model(chat.model)
     if chat.stream:
         return Stream(_chunks(srv, chat))
 
     def one(_=None):
-        return _answer(srv.runner.chat(chat.model, chat.ask), gone)
+        return _answer(srv.service.chat(chat.model, chat.ask), gone)
 
     if chat.n == 1:
         answers = [one()]
-    else:  # together: the runner batches them
+    else:  # together: the service batches them
         with ThreadPoolExecutor(chat.n) as pool:
             answers = list(pool.map(one, range(chat.n)))
     choices = [{"index": i, "finish_reason": done.finish_reason, "logprobs": _logprobs(chat, pieces),
@@ -113,7 +113,7 @@ def _chunks(srv, chat: ChatRequest):
     dones = []
     for i in range(chat.n):
         yield chunk(i, {"role": "assistant", "content": "", "refusal": None})
-        answer = srv.runner.chat(chat.model, chat.ask)
+        answer = srv.service.chat(chat.model, chat.ask)
         try:
             for item in answer:
                 if isinstance(item, Done):

@@ -97,7 +97,7 @@ class Upload:
 
 @dataclass
 class Job:
-    """A fine-tuning job; its runner moves it along through the methods below."""
+    """A fine-tuning job; its service moves it along through the methods below."""
 
     id: str
     model: str

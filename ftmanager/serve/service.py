@@ -1,7 +1,7 @@
-"""`ftm serve`'s job runner: every job is an ftm run of the local backend, in the one ledger.
+"""`ftm serve`'s job service: every job is an ftm run of the local backend, in the one ledger.
 
 The front keeps OpenAI's job records (LedgerState writes them through to the ledger); this
-runner imports each job's files as datasets and submits a local run through ftmanager.jobs,
+service imports each job's files as datasets and submits a local run through ftmanager.jobs,
 and whenever a job is read (and every few seconds in a watcher thread, so a run that ends
 while nobody asks is still recorded) copies the run's status, events, metrics, checkpoints and
 model into it. The ledger gives each thread its own connection: any thread may call it.
@@ -15,13 +15,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import jobs
-from ..api.runner import ALIASES, JobRunner
-from ..api.state import ApiError, Job
+from ..front.service import ALIASES, Service
+from ..front.state import ApiError, Job
 from ..errors import FtmError
 from ..facts import HYPERPARAMETERS, TERMINAL, epoch
 from . import models, table
 from .jobview import checkpoint, event, own_events, results_csv
-from .store import LedgerState
+from .ledger_state import LedgerState
 
 OWNER = "ftm"  # the org part of the ft: names this server makes
 WATCH_EVERY = 2.0  # seconds between the watcher's looks at unfinished runs
@@ -33,7 +33,7 @@ def fine_tuned_name(base: str, suffix: str | None, run_id: str, owner: str = OWN
     return f"ft:{base}:{owner}:{suffix or ''}:{run_id.removeprefix('run-')}"
 
 
-class LocalRunner(JobRunner):
+class LocalService(Service):
     """Jobs trained by the local backend; chat answered by the model pool."""
 
     default_temperature = 0.0  # greedy: the same question, the same answer

@@ -1,4 +1,4 @@
-"""The stand-in's job runner: jobs advance on a clock, with OpenAI's statuses, events and results.
+"""The stand-in's job service: jobs advance on a clock, with OpenAI's statuses, events and results.
 
 Nothing trains. A job is simulated lazily: whenever it is read, the clock is played forward
 from the last read, phase by phase, and every event is stamped with the moment it would have
@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .chat import Ask, Done, Piece
+from ..front.chat import Ask, Done, Piece
 from .checks import MIN_EXAMPLES, TOKEN, check_file, count_tokens
-from .runner import JobRunner
-from .state import Job
+from ..front.service import Service
+from ..front.state import Job
 
 # Seconds each phase takes at speed 1; --speed divides them.
 PHASES = {"validating_files": 2.0, "queued": 3.0, "step": 0.5}
@@ -38,7 +38,7 @@ class _Sim:
     terminal_at: float | None = None  # exact real time the job reached a terminal status
 
 
-class ClockRunner(JobRunner):
+class ClockService(Service):
     """Jobs that advance on a clock `speed` times faster than PHASES says."""
 
     min_examples = MIN_EXAMPLES  # a smaller training file fails validation (another provider's may differ)

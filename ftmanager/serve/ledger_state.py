@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..api.state import File, Job, State
+from ..front.state import File, Job, State
 from ..facts import epoch, iso
 from ..ledger import ledger
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks import check_file
-from ..runner import JobRunner
-from ..state import ApiError
+from ...front.service import Service
+from ...front.state import ApiError
 
 # Seconds each phase takes at speed 1 (a step is one optimizer step); --speed divides them.
 PHASES = {"pending": 1.0, "queued": 2.0, "step": 0.5, "compressing": 0.5, "uploading": 0.5,
@@ -70,7 +70,7 @@ class FineTune:
         self.updated_at = at
 
 
-class TogetherClock(JobRunner):
+class TogetherClock(Service):
     """Runs Together jobs on a clock `speed` times faster than PHASES; answers no chat."""
 
     def __init__(self, speed: float = 1.0, phases: dict | None = None):

@@ -1,22 +1,22 @@
-"""OpenAI-shaped HTTP servers: the stand-in for tests and demos, and the front of `ftm serve`.
+"""Stand-ins for the providers' fine-tuning APIs, for tests and demos: nothing is trained.
 
-    from ftmanager.api import standin
+    from ftmanager.standin import standin
     with standin(speed=20) as server:      # a real server on 127.0.0.1, a free port
         os.environ["OPENAI_BASE_URL"] = server.url
 
-`Server(runner, ...)` is the front (Starlette under uvicorn; routes.py holds OpenAI's paths, and
-another provider's stand-in passes its own `routes`, `prefix` and `error_body`); a `JobRunner`
-decides what running a job means (`ClockRunner`: a clock, for the stand-in). Faults and the
-/_standin/ control endpoints exist on stand-ins only: see ftmanager.api.faults and .control.
+Each stand-in is the shared front (`ftmanager.front.Server`) with a clock behind it
+(`ClockService`: jobs move through the provider's statuses on a clock) and that provider's
+routes (OpenAI's are the front's own; azure.py, fireworks.py and together/ bring theirs). Faults
+and the /_standin/ control endpoints are on for stand-ins only (ftmanager.front.faults, .control).
 """
 
 from __future__ import annotations
 
-from .clock import ClockRunner
-from .front import Server
-from .runner import JobRunner
+from ..front.server import Server
+from ..front.service import Service
+from .clock import ClockService
 
-__all__ = ["ClockRunner", "JobRunner", "Server", "standin"]
+__all__ = ["ClockService", "Service", "Server", "standin"]
 
 
 # provider -> the module whose standin(host, port, speed, **options) builds that provider's server
@@ -32,4 +32,4 @@ def standin(host: str = "127.0.0.1", port: int = 0, speed: float = 1.0, provider
 
         return importlib.import_module(PROVIDERS[provider]).standin(host, port, speed, **options)
     results_base64 = options.pop("results_base64", "always")
-    return Server(ClockRunner(speed=speed, results_base64=results_base64), host, port, control=True, **options)
+    return Server(ClockService(speed=speed, results_base64=results_base64), host, port, control=True, **options)

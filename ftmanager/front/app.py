@@ -21,7 +21,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from .chat import ClientGone
-from .front import BODY_TIMEOUT, MAX_JSON_BODY, Part, Raw, Request, Stream, parse_query
+from .server import BODY_TIMEOUT, MAX_JSON_BODY, Part, Raw, Request, Stream, parse_query
 from .state import ApiError, new_id
 
 log = logging.getLogger("ftm.api")

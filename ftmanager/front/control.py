@@ -37,8 +37,8 @@ def control(server, method: str, path: str, body: bytes | None):
     if name.startswith("jobs/"):
         with server.state.lock:
             job = server.state.job(name[5:])
-            server.runner.refresh(job)
-            terminal_at = getattr(server.runner, "terminal_at", lambda _: None)(job.id)
+            server.service.refresh(job)
+            terminal_at = getattr(server.service, "terminal_at", lambda _: None)(job.id)
             return {"id": job.id, "status": job.status, "terminal_at": terminal_at}
     if name == "config" and method == "POST":
         return _config(server, data)
@@ -57,19 +57,19 @@ def _faults(server, method: str, data: dict):
 
 
 def _config(server, data: dict) -> dict:
-    runner = server.runner
+    service = server.service
     numbers = [data.get("speed", 1), data.get("max_file_bytes", 1), *(data.get("phases") or {}).values()]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in numbers):
         raise ApiError(400, "speed, phases and max_file_bytes must be numbers above 0.")
     if "speed" in data:
         with server.state.lock:
             for job in server.state.jobs.values():
-                runner.refresh(job)  # play the clock up to now at the old speed
-            runner.speed = float(data["speed"])
+                service.refresh(job)  # play the clock up to now at the old speed
+            service.speed = float(data["speed"])
     if "phases" in data:  # seconds per phase at speed 1: validating_files, queued, step
-        runner.phases.update({k: float(v) for k, v in data["phases"].items()})
+        service.phases.update({k: float(v) for k, v in data["phases"].items()})
     if "results_base64" in data:
-        runner.results_base64 = data["results_base64"]
+        service.results_base64 = data["results_base64"]
     if "max_file_bytes" in data:
         server.max_file_bytes = int(data["max_file_bytes"])
-    return {"speed": getattr(runner, "speed", None), "max_file_bytes": server.max_file_bytes}
+    return {"speed": getattr(service, "speed", None), "max_file_bytes": server.max_file_bytes}

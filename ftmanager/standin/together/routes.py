@@ -14,8 +14,8 @@ import secrets
 import time
 import uuid
 
-from ..front import Raw
-from ..state import ApiError
+from ...front.server import Raw
+from ...front.state import ApiError
 from .clock import OWNER, TERMINAL, stamp
 
 PURPOSES = ("fine-tune", "eval", "eval-sample", "eval-output", "eval-summary", "batch-generated", "batch-api")
@@ -170,7 +170,7 @@ def create(srv, req):
     validation = _file(srv, str(body["validation_file"])) if body.get("validation_file") else None
     _known_model(body.get("model"))
     request = _resolved(body)
-    job = srv.runner.new_job(request, training["path"], validation["path"] if validation else None)
+    job = srv.service.new_job(request, training["path"], validation["path"] if validation else None)
     job.asked = body
     srv.state.jobs[job.id] = job
     return truncated(job)
@@ -206,7 +206,7 @@ def _job(srv, req):
     job = srv.state.jobs.get(req.params[0])
     if job is None:
         raise ApiError(404, f"Fine-tune job {req.params[0]} not found.", code="not_found")
-    srv.runner.refresh(job)
+    srv.service.refresh(job)
     return job
 
 
@@ -243,7 +243,7 @@ def full(job) -> dict:
 def list_jobs(srv, req):
     jobs = list(srv.state.jobs.values())
     for job in jobs:
-        srv.runner.refresh(job)
+        srv.service.refresh(job)
     return {"data": [truncated(j) for j in reversed(jobs)]}
 
 
@@ -255,7 +255,7 @@ def cancel(srv, req):
     job = _job(srv, req)
     if job.status in TERMINAL or job.status == "cancel_requested":
         raise ApiError(400, f"Fine-tune job {job.id} is {job.status} and cannot be cancelled.")
-    srv.runner.cancel(job)
+    srv.service.cancel(job)
     return truncated(job)
 
 
@@ -283,7 +283,7 @@ def download(srv, req):
     job = srv.state.jobs.get(str(req.arg("ft_id")))
     if job is None:
         raise ApiError(404, f"Fine-tune job {req.arg('ft_id')} not found.", code="not_found")
-    srv.runner.refresh(job)
+    srv.service.refresh(job)
     if job.status != "completed":
         raise ApiError(400, f"Fine-tune job {job.id} is {job.status}: only completed jobs can be downloaded.")
     kind = req.arg("checkpoint") or "merged"

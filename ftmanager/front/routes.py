@@ -11,7 +11,7 @@ import logging
 import re
 import time
 
-from .front import Raw
+from .server import Raw
 from ..facts import TERMINAL
 from .state import ApiError, Job, Upload, new_id
 
@@ -176,7 +176,7 @@ def create_job(srv, req):
     if req.fault and req.fault.kind == "empty_error":
         job.error = {}
     srv.state.jobs[job.id] = job
-    srv.runner.start(job)
+    srv.service.start(job)
     return job.to_api()
 
 
@@ -214,7 +214,7 @@ def _job(srv, req) -> Job:
 def _refresh(srv, job: Job) -> None:
     """Bring a job up to date; a job that cannot be read must not break reading the others."""
     try:
-        srv.runner.refresh(job)
+        srv.service.refresh(job)
     except ApiError:
         raise
     except Exception:  # noqa: BLE001 - logged; the job is shown as last known
@@ -230,7 +230,7 @@ def cancel_job(srv, req):
     if job.status in TERMINAL:
         raise ApiError(400, f"Job {job.id} has already {_done(job.status)} and cannot be cancelled.",
                        code="invalid_job_state")
-    srv.runner.cancel(job)
+    srv.service.cancel(job)
     return job.to_api()
 
 
@@ -243,7 +243,7 @@ def pause_job(srv, req):
     if job.status != "running":
         raise ApiError(400, f"Job {job.id} is {job.status}; only a running job can be paused.",
                        code="invalid_job_state")
-    srv.runner.pause(job)
+    srv.service.pause(job)
     return job.to_api()
 
 
@@ -252,7 +252,7 @@ def resume_job(srv, req):
     if job.status != "paused":
         raise ApiError(400, f"Job {job.id} is {job.status}; only a paused job can be resumed.",
                        code="invalid_job_state")
-    srv.runner.resume(job)
+    srv.service.resume(job)
     return job.to_api()
 
 
@@ -275,15 +275,15 @@ def list_checkpoints(srv, req):
 
 
 def list_models(srv, req):
-    return {"object": "list", "data": srv.runner.models()}
+    return {"object": "list", "data": srv.service.models()}
 
 
 def retrieve_model(srv, req):
-    return srv.runner.model(req.params[0])
+    return srv.service.model(req.params[0])
 
 
 def delete_model(srv, req):
-    srv.runner.delete_model(req.params[0])
+    srv.service.delete_model(req.params[0])
     return {"id": req.params[0], "object": "model", "deleted": True}
 
 

@@ -1,8 +1,8 @@
-"""The seam between the HTTP front and whatever runs a job.
+"""The seam between the HTTP front and what stands behind it: a Service runs jobs and answers chat.
 
-The stand-in runs jobs on a clock (clock.ClockRunner); `ftm serve` will run them with real
-local training. The front checks that a request is allowed (a job exists, it is running
-before a pause) and then calls the runner; the runner moves the Job record along.
+A stand-in's service moves jobs on a clock (ftmanager.standin.clock.ClockService); `ftm serve`'s
+trains them for real (ftmanager.serve.service.LocalService). The front checks that a request is allowed (a job exists, it is running
+before a pause) and then calls the service; the service moves the Job record along.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Iterator
 from .chat import Ask, Done, Piece
 from .state import ApiError, Job, State
 
-# Base models that accept fine-tuning, as OpenAI lists them (a runner may offer others).
+# Base models that accept fine-tuning, as OpenAI lists them (a service may offer others).
 FINE_TUNABLE = (
     "gpt-4o-mini-2024-07-18",
     "gpt-4o-2024-08-06",
@@ -27,7 +27,7 @@ FINE_TUNABLE = (
 ALIASES = {re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4})$", "", name): name for name in FINE_TUNABLE}
 
 
-class JobRunner(abc.ABC):
+class Service(abc.ABC):
     """Runs fine-tuning jobs for the front and answers chat requests for their models."""
 
     state: State
@@ -103,4 +103,4 @@ class JobRunner(abc.ABC):
                         param="model", code="model_not_available")
 
     def close(self) -> None:
-        """Release what the runner holds (threads, workers) when the server stops."""
+        """Release what the service holds (threads, workers) when the server stops."""

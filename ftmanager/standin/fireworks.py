@@ -1,6 +1,6 @@
 """A stand-in for Fireworks AI's fine-tuning API, on the shared front, with jobs on the clock.
 
-    from ftmanager.api.fireworks import standin
+    from ftmanager.standin.fireworks import standin
     with standin(speed=20, adapter=adapter_dir) as srv:   # FIREWORKS_BASE_URL=srv.url
         ...
 
@@ -9,7 +9,7 @@ shape ({code, message, details}, code a gRPC number). A dataset is created with 
 exampleCount, uploaded (checked against that count and Fireworks' rules), then READY a moment
 later; supervisedFineTuningJobs take a client-chosen id (a second create of one id is a 409)
 and move JOB_STATE_VALIDATING -> PENDING -> RUNNING -> COMPLETED on the stand-in's clock
-(clock.ClockRunner, whose OpenAI statuses are shown in Fireworks' words). A completed job's
+(clock.ClockService, whose OpenAI statuses are shown in Fireworks' words). A completed job's
 output model is downloadable through `models/{id}:getDownloadEndpoint`: signed URLs (no key,
 as a bucket's are) to the files of the adapter a test hands the stand-in.
 """
@@ -22,9 +22,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .clock import ClockRunner
-from .front import Raw, Server
-from .state import ApiError, Job
+from .clock import ClockService
+from ..front.server import Raw, Server
+from ..front.state import ApiError, Job
 
 # Base models the stand-in fine-tunes (models.toml lists their limits and prices for ftm).
 BASE_MODELS = tuple(f"accounts/fireworks/models/{name}" for name in (
@@ -89,8 +89,8 @@ class Dataset:
                 "userUploaded": {}, "format": "CHAT"}
 
 
-class FireworksRunner(ClockRunner):
-    """The clock runner, holding what Fireworks adds: datasets, each job's request, adapters."""
+class FireworksClock(ClockService):
+    """The clock service, holding what Fireworks adds: datasets, each job's request, adapters."""
 
     min_examples = MIN_EXAMPLES
 
@@ -165,10 +165,10 @@ def create_dataset(srv, req):
         raise failed(400, "datasetId must be 1-63 lowercase letters, digits or hyphens")
     fields = body.get("dataset") if isinstance(body.get("dataset"), dict) else {}
     count = _count(fields.get("exampleCount"))
-    if (account, dataset_id) in srv.runner.datasets:
+    if (account, dataset_id) in srv.service.datasets:
         raise failed(409, f"Dataset accounts/{account}/datasets/{dataset_id} already exists")
     made = Dataset(account, dataset_id, count, fields.get("displayName"))
-    srv.runner.datasets[(account, dataset_id)] = made
+    srv.service.datasets[(account, dataset_id)] = made
     return made.to_api()
 
 
@@ -183,17 +183,17 @@ def _count(value) -> int:
 
 
 def get_dataset(srv, req):
-    return srv.runner.dataset(*req.params).to_api()
+    return srv.service.dataset(*req.params).to_api()
 
 
 def list_datasets(srv, req):
-    mine = [d.to_api() for (account, _), d in srv.runner.datasets.items() if account == req.params[0]]
+    mine = [d.to_api() for (account, _), d in srv.service.datasets.items() if account == req.params[0]]
     return {"datasets": mine, "nextPageToken": "", "totalSize": len(mine)}
 
 
 def delete_dataset(srv, req):
-    srv.runner.dataset(*req.params)
-    del srv.runner.datasets[tuple(req.params)]
+    srv.service.dataset(*req.params)
+    del srv.service.datasets[tuple(req.params)]
     return {}
 
 
@@ -205,17 +205,17 @@ def upload_dataset(srv, req):
     if part is None or part.file is None:
         raise failed(400, "Missing the 'file' field of the multipart body")
     with srv.state.lock:
-        srv.runner.dataset(*req.params)  # a 404 before the file is copied
+        srv.service.dataset(*req.params)  # a 404 before the file is copied
     path = srv.state.save(part.file, "dataset-")
     report = check_file(path, "file", "Dataset", MIN_EXAMPLES)
     with srv.state.lock:
-        found = srv.runner.dataset(*req.params)
+        found = srv.service.dataset(*req.params)
         problem = _upload_problem(found, report)
         if problem:
             path.unlink(missing_ok=True)
             raise failed(400, problem)
         found.path, found.tokens = path, report.tokens
-        found.ready_at = time.time() + srv.runner.phases["dataset"] / srv.runner.speed
+        found.ready_at = time.time() + srv.service.phases["dataset"] / srv.service.speed
     return {"id": found.id, "object": "file", "bytes": part.size, "created_at": int(found.created),
             "filename": part.filename, "purpose": "fine-tune"}
 
@@ -249,10 +249,10 @@ def create_job(srv, req):
               organization_id=account, created_at=time.time(),
               requested={"n_epochs": asked["epochs"], "batch_size": asked.get("batchSizeSamples", "auto"),
                          "learning_rate_multiplier": "auto"})
-    srv.runner.requests[job_id] = {"account": account, **asked}
+    srv.service.requests[job_id] = {"account": account, **asked}
     srv.state.jobs[job_id] = job
-    srv.runner.start(job)
-    return srv.runner.job_api(job)
+    srv.service.start(job)
+    return srv.service.job_api(job)
 
 
 def _checked_request(srv, account: str, job_id: str, body: dict) -> dict:
@@ -260,7 +260,7 @@ def _checked_request(srv, account: str, job_id: str, body: dict) -> dict:
     unknown = sorted(set(body) - JOB_FIELDS)
     if unknown:
         raise failed(400, f"unknown field {unknown[0]!r} in SupervisedFineTuningJob")
-    if body.get("baseModel") not in srv.runner.base_models():
+    if body.get("baseModel") not in srv.service.base_models():
         raise failed(400, f"base model {body.get('baseModel')!r} is not available for fine-tuning")
     asked = {**DEFAULTS, **body}
     for name, low in (("epochs", 1), ("loraRank", 1), ("batchSizeSamples", 1), ("maxContextLength", 1)):
@@ -280,41 +280,41 @@ def _ready_dataset(srv, account: str, name, field: str) -> Dataset:
     prefix = f"accounts/{account}/datasets/"
     if not isinstance(name, str) or not name.startswith(prefix):
         raise failed(400, f"{field} must be a dataset name, {prefix}ID")
-    found = srv.runner.dataset(account, name[len(prefix):])
+    found = srv.service.dataset(account, name[len(prefix):])
     if not found.ready():
         raise failed(400, f"Dataset {found.name} is not READY (it is still UPLOADING)")
     return found
 
 
 def get_job(srv, req):
-    return srv.runner.job_api(srv.runner.job_for(*req.params))
+    return srv.service.job_api(srv.service.job_for(*req.params))
 
 
 def list_jobs(srv, req):
     account = req.params[0]
-    jobs = [j for j in srv.state.jobs.values() if srv.runner.requests[j.id]["account"] == account]
+    jobs = [j for j in srv.state.jobs.values() if srv.service.requests[j.id]["account"] == account]
     size = req.int_arg("pageSize", 50, high=200)
     token = str(req.arg("pageToken") or "0")
     start = int(token) if token.isdigit() and len(token) < 10 else 0
     page = jobs[start:start + size]
     for job in page:
-        srv.runner.refresh(job)
+        srv.service.refresh(job)
     more = start + size < len(jobs)
-    return {"supervisedFineTuningJobs": [srv.runner.job_api(j) for j in page],
+    return {"supervisedFineTuningJobs": [srv.service.job_api(j) for j in page],
             "nextPageToken": str(start + size) if more else "", "totalSize": len(jobs)}
 
 
 def cancel_job(srv, req):
-    job = srv.runner.job_for(*req.params)
+    job = srv.service.job_for(*req.params)
     if job.status in ("succeeded", "failed", "cancelled"):
         raise failed(400, f"job {job.id} is {STATES[job.status]} and cannot be cancelled")
-    srv.runner.cancel(job)
+    srv.service.cancel(job)
     return {}
 
 
 def delete_job(srv, req):
-    job = srv.runner.job_for(*req.params)
-    del srv.state.jobs[job.id], srv.runner.requests[job.id]
+    job = srv.service.job_for(*req.params)
+    del srv.state.jobs[job.id], srv.service.requests[job.id]
     return {}
 
 
@@ -322,31 +322,31 @@ def delete_job(srv, req):
 
 
 def get_model(srv, req):
-    job = srv.runner.output_model(*req.params)
-    asked = srv.runner.requests[job.id]
+    job = srv.service.output_model(*req.params)
+    asked = srv.service.requests[job.id]
     return {"name": asked["outputModel"], "displayName": asked.get("displayName") or req.params[1],
             "kind": "HF_PEFT_ADDON", "state": "READY", "status": {"code": "OK", "message": ""},
-            "createTime": stamp(job.finished_at), "fineTuningJob": srv.runner.job_api(job)["name"],
+            "createTime": stamp(job.finished_at), "fineTuningJob": srv.service.job_api(job)["name"],
             "peftDetails": {"baseModel": job.model, "r": asked["loraRank"], "targetModules": []}}
 
 
 def download_endpoint(srv, req):
     """Signed URLs, one per file of the adapter this stand-in was given."""
-    srv.runner.output_model(*req.params)
-    adapter = srv.runner.adapter
+    srv.service.output_model(*req.params)
+    adapter = srv.service.adapter
     if adapter is None or not Path(adapter).is_dir():
         raise failed(400, "this stand-in holds no adapter to serve: start it with adapter=DIR "
                      "(`ftm standin --provider fireworks --adapter DIR`)")
     urls = {}
     for path in sorted(p for p in Path(adapter).rglob("*") if p.is_file()):
         token = secrets.token_urlsafe(16)
-        srv.runner.signed[token] = path
+        srv.service.signed[token] = path
         urls[path.relative_to(adapter).as_posix()] = f"{srv.url}/v1/signed/{token}/{path.name}"
     return {"filenameToSignedUrls": urls}
 
 
 def signed_file(srv, req):
-    path = srv.runner.signed.get(req.params[0])
+    path = srv.service.signed.get(req.params[0])
     if path is None or not path.is_file():
         raise failed(403, "The signed URL is invalid or has expired")
     return Raw(path=path)
@@ -393,5 +393,5 @@ def standin(host: str = "127.0.0.1", port: int = 0, speed: float = 1.0, *, adapt
             **options) -> FireworksServer:
     """A stand-in Fireworks server (not started: use it as a context manager, or call start())."""
     options.setdefault("max_file_bytes", 150 << 20)  # datasets:upload takes up to 150 MB
-    return FireworksServer(FireworksRunner(speed=speed, adapter=adapter), host, port, routes=ROUTES,
+    return FireworksServer(FireworksClock(speed=speed, adapter=adapter), host, port, routes=ROUTES,
                            prefix="/v1", control=True, **options)
