@@ -166,29 +166,26 @@ def m002_evaluations(db) -> None:
     db["generations"].create_index(["evaluation_id", "example"], unique=True)
 
 
-def m005_grades(db) -> None:
-    """BLEU and perplexity beside the other scores, and a grade per grader per example."""
-    for table in ("evaluations", "generations"):
-        db[table].add_column("bleu", float)  # corpus BLEU for an evaluation, sentence BLEU per answer
-        db[table].add_column("perplexity", float)  # of the reference answers
-    # "reference_tokens" (the model's own log-probabilities) or "validation_loss" (exp of the provider's)
-    db["evaluations"].add_column("perplexity_source", str)
-    db["evaluations"].add_column("graders", str)  # JSON: the grader definitions as given
-    db["grades"].create(
-        {
-            "id": int,
-            "evaluation_id": int,
-            "example": int,  # index in the held-out file
-            "grader": str,  # the grader's name
-            "type": str,  # string_check, text_similarity, score_model
-            "score": float,
-            "passed": int,  # 1/0 against the grader's pass_threshold; null without one
-            "error": str,  # why the score is 0 (a missing variable, an unreadable judge reply)
-        },
-        pk="id",
-        foreign_keys=[("evaluation_id", "evaluations", "id")],
-    )
-    db["grades"].create_index(["evaluation_id", "grader", "example"], unique=True)
+def m003_core(db) -> None:
+    """The start claim gets a column of its own; paths inside FTM_HOME become relative to it."""
+    import json
+    from pathlib import Path
+
+    from .paths import to_ledger
+
+    # JSON {"host", "pid", "since"}: a process is inside the backend's start() for this run
+    db["runs"].add_column("start_claim", str)
+    for run_id, cursor in db.execute("SELECT id, cursor FROM runs WHERE cursor LIKE '%\"starting\"%'").fetchall():
+        cursor = json.loads(cursor)
+        claim = cursor.pop("starting", None)
+        db["runs"].update(run_id, {"cursor": json.dumps(cursor), "start_claim": json.dumps(claim) if claim else None})
+    home = Path(next(row[2] for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main")).parent
+    for table, columns in (("datasets", ("path", "source")), ("runs", ("result_path",)), ("checkpoints", ("path",))):
+        for column in columns:
+            for value, in db.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL").fetchall():
+                stored = to_ledger(value, home)
+                if stored != value:
+                    db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [stored, value])
 
 
 def m004_serve(db) -> None:
@@ -234,26 +231,30 @@ def m004_serve(db) -> None:
         foreign_keys=[("run_id", "runs", "id")],
     )
 
-def m003_core(db) -> None:
-    """The start claim gets a column of its own; paths inside FTM_HOME become relative to it."""
-    import json
-    from pathlib import Path
 
-    from .paths import to_ledger
-
-    # JSON {"host", "pid", "since"}: a process is inside the backend's start() for this run
-    db["runs"].add_column("start_claim", str)
-    for run_id, cursor in db.execute("SELECT id, cursor FROM runs WHERE cursor LIKE '%\"starting\"%'").fetchall():
-        cursor = json.loads(cursor)
-        claim = cursor.pop("starting", None)
-        db["runs"].update(run_id, {"cursor": json.dumps(cursor), "start_claim": json.dumps(claim) if claim else None})
-    home = Path(next(row[2] for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main")).parent
-    for table, columns in (("datasets", ("path", "source")), ("runs", ("result_path",)), ("checkpoints", ("path",))):
-        for column in columns:
-            for value, in db.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL").fetchall():
-                stored = to_ledger(value, home)
-                if stored != value:
-                    db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [stored, value])
+def m005_grades(db) -> None:
+    """BLEU and perplexity beside the other scores, and a grade per grader per example."""
+    for table in ("evaluations", "generations"):
+        db[table].add_column("bleu", float)  # corpus BLEU for an evaluation, sentence BLEU per answer
+        db[table].add_column("perplexity", float)  # of the reference answers
+    # "reference_tokens" (the model's own log-probabilities) or "validation_loss" (exp of the provider's)
+    db["evaluations"].add_column("perplexity_source", str)
+    db["evaluations"].add_column("graders", str)  # JSON: the grader definitions as given
+    db["grades"].create(
+        {
+            "id": int,
+            "evaluation_id": int,
+            "example": int,  # index in the held-out file
+            "grader": str,  # the grader's name
+            "type": str,  # string_check, text_similarity, score_model
+            "score": float,
+            "passed": int,  # 1/0 against the grader's pass_threshold; null without one
+            "error": str,  # why the score is 0 (a missing variable, an unreadable judge reply)
+        },
+        pk="id",
+        foreign_keys=[("evaluation_id", "evaluations", "id")],
+    )
+    db["grades"].create_index(["evaluation_id", "grader", "example"], unique=True)
 
 
 def m006_exports(db) -> None:
@@ -276,7 +277,7 @@ def m006_exports(db) -> None:
     db["exports"].create_index(["dataset_id"])
 
 
-MIGRATIONS = [m001_initial, m002_evaluations, m005_grades, m004_serve, m003_core, m006_exports]  # append-only
+MIGRATIONS = [m001_initial, m002_evaluations, m003_core, m004_serve, m005_grades, m006_exports]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 
