@@ -19,7 +19,8 @@
    `pip install --target DEPS fastapi`).
 
 Greedy decoding, at most --max-tokens new tokens, the same chats everywhere; every measure is
-taken --passes times and shown as its range. Ratios are against the plain loop (1 client) and
+taken --passes times and shown as its range. Each contender runs with its own OpenMP settings
+(transformers: libgomp's defaults; ftm: the pool's bounded spin), as a user would run it. Ratios are against the plain loop (1 client) and
 the padded batch (many clients).
 Run: python bench/bench_serve.py [--requests 16] [--clients 8] [--max-tokens 32] [--passes 2]
 """
@@ -340,7 +341,6 @@ def main() -> None:
     args = ap.parse_args()
     HOME.mkdir(parents=True, exist_ok=True)
     os.environ["FTM_HOME"] = str(HOME)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.part:
         print(json.dumps({"pool": pool_part, "plain": plain_part}[args.part](json.loads(args.run), args)))
         return

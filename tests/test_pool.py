@@ -151,6 +151,20 @@ def test_the_only_adapter_ever_asked_for_is_merged_at_once(models):
         pool.close()
 
 
+def test_no_merge_while_rows_of_another_adapter_run(models):
+    pool = Pool(device="cpu")
+    try:
+        long = pool.stream(Ask(models["b"], user("go on")))  # up to the context: about a thousand tokens
+        next(long)
+        merges = pool.stats()["merges"]  # b, the only adapter asked for yet, is merged
+        for i in range(9):  # a run for one adapter long enough to earn a merge (8, after the restore for it)
+            assert pool.answers([Ask(models["a"], user(f"q{i}"), max_tokens=4)])[0].completion_tokens == 4
+        assert pool.stats()["merges"] == merges == 1  # merging a would mean restoring for b at each step
+        long.close()
+    finally:
+        pool.close()
+
+
 def test_gpt2_with_an_adapter_on_its_transposed_layers_and_a_prompt_format(tiny_gpt2, tmp_path):  # noqa: F811
     tuned = Target(str(tiny_gpt2), make_adapter(tiny_gpt2, tmp_path / "gpt2-lora", 3), "alpaca")
     base = Target(str(tiny_gpt2), None, "alpaca")

@@ -67,12 +67,13 @@ class Adapters:
         self._streak = (slot, count + 1 if slot == last else 1)
         self._seen.add(slot)
 
-    def select(self, slots: list[int]) -> None:
-        """Which adapter each row of the next forward passes through (merging or restoring first)."""
+    def select(self, slots: list[int], others: list[int] = ()) -> None:
+        """Which adapter each row of the next forward passes through (merging or restoring first);
+        others: the rows that wait for another forward, which a merge must suit too."""
         one = slots[0] if all(s == slots[0] for s in slots) else None
         if self.merged and one != self.merged:
             self._restore()
-        elif not self.merged and one and self._settled(one):
+        elif not self.merged and one and all(s == one for s in others) and self._settled(one):
             self._merge(one)
         if self.merged:
             one = 0  # its rows need nothing more

@@ -37,9 +37,12 @@ class Pool:
     """Base models in memory, each with its adapters and the thread that decodes for them."""
 
     def __init__(self, device: str = "auto", max_batch: int = 8, prefill_tokens: int = PREFILL_TOKENS):
-        # Spinning OpenMP threads make CPU decoding 10x slower on a shared machine (bitsandbytes,
-        # which peft imports, brings a second OpenMP runtime); torch reads this when first imported.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # OpenMP threads that sleep between operations (OMP_WAIT_POLICY=PASSIVE) make a decoding
+        # step 1.5x slower on an idle machine (SmolLM2, 8 rows, CPU: 90 ms against 61); threads that
+        # spin without bound made it 10x slower on a crowded one (bitsandbytes, which peft imports,
+        # brings a second OpenMP runtime). A bounded spin was as fast as spinning when idle. Read
+        # when torch loads, so set before (an explicit OMP_WAIT_POLICY still wins).
+        os.environ.setdefault("GOMP_SPINCOUNT", "20000")
         self.device, self.max_batch, self.prefill_tokens = device, max_batch, prefill_tokens
         self._engines: dict[str, _Engine] = {}
         self._lock = threading.Lock()
@@ -244,8 +247,9 @@ class _Engine:
         if not self.feeding:
             return
         first = self.feeding[0]
+        running = [row.slot for row in self.batch.rows]
         if first.fed or len(first.prompt) > self.prefill_tokens:
-            self.adapters.select([first.slot])
+            self.adapters.select([first.slot], running)
             fed = Fed.alone(self.model, self.cache_arg, first, self.prefill_tokens)
             group = [first] if fed else []
         else:
@@ -255,7 +259,7 @@ class _Engine:
                     break
                 group.append(row)
                 budget -= len(row.prompt)
-            self.adapters.select([row.slot for row in group])
+            self.adapters.select([row.slot for row in group], running)
             fed = Fed(self.model, self.cache_arg, [row.prompt for row in group], self.tok.pad_token_id)
         if group:
             self.feeding = [row for row in self.feeding if row not in group]
@@ -278,7 +282,7 @@ class _Engine:
         if not self.batch.rows:
             return
         self.step_sizes[len(self.batch.rows)] += 1
-        self.adapters.select([row.slot for row in self.batch.rows])
+        self.adapters.select([row.slot for row in self.batch.rows], [row.slot for row in self.feeding])
         tokens = self._take(self.batch.rows, self.batch.step())
         self.batch.next = torch.tensor(tokens, device=self.batch.next.device)
         self.batch.leave({row for row in self.batch.rows if row.over})
