@@ -113,6 +113,15 @@ def test_ftm_serve_command_prints_its_url_and_stops_on_sigterm(ftm_home):
     assert KEY not in out + err
 
 
+def test_bad_serve_flags_are_one_line_and_nothing_listens(ftm_home):
+    from conftest import ftm
+
+    for args, line in ((["--device", "nosuch"], "Error: no device called 'nosuch'. Use auto, cpu, cuda, cuda:N or mps."),
+                       (["--port", "99999"], "Error: --port must be 0 to 65535, not 99999. Use --port 0 for a free one.")):
+        bad = ftm("serve", "--port", "0", *args)  # the later --port wins
+        assert bad.code == 1 and bad.err == line + "\n" and "ftm serve:" not in bad.out
+
+
 def test_the_front_serves_another_providers_paths_and_error_shape():
     """What a Together or Fireworks stand-in needs: its own routes, prefix and error body."""
     import re

@@ -45,3 +45,6 @@ def test_bad_flags_are_one_line_errors():
         taken.listen()
         busy = ftm("standin", "--port", taken.getsockname()[1])
     assert busy.code == 1 and "cannot listen on" in busy.err and "--port 0" in busy.err
+    for port in ("99999", "-1"):
+        out_of_range = ftm("standin", "--port", port)
+        assert out_of_range.code == 1 and out_of_range.err == f"Error: --port must be 0 to 65535, not {port}. Use --port 0 for a free one.\n"

@@ -5,6 +5,8 @@ Light: no torch here, so `ftm backends` and submit-time checks stay fast.
 
 from __future__ import annotations
 
+import re
+
 from ftmanager.backend import Option
 from ftmanager.errors import InvalidInput
 from ftmanager.facts import auto_epochs
@@ -82,9 +84,18 @@ def resolve_options(options: dict) -> dict:
         if out[name] not in allowed:
             raise InvalidInput(f"option {name} must be one of {', '.join(allowed)}, not {out[name]!r}",
                                f"Use e.g. -p {name}={allowed[0]}.")
+    out["device"] = checked_device(out["device"])
     out["method"] = _method(out, asked=options)
     out["quantize"] = out["method"] == "qlora"
     return out
+
+
+def checked_device(device: str) -> str:
+    """device if torch could mean it (auto, cpu, mps, cuda or cuda:N), else a one-line refusal."""
+    text = str(device).strip().lower()
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise InvalidInput(f"no device called {device!r}", "Use auto, cpu, cuda, cuda:N or mps.")
+    return text
 
 
 def _method(opts: dict, asked: dict) -> str:

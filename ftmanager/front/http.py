@@ -19,12 +19,16 @@ from typing import Callable
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..errors import InvalidInput
+
 HEAD_TIMEOUT = 10.0  # seconds to send a whole request head, after connecting or after a response
 KEEP_ALIVE = 5.0  # seconds an idle keep-alive connection is kept (uvicorn's default)
 
 
 def listen(host: str, port: int) -> socket.socket:
     """A bound, listening TCP socket (OSError when the address is taken or not ours)."""
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"--port must be 0 to 65535, not {port}", "Use --port 0 for a free one.")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
