@@ -1,15 +1,15 @@
 # Together AI's file check, from the `together` package 2.0.0 on PyPI (together/lib/utils/files.py),
 # Apache-2.0 (see LICENSES.md beside this file). The last release whose check_file() applies
 # Together's conversation rules on the client (2.1-2.14 loosened them, 2.15 on leave them to the
-# server). Changed: the two imports above FilePurpose, nothing else.
+# server). Changed: the two imports above FilePurpose; trimmed to what the tests use: the CSV and
+# Parquet checks (_check_csv, _check_parquet, their branches in check_file and the imports only they
+# used) are left out, so such a file gets the unknown-extension answer. Nothing else is changed.
 from __future__ import annotations
 
 import os
-import csv
 import json
 from typing import Any, Dict, List, Union, cast
 from pathlib import Path
-from traceback import format_exc
 
 from tqdm import tqdm
 
@@ -23,7 +23,6 @@ from .together_constants import (
     MAX_FILE_SIZE_GB,
     MAX_IMAGES_PER_EXAMPLE,
     MAX_BASE64_IMAGE_LENGTH,
-    PARQUET_EXPECTED_COLUMNS,
     REQUIRED_COLUMNS_MESSAGE,
     JSONL_REQUIRED_COLUMNS_MAP,
     POSSIBLE_ROLES_CONVERSATION,
@@ -103,12 +102,6 @@ def check_file(
     if file.suffix == ".jsonl":
         report_dict["filetype"] = "jsonl"
         data_report_dict = _check_jsonl(file, purpose)
-    elif file.suffix == ".parquet":
-        report_dict["filetype"] = "parquet"
-        data_report_dict = _check_parquet(file, purpose)
-    elif file.suffix == ".csv":
-        report_dict["filetype"] = "csv"
-        data_report_dict = _check_csv(file, purpose)
     else:
         report_dict["filetype"] = (
             f"Unknown extension of file {file}. Only files with extensions .jsonl, .parquet, and .csv are supported."
@@ -553,69 +546,6 @@ def _check_samples_count(file: Path, report_dict: Dict[str, Any], idx: int) -> D
     return report_dict
 
 
-def _check_csv(file: Path, purpose: FilePurpose | str) -> Dict[str, Any]:
-    """Check if the file is a valid CSV file.
-
-    Args:
-        file (Path): Path to the file to check.
-        purpose (FilePurpose | str): Purpose of the file, used to determine if the file should be checked for specific columns.
-
-    Returns:
-        Dict[str, Any]: A dictionary with the results of the check.
-    """
-    report_dict: Dict[str, Any] = {}
-    if purpose != "eval":
-        report_dict["is_check_passed"] = False
-        report_dict["message"] = (
-            f"CSV files are not supported for {purpose}. Only JSONL and Parquet files are supported."
-        )
-        return report_dict
-
-    report_dict.update(_check_utf8(file))
-
-    if not report_dict["utf8"]:
-        return report_dict
-
-    with file.open() as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames:
-            report_dict["message"] = "CSV file is empty or has no header."
-            report_dict["is_check_passed"] = False
-            return report_dict
-        idx = -1
-
-        try:
-            # for loop to iterate through the CSV rows
-            for idx, item in enumerate(reader):
-                if None in item.keys() or None in item.values():
-                    raise InvalidFileFormatError(
-                        message=f"CSV file is malformed or the number of columns found on line {idx + 1} is inconsistent with the header",
-                        line_number=idx + 1,
-                        error_source="format",
-                    )
-
-            report_dict.update(_check_samples_count(file, report_dict, idx))
-            report_dict["load_csv"] = True
-
-        except InvalidFileFormatError as e:
-            report_dict["load_csv"] = False
-            report_dict["is_check_passed"] = False
-            report_dict["message"] = e.message
-            if e.line_number is not None:
-                report_dict["line_number"] = e.line_number
-            if e.error_source is not None:
-                report_dict[e.error_source] = False
-        except ValueError:
-            report_dict["load_csv"] = False
-            if idx < 0:
-                report_dict["message"] = "Unable to decode file. File may be empty or in an unsupported format. "
-            else:
-                report_dict["message"] = f"Error parsing the CSV file. Unexpected format on line {idx + 1}."
-            report_dict["is_check_passed"] = False
-
-    return report_dict
-
-
 def _check_jsonl(file: Path, purpose: FilePurpose | str) -> Dict[str, Any]:
     report_dict: Dict[str, Any] = {}
     report_dict.update(_check_utf8(file))
@@ -729,63 +659,4 @@ def _check_jsonl(file: Path, purpose: FilePurpose | str) -> Dict[str, Any]:
         report_dict["line_type"] = True
     if "key_value" not in report_dict:
         report_dict["key_value"] = True
-    return report_dict
-
-
-def _check_parquet(file: Path, purpose: FilePurpose | str) -> Dict[str, Any]:
-    try:
-        # Pyarrow is optional as it's large (~80MB) and isn't compatible with older systems.
-        from pyarrow import ArrowInvalid, parquet
-    except ImportError as e:
-        raise ImportError(
-            "pyarrow is not installed and is required to use parquet files. Please install it via `pip install together[pyarrow]`"
-        ) from e
-
-    report_dict: Dict[str, Any] = {}
-    if purpose == "eval":
-        report_dict["is_check_passed"] = False
-        report_dict["message"] = (
-            f"Parquet files are not supported for {purpose}. Only JSONL and CSV files are supported."
-        )
-        return report_dict
-
-    try:
-        table = parquet.read_table(str(file), memory_map=True)  # type: ignore[reportUnknownMemberType]
-    except ArrowInvalid:
-        report_dict["load_parquet"] = (
-            f"An exception has occurred when loading the Parquet file {file}. Please check the file for corruption. "
-            f"Exception trace:\n{format_exc()}"
-        )
-        report_dict["is_check_passed"] = False
-        return report_dict
-
-    column_names = table.schema.names
-    if "input_ids" not in column_names:
-        report_dict["load_parquet"] = f"Parquet file {file} does not contain the `input_ids` column."
-        report_dict["is_check_passed"] = False
-        return report_dict
-
-    # Don't check for eval
-    for column_name in column_names:
-        if column_name not in PARQUET_EXPECTED_COLUMNS:
-            report_dict["load_parquet"] = (
-                f"Parquet file {file} contains an unexpected column {column_name}. "
-                f"Only columns {PARQUET_EXPECTED_COLUMNS} are supported."
-            )
-            report_dict["is_check_passed"] = False
-            return report_dict
-
-    num_samples = len(table)
-    if num_samples < MIN_SAMPLES:
-        report_dict["has_min_samples"] = False
-        report_dict["message"] = (
-            f"Processing {file} resulted in only {num_samples} samples. Our minimum is {MIN_SAMPLES} samples. "
-        )
-        report_dict["is_check_passed"] = False
-        return report_dict
-    else:
-        report_dict["num_samples"] = num_samples
-
-    report_dict["is_check_passed"] = True
-
     return report_dict
