@@ -7,14 +7,13 @@ is found through it (`local_for`). Light: tomllib only, read on every lookup (it
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import tomltables
 from .errors import InvalidInput
 
 SHIPPED = Path(__file__).resolve().parent / "data" / "base_models.toml"
-FILE_NAME = "base_models.toml"
 LOCAL = "local"
 
 
@@ -29,24 +28,17 @@ class Row:
 
 def user_path() -> Path:
     """$FTM_HOME/base_models.toml (read when present, never created)."""
-    from . import paths
-
-    return paths.home() / FILE_NAME
+    return tomltables.user_file(SHIPPED)
 
 
-def _read(path: Path) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh).get("models", {})
-    except tomllib.TOMLDecodeError as err:
-        raise InvalidInput(f"{path} is not valid TOML ({err})", "Fix the syntax in that file.") from None
+def _invalid(path: Path, err: Exception) -> InvalidInput:
+    return InvalidInput(f"{path} is not valid TOML ({err})", "Fix the syntax in that file.")
 
 
 def table() -> dict[str, Row]:
     """Every row, the user's fields over the shipped ones."""
-    rows = _read(SHIPPED)
-    user = user_path()
-    for name, fields in (_read(user) if user.is_file() else {}).items():
+    rows, user = tomltables.models(SHIPPED, _invalid)
+    for name, fields in user.items():
         rows.setdefault(name, {}).update(fields)
     return {name: _row(name, fields) for name, fields in rows.items()}
 

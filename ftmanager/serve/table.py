@@ -6,14 +6,13 @@ name by name. Read on every lookup (it is tiny), so an edit needs no restart.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import tomltables
 from ..front.state import ApiError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "served_models.toml"
-FILE_NAME = "served_models.toml"
 
 
 @dataclass(frozen=True)
@@ -27,26 +26,18 @@ class Served:
 
 def user_path() -> Path:
     """$FTM_HOME/served_models.toml (read when present, never created)."""
-    from .. import paths
-
-    return paths.home() / FILE_NAME
+    return tomltables.user_file(SHIPPED)
 
 
-def _read(path: Path) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh).get("models", {})
-    except tomllib.TOMLDecodeError as err:
-        raise ApiError(500, f"The served-models table {path} is not valid TOML: {err}. Fix that file.",
-                       code="server_error", type="server_error") from None
+def _invalid(path: Path, err: Exception) -> ApiError:
+    return ApiError(500, f"The served-models table {path} is not valid TOML: {err}. Fix that file.",
+                    code="server_error", type="server_error")
 
 
 def table() -> dict[str, Served]:
     """Every served name, the user's entries over the shipped ones."""
-    entries = _read(SHIPPED)
-    user = user_path()
-    if user.is_file():
-        entries.update(_read(user))
+    entries, user = tomltables.models(SHIPPED, _invalid)
+    entries.update(user)
     return {name: Served(name, str(e.get("local", "")), dict(e.get("options") or {}))
             for name, e in entries.items() if e.get("local")}
 
