@@ -24,6 +24,21 @@ PHASES = {"validating_files": 2.0, "queued": 3.0, "step": 0.5}
 OWNER = "ftm-standin"  # the org part of the ft: ids this server makes
 
 
+def play(clocked, speed: float, going, boundary) -> None:
+    """Play a job's clock from clocked.last up to now, `speed` times fast: while going(), each
+    phase (or step) whose clocked.remaining virtual seconds run out calls boundary(at) with the
+    real moment it ended; what is left of the current one stays in clocked.remaining."""
+    now = time.time()
+    while going():
+        available = (now - clocked.last) * speed
+        if available < clocked.remaining:
+            clocked.remaining -= available
+            clocked.last = now
+            return
+        clocked.last += clocked.remaining / speed
+        boundary(clocked.last)
+
+
 @dataclass
 class _Sim:
     phase: str  # validating_files | queued | running | done
@@ -66,15 +81,9 @@ class ClockService(Service):
 
     def refresh(self, job: Job) -> None:
         sim = self._sims.get(job.id)
-        now = time.time()
-        while sim and sim.phase != "done" and not sim.paused:
-            available = (now - sim.last) * self.speed
-            if available < sim.remaining:
-                sim.remaining -= available
-                sim.last = now
-                return
-            sim.last += sim.remaining / self.speed
-            self._boundary(job, sim, sim.last)
+        if sim:
+            play(sim, self.speed, lambda: sim.phase != "done" and not sim.paused,
+                 lambda at: self._boundary(job, sim, at))
 
     def _boundary(self, job: Job, sim: _Sim, at: float) -> None:
         """The current phase (or step) ended at `at`: move the job on."""

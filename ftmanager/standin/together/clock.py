@@ -1,6 +1,6 @@
 """Together's fine-tuning jobs on a clock: its statuses, events, metrics and checkpoints.
 
-Nothing trains. As in the OpenAI stand-in (api.clock), a job is played forward lazily whenever
+Nothing trains. As in the OpenAI stand-in (standin.clock), a job is played forward lazily whenever
 it is read, phase by phase, each event stamped with the moment it would have happened, so a job
 ends at a precise instant (terminal_at) however often it is polled. Statuses are Together's:
 pending -> queued -> running -> compressing -> uploading -> completed (or error, or
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks import check_file
+from ..clock import play
 from ...front.service import Service
 from ...front.state import ApiError
 
@@ -94,15 +95,7 @@ class TogetherClock(Service):
         return job.terminal_at if job else None
 
     def refresh(self, job: FineTune) -> None:
-        now = time.time()
-        while job.status not in TERMINAL:
-            available = (now - job.last) * self.speed
-            if available < job.remaining:
-                job.remaining -= available
-                job.last = now
-                return
-            job.last += job.remaining / self.speed
-            self._boundary(job, job.last)
+        play(job, self.speed, lambda: job.status not in TERMINAL, lambda at: self._boundary(job, at))
 
     def _boundary(self, job: FineTune, at: float) -> None:
         """The current phase (or step) ended at `at`: move the job on."""
