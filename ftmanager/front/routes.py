@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 import time
 
-from .server import Raw
+from .server import Raw, route_table
 from ..facts import TERMINAL
 from .state import ApiError, Job, Upload, new_id
 
@@ -239,20 +238,19 @@ def _done(status: str) -> str:
 
 
 def pause_job(srv, req):
-    job = _job(srv, req)
-    if job.status != "running":
-        raise ApiError(400, f"Job {job.id} is {job.status}; only a running job can be paused.",
-                       code="invalid_job_state")
-    srv.service.pause(job)
-    return job.to_api()
+    return _moved(_job(srv, req), "running", "paused", srv.service.pause)
 
 
 def resume_job(srv, req):
-    job = _job(srv, req)
-    if job.status != "paused":
-        raise ApiError(400, f"Job {job.id} is {job.status}; only a paused job can be resumed.",
+    return _moved(_job(srv, req), "paused", "resumed", srv.service.resume)
+
+
+def _moved(job: Job, needs: str, done: str, move) -> dict:
+    """move(job) when the job is in the status `needs`, else OpenAI's 400 saying so."""
+    if job.status != needs:
+        raise ApiError(400, f"Job {job.id} is {job.status}; only a {needs} job can be {done}.",
                        code="invalid_job_state")
-    srv.service.resume(job)
+    move(job)
     return job.to_api()
 
 
@@ -293,30 +291,26 @@ def chat(srv, req):
     return completion(srv, req.json(), req.gone)
 
 
-_ID = "([^/]+)"
-ROUTES = [
-    (method, re.compile(pattern.replace("{id}", _ID)), fn, locked)
-    for method, pattern, fn, locked in [
-        ("POST", "/files", create_file, False),
-        ("GET", "/files", list_files, True),
-        ("GET", "/files/{id}", retrieve_file, True),
-        ("DELETE", "/files/{id}", delete_file, True),
-        ("GET", "/files/{id}/content", file_content, True),
-        ("POST", "/uploads", create_upload, True),
-        ("POST", "/uploads/{id}/parts", add_part, False),
-        ("POST", "/uploads/{id}/complete", complete_upload, False),
-        ("POST", "/uploads/{id}/cancel", cancel_upload, True),
-        ("POST", "/fine_tuning/jobs", create_job, True),
-        ("GET", "/fine_tuning/jobs", list_jobs, True),
-        ("GET", "/fine_tuning/jobs/{id}", retrieve_job, True),
-        ("POST", "/fine_tuning/jobs/{id}/cancel", cancel_job, True),
-        ("POST", "/fine_tuning/jobs/{id}/pause", pause_job, True),
-        ("POST", "/fine_tuning/jobs/{id}/resume", resume_job, True),
-        ("GET", "/fine_tuning/jobs/{id}/events", list_events, True),
-        ("GET", "/fine_tuning/jobs/{id}/checkpoints", list_checkpoints, True),
-        ("GET", "/models", list_models, True),
-        ("GET", "/models/{id}", retrieve_model, True),
-        ("DELETE", "/models/{id}", delete_model, True),
-        ("POST", "/chat/completions", chat, False),  # locks only its lookup
-    ]
-]
+ROUTES = route_table([
+    ("POST", "/files", create_file, False),
+    ("GET", "/files", list_files, True),
+    ("GET", "/files/{id}", retrieve_file, True),
+    ("DELETE", "/files/{id}", delete_file, True),
+    ("GET", "/files/{id}/content", file_content, True),
+    ("POST", "/uploads", create_upload, True),
+    ("POST", "/uploads/{id}/parts", add_part, False),
+    ("POST", "/uploads/{id}/complete", complete_upload, False),
+    ("POST", "/uploads/{id}/cancel", cancel_upload, True),
+    ("POST", "/fine_tuning/jobs", create_job, True),
+    ("GET", "/fine_tuning/jobs", list_jobs, True),
+    ("GET", "/fine_tuning/jobs/{id}", retrieve_job, True),
+    ("POST", "/fine_tuning/jobs/{id}/cancel", cancel_job, True),
+    ("POST", "/fine_tuning/jobs/{id}/pause", pause_job, True),
+    ("POST", "/fine_tuning/jobs/{id}/resume", resume_job, True),
+    ("GET", "/fine_tuning/jobs/{id}/events", list_events, True),
+    ("GET", "/fine_tuning/jobs/{id}/checkpoints", list_checkpoints, True),
+    ("GET", "/models", list_models, True),
+    ("GET", "/models/{id}", retrieve_model, True),
+    ("DELETE", "/models/{id}", delete_model, True),
+    ("POST", "/chat/completions", chat, False),  # locks only its lookup
+])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import shutil
 import tempfile
 import threading
@@ -201,6 +202,17 @@ class Server:
         if "multipart/" in content_type:
             return (self.max_part_bytes if path.endswith("/parts") else self.max_file_bytes) + FORM_SLACK
         return MAX_JSON_BODY
+
+
+def route_table(rows: list, **groups: str) -> list:
+    """A Server's routes from (method, "/path/{id}", fn, locked) rows: each {name} in a path
+    matches groups[name], a path segment by default; the matches are the route's params."""
+    groups = {"id": "([^/]+)", **groups}
+
+    def compiled(path: str) -> re.Pattern:
+        return re.compile(re.sub(r"\{(\w+)\}", lambda m: groups[m.group(1)], path))
+
+    return [(method, compiled(path), fn, locked) for method, path, fn, locked in rows]
 
 
 def parse_query(raw: bytes) -> dict:

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .clock import ClockService
-from ..front.server import Raw, Server
+from ..front.server import Raw, Server, route_table
 from ..front.state import ApiError, Job
 
 # Base models the stand-in fine-tunes (models.toml lists their limits and prices for ftm).
@@ -352,25 +352,21 @@ def signed_file(srv, req):
     return Raw(path=path)
 
 
-_A, _ID = "([^/]+)", "([^/:]+)"
-ROUTES = [
-    (method, re.compile(pattern.replace("{a}", _A).replace("{id}", _ID)), fn, locked)
-    for method, pattern, fn, locked in [
-        ("POST", "/accounts/{a}/datasets", create_dataset, True),
-        ("GET", "/accounts/{a}/datasets", list_datasets, True),
-        ("GET", "/accounts/{a}/datasets/{id}", get_dataset, True),
-        ("DELETE", "/accounts/{a}/datasets/{id}", delete_dataset, True),
-        ("POST", "/accounts/{a}/datasets/{id}:upload", upload_dataset, False),
-        ("POST", "/accounts/{a}/supervisedFineTuningJobs", create_job, True),
-        ("GET", "/accounts/{a}/supervisedFineTuningJobs", list_jobs, True),
-        ("GET", "/accounts/{a}/supervisedFineTuningJobs/{id}", get_job, True),
-        ("DELETE", "/accounts/{a}/supervisedFineTuningJobs/{id}", delete_job, True),
-        ("POST", "/accounts/{a}/supervisedFineTuningJobs/{id}:cancel", cancel_job, True),
-        ("GET", "/accounts/{a}/models/{id}", get_model, True),
-        ("GET", "/accounts/{a}/models/{id}:getDownloadEndpoint", download_endpoint, True),
-        ("GET", "/signed/{id}/{id}", signed_file, True),
-    ]
-]
+ROUTES = route_table([
+    ("POST", "/accounts/{a}/datasets", create_dataset, True),
+    ("GET", "/accounts/{a}/datasets", list_datasets, True),
+    ("GET", "/accounts/{a}/datasets/{id}", get_dataset, True),
+    ("DELETE", "/accounts/{a}/datasets/{id}", delete_dataset, True),
+    ("POST", "/accounts/{a}/datasets/{id}:upload", upload_dataset, False),
+    ("POST", "/accounts/{a}/supervisedFineTuningJobs", create_job, True),
+    ("GET", "/accounts/{a}/supervisedFineTuningJobs", list_jobs, True),
+    ("GET", "/accounts/{a}/supervisedFineTuningJobs/{id}", get_job, True),
+    ("DELETE", "/accounts/{a}/supervisedFineTuningJobs/{id}", delete_job, True),
+    ("POST", "/accounts/{a}/supervisedFineTuningJobs/{id}:cancel", cancel_job, True),
+    ("GET", "/accounts/{a}/models/{id}", get_model, True),
+    ("GET", "/accounts/{a}/models/{id}:getDownloadEndpoint", download_endpoint, True),
+    ("GET", "/signed/{id}/{id}", signed_file, True),
+], a="([^/]+)", id="([^/:]+)")
 
 
 class FireworksServer(Server):

@@ -9,12 +9,11 @@ job's weights come from GET /finetune/download as a .tar.zst archive (Range requ
 from __future__ import annotations
 
 import hmac
-import re
 import secrets
 import time
 import uuid
 
-from ...front.server import Raw
+from ...front.server import Raw, route_table
 from ...front.state import ApiError
 from .clock import OWNER, TERMINAL, stamp
 
@@ -294,29 +293,25 @@ def download(srv, req):
     return Raw(path=srv.archive("adapter" if kind == "adapter" else "merged"))
 
 
-_ID = "([^/]+)"
-ROUTES = [
-    (method, re.compile(pattern.replace("{id}", _ID)), fn, locked)
-    for method, pattern, fn, locked in [
-        ("POST", "/files", start_upload, True),
-        ("PUT", "/files/{id}/put", put_upload, False),
-        ("POST", "/files/{id}/preprocess", preprocess, True),
-        ("POST", "/files/upload", upload, False),
-        ("GET", "/files", list_files, True),
-        ("GET", "/files/{id}", retrieve_file, True),
-        ("DELETE", "/files/{id}", delete_file, True),
-        ("GET", "/files/{id}/content", file_content, True),
-        ("GET", "/fine-tunes/models/limits", model_limits, True),
-        ("GET", "/fine-tunes/models/supported", supported_models, True),
-        ("POST", "/fine-tunes/estimate-price", estimate_price, True),
-        ("POST", "/fine-tunes", create, True),
-        ("GET", "/fine-tunes", list_jobs, True),
-        ("GET", "/fine-tunes/{id}", retrieve, True),
-        ("DELETE", "/fine-tunes/{id}", delete, True),
-        ("POST", "/fine-tunes/{id}/cancel", cancel, True),
-        ("GET", "/fine-tunes/{id}/events", events, True),
-        ("GET", "/fine-tunes/{id}/checkpoints", checkpoints, True),
-        ("GET", "/fine-tunes/{id}/metrics", metrics, True),
-        ("GET", "/finetune/download", download, False),  # packs the archive, once, under its own lock
-    ]
-]
+ROUTES = route_table([
+    ("POST", "/files", start_upload, True),
+    ("PUT", "/files/{id}/put", put_upload, False),
+    ("POST", "/files/{id}/preprocess", preprocess, True),
+    ("POST", "/files/upload", upload, False),
+    ("GET", "/files", list_files, True),
+    ("GET", "/files/{id}", retrieve_file, True),
+    ("DELETE", "/files/{id}", delete_file, True),
+    ("GET", "/files/{id}/content", file_content, True),
+    ("GET", "/fine-tunes/models/limits", model_limits, True),
+    ("GET", "/fine-tunes/models/supported", supported_models, True),
+    ("POST", "/fine-tunes/estimate-price", estimate_price, True),
+    ("POST", "/fine-tunes", create, True),
+    ("GET", "/fine-tunes", list_jobs, True),
+    ("GET", "/fine-tunes/{id}", retrieve, True),
+    ("DELETE", "/fine-tunes/{id}", delete, True),
+    ("POST", "/fine-tunes/{id}/cancel", cancel, True),
+    ("GET", "/fine-tunes/{id}/events", events, True),
+    ("GET", "/fine-tunes/{id}/checkpoints", checkpoints, True),
+    ("GET", "/fine-tunes/{id}/metrics", metrics, True),
+    ("GET", "/finetune/download", download, False),  # packs the archive, once, under its own lock
+])
