@@ -19,7 +19,7 @@ from pathlib import Path
 from ftm_backends.openai import OpenAIBackend, _env_number
 from ftm_backends.openai.sdk import SdkErrors, create_once, price_per_1m
 from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads
-from ftmanager.errors import InvalidInput, NotFound, Refused, Unsupported, without_userinfo
+from ftmanager.errors import InvalidInput, Refused, Unsupported, without_userinfo
 from ftmanager.facts import CANCELLED, FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING
 
 KEY_ENV, ACCOUNT_ENV, URL_ENV = "FIREWORKS_API_KEY", "FIREWORKS_ACCOUNT_ID", "FIREWORKS_BASE_URL"
@@ -171,12 +171,8 @@ class FireworksBackend(SdkErrors, Backend):
     def find(self, run_id: str) -> str | None:
         """The job of an interrupted start: asked for by the id it would have."""
         job_id = job_id_for(run_id)
-        try:
-            with self._answered():
-                self.client.supervised_fine_tuning_jobs.get(job_id)
-        except NotFound:
-            return None
-        return job_id
+        found = self._found(lambda: self.client.supervised_fine_tuning_jobs.get(job_id), answered=True)
+        return job_id if found is not None else None
 
     def poll(self, job_id: str, cursor: dict) -> Progress:
         """The job's state (in OpenAI's words, Fireworks' kept in each event) and progress."""

@@ -29,13 +29,8 @@ def ensure_dataset(backend, path: Path, dataset_id: str, uploads: Uploads) -> st
 
 def _state(backend, ds_id: str) -> str | None:
     """The dataset's state, or None where the account has no such dataset."""
-    from ftmanager.errors import NotFound
-
-    try:
-        with backend._answered():
-            return backend.client.datasets.get(ds_id).state
-    except NotFound:
-        return None
+    dataset = backend._found(lambda: backend.client.datasets.get(ds_id), answered=True)
+    return dataset.state if dataset is not None else None
 
 
 def _made_ready(backend, path: Path, ds_id: str) -> str:

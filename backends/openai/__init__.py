@@ -16,7 +16,7 @@ from contextlib import suppress
 from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads, upload_once
 from ftmanager.facts import (CREATED, HYPERPARAMETERS, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING,
                              auto_epochs, is_terminal)
-from ftmanager.errors import InvalidInput, NotFound, Refused, without_userinfo
+from ftmanager.errors import InvalidInput, Refused, without_userinfo
 
 from .sdk import FileWindow, SdkErrors, create_once, metric, parse_results, price_per_1m, sdk_client
 
@@ -128,12 +128,8 @@ class OpenAIBackend(SdkErrors, Backend):
         return upload_once(uploads, dataset_id, self.account, path, self._still_there, send)
 
     def _still_there(self, file_id: str) -> bool:
-        try:
-            with self._refusals():
-                f = self.client.files.retrieve(file_id)
-        except NotFound:
-            return False
-        return getattr(f, "status", None) != "error" and f.purpose == "fine-tune"
+        f = self._found(lambda: self.client.files.retrieve(file_id))
+        return f is not None and getattr(f, "status", None) != "error" and f.purpose == "fine-tune"
 
     def upload(self, path, filename: str) -> str:
         """Send a JSONL file for fine-tuning, streamed from disk; returns the file id."""
@@ -271,12 +267,9 @@ class OpenAIBackend(SdkErrors, Backend):
         """Step metrics from the results CSV (served plain or base64-encoded)."""
         rows = []
         for file_id in job.get("result_files") or []:
-            try:
-                with self._answered():
-                    raw = self.client.files.content(file_id).read()
-            except NotFound:
-                continue  # results deleted: the events' metrics stay
-            rows += parse_results(raw)
+            raw = self._found(lambda f=file_id: self.client.files.content(f).read(), answered=True)
+            if raw is not None:  # else results deleted: the events' metrics stay
+                rows += parse_results(raw)
         return rows
 
     def _cost(self, job: dict) -> float | None:

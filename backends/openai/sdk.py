@@ -151,6 +151,17 @@ class SdkErrors:
                                f"Check the network and {self.url_env}, then run the command again; "
                                "nothing was lost.") from None
 
+    def _found(self, call, answered: bool = False):
+        """call()'s answer, or None where the provider has no such object (its 404). answered:
+        a provider that does not answer is one line, as in _answered (else it propagates)."""
+        from ftmanager.errors import NotFound
+
+        try:
+            with self._answered() if answered else self._refusals():
+                return call()
+        except NotFound:
+            return None
+
     def _denied(self, err, run_id: str | None):
         """The Refused of a 403."""
         from ftmanager.errors import Refused

@@ -114,12 +114,7 @@ class TogetherBackend(SdkErrors, Backend):
         return upload_once(uploads, dataset_id, self.account, path, self._still_there, send)
 
     def _still_there(self, file_id: str) -> bool:
-        try:
-            with self._refusals():
-                self.client.files.retrieve(file_id)
-        except NotFound:
-            return False
-        return True
+        return self._found(lambda: self.client.files.retrieve(file_id)) is not None
 
     def _job_params(self, spec: RunSpec, training: str, validation: str | None, limits) -> dict:
         hp, opts = self.resolve(spec), spec.options
