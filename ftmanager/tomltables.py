@@ -7,8 +7,8 @@ read this way; each decides how the user's rows go over the shipped ones. Light:
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def user_file(shipped: Path) -> Path:
