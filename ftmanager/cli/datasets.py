@@ -3,6 +3,7 @@
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -14,6 +15,8 @@ datasets_app = typer.Typer(help="Import, validate, list, show and export dataset
 app.add_typer(datasets_app, name="datasets")
 
 FORMATS = "auto|openai|alpaca|prompt-completion|sharegpt"
+Ref = Annotated[str, typer.Argument(help="Dataset id, id prefix or name.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @datasets_app.command("add")
@@ -71,7 +74,7 @@ def validate(
 
 
 @datasets_app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+def list_(as_json: Json = False):
     """List the datasets in the ledger, newest first."""
     from .. import catalog
 
@@ -83,31 +86,35 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 
 
 @datasets_app.command("show")
-def show(
-    ref: str = typer.Argument(..., help="Dataset id, id prefix or name."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-):
+def show(ref: Ref, as_json: Json = False):
     """Show one dataset: where it came from, where it lies, its statistics and uploads."""
     from .. import catalog
+
+    _shown(catalog.dataset_info(ref), as_json, _described)
+
+
+def _described(info: dict) -> str:
     from .display import exported
 
-    info = catalog.dataset_info(ref)
+    lines = [f"{key:>12}: {info[key]}" for key in ("id", "name", "format", "n_examples", "bytes", "source", "path",
+                                                   "parent_id", "split", "created_at") if info.get(key) is not None]
+    lines += [f"{'upload':>12}: {up['backend']} {up['file_id']} ({up['account']})" for up in info["uploads"]]
+    lines += [f"{'export':>12}: {exported(e).removeprefix('export ')}" for e in info["exports"]]
+    lines += [f"{'run':>12}: {run['id']} {run['backend']} {run['base_model']} {run['status']}" for run in info["runs"]]
+    return "\n".join(lines)
+
+
+def _shown(value, as_json: bool, render) -> None:
+    """value as JSON when asked, else the text render(value) gives people."""
     if as_json:
-        return emit_json(info)
-    for key in ("id", "name", "format", "n_examples", "bytes", "source", "path", "parent_id", "split", "created_at"):
-        if info.get(key) is not None:
-            print(f"{key:>12}: {info[key]}")
-    for up in info["uploads"]:
-        print(f"{'upload':>12}: {up['backend']} {up['file_id']} ({up['account']})")
-    for e in info["exports"]:
-        print(f"{'export':>12}: {exported(e).removeprefix('export ')}")
-    for run in info["runs"]:
-        print(f"{'run':>12}: {run['id']} {run['backend']} {run['base_model']} {run['status']}")
+        emit_json(value)
+    else:
+        print(render(value))
 
 
 @datasets_app.command("export")
 def export(
-    ref: str = typer.Argument(..., help="Dataset id, id prefix or name."),
+    ref: Ref,
     to: str = typer.Option(..., "--to", "-t", help="openai|together|alpaca|trl|sharegpt"),
     output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
 ):
@@ -123,18 +130,12 @@ def export(
 
 
 @datasets_app.command("lineage")
-def lineage(
-    ref: str = typer.Argument(..., help="Dataset id, id prefix or name."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-):
+def lineage(ref: Ref, as_json: Json = False):
     """Show the tree: dataset -> derived splits, uploads, exports -> runs (and re-runs) -> models."""
     from .. import catalog
     from .display import render_lineage
 
-    tree = catalog.lineage(ref)
-    if as_json:
-        return emit_json(tree)
-    print(render_lineage(tree))
+    _shown(catalog.lineage(ref), as_json, render_lineage)
 
 
 def _to_stdout(export) -> int:
