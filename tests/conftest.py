@@ -54,6 +54,27 @@ def ftm(*args, input=None, timeout=120, env=None) -> Result:
     return Result(proc)
 
 
+def assert_key_never_written(key: str, home: Path, *outputs: str) -> None:
+    """Neither the key nor its tail is in any output, nor in any file under home."""
+    for text in outputs:
+        assert key not in text and key[-10:] not in text
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+
+
+def synced_after_kill(proc: subprocess.Popen) -> dict:
+    """Kill an `ftm submit` whose job the provider has made before ftm heard of it, then `ftm sync`:
+    the run it left `created`, as `ftm show` has it once sync has found its job."""
+    proc.kill()
+    proc.communicate()
+    [run] = ftm("runs", "--json").json()
+    assert run["status"] == "created" and not run["provider_job_id"]
+    synced = ftm("sync", "--json")
+    assert synced.code == 0, synced
+    return ftm("show", run["id"], "--json").json()
+
+
 @pytest.fixture
 def chat_file(tmp_path) -> Path:
     """A small valid chat dataset of 12 examples."""

@@ -5,35 +5,32 @@ an api-key header, chat through /deployments/{name}/chat/completions)."""
 from __future__ import annotations
 
 import httpx
+import openai
 import pytest
-
+import sdk_backends as kit
 from conftest import ftm
 from ftm_backends.azure import DEFAULT_API_VERSION, AzureOpenAIBackend
+from sdk_backends import MODEL, MemoryUploads, aimed, follow, make_spec, served
+from test_openai_backend import jobs_tagged
+
 from ftmanager.standin import standin
 from ftmanager.errors import Refused
-from test_openai_backend import MODEL, MemoryUploads, follow, make_spec
 
 KEY = "az-test-" + "k3y" * 8
 CREATE = ("POST", "/fine_tuning/jobs")
 
 
-@pytest.fixture(scope="module")
-def server():
-    with standin(speed=40, provider="azure", api_key=KEY) as srv:
-        yield srv
+server = served(standin, speed=40, provider="azure", api_key=KEY)
 
 
 @pytest.fixture
 def env(server, monkeypatch):
-    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", server.url)
-    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
-    monkeypatch.delenv("OPENAI_API_VERSION", raising=False)
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "FTM_POLL_SCALE"):
-        monkeypatch.delenv(name, raising=False)
-    server.faults.clear()
-    server.requests.clear()
     server.api_versions.clear()
-    return server
+    return aimed(server, monkeypatch, {"AZURE_OPENAI_ENDPOINT": server.url, "AZURE_OPENAI_API_KEY": KEY},
+                 unset=("OPENAI_API_VERSION", "OPENAI_API_KEY", "OPENAI_BASE_URL", "FTM_POLL_SCALE"))
+
+
+AZURE = kit.Hosted(AzureOpenAIBackend, openai.InternalServerError, CREATE, jobs_tagged)
 
 
 def test_a_job_through_azure_paths_with_the_api_version_and_key_header(env, tmp_path):
@@ -55,11 +52,8 @@ def test_a_job_through_azure_paths_with_the_api_version_and_key_header(env, tmp_
 
 def test_the_openai_guarantees_hold_on_azure(env, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")
-    spec = make_spec(tmp_path)
-    env.faults.add("drop_after", *CREATE)
-    job_id = AzureOpenAIBackend().start(spec, MemoryUploads())
-    assert [j.id for j in env.state.jobs.values() if (j.metadata or {}).get("ftm_run_id") == spec.run_id] == [job_id]
-    assert env.requests[CREATE] == 1 and env.api_versions == {"2024-10-21"}  # found by metadata, not posted again
+    kit.lost_answer_leaves_one_job(AZURE, env, make_spec(tmp_path))  # found by metadata
+    assert env.api_versions == {"2024-10-21"}
 
 
 def test_azure_refusals_name_azures_settings(env, tmp_path, monkeypatch):
@@ -70,12 +64,8 @@ def test_azure_refusals_name_azures_settings(env, tmp_path, monkeypatch):
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-wrong-key")
     with pytest.raises(Refused, match="Azure OpenAI rejected the API key read from AZURE_OPENAI_API_KEY"):
         AzureOpenAIBackend().start(make_spec(tmp_path), MemoryUploads())
-    monkeypatch.delenv("AZURE_OPENAI_ENDPOINT")
-    with pytest.raises(Refused, match="AZURE_OPENAI_ENDPOINT is not set"):
-        AzureOpenAIBackend().start(make_spec(tmp_path), MemoryUploads())
-    monkeypatch.delenv("AZURE_OPENAI_API_KEY")
-    with pytest.raises(Refused, match="AZURE_OPENAI_API_KEY is not set"):
-        AzureOpenAIBackend().start(make_spec(tmp_path), MemoryUploads())
+    kit.refused_without(monkeypatch, lambda: AzureOpenAIBackend().start(make_spec(tmp_path), MemoryUploads()),
+                        "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")
 
 
 def test_ftm_submit_backend_azure(env, chat_file, ftm_home, monkeypatch):

@@ -3,20 +3,17 @@ with the faults a provider throws: one job per run whatever happens to the creat
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
 import time
-from pathlib import Path
 
 import fireworks
 import pytest
+import sdk_backends as kit
+from sdk_backends import MemoryUploads, aimed, follow, make_spec, served
 
 from ftm_backends.fireworks import FireworksBackend, job_id_for
 from ftmanager.standin.fireworks import standin
 from ftmanager.backend import RunSpec
 from ftmanager.errors import BackendError, FtmError, InvalidInput, NotFound, Refused, Unsupported
-from test_openai_backend import MemoryUploads, follow
 
 KEY, ACCOUNT = "fw-test-" + "k3y" * 8, "acme"
 MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"
@@ -24,49 +21,31 @@ JOBS = f"/accounts/{ACCOUNT}/supervisedFineTuningJobs"
 DATASETS = f"/accounts/{ACCOUNT}/datasets"
 
 
-@pytest.fixture(scope="module")
-def server():
-    with standin(speed=40) as srv:
-        yield srv
+server = served(standin, speed=40)
 
 
 @pytest.fixture
 def env(server, monkeypatch):
     """The SDK's environment pointing at the stand-in; faults and counts reset."""
-    monkeypatch.setenv("FIREWORKS_BASE_URL", server.url)
-    monkeypatch.setenv("FIREWORKS_API_KEY", KEY)
-    monkeypatch.setenv("FIREWORKS_ACCOUNT_ID", ACCOUNT)
-    monkeypatch.delenv("FTM_POLL_SCALE", raising=False)
-    server.faults.clear()
-    server.requests.clear()
     server.service.speed = 40
-    return server
+    return aimed(server, monkeypatch, {"FIREWORKS_BASE_URL": server.url, "FIREWORKS_API_KEY": KEY,
+                                       "FIREWORKS_ACCOUNT_ID": ACCOUNT}, unset=("FTM_POLL_SCALE",))
 
 
-def write_rows(path: Path, n: int, offset: int = 0) -> Path:
-    rows = [{"messages": [{"role": "user", "content": f"Capital of country {i}?"},
-                          {"role": "assistant", "content": f"City {i}"}]} for i in range(offset, offset + n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def make_spec(tmp_path: Path, n: int = 12, validation: int = 0, offset: int = 0, **fields) -> RunSpec:
-    """A run's spec on fresh data (offset makes the content, so its dataset, differ)."""
-    train = write_rows(tmp_path / f"train-{n}-{offset}.jsonl", n, offset)
-    valid = write_rows(tmp_path / f"valid-{validation}.jsonl", validation, 1000) if validation else None
-    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
-    fields = {"base_model": MODEL, "hyperparameters": {"n_epochs": 2}, "suffix": "caps", **fields}
-    return RunSpec(run_id=f"run-{secrets.token_hex(4)}", training_file=train, dataset_id=digest(train),
-                   n_examples=n, run_dir=tmp_path, validation_file=valid,
-                   validation_dataset_id=digest(valid) if valid else None, **fields)
+def spec_for(tmp_path, **fields) -> RunSpec:
+    """A run's spec on fresh data for a Fireworks model (offset=N makes another dataset)."""
+    return make_spec(tmp_path, **{"base_model": MODEL, "suffix": "caps", **fields})
 
 
 def jobs_of(server, run_id: str) -> list[str]:
     return [job_id for job_id in server.state.jobs if job_id == job_id_for(run_id)]
 
 
+FIREWORKS = kit.Hosted(FireworksBackend, fireworks.InternalServerError, ("POST", JOBS), jobs_of)
+
+
 def test_a_run_is_a_dataset_then_a_job_followed_to_its_model(env, tmp_path):
-    spec = make_spec(tmp_path, validation=4, hyperparameters={"n_epochs": 2, "learning_rate_multiplier": 2.0},
+    spec = spec_for(tmp_path, validation=4, hyperparameters={"n_epochs": 2, "learning_rate_multiplier": 2.0},
                      options={"lora_r": "16"})
     backend = FireworksBackend()
     job_id = backend.start(spec, MemoryUploads())
@@ -92,21 +71,21 @@ def test_a_run_is_a_dataset_then_a_job_followed_to_its_model(env, tmp_path):
 
 
 def test_a_dataset_is_made_once_per_content_and_account(env, tmp_path, monkeypatch):
-    spec, uploads = make_spec(tmp_path, offset=100), MemoryUploads()
+    spec, uploads = spec_for(tmp_path, offset=100), MemoryUploads()
     backend = FireworksBackend()
     backend.start(spec, uploads)
-    second = make_spec(tmp_path, offset=100)
+    second = spec_for(tmp_path, offset=100)
     backend.start(second, uploads)
     assert env.requests[("POST", DATASETS)] == 1  # the second run reuses the READY dataset
     made = env.service.datasets[(ACCOUNT, f"ftm-{spec.dataset_id[:40]}")]
     assert made.example_count == 12 and made.ready()
     monkeypatch.setenv("FIREWORKS_ACCOUNT_ID", "other")  # another account has its own datasets
-    FireworksBackend().start(make_spec(tmp_path, offset=100), uploads)
+    FireworksBackend().start(spec_for(tmp_path, offset=100), uploads)
     assert ("other", made.id) in env.service.datasets
 
 
 def test_a_start_cut_off_after_the_dataset_was_made_finds_it_again(env, tmp_path):
-    spec = make_spec(tmp_path, offset=200)
+    spec = spec_for(tmp_path, offset=200)
     env.faults.add("drop", "POST", f"{DATASETS}/*:upload", times=3)  # the SDK's retries too
     with pytest.raises(fireworks.APIConnectionError):
         FireworksBackend().start(spec, MemoryUploads())
@@ -115,16 +94,13 @@ def test_a_start_cut_off_after_the_dataset_was_made_finds_it_again(env, tmp_path
     assert jobs_of(env, spec.run_id) == [job_id]
 
 
-def test_a_create_whose_answer_is_lost_leaves_one_job(env, tmp_path):
-    spec = make_spec(tmp_path)
-    env.faults.add("drop_after", "POST", JOBS)
-    job_id = FireworksBackend().start(spec, MemoryUploads())
-    assert jobs_of(env, spec.run_id) == [job_id]
-    assert env.requests[("POST", JOBS)] == 1  # found by the id it was given, not posted again
+@kit.each_create_fault(kit.lost_answer_leaves_one_job, kit.failing_create_is_no_refusal)
+def test_one_job_per_run_whatever_happens_to_the_create(env, tmp_path, check):
+    check(FIREWORKS, env, spec_for(tmp_path))  # a job is found by the id it was given
 
 
 def test_a_create_sent_again_after_the_job_was_made_is_a_409_that_keeps_one_job(env, tmp_path):
-    spec = make_spec(tmp_path)
+    spec = spec_for(tmp_path)
     env.faults.add("drop_after", "POST", JOBS)
     env.faults.add("500", "GET", f"{JOBS}/{job_id_for(spec.run_id)}", times=3)  # the look-up fails too
     with pytest.raises(BackendError) as caught:
@@ -136,7 +112,7 @@ def test_a_create_sent_again_after_the_job_was_made_is_a_409_that_keeps_one_job(
 
 
 def test_server_errors_and_rate_limits_on_create_are_retried_without_duplicates(env, tmp_path):
-    spec = make_spec(tmp_path)
+    spec = spec_for(tmp_path)
     env.faults.add("500", "POST", JOBS)
     env.faults.add("429", "POST", JOBS, retry_after=1.0)
     began = time.monotonic()
@@ -145,31 +121,19 @@ def test_server_errors_and_rate_limits_on_create_are_retried_without_duplicates(
     assert jobs_of(env, spec.run_id) == [job_id] and env.requests[("POST", JOBS)] == 3
 
 
-def test_a_create_that_keeps_failing_is_no_refusal_and_creates_nothing(env, tmp_path):
-    spec = make_spec(tmp_path)
-    env.faults.add("503", "POST", JOBS, times=2)
-    backend = FireworksBackend(max_retries=1)
-    with pytest.raises(fireworks.InternalServerError) as caught:
-        backend.start(spec, MemoryUploads())
-    assert not isinstance(caught.value, FtmError)  # the run stays `created` for `ftm sync`
-    assert jobs_of(env, spec.run_id) == [] and backend.find(spec.run_id) is None
-
-
 def test_a_dropped_or_failing_poll_is_retried_by_the_sdk(env, tmp_path):
-    backend = FireworksBackend()
-    job_id = backend.start(make_spec(tmp_path), MemoryUploads())
-    env.faults.add("drop", "GET", f"{JOBS}/{job_id}")
-    env.faults.add("500", "GET", f"{JOBS}/{job_id}")
-    assert follow(backend, job_id)[-1].status == "succeeded"
+    job_id, seen = kit.followed_through(env, FireworksBackend(), spec_for(tmp_path),
+                                        ("drop", "GET", JOBS + "/{id}"), ("500", "GET", JOBS + "/{id}"))
+    assert seen[-1].status == "succeeded"
     env.faults.add("503", "GET", f"{JOBS}/{job_id}", times=2)
     with pytest.raises(BackendError, match="Fireworks at http://127.0.0.1:.* did not answer"):
         FireworksBackend(max_retries=1).poll(job_id, {})
 
 
 def test_a_job_id_taken_by_another_dataset_is_refused(env, tmp_path):
-    spec = make_spec(tmp_path)
+    spec = spec_for(tmp_path)
     FireworksBackend().start(spec, MemoryUploads())
-    other = make_spec(tmp_path, offset=300)
+    other = spec_for(tmp_path, offset=300)
     other.run_id = spec.run_id  # another ledger's run with the same id
     with pytest.raises(Refused, match="already has a job ftm-run-.* on another dataset"):
         FireworksBackend().start(other, MemoryUploads())
@@ -178,7 +142,7 @@ def test_a_job_id_taken_by_another_dataset_is_refused(env, tmp_path):
 def test_cancel_and_find(env, tmp_path):
     env.service.speed = 2
     backend = FireworksBackend()
-    spec = make_spec(tmp_path)
+    spec = spec_for(tmp_path)
     job_id = backend.start(spec, MemoryUploads())
     assert backend.find(spec.run_id) == job_id and backend.find("run-never") is None
     backend.cancel(job_id)
@@ -190,20 +154,16 @@ def test_cancel_and_find(env, tmp_path):
 
 def test_refusals_are_one_line_and_never_show_the_key(env, tmp_path, monkeypatch):
     with pytest.raises(Refused, match=r"Fireworks refused the request: base model 'accounts/x/models/y'"):
-        FireworksBackend().start(make_spec(tmp_path, base_model="accounts/x/models/y"), MemoryUploads())
+        FireworksBackend().start(spec_for(tmp_path, base_model="accounts/x/models/y"), MemoryUploads())
     env.api_key = "fw-the-right-one"
     try:
         with pytest.raises(Refused) as caught:
-            FireworksBackend().start(make_spec(tmp_path), MemoryUploads())
+            FireworksBackend().start(spec_for(tmp_path), MemoryUploads())
     finally:
         env.api_key = None
     assert "FIREWORKS_API_KEY" in caught.value.line() and KEY[-6:] not in caught.value.line()
-    monkeypatch.delenv("FIREWORKS_ACCOUNT_ID")
-    with pytest.raises(Refused, match="FIREWORKS_ACCOUNT_ID is not set"):
-        FireworksBackend().start(make_spec(tmp_path), MemoryUploads())
-    monkeypatch.delenv("FIREWORKS_API_KEY")
-    with pytest.raises(Refused, match="FIREWORKS_API_KEY is not set"):
-        FireworksBackend().start(make_spec(tmp_path), MemoryUploads())
+    kit.refused_without(monkeypatch, lambda: FireworksBackend().start(spec_for(tmp_path), MemoryUploads()),
+                        "FIREWORKS_ACCOUNT_ID", "FIREWORKS_API_KEY")
 
 
 def test_models_options_and_answers_are_checked_before_anything_is_sent():
@@ -229,7 +189,7 @@ def test_download_refuses_names_outside_the_folder_and_says_when_urls_expired(en
     (adapter / "adapter_config.json").write_text("{}")
     env.service.adapter = adapter
     backend = FireworksBackend()
-    job_id = backend.start(make_spec(tmp_path), MemoryUploads())
+    job_id = backend.start(spec_for(tmp_path), MemoryUploads())
     model = follow(backend, job_id)[-1].result_model
     got = backend.download(job_id, model, tmp_path / "home" / "adapter")
     assert (got / "adapter_config.json").read_text() == "{}" and not list(got.glob(".*.part"))

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import ftm
+from conftest import assert_key_never_written, ftm, synced_after_kill
+from sdk_backends import served
 from ftmanager.standin import standin
 
 KEY, ACCOUNT = "fw-e2e-" + "s3cr3t" * 4, "acme"
@@ -18,10 +19,7 @@ MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"
 JOBS = f"/accounts/{ACCOUNT}/supervisedFineTuningJobs"
 
 
-@pytest.fixture(scope="module")
-def server():
-    with standin(speed=20, provider="fireworks") as srv:
-        yield srv
+server = served(standin, speed=20, provider="fireworks")
 
 
 @pytest.fixture
@@ -33,14 +31,6 @@ def env(server, ftm_home, monkeypatch):
     server.faults.clear()
     server.service.speed = 20
     return server
-
-
-def assert_key_never_written(home, *outputs):
-    for text in outputs:
-        assert KEY not in text and KEY[-10:] not in text
-    for path in home.rglob("*"):
-        if path.is_file():
-            assert KEY.encode() not in path.read_bytes(), path
 
 
 def test_submit_rerun_runs_and_compare(env, chat_file, ftm_home):
@@ -68,7 +58,7 @@ def test_submit_rerun_runs_and_compare(env, chat_file, ftm_home):
     assert compared.code == 0, compared
     assert "lora_r" in compared.out and "JOB_STATE" not in compared.err
     assert len(env.service.datasets) == 1 or all(d.ready() for d in env.service.datasets.values())
-    assert_key_never_written(ftm_home, result.out, result.err, again.out, again.err)
+    assert_key_never_written(KEY, ftm_home, result.out, result.err, again.out, again.err)
 
 
 def test_killed_mid_create_then_sync_finds_the_one_job(env, chat_file, ftm_home):
@@ -80,13 +70,7 @@ def test_killed_mid_create_then_sync_finds_the_one_job(env, chat_file, ftm_home)
     while set(env.state.jobs) == before:  # the provider has made the job ...
         assert time.time() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.02)
-    proc.kill()  # ... and ftm dies before hearing of it
-    proc.communicate()
-    [run] = ftm("runs", "--json").json()
-    assert run["status"] == "created" and not run["provider_job_id"]
-    synced = ftm("sync", "--json")
-    assert synced.code == 0, synced
-    run = ftm("show", run["id"], "--json").json()
+    run = synced_after_kill(proc)  # ... and ftm dies before hearing of it
     assert set(env.state.jobs) - before == {run["provider_job_id"]} == {f"ftm-{run['id']}"}  # found, not made again
     assert "created by an interrupted start" in " ".join(e["message"] for e in run["events"])
     assert ftm("watch", run["id"]).code == 0

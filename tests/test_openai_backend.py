@@ -2,92 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import secrets
 import time
 from pathlib import Path
 
 import pytest
+from sdk_backends import MODEL, MemoryUploads, aimed, follow, make_spec, served
 
 from ftm_backends.openai import OpenAIBackend, parse_results
 from ftmanager.standin import ClockService, Server, standin
-from ftmanager.backend import RunSpec, Uploads
+from ftmanager.backend import RunSpec
 from ftmanager.errors import BackendError
 
-MODEL = "gpt-4o-mini-2024-07-18"
 KEY = "sk-test-" + "k3y" * 8
 OPENAI_ORDER = ["Created fine-tuning job", "Validating training file", "Files validated, moving job to queued state",
                 "Fine-tuning job started", "Step 1/", "New fine-tuned model created", "The job has successfully completed"]
 
 
-@pytest.fixture(scope="module")
-def server():
-    with standin(speed=40) as srv:
-        yield srv
+server = served(standin, speed=40)
 
 
 @pytest.fixture
 def env(server, monkeypatch):
     """The SDK's environment pointing at the stand-in; faults and counts reset."""
-    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    for name in ("OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "FTM_POLL_SCALE"):
-        monkeypatch.delenv(name, raising=False)
-    server.faults.clear()
-    server.requests.clear()
-    return server
-
-
-class MemoryUploads(Uploads):
-    """The ledger's uploads table, kept in a dict."""
-
-    def __init__(self):
-        self.rows: dict[tuple[str, str], tuple[str, int]] = {}
-
-    def get(self, dataset_id, account):
-        row = self.rows.get((dataset_id, account))
-        return row[0] if row else None
-
-    def put(self, dataset_id, account, file_id, nbytes):
-        self.rows[(dataset_id, account)] = (file_id, nbytes)
-
-    def forget(self, dataset_id, account):
-        self.rows.pop((dataset_id, account), None)
-
-
-def dataset(path: Path, n: int, offset: int = 0) -> Path:
-    rows = [{"messages": [{"role": "user", "content": f"Capital of country {i}?"},
-                          {"role": "assistant", "content": json.dumps({"capital": f"City {i}"})}]}
-            for i in range(offset, offset + n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def make_spec(tmp_path: Path, n: int = 12, validation: int = 0, **fields) -> RunSpec:
-    train = dataset(tmp_path / f"train-{n}.jsonl", n)
-    valid = dataset(tmp_path / f"valid-{validation}.jsonl", validation, offset=1000) if validation else None
-    digest = hashlib.sha256(train.read_bytes()).hexdigest()
-    fields = {"base_model": MODEL, "hyperparameters": {"n_epochs": 2}, "suffix": "t", **fields}
-    return RunSpec(run_id=f"run-{secrets.token_hex(4)}", training_file=train, dataset_id=digest,
-                   n_examples=n, run_dir=tmp_path, validation_file=valid,
-                   validation_dataset_id=hashlib.sha256(valid.read_bytes()).hexdigest() if valid else None,
-                   **fields)
-
-
-def follow(backend: OpenAIBackend, job_id: str, every: float = 0.05, timeout: float = 30, cursor=None) -> list:
-    """Poll until a terminal status, as jobs.watch does; returns every Progress."""
-    progresses, cursor = [], cursor or {}
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        p = backend.poll(job_id, cursor)
-        progresses.append(p)
-        cursor = json.loads(json.dumps(p.cursor))  # what the ledger stores and hands back
-        if p.status in ("succeeded", "failed", "cancelled"):
-            return progresses
-        time.sleep(every)
-    raise AssertionError(f"{job_id} still {progresses[-1].status}")
+    return aimed(server, monkeypatch, {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": KEY},
+                 unset=("OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "FTM_POLL_SCALE"))
 
 
 def jobs_tagged(server, run_id: str) -> list[str]:

@@ -10,17 +10,15 @@ import time
 
 import pytest
 
-from conftest import ftm
+from conftest import assert_key_never_written, ftm, synced_after_kill
+from sdk_backends import served
 from ftmanager.standin import standin
 
 KEY = "sk-test-e2e-" + "s3cr3t" * 4
 MODEL = "gpt-4o-mini-2024-07-18"
 
 
-@pytest.fixture(scope="module")
-def server():
-    with standin(speed=20) as srv:
-        yield srv
+server = served(standin, speed=20)
 
 
 @pytest.fixture
@@ -40,14 +38,6 @@ def tagged(server, run_id: str) -> list[str]:
 def provider_events(run_id: str) -> list[str]:
     shown = ftm("show", run_id, "--json").json()
     return [e["provider_event_id"] for e in shown["events"] if e["provider_event_id"].startswith("ftevent-")]
-
-
-def assert_key_never_written(home, *outputs):
-    for text in outputs:
-        assert KEY not in text and KEY[-10:] not in text
-    for path in home.rglob("*"):
-        if path.is_file():
-            assert KEY.encode() not in path.read_bytes(), path
 
 
 def spawn(*args) -> subprocess.Popen:
@@ -78,7 +68,7 @@ def test_submit_wait_records_the_whole_job(env, chat_file, ftm_home):
     assert shown["actual_cost"] == pytest.approx(job.trained_tokens * 3.0 / 1e6)
     models = {m["model_id"] for m in ftm("models", "--json").json()}
     assert run["result_model"] in models
-    assert_key_never_written(ftm_home, result.out, result.err)
+    assert_key_never_written(KEY, ftm_home, result.out, result.err)
 
 
 def test_killed_mid_create_then_sync_finds_the_one_job(env, chat_file, ftm_home):
@@ -86,13 +76,7 @@ def test_killed_mid_create_then_sync_finds_the_one_job(env, chat_file, ftm_home)
     before = len(env.state.jobs)
     proc = spawn("submit", chat_file, "--backend", "openai", "--model", MODEL, "--epochs", "2")
     wait_until(lambda: len(env.state.jobs) > before)  # the provider has made the job ...
-    proc.kill()  # ... and ftm dies before hearing of it
-    proc.wait()
-    [run] = ftm("runs", "--json").json()
-    assert run["status"] == "created" and not run["provider_job_id"]
-    synced = ftm("sync", "--json")
-    assert synced.code == 0, synced
-    run = ftm("show", run["id"], "--json").json()
+    run = synced_after_kill(proc)  # ... and ftm dies before hearing of it
     assert tagged(env, run["id"]) == [run["provider_job_id"]]  # found, not created again
     assert ftm("watch", run["id"]).code == 0
     assert len(env.state.jobs) == before + 1
@@ -113,7 +97,7 @@ def test_submit_wait_killed_while_polling_then_watch_records_everything(env, cha
     job = env.state.jobs[run["provider_job_id"]]
     assert provider_events(run["id"]) == [e["id"] for e in job.events]
     assert ftm("show", run["id"], "--json").json()["result_model"] == job.fine_tuned_model
-    assert_key_never_written(ftm_home, out, err, watched.out, watched.err)
+    assert_key_never_written(KEY, ftm_home, out, err, watched.out, watched.err)
 
 
 def test_pause_resume_and_cancel_an_openai_run(env, chat_file, ftm_home):
@@ -146,7 +130,7 @@ def test_403_on_create_fails_the_run_with_the_way_out(env, chat_file, ftm_home):
     assert line.startswith("Error: ") and "(403 training_not_available)" in line
     assert f"`ftm rerun {run['id']} --backend fireworks`" in line and line.endswith(f"`ftm rerun {run['id']} --backend local`.")
     assert run["status"] == "failed"
-    assert_key_never_written(ftm_home, result.out, result.err)
+    assert_key_never_written(KEY, ftm_home, result.out, result.err)
 
 
 def test_a_wrong_key_is_one_line_naming_the_variable(env, chat_file, ftm_home, monkeypatch):
@@ -156,7 +140,7 @@ def test_a_wrong_key_is_one_line_naming_the_variable(env, chat_file, ftm_home, m
     finally:
         env.api_key = None
     assert result.code == 1 and "OPENAI_API_KEY" in result.err and "Traceback" not in result.err
-    assert_key_never_written(ftm_home, result.out, result.err)
+    assert_key_never_written(KEY, ftm_home, result.out, result.err)
     assert os.environ["OPENAI_API_KEY"] == KEY
 
 
@@ -166,7 +150,7 @@ def test_concurrent_starts_upload_the_dataset_once_per_account(env, tmp_path, ft
     from ftm_backends.openai import OpenAIBackend
     from ftmanager.jobs import _Uploads
     from ftmanager.ledger import ledger
-    from test_openai_backend import make_spec
+    from sdk_backends import make_spec
 
     specs = [make_spec(tmp_path) for _ in range(4)]  # one content, four runs
     ledger().add_dataset({"id": specs[0].dataset_id, "name": "same"})

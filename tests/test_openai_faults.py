@@ -12,22 +12,23 @@ import time
 
 import openai
 import pytest
+import sdk_backends as kit
+from sdk_backends import MemoryUploads, make_spec
 
 from ftm_backends.openai import OpenAIBackend
 from ftmanager import registry
 from ftmanager.standin import standin
-from ftmanager.errors import FtmError, Refused
-from test_openai_backend import KEY, MemoryUploads, env, follow, jobs_tagged, make_spec, server  # noqa: F401
+from ftmanager.errors import Refused
+from test_openai_backend import KEY, env, jobs_tagged, server  # noqa: F401
 
 CREATE = ("POST", "/fine_tuning/jobs")
+OPENAI = kit.Hosted(OpenAIBackend, openai.InternalServerError, CREATE, jobs_tagged)
 
 
-def test_connection_dropped_after_the_job_was_created_leaves_one_job(env, tmp_path):
-    spec = make_spec(tmp_path)
-    env.faults.add("drop_after", *CREATE)
-    job_id = OpenAIBackend().start(spec, MemoryUploads())
-    assert jobs_tagged(env, spec.run_id) == [job_id]
-    assert env.requests[CREATE] == 1  # found by metadata, not posted again
+@kit.each_create_fault(kit.lost_answer_leaves_one_job, kit.server_errors_are_retried_without_duplicates,
+                       kit.failing_create_is_no_refusal)
+def test_one_job_per_run_whatever_happens_to_the_create(env, tmp_path, check):
+    check(OPENAI, env, make_spec(tmp_path))  # a job is found by its metadata
 
 
 def test_a_create_slower_than_the_timeout_leaves_one_job(env, tmp_path):
@@ -35,23 +36,6 @@ def test_a_create_slower_than_the_timeout_leaves_one_job(env, tmp_path):
     env.faults.add("slow", *CREATE, delay=1.5)
     job_id = OpenAIBackend(timeout=0.4).start(spec, MemoryUploads())
     assert jobs_tagged(env, spec.run_id) == [job_id]
-
-
-def test_server_errors_on_create_are_retried_without_duplicates(env, tmp_path):
-    spec = make_spec(tmp_path)
-    env.faults.add("500", *CREATE, times=2)
-    job_id = OpenAIBackend().start(spec, MemoryUploads())
-    assert jobs_tagged(env, spec.run_id) == [job_id] and env.requests[CREATE] == 3
-
-
-def test_a_create_that_keeps_failing_raises_no_refusal_and_creates_nothing(env, tmp_path):
-    spec = make_spec(tmp_path)
-    env.faults.add("503", *CREATE, times=2)
-    backend = OpenAIBackend(max_retries=1)
-    with pytest.raises(openai.InternalServerError) as caught:
-        backend.start(spec, MemoryUploads())
-    assert not isinstance(caught.value, FtmError)  # the run stays `created` for `ftm sync`
-    assert jobs_tagged(env, spec.run_id) == [] and backend.find(spec.run_id) is None
 
 
 def test_rate_limits_honour_retry_after_on_create_and_on_polls(env, tmp_path):
@@ -70,11 +54,9 @@ def test_rate_limits_honour_retry_after_on_create_and_on_polls(env, tmp_path):
 
 
 def test_a_dropped_poll_is_retried_and_loses_nothing(env, tmp_path):
-    backend = OpenAIBackend()
-    job_id = backend.start(make_spec(tmp_path), MemoryUploads())
-    env.faults.add("drop", "GET", f"/fine_tuning/jobs/{job_id}/events")
-    env.faults.add("500", "GET", f"/fine_tuning/jobs/{job_id}")
-    progresses = follow(backend, job_id)
+    job_id, progresses = kit.followed_through(env, OpenAIBackend(), make_spec(tmp_path),
+                                              ("drop", "GET", "/fine_tuning/jobs/{id}/events"),
+                                              ("500", "GET", "/fine_tuning/jobs/{id}"))
     assert [e.id for p in progresses for e in p.events] == [e["id"] for e in env.state.jobs[job_id].events]
 
 

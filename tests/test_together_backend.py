@@ -9,10 +9,11 @@ import json
 import time
 
 import pytest
+import sdk_backends as kit
 import together
-from conftest import ftm
+from conftest import ftm, synced_after_kill
 from ftm_backends.together import TogetherBackend, tagged_suffix
-from test_openai_backend import MemoryUploads, follow, make_spec
+from sdk_backends import MemoryUploads, aimed, make_spec, served
 from test_openai_cli import spawn, wait_until
 
 from ftmanager.standin.together import standin
@@ -24,27 +25,22 @@ CREATE = ("POST", "/fine-tunes")
 FAST = {"pending": 0.2, "queued": 0.2, "step": 0.1, "compressing": 0.1, "uploading": 0.1, "cancel_requested": 0.1}
 
 
-@pytest.fixture(scope="module")
-def server():
-    with standin(speed=10) as srv:
-        yield srv
+server = served(standin, speed=10)
 
 
 @pytest.fixture
 def env(server, monkeypatch):
     """The SDK's environment pointing at the stand-in; faults, counts and pace reset."""
-    monkeypatch.setenv("TOGETHER_BASE_URL", server.base_url)
-    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
-    monkeypatch.setenv("FTM_POLL_SCALE", "0.02")
-    monkeypatch.delenv("TOGETHER_PROJECT_ID", raising=False)
-    server.faults.clear()
-    server.requests.clear()
     server.service.speed, server.service.phases = 10, dict(FAST)
-    return server
+    return aimed(server, monkeypatch, {"TOGETHER_BASE_URL": server.base_url, "TOGETHER_API_KEY": KEY,
+                                       "FTM_POLL_SCALE": "0.02"}, unset=("TOGETHER_PROJECT_ID",))
 
 
 def jobs_of(server, run_id: str) -> list[str]:
     return [j.id for j in server.state.jobs.values() if (j.asked.get("suffix") or "").endswith(run_id)]
+
+
+TOGETHER = kit.Hosted(TogetherBackend, together.InternalServerError, CREATE, jobs_of)
 
 
 def spec_for(tmp_path, **fields):
@@ -100,45 +96,16 @@ def test_uploads_are_made_once_per_account_and_project(env, tmp_path, monkeypatc
     assert env.requests[("POST", "/files")] == 3
 
 
-def test_a_dropped_create_leaves_one_job_found_by_the_run_id_in_its_suffix(env, tmp_path):
-    spec = spec_for(tmp_path)
-    env.faults.add("drop_after", *CREATE)
-    job_id = TogetherBackend().start(spec, MemoryUploads())
-    assert jobs_of(env, spec.run_id) == [job_id] and env.requests[CREATE] == 1
-
-
-def test_server_errors_on_create_are_retried_without_duplicates(env, tmp_path):
-    spec = spec_for(tmp_path)
-    env.faults.add("500", *CREATE, times=2)
-    job_id = TogetherBackend().start(spec, MemoryUploads())
-    assert jobs_of(env, spec.run_id) == [job_id] and env.requests[CREATE] == 3
-
-
-def test_rate_limits_on_create_honour_retry_after(env, tmp_path):
-    spec = spec_for(tmp_path)
-    env.faults.add("429", *CREATE, retry_after=1.0)
-    began = time.monotonic()
-    job_id = TogetherBackend().start(spec, MemoryUploads())
-    assert time.monotonic() - began >= 1.0
-    assert env.requests[CREATE] == 2 and jobs_of(env, spec.run_id) == [job_id]
-
-
-def test_a_create_that_keeps_failing_is_no_refusal_and_creates_nothing(env, tmp_path):
-    spec = spec_for(tmp_path)
-    env.faults.add("503", *CREATE, times=2)
-    backend = TogetherBackend(max_retries=1)
-    with pytest.raises(together.InternalServerError) as caught:
-        backend.start(spec, MemoryUploads())
-    assert not isinstance(caught.value, FtmError)  # the run stays `created` for `ftm sync`
-    assert jobs_of(env, spec.run_id) == [] and backend.find(spec.run_id) is None
+@kit.each_create_fault(kit.lost_answer_leaves_one_job, kit.server_errors_are_retried_without_duplicates,
+                       kit.rate_limits_are_waited_out, kit.failing_create_is_no_refusal)
+def test_one_job_per_run_whatever_happens_to_the_create(env, tmp_path, check):
+    check(TOGETHER, env, spec_for(tmp_path))  # a job is found by the run id in its suffix
 
 
 def test_polls_survive_dropped_connections_and_lose_nothing(env, tmp_path):
-    backend = TogetherBackend()
-    job_id = backend.start(spec_for(tmp_path), MemoryUploads())
-    env.faults.add("drop", "GET", f"/fine-tunes/{job_id}")
-    env.faults.add("500", "GET", f"/fine-tunes/{job_id}/metrics")
-    progresses = follow(backend, job_id)
+    job_id, progresses = kit.followed_through(env, TogetherBackend(), spec_for(tmp_path),
+                                              ("drop", "GET", "/fine-tunes/{id}"),
+                                              ("500", "GET", "/fine-tunes/{id}/metrics"))
     provider = [e for p in progresses for e in p.events if not e.id.startswith("together-status-")]
     assert [e.message for e in provider] == [e["message"] for e in env.state.jobs[job_id].events]
     assert [m["step"] for p in progresses for m in p.metrics] == list(range(1, env.state.jobs[job_id].total_steps + 1))
@@ -150,12 +117,7 @@ def test_a_killed_submit_is_found_again_by_sync(env, chat_file, ftm_home):
     before = len(env.state.jobs)
     proc = spawn("submit", chat_file, "-b", "together", "-m", MODEL, "--epochs", "1")
     wait_until(lambda: len(env.state.jobs) > before)  # Together has made the job ...
-    proc.kill()  # ... and ftm dies before hearing of it
-    proc.wait()
-    [run] = ftm("runs", "--json").json()
-    assert run["status"] == "created" and not run["provider_job_id"]
-    assert ftm("sync", "--json").code == 0
-    run = ftm("show", run["id"], "--json").json()
+    run = synced_after_kill(proc)  # ... and ftm dies before hearing of it
     assert jobs_of(env, run["id"]) == [run["provider_job_id"]]  # found, not created again
     assert ftm("watch", run["id"]).code == 0
     assert len(env.state.jobs) == before + 1 and env.requests[CREATE] == 1
