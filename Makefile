@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/bench_ledger.py
 	$(BIN)/python bench/bench_validate.py
 	$(BIN)/python bench/bench_openai.py
+	$(BIN)/python bench/bench_providers.py
 	$(BIN)/python bench/bench_local.py
 	$(BIN)/python bench/bench_compare.py
 	$(BIN)/python bench/bench_eval.py
