@@ -11,9 +11,9 @@
    rescaled weights: distinct adapters, the same arithmetic as distinct fine-tunes); and
    `ftm eval`'s generation, LocalBackend.generate of every prompt at once against one call per
    prompt (answers must agree).
-4. What a user would pick instead, in a process of its own: the same model (adapter merged,
-   as `ftm export` writes it) in a plain transformers `generate` loop, one request at a time,
-   and all the chats as one padded generate batch.
+4. What a user would pick instead, in a process of its own: the same model as `ftm export
+   --merge` writes it, loaded with transformers alone, in a plain `generate` loop, one request
+   at a time, and all the chats as one padded generate batch.
 5. --transformers-serve DEPS: `transformers serve --continuous-batching` on the merged model,
    driven like ftm serve (fastapi, its one missing dependency, from a folder of its own:
    `pip install --target DEPS fastapi`).
@@ -130,12 +130,12 @@ def fine_tuned(client, retrain: bool) -> str:
     return job.fine_tuned_model
 
 
-def start_transformers_serve(deps: str, merged: Path, memory: float):
+def start_transformers_serve(deps: str, merged: str, memory: float):
     """`transformers serve --continuous-batching` on the merged model (it has no adapters), from this
     venv with the folder `deps` (pip install --target DEPS fastapi) on its path."""
     port = 8765
     cmd = [str(Path(sys.executable).parent / "transformers"), "serve", "--continuous-batching", "--device", "cpu",
-           "--port", str(port), "--cb-max-memory-percent", str(memory), str(merged)]
+           "--port", str(port), "--cb-max-memory-percent", str(memory), merged]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": deps})
     url = f"http://localhost:{port}/v1"
@@ -245,11 +245,13 @@ class FirstToken:
 
 
 def plain_part(run: dict, args) -> dict:
-    """The same model in a plain transformers loop (base + adapter merged, as export does)."""
+    """The same model in a plain transformers loop: `ftm export --merge`'s model, loaded as a user would
+    (transformers alone: no peft, and so no bitsandbytes and its second OpenMP runtime)."""
     import torch
-    from ftm_backends.local.infer import load
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok, model, _ = load(run["result_path"], run["base_model"], device="cpu")
+    merged = run["merged"]
+    tok, model = AutoTokenizer.from_pretrained(merged), AutoModelForCausalLM.from_pretrained(merged).eval()
     tok.padding_side = "left"
     texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats(args.requests)]
 
@@ -356,14 +358,14 @@ def main() -> None:
         model = fine_tuned(openai.OpenAI(base_url=url, api_key="sk-bench", max_retries=0), args.retrain)
         ref = "run-" + model.rsplit(":", 1)[1]
         run = {k: v for k, v in jobs.show(ref).items() if k in ("result_model", "result_path", "base_model")}
+        run["merged"] = str(HOME / f"merged-{ref}")  # as `ftm export --merge` writes it
+        if not Path(run["merged"]).exists():
+            jobs.export(ref, run["merged"])
         sides = {"serve": (url, model)}
         if args.transformers_serve:
-            merged = HOME / "merged"
-            if not merged.exists():
-                jobs.export(ref, merged)
-            tproc, turl = start_transformers_serve(args.transformers_serve, merged, args.cb_memory)
+            tproc, turl = start_transformers_serve(args.transformers_serve, run["merged"], args.cb_memory)
             servers.append(tproc)
-            sides["tserve"] = (turl, str(merged))
+            sides["tserve"] = (turl, run["merged"])
         results: dict = {name: {"passes": []} for name in [*sides, "pool", "plain"]}
         for _ in range(args.passes):
             for name, (where, served_model) in sides.items():
