@@ -189,11 +189,17 @@ def list_jobs(srv, req):
 
 
 def _page(srv, jobs: list[Job], req, default_limit: int) -> dict:
-    jobs = _after(jobs, req.arg("after"))
-    limit = req.int_arg("limit", default_limit, high=100)
-    for job in jobs[:limit]:
+    page = _listed(jobs, req, default_limit, 100)
+    for job in page["data"]:
         _refresh(srv, job)
-    return {"object": "list", "data": [j.to_api() for j in jobs[:limit]], "has_more": len(jobs) > limit}
+    return {**page, "data": [j.to_api() for j in page["data"]]}
+
+
+def _listed(items: list, req, default_limit: int, most: int) -> dict:
+    """One page of a newest-first list in OpenAI's shape: the items after `after`, `limit` of them."""
+    items = _after(items, req.arg("after"))
+    limit = req.int_arg("limit", default_limit, high=most)
+    return {"object": "list", "data": items[:limit], "has_more": len(items) > limit}
 
 
 def _after(items: list, after: str | None) -> list:
@@ -255,18 +261,13 @@ def _moved(job: Job, needs: str, done: str, move) -> dict:
 
 
 def list_events(srv, req):
-    events = list(reversed(_job(srv, req).events))
-    events = _after(events, req.arg("after"))
-    limit = req.int_arg("limit", 20, high=1000)
-    return {"object": "list", "data": events[:limit], "has_more": len(events) > limit}
+    return _listed(list(reversed(_job(srv, req).events)), req, 20, 1000)
 
 
 def list_checkpoints(srv, req):
-    checkpoints = _after(list(reversed(_job(srv, req).checkpoints)), req.arg("after"))
-    limit = req.int_arg("limit", 10, high=100)
-    data = checkpoints[:limit]
-    return {"object": "list", "data": data, "has_more": len(checkpoints) > limit,
-            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+    page = _listed(list(reversed(_job(srv, req).checkpoints)), req, 10, 100)
+    data = page["data"]
+    return {**page, "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
 
 
 # --- models and chat -----------------------------------------------------------------------
