@@ -287,41 +287,45 @@ def part(name: str, run: dict, args) -> dict:
 # --- the report ----------------------------------------------------------------------------
 
 
-def span(passes: list[dict], key: str, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
-    values = [p[key] * scale for p in passes]
-    lo, hi = min(values), max(values)
-    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+def cell(passes: list[dict], key: str, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
+    """The median of the passes, and their range when they differ ("" where this row has no such measure)."""
+    if key not in passes[0]:
+        return ""
+    values = sorted(p[key] * scale for p in passes)
+    mid, lo, hi = (fmt.format(v) for v in (statistics.median(values), values[0], values[-1]))
+    return mid if lo == hi else f"{mid} [{lo}-{hi}]"
 
 
-def ratio(passes: list[dict], key: str, ref: list[dict], ref_key: str) -> str:
+def ratio(passes: list[dict], key: str, ref: list[dict] | None, ref_key: str) -> str:
+    """Median against median."""
+    if not ref or key not in passes[0]:
+        return ""
     return f"{statistics.median(p[key] for p in passes) / statistics.median(p[ref_key] for p in ref):.2f}x"
 
 
 def report(model: str, results: dict, args) -> None:
     plain, pool = results["plain"]["passes"], results["pool"]["passes"]
-    mixed = [{"conc_rps": p["mixed_rps"], "conc_ttft": p["mixed_ttft"]} for p in pool]
-    print(f"\n{model}: {args.requests} chats, <= {args.max_tokens} new tokens, greedy, CPU "
-          f"({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}), {args.passes} passes")
-    print(f"{'':44}{'1 client':>9}{'x plain':>8}{'1st text':>10}{f'{args.clients} clients':>11}{'x batch':>8}"
-          f"{'1st text':>10}{'memory':>9}")
-    print(f"{'plain transformers generate, one at a time':44}{span(plain, 'seq_rps'):>9}{'1.00x':>8}"
-          f"{span(plain, 'ttft', 1000, '{:.0f}') + ' ms':>10}{'':>29}{results['plain']['peak_mb']:>6.0f} MB")
-    print(f"{'one padded generate batch of all chats':44}{'':>27}{span(plain, 'batch_rps'):>11}{'1.00x':>8}")
-    rows = [("ftm model pool, one adapter", pool, results["pool"]["peak_mb"]),
-            ("ftm model pool, an adapter per request", mixed, None),
+    tserve = results.get("tserve", {}).get("passes")
+    rows = [("plain transformers generate, one at a time", plain, results["plain"]["peak_mb"]),
+            ("one padded generate batch of all chats", [{"conc_rps": q["batch_rps"]} for q in plain], None),
+            ("ftm model pool, one adapter", pool, results["pool"]["peak_mb"]),
+            ("ftm model pool, an adapter per request",
+             [{"conc_rps": p["mixed_rps"], "conc_ttft": p["mixed_ttft"]} for p in pool], None),
             ("ftm serve (openai client, streamed)", results["serve"]["passes"], results["serve"]["peak_mb"])]
-    if "tserve" in results:
-        rows.append(("transformers serve --continuous-batching", results["tserve"]["passes"],
-                     results["tserve"]["peak_mb"]))
-    for label, passes, mem in rows:
-        alone = "seq_rps" in passes[0]
-        print(f"{label:44}{span(passes, 'seq_rps') if alone else '':>9}"
-              f"{ratio(passes, 'seq_rps', plain, 'seq_rps') if alone else '':>8}"
-              f"{span(passes, 'ttft', 1000, '{:.0f}') + ' ms' if alone else '':>10}"
-              f"{span(passes, 'conc_rps'):>11}{ratio(passes, 'conc_rps', plain, 'batch_rps'):>8}"
-              f"{span(passes, 'conc_ttft', 1000, '{:.0f}') + ' ms':>10}{f'{mem:6.0f} MB' if mem else '':>9}")
+    if tserve:
+        rows.append(("transformers serve --continuous-batching", tserve, results["tserve"]["peak_mb"]))
+    print(f"\n{model}: {args.requests} chats, <= {args.max_tokens} new tokens, greedy, CPU ({os.cpu_count()} "
+          f"cores, load {os.getloadavg()[0]:.1f}); median [range] of {args.passes} passes; requests/s, ms")
+    head = ["", "1 client", "x plain", "1st text", f"{args.clients} clients", "x batch", "x tserve", "1st text", "MB"]
+    batch = [{"conc_rps": q["batch_rps"]} for q in plain]
+    table = [head] + [[label, cell(p, "seq_rps"), ratio(p, "seq_rps", plain, "seq_rps"), cell(p, "ttft", 1000, "{:.0f}"),
+                       cell(p, "conc_rps"), ratio(p, "conc_rps", batch, "conc_rps"), ratio(p, "conc_rps", tserve, "conc_rps"),
+                       cell(p, "conc_ttft", 1000, "{:.0f}"), f"{mem:.0f}" if mem else ""] for label, p, mem in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    for r in table:
+        print(r[0].ljust(widths[0]) + "".join(c.rjust(w + 2) for c, w in zip(r[1:], widths[1:])))
     print(f"\nftm eval's generation (LocalBackend.generate, {pool[0]['eval_n']} held-out prompts): "
-          f"all at once {span(pool, 'eval_batched')} prompts/s, one call per prompt {span(pool, 'eval_single')} "
+          f"all at once {cell(pool, 'eval_batched')} prompts/s, one call per prompt {cell(pool, 'eval_single')} "
           f"prompts/s ({ratio(pool, 'eval_batched', pool, 'eval_single')}), identical answers "
           f"{min(p['eval_same'] for p in pool)}/{pool[0]['eval_n']}")
 
@@ -380,6 +384,7 @@ def main() -> None:
         for server in servers:
             server.terminate()
             server.wait(timeout=60)
+    (HOME.parent / "serve-results.json").write_text(json.dumps(results, indent=1))
     report(model, results, args)
 
 
