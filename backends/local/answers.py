@@ -1,4 +1,4 @@
-"""One request and its answer: Ask in, Pieces of text and a Done out, and the Row between them.
+"""The Row between an Ask and its answer (ftmanager.asks: Ask in, Pieces of text and a Done out).
 
 A Row turns the tokens the pool chooses for it into text as it is made: incremental
 detokenization (a character split across tokens waits for its last byte), stop sequences (text
@@ -10,44 +10,9 @@ from __future__ import annotations
 
 import queue
 import random
-from dataclasses import dataclass
 
+from ftmanager.asks import Ask, Done, Piece  # noqa: F401  (the pool hands these out)
 from ftmanager.errors import InvalidInput
-
-from .model import Target
-
-
-@dataclass
-class Ask:
-    """One generation request."""
-
-    target: Target  # what answers: base, adapter (None: the base or a fully tuned model), template
-    messages: list[dict]  # OpenAI chat messages, already validated by the caller
-    max_tokens: int | None = None  # None: up to the model's context
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    logprobs: bool = False
-    top_logprobs: int = 0
-    seed: int | None = None
-
-
-@dataclass
-class Piece:
-    """New text as it is made."""
-
-    text: str
-    logprobs: list[dict] | None = None  # OpenAI's shape: [{"token", "logprob", "bytes", "top_logprobs"}]
-
-
-@dataclass
-class Done:
-    """The end of one answer."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" or "length"
 
 
 class PromptTooLong(InvalidInput):

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from ftm_backends.local.pool import Ask, Done, Piece  # light: the pool's own types, one definition
+from ..asks import Ask, Done, Piece
 
 from .state import ApiError, new_id
 

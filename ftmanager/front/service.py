@@ -11,7 +11,7 @@ import abc
 import re
 from typing import Iterator
 
-from .chat import Ask, Done, Piece
+from ..asks import Ask, Done, Piece
 from .state import ApiError, Job, State
 
 # Base models that accept fine-tuning, as OpenAI lists them (a service may offer others).

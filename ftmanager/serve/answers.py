@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from ftm_backends.local.pool import Ask
-
-from ..front.state import ApiError
+from ..asks import Ask
 from ..errors import FtmError, InvalidInput
+from ..front.state import ApiError
 
 log = logging.getLogger("ftm.serve")
 

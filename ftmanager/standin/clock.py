@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..front.chat import Ask, Done, Piece
-from .checks import MIN_EXAMPLES, TOKEN, check_file, count_tokens
+from ..asks import Ask, Done, Piece
 from ..front.service import Service
 from ..front.state import Job
+from .checks import MIN_EXAMPLES, TOKEN, check_file, count_tokens
 
 # Seconds each phase takes at speed 1; --speed divides them.
 PHASES = {"validating_files": 2.0, "queued": 3.0, "step": 0.5}
