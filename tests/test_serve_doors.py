@@ -103,6 +103,15 @@ def test_the_key_is_checked_before_a_byte_of_the_body_is_read(server):
     assert not [p for p in server.state.data_dir.iterdir() if p.is_file()]
 
 
+def test_a_client_still_sending_a_refused_body_reads_its_answer(server):
+    """Closing on an unread body sends a reset that can cost the client the 413 (seen: 8 of 20
+    32 MB posts got a connection error): the server drops the rest and lets it read the answer."""
+    for _ in range(10):
+        refused = httpx.post(f"{server.url}/files", headers={"Authorization": f"Bearer {KEY}"},
+                             files={"file": ("big.jsonl", b"x" * (32 << 20))}, data={"purpose": "fine-tune"})
+        assert refused.status_code == 413 and refused.json()["error"]["code"] == "request_too_large"
+
+
 def test_a_wrong_key_is_refused_and_never_echoed_whole(server):
     for key in ("sk-doors-test-kez", "x", "sk-doors-test-key-and-more"):
         with pytest.raises(openai.AuthenticationError) as err:

@@ -22,6 +22,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ..errors import InvalidInput
 
 HEAD_TIMEOUT = 10.0  # seconds to send a whole request head, after connecting or after a response
+LINGER = 2.0  # seconds a refused request's unread body is taken and dropped before the socket closes
 KEEP_ALIVE = 5.0  # seconds an idle keep-alive connection is kept (uvicorn's default)
 
 
@@ -48,15 +49,44 @@ def protocol(bad_request: Callable[[], dict]) -> type:
     return type("FtmHttp", (_Protocol,), {"bad_request_body": body})
 
 
+class _Lingering:
+    """The connection's transport, closing the way a server must when it answered before reading
+    a body (a 401, a 413 for a declared length): a socket closed with unread data sends a reset,
+    and the client's TCP stack may drop the answer it had not read yet. So the server first says
+    it is done writing, drops whatever else arrives for LINGER seconds, then closes."""
+
+    def __init__(self, transport, protocol: "_Protocol"):
+        self._transport, self._protocol = transport, protocol
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        if self._protocol.conn.their_state is not h11.SEND_BODY or self._transport.is_closing():
+            return self._transport.close()
+        self._protocol.lingering = True
+        if self._transport.can_write_eof():
+            self._transport.write_eof()
+        self._transport.resume_reading()
+        self._protocol.loop.call_later(LINGER, self._transport.close)
+
+
 class _Protocol(H11Protocol):
     bad_request_body = b"{}"
     _head_timer: asyncio.TimerHandle | None = None
+    lingering = False
 
     def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+        super().connection_made(_Lingering(transport, self))
         self._arm_head_timer()
 
+    def eof_received(self) -> None:
+        if self.lingering:  # the client has read the answer and hung up
+            self.transport._transport.close()
+
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # the rest of a body the answer refused
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:  # a whole request head has arrived
             self._cancel_head_timer()
