@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import random
 
-from ftmanager.asks import Ask, Done, Piece  # noqa: F401  (the pool hands these out)
+from ftmanager.asks import Ask, Done, Piece
 from ftmanager.errors import InvalidInput
 
 

@@ -24,9 +24,10 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
 
+from ftmanager.asks import Ask, Done, Piece
 from ftmanager.errors import InvalidInput, NotFound
 
-from .answers import Ask, Done, Piece, PromptTooLong, Row, check
+from .answers import PromptTooLong, Row, check
 
 __all__ = ["Ask", "Done", "Piece", "Pool", "PromptTooLong", "shared"]
 

@@ -70,6 +70,10 @@ class _Lingering:
         self._transport.resume_reading()
         self._protocol.loop.call_later(LINGER, self._transport.close)
 
+    def close_now(self) -> None:
+        """Close without lingering (the client has read the answer and hung up)."""
+        self._transport.close()
+
 
 class _Protocol(H11Protocol):
     bad_request_body = b"{}"
@@ -82,7 +86,7 @@ class _Protocol(H11Protocol):
 
     def eof_received(self) -> None:
         if self.lingering:  # the client has read the answer and hung up
-            self.transport._transport.close()
+            self.transport.close_now()
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
