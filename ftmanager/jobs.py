@@ -57,9 +57,10 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
     _check_suffix_seed(suffix, seed)
     hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in HYPERPARAMETERS}
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
-    report = _refuse_invalid(train, model, impl.data_rules)
-    if valid and impl.data_rules:
-        _refuse_invalid(valid, model, impl.data_rules)
+    rules = impl.name if impl.data_rules else None  # the backend's own data rules, found by its name
+    report = _refuse_invalid(train, model, rules)
+    if valid and rules:
+        _refuse_invalid(valid, model, rules)
     row = {"id": _new_run_id(), "backend": backend, "base_model": model, "dataset_id": train["id"],
            "validation_dataset_id": valid["id"] if valid else None, "split": split_info,
            "hyperparameters": hp, "options": options or {}, "suffix": suffix, "seed": seed,

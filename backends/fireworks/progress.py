@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from ftm_backends.openai.sdk import price_per_1m
 from ftmanager.backend import Event, Progress
 from ftmanager.facts import FAILED, QUEUED, RUNNING, SUCCEEDED, is_terminal
+from ftmanager.hosted import price_per_1m, usd
 
 from . import BASE_LEARNING_RATE, STATUSES
 
@@ -23,12 +23,11 @@ def progress(job, cursor: dict) -> Progress:
         cursor["running_since"] = time.time()
     cursor.update(state=state, status=status)
     done, tokens = is_terminal(status), _tokens(job)
-    price = price_per_1m(job.base_model or "")
     return Progress(
         status=status, cursor=cursor, events=events, hyperparameters=_resolved(job),
         result_model=job.output_model if status == SUCCEEDED else None,
         trained_tokens=tokens if done else None,
-        actual_cost=tokens * price / 1e6 if done and tokens is not None and price is not None else None,
+        actual_cost=usd(tokens, price_per_1m(job.base_model or "")) if done else None,
         error=_error(job, state) if status == FAILED else None,
         eta_seconds=None if done else _eta(job, cursor),
         finished_at=_when(job.completed_time or job.update_time) if done else None,
