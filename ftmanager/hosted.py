@@ -15,10 +15,11 @@ import random
 import re
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .backend import Backend, RunSpec, Uploads, upload_once
-from .errors import BackendError, FtmError, InvalidInput, NotFound, Refused, without_userinfo
+from .backend import Backend, Progress, RunSpec, Uploads, upload_once
+from .errors import BackendError, FtmError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
 from .facts import CREATED, PAUSED, QUEUED, RUNNING, VALIDATING, is_terminal
 
 _clients: dict = {}  # one SDK client per class and setting, per process
@@ -93,6 +94,32 @@ def create_once(create, find, run_id: str, max_retries: int, sdk) -> str:
         if attempt < max_retries:
             time.sleep(wait)
     raise last
+
+
+@dataclass
+class JobRequest:
+    """What a provider's job was asked to do, as the provider keeps it."""
+
+    base_model: str
+    method: str | None = None  # "supervised", "dpo", ...
+    hyperparameters: dict = field(default_factory=dict)  # as asked ("auto" kept where the job has it)
+    suffix: str | None = None
+    seed: int | None = None
+    metadata: dict = field(default_factory=dict)  # {"ftm_run_id": ...} on jobs ftm started
+    training_file: str | None = None  # the provider's file ids
+    validation_file: str | None = None
+
+
+@dataclass
+class ProviderJob:
+    """One fine-tuning job found in a provider's account, in ftm's own records: its request, and
+    everything it reported from its start (progress.events, .metrics and .checkpoints all of
+    them, oldest first; progress.hyperparameters as resolved; progress.cursor to poll() on from)."""
+
+    job_id: str
+    created_at: float | None
+    request: JobRequest
+    progress: Progress
 
 
 class HostedBackend(Backend):
@@ -177,6 +204,17 @@ class HostedBackend(Backend):
         else:  # a status the provider invented after us: keep watching, calmly
             base = 5.0
         return base * scale
+
+    # --- the account's existing jobs ---------------------------------------------------------
+
+    def list_jobs(self, page: int = 100) -> list[ProviderJob]:
+        """Every fine-tuning job in the account, newest first (every page, `page` jobs a request),
+        each with all its events and checkpoints."""
+        raise Unsupported(f"the {self.name} backend cannot list its provider's jobs", "Start runs with `ftm submit`.")
+
+    def provider_job(self, job_id: str) -> ProviderJob:
+        """One job of the account by the provider's id, as list_jobs gives it."""
+        raise Unsupported(f"the {self.name} backend cannot read its provider's jobs", "Start runs with `ftm submit`.")
 
     # --- the SDK's errors as ftm's -----------------------------------------------------------
 

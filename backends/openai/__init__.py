@@ -16,7 +16,7 @@ from contextlib import suppress
 from ftmanager.backend import Checkpoint, Event, Progress, RunSpec, Uploads
 from ftmanager.errors import Refused
 from ftmanager.facts import HYPERPARAMETERS, SUCCEEDED, auto_epochs, is_terminal
-from ftmanager.hosted import HostedBackend, env_number, price_per_1m, usd
+from ftmanager.hosted import HostedBackend, JobRequest, ProviderJob, env_number, price_per_1m, usd
 
 from .sdk import FileWindow, metric, parse_results
 
@@ -41,6 +41,13 @@ def rerun_commands(run_id: str) -> str:
     names = set(registry.names())
     commands = [f"`ftm rerun {run_id} --backend {b}`" for b in ELSEWHERE if b in names]
     return ", ".join(commands[:-1]) + f" or {commands[-1]}" if len(commands) > 1 else "".join(commands)
+
+
+def suffix_of(model: str | None) -> str | None:
+    """The suffix a job was given, as its model's name keeps it (ft:BASE:ORG:SUFFIX:ID); the job
+    object itself does not."""
+    parts = (model or "").split(":")
+    return (parts[3] or None) if len(parts) == 5 and parts[0] == "ft" else None
 
 
 class OpenAIBackend(HostedBackend):
@@ -167,13 +174,20 @@ class OpenAIBackend(HostedBackend):
         """The job's status and everything new since cursor; nothing is consumed on failure."""
         with self._answered():
             job = self.client.fine_tuning.jobs.retrieve(job_id).to_dict()
-            events, cursor = self._new_events(job_id, dict(cursor or {}))
+        return self._caught_up(job, dict(cursor or {}))
+
+    def _caught_up(self, job: dict, cursor: dict, every_checkpoint: bool = False) -> Progress:
+        """What job (as just retrieved) has reported since cursor: events paged back to it, their
+        metrics, checkpoints (asked for when announced, or always with every_checkpoint), results."""
+        job_id = job["id"]
+        with self._answered():
+            events, cursor = self._new_events(job_id, cursor)
         status = job.get("status") or "unknown"
         metrics = [metric(e.data) for e in events if e.type == "metrics" and e.data and "step" in e.data]
         totals = [e.data["total_steps"] for e in events if e.type == "metrics" and (e.data or {}).get("total_steps")]
         if totals:
             cursor["total_steps"] = totals[-1]
-        checkpoints = self._new_checkpoints(job_id, status, events, cursor)
+        checkpoints = self._new_checkpoints(job_id, status, events, cursor, every_checkpoint)
         if status == SUCCEEDED and job.get("result_files") and not cursor.get("results_read"):
             metrics += self._results(job)
             cursor["results_read"] = True
@@ -218,16 +232,16 @@ class OpenAIBackend(HostedBackend):
                           + (list(edge) if int(newest) == seen_at else []))
         return events, cursor
 
-    def _new_checkpoints(self, job_id: str, status: str, events, cursor: dict) -> list[Checkpoint]:
-        """Checkpoints not yet reported, asked for only when an event or the end says so."""
-        announced = any("checkpoint" in e.message.lower() for e in events)
+    def _new_checkpoints(self, job_id: str, status: str, events, cursor: dict, always: bool = False) -> list[Checkpoint]:
+        """Checkpoints not yet reported, asked for only when an event or the end says so (or always)."""
+        announced = always or any("checkpoint" in e.message.lower() for e in events)
         final = status == SUCCEEDED and not cursor.get("checkpoints_final")
         if not (announced or final):
             return []
-        with self._answered():
-            page = self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100)
+        with self._answered():  # iterating the SDK's page follows every page
+            listed = list(self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100))
         known = set(cursor.get("checkpoint_ids", ()))
-        new = [c for c in reversed(page.data) if c.id not in known]
+        new = [c for c in reversed(listed) if c.id not in known]
         cursor["checkpoint_ids"] = sorted(known | {c.id for c in new})
         cursor["checkpoints_final"] = cursor.get("checkpoints_final") or final
         return [Checkpoint(step=c.step_number, model_id=c.fine_tuned_model_checkpoint,
@@ -245,6 +259,32 @@ class OpenAIBackend(HostedBackend):
 
     def _cost(self, job: dict) -> float | None:
         return usd(job.get("trained_tokens"), self.price(job.get("model") or ""))
+
+    # --- the account's existing jobs ---------------------------------------------------------
+
+    def list_jobs(self, page: int = 100) -> list[ProviderJob]:
+        """Every fine-tuning job in the account, newest first, each caught up from its start."""
+        with self._answered():  # iterating the SDK's page follows every page (`after` the last id)
+            jobs = [job.to_dict() for job in self.client.fine_tuning.jobs.list(limit=page)]
+        return [self._provider_job(job) for job in jobs]
+
+    def provider_job(self, job_id: str) -> ProviderJob:
+        """One job of the account, as list_jobs gives it."""
+        with self._answered():
+            job = self.client.fine_tuning.jobs.retrieve(job_id).to_dict()
+        return self._provider_job(job)
+
+    def _provider_job(self, job: dict) -> ProviderJob:
+        method = job.get("method") or {}
+        kind = method.get("type")
+        asked = (method.get(kind) or {}).get("hyperparameters") if kind else None
+        request = JobRequest(
+            base_model=job.get("model") or "", method=kind, hyperparameters=asked or job.get("hyperparameters") or {},
+            suffix=suffix_of(job.get("fine_tuned_model")), seed=job.get("seed"), metadata=job.get("metadata") or {},
+            training_file=job.get("training_file"), validation_file=job.get("validation_file"))
+        created = job.get("created_at")
+        return ProviderJob(job_id=job["id"], created_at=float(created) if created is not None else None,
+                           request=request, progress=self._caught_up(job, {}, every_checkpoint=True))
 
     # --- the rest of the contract ------------------------------------------------------------
 
