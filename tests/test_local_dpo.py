@@ -9,7 +9,7 @@ import importlib.util
 
 import pytest
 
-from fixtures_local import tiny_llama  # noqa: F401  (a fixture)
+from fixtures_local import tiny_llama, wide_tiny_llama  # noqa: F401  (fixtures)
 
 torch = pytest.importorskip("torch")
 
@@ -209,6 +209,30 @@ def test_a_few_steps_raise_the_chosen_over_rejected_margin(tiny_llama, method): 
     assert after["rewards/margins"] > margins[0] + 0.1, margins
     assert after["rewards/accuracies"] == 1.0
     assert after["train_loss"] < figures["train_loss"] or after["train_loss"] < 0.69
+
+
+def test_qlora_keeps_one_4bit_copy_and_learns_the_preference(wide_tiny_llama):  # noqa: F811
+    from transformers import AutoTokenizer
+
+    from ftm_backends.local import model as models
+
+    tok = AutoTokenizer.from_pretrained(wide_tiny_llama)
+    opts = {"quantize": True, "gradient_checkpointing": False, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
+            "target_modules": ["q_proj", "v_proj"]}
+    model = models.with_lora(models.load_base(str(wide_tiny_llama), "cpu", quantize=True), opts, seed=1)
+    assert sum("Linear4bit" in type(m).__name__ for m in model.modules()) > 0
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
+    batch, settings = batch_of(tok), dpo.Settings(beta=0.1)
+    model.train()
+    _, start = dpo.loss(model, batch, settings)
+    assert start["rewards/margins"] == pytest.approx(0, abs=1e-6)  # a new adapter is its reference
+    for _ in range(6):
+        opt.zero_grad()
+        value, _ = dpo.loss(model, batch, settings)
+        value.backward()
+        opt.step()
+    _, after = dpo.loss(model, batch, settings)
+    assert after["rewards/margins"] > 0.05, after
 
 
 @pytest.mark.parametrize("bad", [{"beta": 0}, {"beta": -1}, {"loss": "hinge"}, {"label_smoothing": 0.5},
