@@ -277,7 +277,14 @@ def m006_exports(db) -> None:
     db["exports"].create_index(["dataset_id"])
 
 
-MIGRATIONS = [m001_initial, m002_evaluations, m003_core, m004_serve, m005_grades, m006_exports]  # append-only
+def m007_dataset_kind(db) -> None:
+    # "chat" (messages, for SFT) or "preference" (chosen/rejected pairs, for DPO): a run checks
+    # it before anything is uploaded; every dataset stored before DPO existed is chat data
+    db["datasets"].add_column("kind", str, not_null_default="chat")
+
+
+MIGRATIONS = [m001_initial, m002_evaluations, m003_core, m004_serve, m005_grades, m006_exports,
+              m007_dataset_kind]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 

@@ -67,7 +67,7 @@ CREATE TABLE "datasets" (
    "parent_id" TEXT REFERENCES "datasets"("id"),
    "split" TEXT,
    "created_at" TEXT
-);
+, "kind" TEXT NOT NULL DEFAULT 'chat');
 CREATE TABLE "evaluations" (
    "id" INTEGER PRIMARY KEY,
    "run_id" TEXT REFERENCES "runs"("id"),

@@ -112,17 +112,21 @@ _WRITERS = {
 }
 
 
-def export(canonical_path, to: str, out: TextIO) -> int:
-    """Write a canonical dataset as JSONL for `to`; returns the number of examples written.
+def export(canonical_path, to: str, out: TextIO, kind: str = "chat") -> int:
+    """Write a canonical dataset of `kind` (chat or preference) as JSONL for `to`; returns the
+    number of examples written.
 
     Every example is checked before anything is written, so a refusal writes nothing.
     """
+    from . import preference
     from .source import read
 
-    if to not in _WRITERS:
-        raise InvalidInput(f"unknown export format {to!r}", f"Use one of: {', '.join(EXPORTS)}.")
-    write = _WRITERS[to]
-    refused = list(_refusals(read(canonical_path, "openai"), write))
+    writers, fmt = (preference.WRITERS, "openai-preference") if kind == "preference" else (_WRITERS, "openai")
+    if to not in writers:
+        what = "a preference dataset " if kind == "preference" else ""
+        raise InvalidInput(f"unknown export format {to!r} for {what}".rstrip(), f"Use one of: {', '.join(writers)}.")
+    write = writers[to]
+    refused = list(_refusals(read(canonical_path, fmt), write))
     if refused:
         more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
         raise InvalidInput(
@@ -130,7 +134,7 @@ def export(canonical_path, to: str, out: TextIO) -> int:
             "Export to openai or trl, which hold every example, or remove those examples.",
         )
     n = 0
-    for n, example in enumerate((ex for _, ex in read(canonical_path, "openai")), 1):
+    for n, example in enumerate((ex for _, ex in read(canonical_path, fmt)), 1):
         out.write(jsonl_line(write(example)))
     return n
 

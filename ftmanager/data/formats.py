@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-FORMATS = ("openai", "alpaca", "prompt-completion", "sharegpt")
+FORMATS = ("openai", "alpaca", "prompt-completion", "sharegpt", "openai-preference", "trl-preference")
 EXPORTS = ("openai", "together", "alpaca", "trl", "sharegpt")
 CANONICAL_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
 
@@ -38,6 +38,10 @@ def detect(obj) -> str | None:
     """The format one parsed record is in, or None when it matches none."""
     if not isinstance(obj, dict):
         return None
+    from .preference import detect as preference
+
+    if pair := preference(obj):
+        return pair
     if "messages" in obj:
         return "openai"
     if "conversations" in obj:
@@ -158,3 +162,4 @@ _READERS = {
     "prompt-completion": _from_prompt_completion,
     "sharegpt": _from_sharegpt,
 }
+# preference.py adds its readers here when it loads (the data package loads it: see __init__)
