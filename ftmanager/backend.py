@@ -189,6 +189,10 @@ class Backend(abc.ABC):
         """Resume a paused or interrupted job; may return a new job id."""
         raise Unsupported(f"the {self.name} backend cannot resume runs", "Re-run it instead.")
 
+    def reap(self, job_id: str) -> None:
+        """Collect the exit status of the job's process if this process launched it (a local
+        worker), so none lingers as <defunct>; nothing for a hosted job."""
+
     def generate(self, result_model: str | None, result_path: str | None, base_model: str,
                  conversations: list[list[dict]], max_new_tokens: int = 256) -> list[str]:
         """Answer each conversation with the run's model (the base model when both are None)."""

@@ -118,11 +118,21 @@ def local_view(backend_name: str, result_path: str | None, base_model: str) -> t
     return result_path, available(local, base_model)
 
 
+def merge(adapter: Path, base: str, out_dir: Path) -> Path:
+    """A pulled adapter merged into its base by the engine, written to out_dir: the base the
+    adapter names where it is on this machine, else the base-model table's local model for it."""
+    from . import engine
+
+    named = json.loads((adapter / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path") or ""
+    local = named if Path(named).is_dir() else available(basemodels.local_for(base, named), base)
+    return Path(engine.get().merge(str(adapter), local, str(out_dir)))
+
+
 def available(local: str, source: str) -> str:
     """local, when it can be loaded on this machine; else one line saying how to get it."""
-    from ftm_backends.local.model import SMOLLM2_ALIASES
+    from . import engine
 
-    if local in SMOLLM2_ALIASES:
+    if engine.get().ships(local):
         return local
     path = Path(local).expanduser()
     if path.is_absolute() or local.startswith((".", "~")) or path.exists():

@@ -13,7 +13,7 @@ from fixtures_local import tiny_llama, wide_tiny_llama  # noqa: F401  (fixtures)
 
 torch = pytest.importorskip("torch")
 
-from ftm_backends.local import dpo  # noqa: E402
+from ftm_backends.local.trainer import dpo  # noqa: E402
 from ftmanager.errors import InvalidInput  # noqa: E402
 
 HAS_TRL = importlib.util.find_spec("trl") is not None
@@ -214,7 +214,7 @@ def test_a_few_steps_raise_the_chosen_over_rejected_margin(tiny_llama, method): 
 def test_qlora_keeps_one_4bit_copy_and_learns_the_preference(wide_tiny_llama):  # noqa: F811
     from transformers import AutoTokenizer
 
-    from ftm_backends.local import model as models
+    from ftm_backends.local.modeling import loading as models
 
     tok = AutoTokenizer.from_pretrained(wide_tiny_llama)
     opts = {"quantize": True, "gradient_checkpointing": False, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,

@@ -2,7 +2,7 @@
 per file; each is streamed to disk under a temporary name and renamed once whole.
 
 Fireworks gives a LoRA addon's adapter (adapter_config.json, adapter_model.safetensors); merged
-weights are made here by the local backend's export, on the base model the adapter names (or
+weights are made by the inference engine (pulls.merge), on the base model the adapter names (or
 the base-model table's local model for the job's base)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from ftmanager import pulls
 from ftmanager.errors import BackendError, InvalidInput
 
 CHUNK = 1 << 20
@@ -33,7 +34,7 @@ def download(backend, job_id: str, result_model: str | None, out_dir: Path, merg
         base = backend.client.supervised_fine_tuning_jobs.get(job_id).base_model or ""
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".ftm-adapter-") as tmp:
         _fetch_all(urls, Path(tmp))
-        return _merged(Path(tmp), base, out_dir)
+        return pulls.merge(Path(tmp), base, out_dir)
 
 
 def _parts(result_model: str) -> tuple[str, str]:
@@ -74,16 +75,3 @@ def _fetch(http, url: str, target: Path) -> None:
         part.replace(target)
     finally:
         part.unlink(missing_ok=True)
-
-
-def _merged(adapter: Path, base: str, out_dir: Path) -> Path:
-    """The adapter merged into its base, written to out_dir by the local backend: the base the
-    adapter names where it is on this machine, else the base-model table's local model for it."""
-    import json
-
-    from ftm_backends.local import LocalBackend
-    from ftmanager import basemodels, pulls
-
-    named = json.loads((adapter / pulls.ADAPTER_CONFIG).read_text()).get("base_model_name_or_path") or ""
-    local = named if Path(named).is_dir() else pulls.available(basemodels.local_for(base, named), base)
-    return Path(LocalBackend().export(str(adapter), local, str(out_dir), merge=True))

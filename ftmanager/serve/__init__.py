@@ -42,6 +42,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = No
 
 def _pool(device: str, max_batch: int):
     """A pool of this server's own (tests start several; the CLI starts one)."""
-    from ftm_backends.local.pool import Pool
+    from .. import engine
 
-    return Pool(device=device, max_batch=max_batch)
+    return engine.get().pool(device=device, max_batch=max_batch)

@@ -53,9 +53,9 @@ class LocalService(Service):
         with self._pool_lock:
             if self._pool is None:
                 if self._make_pool is None:
-                    from ftm_backends.local.pool import shared
+                    from .. import engine
 
-                    self._make_pool = shared
+                    self._make_pool = engine.get().shared
                 self._pool = self._make_pool()
             return self._pool
 

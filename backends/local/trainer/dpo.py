@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from ftmanager.errors import InvalidInput
 
-from . import batching, chat
+from ..modeling import encoding as chat
+from . import batching
 
 LOSSES = ("sigmoid", "robust", "ipo")
 
