@@ -18,25 +18,15 @@ from pathlib import Path
 
 from ftmanager.backend import Option, Progress, RunSpec, Uploads
 from ftmanager.errors import InvalidInput, Refused, Unsupported
-from ftmanager.facts import CANCELLED, FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING
 from ftmanager.hosted import HostedBackend, env_number
 
 from .datasets import DATA_RULES
+from .progress import BASE_LEARNING_RATE
 
 KEY_ENV, ACCOUNT_ENV, URL_ENV = "FIREWORKS_API_KEY", "FIREWORKS_ACCOUNT_ID", "FIREWORKS_BASE_URL"
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 # Fireworks' own defaults: what a job trains with when ftm sends nothing
-BASE_LEARNING_RATE, DEFAULT_EPOCHS, DEFAULT_LORA_RANK = 1e-4, 1, 8
-# JOB_STATE_* -> OpenAI's status (the provider's word is kept in the event); CANCELLING,
-# UNSPECIFIED and states we do not know leave the status as it was
-STATUSES = {
-    "JOB_STATE_CREATING": VALIDATING, "JOB_STATE_VALIDATING": VALIDATING,
-    "JOB_STATE_CREATING_INPUT_DATASET": VALIDATING, "JOB_STATE_PENDING": QUEUED,
-    "JOB_STATE_RE_QUEUEING": QUEUED, "JOB_STATE_IDLE": QUEUED, "JOB_STATE_RUNNING": RUNNING,
-    "JOB_STATE_WRITING_RESULTS": RUNNING, "JOB_STATE_PAUSED": PAUSED, "JOB_STATE_COMPLETED": SUCCEEDED,
-    "JOB_STATE_EARLY_STOPPED": SUCCEEDED, "JOB_STATE_FAILED": FAILED, "JOB_STATE_EXPIRED": FAILED,
-    "JOB_STATE_CANCELLED": CANCELLED, "JOB_STATE_DELETING": CANCELLED, "JOB_STATE_DELETING_CLEANING_UP": CANCELLED,
-}
+DEFAULT_EPOCHS, DEFAULT_LORA_RANK = 1, 8
 OPTIONS = {
     "learning_rate": Option(f"learning rate outright (default: {BASE_LEARNING_RATE:g} x learning_rate_multiplier)", float),
     "lora_r": Option("LoRA rank (loraRank)", int, DEFAULT_LORA_RANK),

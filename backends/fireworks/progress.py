@@ -6,10 +6,20 @@ from __future__ import annotations
 import time
 
 from ftmanager.backend import Event, Progress
-from ftmanager.facts import FAILED, QUEUED, RUNNING, SUCCEEDED, is_terminal
+from ftmanager.facts import CANCELLED, FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING, is_terminal
 from ftmanager.hosted import price_per_1m, usd
 
-from . import BASE_LEARNING_RATE, STATUSES
+BASE_LEARNING_RATE = 1e-4  # Fireworks' default rate: what learning_rate_multiplier scales
+# JOB_STATE_* -> OpenAI's status (the provider's word is kept in the event); CANCELLING,
+# UNSPECIFIED and states we do not know leave the status as it was
+STATUSES = {
+    "JOB_STATE_CREATING": VALIDATING, "JOB_STATE_VALIDATING": VALIDATING,
+    "JOB_STATE_CREATING_INPUT_DATASET": VALIDATING, "JOB_STATE_PENDING": QUEUED,
+    "JOB_STATE_RE_QUEUEING": QUEUED, "JOB_STATE_IDLE": QUEUED, "JOB_STATE_RUNNING": RUNNING,
+    "JOB_STATE_WRITING_RESULTS": RUNNING, "JOB_STATE_PAUSED": PAUSED, "JOB_STATE_COMPLETED": SUCCEEDED,
+    "JOB_STATE_EARLY_STOPPED": SUCCEEDED, "JOB_STATE_FAILED": FAILED, "JOB_STATE_EXPIRED": FAILED,
+    "JOB_STATE_CANCELLED": CANCELLED, "JOB_STATE_DELETING": CANCELLED, "JOB_STATE_DELETING_CLEANING_UP": CANCELLED,
+}
 
 ERROR_STATES = ("JOB_STATE_FAILED", "JOB_STATE_EXPIRED")
 

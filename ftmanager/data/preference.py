@@ -15,13 +15,11 @@ from __future__ import annotations
 import re
 
 from ..errors import InvalidInput
-from .formats import _READERS, Unconvertible, _kind
+from .export import PREFERENCE_WRITERS as WRITERS, CannotHold
+from .formats import SIDES, TOP_KEYS
 
 FORMATS = ("openai-preference", "trl-preference")
 EXPORTS = ("openai", "together", "fireworks", "trl")
-SIDES = ("preferred_output", "non_preferred_output")
-TOP_KEYS = frozenset({"input", *SIDES})
-INPUT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
 KINDS = {"chat": "chat examples ('messages')", "preference": "preference pairs (chosen and rejected answers)"}
 
 
@@ -43,87 +41,6 @@ def require_kind(dataset: dict, wanted: str, purpose: str) -> None:
             "Give a preference dataset (input, preferred_output, non_preferred_output), or use --method supervised."
         raise InvalidInput(f"dataset {dataset.get('name') or dataset.get('id')} holds {KINDS[kind]}, "
                            f"but {purpose} needs {KINDS[wanted]}", hint)
-
-
-def detect(obj: dict) -> str | None:
-    """The preference format of one record, or None when it is not a preference pair."""
-    if "preferred_output" in obj or "non_preferred_output" in obj:
-        return "openai-preference"
-    if "chosen" in obj and "rejected" in obj:
-        return "trl-preference"
-    return None
-
-
-# --- reading --------------------------------------------------------------------------------
-
-
-def from_openai(obj: dict) -> dict:
-    """OpenAI's (and Together's) preference row, with only the keys that carry meaning."""
-    missing = [k for k in ("input", *SIDES) if k not in obj]
-    if missing:
-        raise Unconvertible("missing_field", f"preference example needs {', '.join(map(repr, missing))}")
-    given = obj["input"]
-    if not isinstance(given, dict):
-        raise Unconvertible("missing_field", f"'input' must be an object with 'messages' ({_kind(given)})")
-    for side in SIDES:
-        if not isinstance(obj[side], list):
-            raise Unconvertible("missing_field", f"{side!r} must be a list of messages ({_kind(obj[side])})")
-    return {"input": {k: v for k, v in given.items() if k in INPUT_KEYS},
-            "preferred_output": obj["preferred_output"], "non_preferred_output": obj["non_preferred_output"]}
-
-
-def from_trl(obj: dict) -> dict:
-    """TRL's preference row: explicit prompt or implicit (shared by both), text or conversation."""
-    chosen, rejected, prompt = obj.get("chosen"), obj.get("rejected"), obj.get("prompt")
-    if prompt is None:
-        prompt, chosen, rejected = _split_implicit(chosen, rejected)
-    out = {"input": {"messages": _messages(prompt, "user", "prompt")},
-           "preferred_output": _messages(chosen, "assistant", "chosen"),
-           "non_preferred_output": _messages(rejected, "assistant", "rejected")}
-    if obj.get("tools") is not None:
-        out["input"]["tools"] = obj["tools"]
-    return out
-
-
-def _messages(value, role: str, key: str) -> list:
-    if isinstance(value, str):
-        return [{"role": role, "content": value}]
-    if isinstance(value, list):
-        from .formats import _string_arguments
-
-        return [_string_arguments(m) for m in value]  # TRL's tool arguments are objects
-    got = "missing" if value is None else _kind(value)
-    raise Unconvertible("missing_field", f"trl preference example needs {key!r} as text or messages ({got})")
-
-
-def _split_implicit(chosen, rejected):
-    """TRL's implicit prompt: what both answers share is the prompt (as trl.extract_prompt)."""
-    if isinstance(chosen, list) and isinstance(rejected, list):
-        n = 0
-        while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
-            n += 1
-        if not n:
-            raise Unconvertible("missing_field", "'chosen' and 'rejected' share no prompt messages (add 'prompt')")
-        return chosen[:n], chosen[n:], rejected[n:]
-    if isinstance(chosen, str) and isinstance(rejected, str):
-        n = len(_common(chosen, rejected))
-        if n and n < len(chosen) and chosen[n - 1] == " ":
-            n -= 1  # the space belongs to the answer, as TRL cuts it
-        if not n:
-            raise Unconvertible("missing_field", "'chosen' and 'rejected' share no prompt text (add 'prompt')")
-        return chosen[:n], chosen[n:], rejected[n:]
-    raise Unconvertible("missing_field", "trl preference example needs 'chosen' and 'rejected' of one type")
-
-
-def _common(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
-
-
-READERS = {"openai-preference": from_openai, "trl-preference": from_trl}
-_READERS.update(READERS)  # formats.to_canonical reads these too
 
 
 # --- checking -------------------------------------------------------------------------------
@@ -202,8 +119,6 @@ def _check_prompt_end(prompt: list, problems: list) -> None:
 
 
 def _provider_problem(example: dict, provider: str, problems: list) -> None:
-    from .export import CannotHold
-
     try:
         WRITERS[provider](example)
     except CannotHold as why:
@@ -211,45 +126,3 @@ def _provider_problem(example: dict, provider: str, problems: list) -> None:
     except KeyError:
         raise InvalidInput(f"ftm knows no preference data rules for {provider!r}",
                            f"Choose one of: {', '.join(p for p in WRITERS if p not in ('openai', 'trl'))}.") from None
-
-
-# --- writing --------------------------------------------------------------------------------
-
-
-def to_together(example: dict) -> dict:
-    """Together's preference rows (its DatasetFormat.PREFERENCE_OPENAI): OpenAI's shape, no
-    other columns (so no tools), its conversational roles, text answers."""
-    from .export import CannotHold, _plain
-
-    if "tools" in example["input"]:
-        raise CannotHold("it has tools, which together's preference format cannot hold")
-    for m in example["input"]["messages"]:
-        if isinstance(m, dict) and m.get("role") not in ("system", "user", "assistant", "tool"):
-            raise CannotHold(f"input has role {m.get('role')!r}, which together does not take")
-    for side in SIDES:
-        _plain(example[side], f"together's {side}")
-    return {"input": {"messages": example["input"]["messages"]}, **{side: example[side] for side in SIDES}}
-
-
-def to_trl(example: dict) -> dict:
-    """TRL's conversational preference row with an explicit prompt (tool arguments as objects)."""
-    from .export import to_trl as chat_to_trl
-
-    prompt = chat_to_trl({"messages": example["input"]["messages"], **_tools(example)})
-    out = {"prompt": prompt["messages"], "chosen": chat_to_trl({"messages": example["preferred_output"]})["messages"],
-           "rejected": chat_to_trl({"messages": example["non_preferred_output"]})["messages"]}
-    if "tools" in prompt:
-        out["tools"] = prompt["tools"]
-    return out
-
-
-def _tools(example: dict) -> dict:
-    return {"tools": example["input"]["tools"]} if "tools" in example["input"] else {}
-
-
-WRITERS = {
-    "openai": lambda example: example,
-    "together": to_together,
-    "fireworks": lambda example: example,  # Fireworks' DPO datasets are OpenAI's preference rows
-    "trl": to_trl,
-}
