@@ -40,7 +40,6 @@ CREATE TABLE "api_jobs" (
    "seed" INTEGER,
    "metadata" TEXT,
    "hyperparameters" TEXT,
-   "status" TEXT,
    "error" TEXT,
    "result_file" TEXT,
    "created_at" TEXT,
