@@ -1,8 +1,8 @@
 """The one place a test double may act around each request; `ftm serve` plugs in nothing.
 
 A Server built with hooks=None (the production path) neither counts requests nor consults
-faults. The stand-ins (ftmanager.standin.hooks) plug in counting, injected faults and their
-/_standin/ control endpoints through a Hooks subclass.
+faults. The stand-ins (ftmanager.standin.standin_server) plug in counting, injected faults
+and their /_standin/ control endpoints through a Hooks subclass.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..front.openai import ROUTES
 from ..front.server import Server
-from .service import LocalService, fine_tuned_name
+from .local_service import LocalService, fine_tuned_name
 
 __all__ = ["LocalService", "fine_tuned_name", "serve"]
 

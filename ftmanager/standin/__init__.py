@@ -5,7 +5,7 @@
         os.environ["OPENAI_BASE_URL"] = server.url
 
 Each stand-in is the shared front with the stand-in's hooks plugged in (`StandinServer`:
-request counts, injected faults and the /_standin/ control endpoints, hooks.py, faults.py,
+request counts, injected faults and the /_standin/ control endpoints, standin_server.py, faults.py,
 control.py), a clock behind it (`ClockService`: jobs move through the provider's statuses on a
 clock) and that provider's routes (OpenAI's from ftmanager.front.openai; azure.py, fireworks.py
 and together/ bring theirs). `ftm serve` builds the front without these hooks.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..front.openai import ROUTES
 from ..front.service import Service
 from .clock import ClockService
-from .hooks import StandinServer
+from .standin_server import StandinServer
 
 Server = StandinServer  # the name tests and callers have used for a stand-in's server
 

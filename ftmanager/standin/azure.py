@@ -10,7 +10,7 @@ import re
 from .clock import ClockService
 from ..front.openai import ROUTES, chat
 from ..front.state import ApiError
-from .hooks import StandinServer
+from .standin_server import StandinServer
 
 
 def _versioned(fn):

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .clock import ClockService
-from .hooks import StandinServer
+from .standin_server import StandinServer
 from ..front.request import Raw
 from ..front.router import route_table
 from ..front.state import ApiError, Job

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from ...front.state import ApiError
-from ..hooks import StandinServer
+from ..standin_server import StandinServer
 from .clock import TogetherClock
 from .routes import ROUTES
 
