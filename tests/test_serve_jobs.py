@@ -202,5 +202,7 @@ def test_a_cancelled_job_is_cancelled_at_once_in_the_api_and_in_its_run(tiny_tab
         assert shown["status"] == "cancelled" and shown["finished_at"] == run["finished_at"]
         listed = [j for j in c.fine_tuning.jobs.list() if j.id == job.id]
         assert [(j.status, j.finished_at) for j in listed] == [("cancelled", cancelled.finished_at)]
-        wait(lambda: worker_gone(run_id), timeout=60)  # the worker still stops (and is reaped)
+        wait(lambda: worker_gone(run_id), timeout=60)  # the worker still stops ...
         assert c.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+        pid = json.loads((paths.runs_dir() / run_id / "launch.json").read_text())["pid"]
+        assert not psutil.pid_exists(pid)  # ... and, read again, is reaped: no <defunct> left

@@ -111,12 +111,25 @@ class LocalService(Service):
         if run_id is None:
             return
         try:
-            jobs.refresh(run_id)
+            run, _ = jobs.refresh(run_id)
+            if self._shown(job, run):
+                return
             shown = jobs.show(run_id)
         except FtmError as err:
             log.info("job %s: run %s not read (%s)", job.id, run_id, err.line())
             return  # the ledger is busy: the job stays as it was, the next read tries again
         self._apply(job, shown)
+
+    def _shown(self, job: Job, run: dict) -> bool:
+        """Whether the job already shows this ended run (a resume would change it)."""
+        ended = (run["status"], epoch(run["finished_at"]))
+        if job.status not in TERMINAL or (job.status, job.finished_at) != ended:
+            return False
+        if job.status == "cancelled":  # cancelled at once: its worker may have been ending its step
+            from .imports import reap_workers
+
+            reap_workers([run["id"]])
+        return True
 
     def cancel(self, job: Job) -> None:
         """Cancel the run, recorded at once (what OpenAI answers); the worker stops at its next step."""
