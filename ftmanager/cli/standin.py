@@ -33,7 +33,7 @@ def standin(
     provider's SDK (or ftm) at it. Faults can also be added while it runs: POST /_standin/faults.
     """
     from ..standin import PROVIDERS
-    from ..front import faults as fault_specs
+    from ..standin import faults as fault_specs
     from ..standin import standin as make_standin
 
     if speed <= 0:
