@@ -12,7 +12,7 @@ import abc
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, ContextManager, Protocol
+from typing import Any, Callable, ClassVar, ContextManager, Iterator, Protocol
 
 from .errors import Unsupported
 
@@ -221,6 +221,32 @@ class Backend(abc.ABC):
     def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
         """Estimated cost in USD of the run, or None where it has no price."""
         return None
+
+    # --- the provider account's own history (`ftm import`); optional -----------------------
+
+    def jobs(self, page: int = 100) -> Iterator:
+        """Every job of the account, newest first, one ProviderJob (ftmanager.hosted) at a time:
+        its request read, its progress not yet (caught_up reads that). A backend that cannot list
+        its provider's jobs keeps this refusal, and `ftm import` says so in one line."""
+        raise Unsupported(f"the {self.name} backend cannot list its provider's jobs",
+                          "Start runs with `ftm submit`; only backends that list their jobs can import them.")
+
+    def caught_up(self, job):
+        """job (from jobs()) with progress: everything it reported from its start."""
+        return self.provider_job(job.job_id)
+
+    def provider_job(self, job_id: str):
+        """One job of the account by the provider's id, caught up from its start."""
+        raise Unsupported(f"the {self.name} backend cannot read its provider's jobs", "Start runs with `ftm submit`.")
+
+    def remote_file(self, file_id: str):
+        """A file of the account (ftmanager.hosted.RemoteFile: its name, size and purpose), or
+        None where the provider no longer has it."""
+        return None
+
+    def fetch_file(self, file_id: str, dest: Path) -> bool:
+        """Write the file's content to dest; False where the provider does not give it back."""
+        return False
 
     def resolve(self, spec: RunSpec) -> dict:
         """Hyperparameters as this backend will use them, before the job starts."""

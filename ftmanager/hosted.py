@@ -119,7 +119,19 @@ class ProviderJob:
     job_id: str
     created_at: float | None
     request: JobRequest
-    progress: Progress
+    progress: Progress | None  # None until caught_up() has read it
+    status: str | None = None  # as listed, before progress is read
+    raw: dict | None = field(default=None, repr=False)  # the listed object, for caught_up()
+
+
+@dataclass
+class RemoteFile:
+    """A file of a provider account as it describes it (the content is asked for apart)."""
+
+    file_id: str
+    filename: str | None
+    bytes: int | None
+    purpose: str | None = None
 
 
 class HostedBackend(Backend):
@@ -209,12 +221,8 @@ class HostedBackend(Backend):
 
     def list_jobs(self, page: int = 100) -> list[ProviderJob]:
         """Every fine-tuning job in the account, newest first (every page, `page` jobs a request),
-        each with all its events and checkpoints."""
-        raise Unsupported(f"the {self.name} backend cannot list its provider's jobs", "Start runs with `ftm submit`.")
-
-    def provider_job(self, job_id: str) -> ProviderJob:
-        """One job of the account by the provider's id, as list_jobs gives it."""
-        raise Unsupported(f"the {self.name} backend cannot read its provider's jobs", "Start runs with `ftm submit`.")
+        each with all its events and checkpoints (all in memory: `ftm import` walks jobs())."""
+        return [self.caught_up(job) for job in self.jobs(page)]
 
     # --- the SDK's errors as ftm's -----------------------------------------------------------
 

@@ -83,6 +83,10 @@ def rerun(ref: str, backend: str, model: str | None = None, *,
     override the parent's; the rest are mapped across (Mapped says how, and what could not be).
     """
     parent = ledger().run(ref)
+    if parent.get("imported_at"):  # adopted from a provider's history: its data may be missing
+        from .adopting import check_rerun
+
+        check_rerun(parent)
     source, target = registry.load(parent["backend"]), registry.load(backend)
     mapped = map_settings(parent, source, target, hyperparameters or {}, options or {})
     model = model or map_model(parent, target, mapped)

@@ -20,7 +20,8 @@ from .facts import CREATED, METRIC_NAMES, QUEUED, TERMINAL, VALIDATING, iso
 from .errors import InvalidInput, NotFound
 from .ledger_file import LedgerFile, busy_timeout  # noqa: F401  (busy_timeout: a public name here)
 
-RUN_JSON_FIELDS = ("split", "hyperparameters", "resolved_hyperparameters", "options", "cursor", "start_claim")
+RUN_JSON_FIELDS = ("split", "hyperparameters", "resolved_hyperparameters", "options", "cursor", "start_claim",
+                   "metadata", "missing_data")
 
 
 def now() -> str:
@@ -318,15 +319,39 @@ class Ledger:
     def record(self, run_id: str, progress: Progress) -> dict:
         """Write everything one poll learned, in one transaction."""
         with self.write() as db:
-            for e in progress.events:
-                _insert_event(db, run_id, e.id, e.created_at, e.level, e.type, e.message, e.data)
-            for m in progress.metrics:
-                _upsert_metrics(db, run_id, m)
-            for c in progress.checkpoints:
-                _upsert_checkpoint(db, run_id, c, paths.to_ledger(c.path, self.home))
+            _record_progress(db, self.home, run_id, progress)
             fields = self._stored(_run_fields(self.run(run_id), progress))
             db["runs"].update(run_id, {**_dump(fields), "updated_at": now()})
         return self.run(run_id)
+
+    # --- runs adopted from a provider's history (`ftm import`) -----------------------------
+
+    def held_run(self, backend: str, account: str, job_id: str, ftm_ids=()) -> dict | None:
+        """The run that already stands for a provider's job: one ftm started (its job id, or the
+        run id the job carries) or one an earlier import adopted from this account."""
+        ids = [i for i in ftm_ids if i]
+        marks = ",".join("?" * len(ids)) or "NULL"
+        row = self._one(
+            f"""SELECT * FROM runs WHERE (backend = ? AND provider_job_id = ?
+                  AND (imported_at IS NULL OR imported_from = ?)) OR id IN ({marks})
+                ORDER BY imported_at IS NOT NULL LIMIT 1""", [backend, job_id, account, *ids])
+        return _load(row) if row else None
+
+    def adopt(self, row: dict, progress: Progress, ftm_ids=()) -> dict | None:
+        """Record a provider's job as a run with everything it reported, in one transaction;
+        None (nothing written) where a run already stands for it, however many adopt at once."""
+        with self.write() as db:
+            if self.held_run(row["backend"], row["imported_from"], row["provider_job_id"], ftm_ids):
+                return None
+            db["runs"].insert(_dump(self._stored({**row, "updated_at": now()})))
+            _record_progress(db, self.home, row["id"], progress)
+        return self.run(row["id"])
+
+    def imported_missing_data(self, backend: str, account: str) -> list[dict]:
+        """This account's imported runs whose data the provider did not give back."""
+        return [_load(r) for r in self._all(
+            "SELECT * FROM runs WHERE backend = ? AND imported_from = ? AND missing_data IS NOT NULL"
+            " ORDER BY created_at", [backend, account])]
 
     # --- evaluations --------------------------------------------------------------------
 
@@ -432,6 +457,16 @@ def _insert_event(db, run_id, event_id, created_at, level, type_, message, data)
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         [run_id, event_id, iso(created_at), level, type_, message, json.dumps(data) if data else None],
     )
+
+
+def _record_progress(db, home: Path, run_id: str, progress: Progress) -> None:
+    """A progress's events, metrics and checkpoints, inside the caller's transaction."""
+    for e in progress.events:
+        _insert_event(db, run_id, e.id, e.created_at, e.level, e.type, e.message, e.data)
+    for m in progress.metrics:
+        _upsert_metrics(db, run_id, m)
+    for c in progress.checkpoints:
+        _upsert_checkpoint(db, run_id, c, paths.to_ledger(c.path, home))
 
 
 def _upsert_metrics(db, run_id: str, metrics: dict) -> None:

@@ -293,8 +293,21 @@ def m008_serve_jobs_are_runs(db) -> None:
     db.execute("ALTER TABLE api_jobs DROP COLUMN status")
 
 
+def m009_imported_runs(db) -> None:
+    """Runs adopted from a provider's history by `ftm import`: what they were, where they came from."""
+    db["runs"].add_column("method", str)  # as the provider says it: supervised, dpo, ...; null: supervised
+    db["runs"].add_column("metadata", str)  # JSON: the job's metadata at the provider
+    db["runs"].add_column("imported_at", str)  # when `ftm import` adopted it; null for runs ftm started
+    db["runs"].add_column("imported_from", str)  # the account it was read from (never a key)
+    # JSON [{"part", "file_id", "filename", "bytes"}]: data the provider would not give back
+    db["runs"].add_column("missing_data", str)
+    # one run per job of an account, however many imports run at once
+    db.execute("CREATE UNIQUE INDEX idx_runs_imported ON runs (backend, imported_from, provider_job_id)"
+               " WHERE imported_at IS NOT NULL")
+
+
 MIGRATIONS = [m001_initial, m002_evaluations, m003_core, m004_serve, m005_grades, m006_exports,
-              m007_dataset_kind, m008_serve_jobs_are_runs]  # append-only
+              m007_dataset_kind, m008_serve_jobs_are_runs, m009_imported_runs]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 

@@ -14,9 +14,9 @@ import time
 from contextlib import suppress
 
 from ftmanager.backend import Checkpoint, Event, Progress, RunSpec, Uploads
-from ftmanager.errors import Refused
+from ftmanager.errors import NotFound, Refused
 from ftmanager.facts import HYPERPARAMETERS, SUCCEEDED, auto_epochs, is_terminal
-from ftmanager.hosted import HostedBackend, JobRequest, ProviderJob, env_number, price_per_1m, usd
+from ftmanager.hosted import HostedBackend, JobRequest, ProviderJob, RemoteFile, env_number, price_per_1m, usd
 
 from .sdk import FileWindow, metric, parse_results
 
@@ -252,7 +252,10 @@ class OpenAIBackend(HostedBackend):
         """Step metrics from the results CSV (served plain or base64-encoded)."""
         rows = []
         for file_id in job.get("result_files") or []:
-            raw = self._found(lambda f=file_id: self.client.files.content(f).read(), answered=True)
+            try:
+                raw = self._found(lambda f=file_id: self.client.files.content(f).read(), answered=True)
+            except Refused:  # content refused (400 "Not allowed to download"): the events' metrics stay
+                raw = None
             if raw is not None:  # else results deleted: the events' metrics stay
                 rows += parse_results(raw)
         return rows
@@ -262,19 +265,27 @@ class OpenAIBackend(HostedBackend):
 
     # --- the account's existing jobs ---------------------------------------------------------
 
-    def list_jobs(self, page: int = 100) -> list[ProviderJob]:
-        """Every fine-tuning job in the account, newest first, each caught up from its start."""
+    def jobs(self, page: int = 100):
+        """Every fine-tuning job in the account, newest first, a page read only when reached."""
         with self._answered():  # iterating the SDK's page follows every page (`after` the last id)
-            jobs = [job.to_dict() for job in self.client.fine_tuning.jobs.list(limit=page)]
-        return [self._provider_job(job) for job in jobs]
+            for job in self.client.fine_tuning.jobs.list(limit=page):
+                yield self._listed(job.to_dict())
+
+    def caught_up(self, job: ProviderJob) -> ProviderJob:
+        """job with everything it reported from its start (events, metrics, checkpoints)."""
+        raw = job.raw or self._retrieved(job.job_id)
+        return ProviderJob(job.job_id, job.created_at, job.request, self._caught_up(raw, {}, every_checkpoint=True),
+                           status=job.status)
 
     def provider_job(self, job_id: str) -> ProviderJob:
         """One job of the account, as list_jobs gives it."""
-        with self._answered():
-            job = self.client.fine_tuning.jobs.retrieve(job_id).to_dict()
-        return self._provider_job(job)
+        return self.caught_up(self._listed(self._retrieved(job_id)))
 
-    def _provider_job(self, job: dict) -> ProviderJob:
+    def _retrieved(self, job_id: str) -> dict:
+        with self._answered():
+            return self.client.fine_tuning.jobs.retrieve(job_id).to_dict()
+
+    def _listed(self, job: dict) -> ProviderJob:
         method = job.get("method") or {}
         kind = method.get("type")
         asked = (method.get(kind) or {}).get("hyperparameters") if kind else None
@@ -284,7 +295,23 @@ class OpenAIBackend(HostedBackend):
             training_file=job.get("training_file"), validation_file=job.get("validation_file"))
         created = job.get("created_at")
         return ProviderJob(job_id=job["id"], created_at=float(created) if created is not None else None,
-                           request=request, progress=self._caught_up(job, {}, every_checkpoint=True))
+                           request=request, progress=None, status=job.get("status"), raw=job)
+
+    def remote_file(self, file_id: str) -> RemoteFile | None:
+        """The file's name, size and purpose (None once deleted)."""
+        f = self._found(lambda: self.client.files.retrieve(file_id), answered=True)
+        return RemoteFile(f.id, f.filename, f.bytes, f.purpose) if f is not None else None
+
+    def fetch_file(self, file_id: str, dest) -> bool:
+        """Stream the file's content to dest; False where OpenAI refuses it (400) or lost it (404)."""
+        try:
+            with self._answered(), self.client.files.with_streaming_response.content(file_id) as answer:
+                with open(dest, "wb") as out:
+                    for chunk in answer.iter_bytes():
+                        out.write(chunk)
+        except (NotFound, Refused):  # "Not allowed to download files of purpose: ...", or deleted
+            return False
+        return True
 
     # --- the rest of the contract ------------------------------------------------------------
 

@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 # Importing a module registers its commands. Keep these imports light: no torch, no openai.
-from . import runs, use, pull, compare, datasets  # noqa: E402,F401  (order = order in --help)
+from . import runs, use, pull, compare, datasets, adopt  # noqa: E402,F401  (order = order in --help)
 from . import standin  # noqa: E402,F401
 from . import serve  # noqa: E402,F401
 

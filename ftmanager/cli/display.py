@@ -6,7 +6,8 @@ import json
 
 from .output import _cell, table
 
-FIELDS = ("id", "backend", "base_model", "status", "provider_job_id", "dataset_id",
+FIELDS = ("id", "backend", "base_model", "method", "status", "provider_job_id", "imported_at", "imported_from",
+          "dataset_id", "missing_data",
           "validation_dataset_id", "split", "suffix", "seed", "parent_run_id", "result_model",
           "result_path", "trained_tokens", "estimated_cost", "actual_cost",
           "created_at", "started_at", "finished_at")

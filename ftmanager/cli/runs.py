@@ -16,7 +16,7 @@ from .progress import Printer
 
 # `ftm watch` and `ftm submit --wait` exit with how the run ended.
 EXIT_CODES = {SUCCEEDED: 0, FAILED: 3, CANCELLED: 4}
-RUN_COLUMNS = ["id", "backend", "base_model", "status", "dataset", "result_model", "created_at"]
+RUN_COLUMNS = ["id", "backend", "base_model", "status", "dataset", "result_model", "origin", "created_at"]
 
 
 def _options(params: list[str], flags: dict) -> dict:
@@ -136,7 +136,13 @@ def runs(
     from .. import jobs
 
     rows = jobs.runs(backend=backend, status=status, dataset_ref=dataset, limit=limit or None)
-    _out(rows, as_json, lambda rows: table([{**r, "dataset": r["dataset_id"][:12]} for r in rows], RUN_COLUMNS))
+    _out(rows, as_json, lambda rows: table([_listed(r) for r in rows], RUN_COLUMNS))
+
+
+def _listed(run: dict) -> dict:
+    """A run as `ftm runs` lists it: an imported run says so, and data it never got back."""
+    dataset = run["dataset_id"][:12] if run["dataset_id"] else "missing"
+    return {**run, "dataset": dataset, "origin": "imported" if run.get("imported_at") else "ftm"}
 
 
 @app.command()

@@ -10,6 +10,8 @@ A fault matches requests by method and path (fnmatch, below /v1) and is used up 
   drop_after   do the request (e.g. create the job), then close without answering
   slow         do the request, then wait `delay=` seconds before answering
   empty_error  the next job created reports `"error": {}` (an empty object: no error)
+  no_download  OpenAI's 400 "Not allowed to download files of purpose: fine-tune" (default: GET
+               /files/*/content), as it answers for the content of some files
 
 From the command line: `ftm standin --fault "429 POST /fine_tuning/jobs times=2 retry_after=1"`;
 at run time: POST /_standin/faults with the same fields as JSON; DELETE /_standin/faults clears.
@@ -23,9 +25,10 @@ from dataclasses import asdict, dataclass
 
 from ..front.state import ApiError
 
-KINDS = ("429", "500", "503", "401", "403", "drop", "drop_after", "slow", "empty_error")
+KINDS = ("429", "500", "503", "401", "403", "drop", "drop_after", "slow", "empty_error", "no_download")
 # Where a fault applies when the request does not say: these two only make sense on create.
-_DEFAULT_TARGET = {"403": ("POST", "/fine_tuning/jobs"), "empty_error": ("POST", "/fine_tuning/jobs")}
+_DEFAULT_TARGET = {"403": ("POST", "/fine_tuning/jobs"), "empty_error": ("POST", "/fine_tuning/jobs"),
+                   "no_download": ("GET", "/files/*/content")}
 
 
 @dataclass
@@ -120,6 +123,7 @@ _ERRORS = {
     # what OpenAI answers on create now that it is winding fine-tuning down
     "403": (403, "OpenAI is winding down the fine-tuning platform and your organization is no longer able "
                  "to create new fine-tuning training jobs.", "training_not_available", "invalid_request_error"),
+    "no_download": (400, "Not allowed to download files of purpose: fine-tune", None, "invalid_request_error"),
 }
 
 
