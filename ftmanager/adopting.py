@@ -45,7 +45,7 @@ class Summary:
 
 
 def import_history(backend: str, data=(), job: str | None = None, since: float | None = None,
-                   dry_run: bool = False) -> Summary:
+                   dry_run: bool = False, page: int = 100) -> Summary:
     """Adopt every job of backend's account the ledger does not hold (only job, or those created
     since `since`); data: local files or folders to find data the provider will not return."""
     impl = registry.get(backend)
@@ -53,7 +53,7 @@ def import_history(backend: str, data=(), job: str | None = None, since: float |
         ledger().writable()
     local = LocalCopies(data)
     summary = Summary(backend, impl.account)
-    for listed in _listed(impl, job):
+    for listed in _listed(impl, job, page):
         if since is not None and listed.created_at is not None and listed.created_at < since:
             break  # newest first: the rest are older still
         _one(impl, listed, local, summary, dry_run)
@@ -62,10 +62,10 @@ def import_history(backend: str, data=(), job: str | None = None, since: float |
     return summary
 
 
-def _listed(impl, job: str | None):
+def _listed(impl, job: str | None, page: int):
     """The jobs to look at: one by id, or every job of the account (newest first)."""
     if not job:
-        return impl.jobs()
+        return impl.jobs(page)
     try:
         return [impl.provider_job(job)]
     except NotFound:
@@ -102,7 +102,7 @@ def _one(impl, listed, local: "LocalCopies", summary: Summary, dry_run: bool) ->
 
 def _adopted(summary: Summary, run: dict, job, gaps: list[dict]) -> None:
     summary.adopted.append({"run_id": run["id"], "job_id": job.job_id, "status": run["status"], "method": run["method"]})
-    summary.missing += [{"run_id": run["id"], **g} for g in gaps]
+    summary.missing += [{"run_id": run["id"], **g, "filename": readable(g["filename"])} for g in gaps]
     if run["method"] not in RERUNNABLE:
         summary.not_rerunnable.setdefault(run["method"], []).append(run["id"])
 
@@ -150,7 +150,9 @@ def _dataset(impl, file_id: str | None, part: str, local: "LocalCopies", summary
         row = matched(found, file_id, name, remote.bytes, f"{impl.name}:{file_id} (matched {shown(found)})")
         summary.matched.append({"file_id": file_id, "path": shown(found)})
         return row, None
-    return None, {"part": part, "file_id": file_id, "filename": name, "bytes": remote.bytes if remote else None}
+    # the name as the provider has it (not UTF-8 perhaps): a later --data matches on it
+    return None, {"part": part, "file_id": file_id, "filename": remote.filename if remote else None,
+                  "bytes": remote.bytes if remote else None}
 
 
 def _downloaded(impl, file_id: str, name: str | None) -> dict | None:
@@ -230,7 +232,7 @@ def _complete_earlier(impl, local: LocalCopies, summary: Summary) -> None:
             if not found:
                 still.append(gap)
                 continue
-            row = matched(found, gap["file_id"], gap["filename"], gap["bytes"],
+            row = matched(found, gap["file_id"], readable(gap["filename"]), gap["bytes"],
                           f"{impl.name}:{gap['file_id']} (matched {shown(found)})")
             summary.matched.append({"file_id": gap["file_id"], "path": shown(found)})
             fields["dataset_id" if gap["part"] == "training" else "validation_dataset_id"] = row["id"]
@@ -249,7 +251,7 @@ def check_rerun(run: dict) -> None:
     if train:
         raise InvalidInput(
             f"run {run['id']}'s {train['part']} data never came back from {run['backend']}: file {train['file_id']}"
-            f" ({train.get('filename') or 'name unknown'}, {train.get('bytes') or '?'} bytes)",
+            f" ({readable(train.get('filename')) or 'name unknown'}, {train.get('bytes') or '?'} bytes)",
             f"Find that file and run `ftm import {run['backend']} --data PATH` to attach it.")
     if run.get("method") not in RERUNNABLE:
         raise InvalidInput(f"run {run['id']} was trained with method {run['method']} on {run['backend']}, "

@@ -171,7 +171,7 @@ CREATE TABLE "runs" (
    "started_at" TEXT,
    "finished_at" TEXT,
    "updated_at" TEXT
-, "start_claim" TEXT);
+, "start_claim" TEXT, "method" TEXT, "metadata" TEXT, "imported_at" TEXT, "imported_from" TEXT, "missing_data" TEXT);
 CREATE TABLE "uploads" (
    "id" INTEGER PRIMARY KEY,
    "dataset_id" TEXT REFERENCES "datasets"("id"),
@@ -205,6 +205,7 @@ CREATE INDEX "idx_runs_created_at"
     ON "runs" ("created_at");
 CREATE INDEX "idx_runs_dataset_id"
     ON "runs" ("dataset_id");
+CREATE UNIQUE INDEX idx_runs_imported ON runs (backend, imported_from, provider_job_id) WHERE imported_at IS NOT NULL;
 CREATE INDEX "idx_runs_provider_job_id"
     ON "runs" ("provider_job_id");
 CREATE INDEX "idx_runs_status"
