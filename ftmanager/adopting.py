@@ -11,7 +11,7 @@ stands for it yet, so a second import, a killed one run again, or two at once ad
 from __future__ import annotations
 
 import hashlib
-import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from .facts import TERMINAL, iso
 from .ledger import ledger, now
 from .tempfiles import owned, shown
 
-RERUNNABLE = (None, "supervised")  # methods `ftm rerun` can send elsewhere today
+RERUNNABLE = (None, "supervised", "sft")  # methods `ftm rerun` can send elsewhere today (sft: Together's word)
+RUN_ID_TAIL = re.compile(r"(?:^|-)(run-[0-9a-f]{8})$")  # ftm's run id, as it ends a job's suffix
 TMP_PREFIX = ".ftm-import-"
 
 
@@ -75,9 +76,9 @@ def _listed(impl, job: str | None, page: int):
 
 def _ftm_ids(listed) -> list[str]:
     """The run ids a job says ftm started it as: its ftm_run_id metadata, or a run-id suffix."""
-    suffix = listed.request.suffix or ""
-    ids = [(listed.request.metadata or {}).get("ftm_run_id")]
-    return [i for i in ids + [suffix if suffix.startswith("run-") else None] if isinstance(i, str) and i]
+    tail = RUN_ID_TAIL.search(listed.request.suffix or "")
+    ids = [(listed.request.metadata or {}).get("ftm_run_id"), tail.group(1) if tail else None]
+    return [i for i in ids if isinstance(i, str) and i]
 
 
 def _one(impl, listed, local: "LocalCopies", summary: Summary, dry_run: bool) -> None:
@@ -120,7 +121,7 @@ def _row(impl, job, run_id: str, train: dict | None, valid: dict | None, gaps: l
     row = {"id": run_id, "backend": impl.name, "base_model": r.base_model, "method": r.method,
            "dataset_id": train["id"] if train else None, "validation_dataset_id": valid["id"] if valid else None,
            "hyperparameters": r.hyperparameters or {}, "resolved_hyperparameters": p.hyperparameters,
-           "options": {}, "suffix": r.suffix, "seed": r.seed, "metadata": r.metadata or {},
+           "options": r.options or {}, "suffix": r.suffix, "seed": r.seed, "metadata": r.metadata or {},
            "status": p.status, "provider_job_id": job.job_id, "result_model": p.result_model,
            "result_path": p.result_path, "trained_tokens": p.trained_tokens, "total_steps": p.total_steps,
            "actual_cost": p.actual_cost, "cursor": p.cursor, "created_at": created,

@@ -108,6 +108,7 @@ class JobRequest:
     metadata: dict = field(default_factory=dict)  # {"ftm_run_id": ...} on jobs ftm started
     training_file: str | None = None  # the provider's file ids
     validation_file: str | None = None
+    options: dict = field(default_factory=dict)  # the backend's own options (-p), as the job used them
 
 
 @dataclass

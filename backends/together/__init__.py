@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ftmanager.backend import Option, Progress, RunSpec, Rules, Uploads
 from ftmanager.errors import FtmError, InvalidInput, NotFound, Refused, Unsupported
 from ftmanager.facts import SUCCEEDED, auto_epochs, is_terminal
-from ftmanager.hosted import HostedBackend, usd
+from ftmanager.hosted import HostedBackend, ProviderJob, RemoteFile, usd
 
-from . import progress
+from . import listing, progress
 
 KEY_ENV, URL_ENV, PROJECT_ENV = "TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETHER_PROJECT_ID"
 DEFAULT_BASE_URL = "https://api.together.ai"
@@ -215,6 +216,37 @@ class TogetherBackend(HostedBackend):
     def _cost(self, job: dict, tokens: int | None) -> float | None:
         full = (job.get("training_type") or {}).get("type") == "Full"
         return usd(tokens, self.price(job.get("model") or "", {"method": "full" if full else "lora"}))
+
+    # --- the account's existing jobs ---------------------------------------------------------
+
+    def jobs(self, page: int = 100):
+        """Every fine-tuning job of the account, newest first (Together lists them in one answer)."""
+        with self._answered():
+            listed = self.client.fine_tuning.list().to_dict().get("data") or []
+        for job in sorted(listed, key=lambda j: progress.when(j.get("created_at")) or 0, reverse=True):
+            yield listing.provider_job(job, BASE_LEARNING_RATE)
+
+    def caught_up(self, job: ProviderJob) -> ProviderJob:
+        """job with everything it reported from its start: a first poll from an empty cursor."""
+        return replace(job, progress=self.poll(job.job_id, {}))
+
+    def provider_job(self, job_id: str) -> ProviderJob:
+        with self._answered():
+            job = self.client.fine_tuning.retrieve(job_id).to_dict()
+        return self.caught_up(listing.provider_job(job, BASE_LEARNING_RATE))
+
+    def remote_file(self, file_id: str) -> RemoteFile | None:
+        f = self._found(lambda: self.client.files.retrieve(file_id), answered=True)
+        return RemoteFile(f.id, f.filename, f.bytes, f.purpose) if f is not None else None
+
+    def fetch_file(self, file_id: str, dest) -> bool:
+        """Stream the file to dest; False where Together no longer has it or refuses it."""
+        try:
+            with self._answered(), self.client.files.with_streaming_response.content(file_id) as answer:
+                listing.stream_to(answer, dest)
+        except (NotFound, Refused):
+            return False
+        return Path(dest).stat().st_size > 0  # a deleted file's content comes back empty
 
     # --- the rest of the contract ------------------------------------------------------------
 

@@ -1,0 +1,62 @@
+"""`ftm import` of Together and Fireworks accounts: jobs made with each provider's plain SDK
+against its stand-in come in as runs, with their data; jobs ftm submitted are recognised."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import together
+from sdk_backends import aimed, served
+
+from ftmanager import adopting, jobs
+from ftmanager.ledger import ledger
+from ftmanager.standin.together import standin as together_standin
+
+TG_KEY = "tg-import-" + "s3cr3t" * 4
+TG_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+FAST = {"pending": 0.1, "queued": 0.1, "step": 0.05, "compressing": 0.05, "uploading": 0.05}
+
+tg_server = served(together_standin, speed=40)
+
+
+def chat(n: int) -> str:
+    return "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                            {"role": "assistant", "content": f"a{i}"}]}) + "\n" for i in range(n))
+
+
+@pytest.fixture
+def tg(tg_server, monkeypatch, ftm_home):
+    tg_server.state.jobs.clear()
+    tg_server.service.phases.update(FAST)
+    return aimed(tg_server, monkeypatch, {"TOGETHER_BASE_URL": tg_server.base_url, "TOGETHER_API_KEY": TG_KEY,
+                                          "FTM_POLL_SCALE": "0.02"}, unset=("TOGETHER_PROJECT_ID",))
+
+
+def ended(client, job_id: str, timeout: float = 60):
+    deadline = time.time() + timeout
+    while (job := client.fine_tuning.retrieve(job_id)).status not in ("completed", "error", "cancelled", "user_error"):
+        assert time.time() < deadline, job.status
+        time.sleep(0.1)
+    return job
+
+
+def test_a_together_account_made_by_hand_comes_in(tg, tmp_path, chat_file):
+    client = together.Together(api_key=TG_KEY, base_url=tg.base_url)
+    path = tmp_path / "mine.jsonl"
+    path.write_text(chat(12))
+    file_id = client.files.upload(file=path, purpose="fine-tune", check=False).id
+    job = client.fine_tuning.create(model=TG_MODEL, training_file=file_id, n_epochs=2, suffix="mine", lora=True)
+    done = ended(client, job.id)
+    ours = jobs.submit(str(chat_file), "together", TG_MODEL, hyperparameters={"n_epochs": 1}, suffix="app")
+    summary = adopting.import_history("together")
+    assert [a["job_id"] for a in summary.adopted] == [job.id] and summary.already == [ours["provider_job_id"]]
+    assert summary.downloaded == [file_id]
+    run = jobs.show(job.id)
+    assert (run["status"], run["method"], run["base_model"]) == ("succeeded", "sft", TG_MODEL)
+    assert run["hyperparameters"]["n_epochs"] == 2 and run["options"]["method"] == "lora"
+    assert run["result_model"] == done.model_output_name and run["metrics"] and run["events"]
+    assert [json.loads(line) for line in open(ledger().dataset(run["dataset_id"])["path"])] == \
+        [json.loads(line) for line in chat(12).splitlines()]
+    assert adopting.import_history("together").adopted == []
