@@ -60,3 +60,36 @@ def test_a_together_account_made_by_hand_comes_in(tg, tmp_path, chat_file):
     assert [json.loads(line) for line in open(ledger().dataset(run["dataset_id"])["path"])] == \
         [json.loads(line) for line in chat(12).splitlines()]
     assert adopting.import_history("together").adopted == []
+
+
+FW_KEY, FW_ACCOUNT = "fw-import-" + "k3y" * 8, "acme"
+FW_MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"
+fw_server = served(__import__("ftmanager.standin.fireworks", fromlist=["standin"]).standin, speed=40)
+
+
+@pytest.fixture
+def fw(fw_server, monkeypatch, ftm_home):
+    return aimed(fw_server, monkeypatch, {"FIREWORKS_BASE_URL": fw_server.url, "FIREWORKS_API_KEY": FW_KEY,
+                                          "FIREWORKS_ACCOUNT_ID": FW_ACCOUNT}, unset=("FTM_POLL_SCALE",))
+
+
+def test_a_fireworks_account_made_by_hand_comes_in_across_pages(fw, tmp_path):
+    import fireworks
+
+    client = fireworks.Fireworks(api_key=FW_KEY, base_url=fw.url, account_id=FW_ACCOUNT)
+    client.datasets.create(dataset_id="mine", dataset={"example_count": "12", "user_uploaded": {}, "display_name": "mine"})
+    client.datasets.upload("mine", file=("mine.jsonl", chat(12).encode(), "application/jsonl"))
+    while client.datasets.get("mine").state != "READY":
+        time.sleep(0.05)
+    made = [client.supervised_fine_tuning_jobs.create(
+        supervised_fine_tuning_job_id=f"job-{i}", dataset=f"accounts/{FW_ACCOUNT}/datasets/mine", base_model=FW_MODEL,
+        epochs=1, output_model=f"accounts/{FW_ACCOUNT}/models/m{i}") for i in range(3)]
+    fw.requests.clear()
+    summary = adopting.import_history("fireworks", page=2)
+    assert fw.requests[("GET", f"/accounts/{FW_ACCOUNT}/supervisedFineTuningJobs")] == 2  # pages of two
+    assert sorted(a["job_id"] for a in summary.adopted) == ["job-0", "job-1", "job-2"] and len(made) == 3
+    assert summary.downloaded == [f"accounts/{FW_ACCOUNT}/datasets/mine"] * 3
+    run = jobs.show("job-1")
+    assert (run["backend"], run["base_model"], run["method"]) == ("fireworks", FW_MODEL, "supervised")
+    assert ledger().dataset(run["dataset_id"])["n_examples"] == 12 and run["events"]
+    assert adopting.import_history("fireworks").adopted == []

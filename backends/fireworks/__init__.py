@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from ftmanager.backend import Option, Progress, RunSpec, Uploads
 from ftmanager.errors import InvalidInput, Refused, Unsupported
-from ftmanager.hosted import HostedBackend, env_number
+from ftmanager.hosted import HostedBackend, ProviderJob, RemoteFile, env_number
 
 from .datasets import DATA_RULES
 from .progress import BASE_LEARNING_RATE
@@ -162,6 +163,37 @@ class FireworksBackend(HostedBackend):
     def cancel(self, job_id: str) -> None:
         with self._answered():
             self.client.supervised_fine_tuning_jobs.cancel(job_id, body={})
+
+    # --- the account's existing jobs ---------------------------------------------------------
+
+    def jobs(self, page: int = 100):
+        """Every supervised fine-tuning job of the account (every page token), newest first."""
+        from .listing import provider_job
+
+        with self._answered():  # iterating the SDK's page follows nextPageToken
+            listed = [provider_job(j) for j in self.client.supervised_fine_tuning_jobs.list(page_size=min(page, 200))]
+        yield from sorted(listed, key=lambda j: j.created_at or 0, reverse=True)
+
+    def caught_up(self, job: ProviderJob) -> ProviderJob:
+        return replace(job, progress=self.poll(job.job_id, {}))
+
+    def provider_job(self, job_id: str) -> ProviderJob:
+        from .listing import provider_job
+
+        with self._answered():
+            return self.caught_up(provider_job(self.client.supervised_fine_tuning_jobs.get(job_id)))
+
+    def remote_file(self, file_id: str) -> RemoteFile | None:
+        """A dataset (Fireworks keeps no filename or size of what was uploaded: its display name)."""
+        found = self._found(lambda: self.client.datasets.get(file_id.rsplit("/", 1)[-1]), answered=True)
+        return RemoteFile(file_id, found.display_name, None) if found is not None else None
+
+    def fetch_file(self, file_id: str, dest) -> bool:
+        """The dataset's file, through its signed download URL."""
+        from .listing import fetch
+
+        got = self._found(lambda: self.client.datasets.get_download_endpoint(file_id.rsplit("/", 1)[-1]), answered=True)
+        return bool(got and got.filename_to_signed_urls) and fetch(got.filename_to_signed_urls, Path(dest))
 
     # --- the weights -------------------------------------------------------------------------
 

@@ -347,6 +347,16 @@ def download_endpoint(srv, req):
     return {"filenameToSignedUrls": urls}
 
 
+def dataset_download_endpoint(srv, req):
+    """A signed URL for the file of an uploaded dataset (the SDK's datasets.get_download_endpoint)."""
+    found = srv.service.dataset(*req.params)
+    if found.path is None:
+        raise failed(400, f"Dataset {found.name} has no uploaded file")
+    token = secrets.token_urlsafe(16)
+    srv.service.signed[token] = found.path
+    return {"filenameToSignedUrls": {f"{found.id}.jsonl": f"{srv.url}/v1/signed/{token}/{found.id}.jsonl"}}
+
+
 def signed_file(srv, req):
     path = srv.service.signed.get(req.params[0])
     if path is None or not path.is_file():
@@ -360,6 +370,7 @@ ROUTES = route_table([
     ("GET", "/accounts/{a}/datasets/{id}", get_dataset, True),
     ("DELETE", "/accounts/{a}/datasets/{id}", delete_dataset, True),
     ("POST", "/accounts/{a}/datasets/{id}:upload", upload_dataset, False),
+    ("GET", "/accounts/{a}/datasets/{id}:getDownloadEndpoint", dataset_download_endpoint, True),
     ("POST", "/accounts/{a}/supervisedFineTuningJobs", create_job, True),
     ("GET", "/accounts/{a}/supervisedFineTuningJobs", list_jobs, True),
     ("GET", "/accounts/{a}/supervisedFineTuningJobs/{id}", get_job, True),
