@@ -140,20 +140,29 @@ def _dataset(impl, file_id: str | None, part: str, local: "LocalCopies", summary
     """(the ftm dataset of a provider's file, None) or (None, what is missing) for file_id."""
     if not file_id:
         return None, None
+    known = ledger().uploaded_as(impl.name, impl.account, file_id)
+    if known:  # stored already (an earlier job of this import, or a run ftm started there)
+        return known, None
     remote = impl.remote_file(file_id)
     name = readable(remote.filename) if remote and remote.filename else None
     row = _downloaded(impl, file_id, name)
     if row:
         summary.downloaded.append(file_id)
-        return row, None
+        return _uploaded(impl, row, file_id), None
     found = local.find(file_id, remote.filename, remote.bytes) if remote else None
     if found:
         row = matched(found, file_id, name, remote.bytes, f"{impl.name}:{file_id} (matched {shown(found)})")
         summary.matched.append({"file_id": file_id, "path": shown(found)})
-        return row, None
+        return _uploaded(impl, row, file_id), None
     # the name as the provider has it (not UTF-8 perhaps): a later --data matches on it
     return None, {"part": part, "file_id": file_id, "filename": remote.filename if remote else None,
                   "bytes": remote.bytes if remote else None}
+
+
+def _uploaded(impl, row: dict, file_id: str) -> dict:
+    """row, recorded as uploaded to this account as file_id: later jobs and re-runs there reuse it."""
+    ledger().put_upload(row["id"], impl.name, impl.account, file_id, row["bytes"])
+    return row
 
 
 def _downloaded(impl, file_id: str, name: str | None) -> dict | None:

@@ -194,6 +194,11 @@ class Ledger:
                 [dataset_id, backend, account],
             )
 
+    def uploaded_as(self, backend: str, account: str, file_id: str) -> dict | None:
+        """The dataset whose upload to this account has the provider's file id file_id."""
+        return self._one("SELECT d.* FROM uploads u JOIN datasets d ON d.id = u.dataset_id"
+                         " WHERE u.backend = ? AND u.account = ? AND u.file_id = ?", [backend, account, file_id])
+
     def uploads_of(self, dataset_id: str) -> list[dict]:
         return self._all("SELECT * FROM uploads WHERE dataset_id = ? ORDER BY id", [dataset_id])
 

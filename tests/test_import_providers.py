@@ -88,7 +88,7 @@ def test_a_fireworks_account_made_by_hand_comes_in_across_pages(fw, tmp_path):
     summary = adopting.import_history("fireworks", page=2)
     assert fw.requests[("GET", f"/accounts/{FW_ACCOUNT}/supervisedFineTuningJobs")] == 2  # pages of two
     assert sorted(a["job_id"] for a in summary.adopted) == ["job-0", "job-1", "job-2"] and len(made) == 3
-    assert summary.downloaded == [f"accounts/{FW_ACCOUNT}/datasets/mine"] * 3
+    assert summary.downloaded == [f"accounts/{FW_ACCOUNT}/datasets/mine"]  # once for the three jobs
     run = jobs.show("job-1")
     assert (run["backend"], run["base_model"], run["method"]) == ("fireworks", FW_MODEL, "supervised")
     assert ledger().dataset(run["dataset_id"])["n_examples"] == 12 and run["events"]

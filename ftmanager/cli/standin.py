@@ -24,6 +24,8 @@ def standin(
     provider: str = typer.Option("openai", "--provider", help="Whose API to stand in for: openai, azure, fireworks or together."),
     adapter: Path = typer.Option(None, "--adapter", help="fireworks, together: the adapter folder a completed job's model downloads as."),
     merged: Path = typer.Option(None, "--merged", help="together: the whole-model folder a job's merged weights download as."),
+    history: Path = typer.Option(None, "--history", help="openai: seed jobs made without ftm from this JSON file "
+                                 "(files, ended jobs with their events; see ftmanager/standin/history.py)."),
 ):
     """Serve a stand-in fine-tuning API: real HTTP, the provider's shapes, jobs on a clock.
 
@@ -55,7 +57,27 @@ def standin(
     except (TypeError, ValueError) as err:
         server.close()
         raise InvalidInput(f"bad --fault {text!r}: {err}", "See `ftm standin --help`.") from None
+    if history is not None:
+        _seed(server, history, provider)
     _serve(server, speed, provider)
+
+
+def _seed(server, history: Path, provider: str) -> None:
+    """History made without ftm, in the stand-in before it answers anyone."""
+    from ..standin.history import load, seed
+
+    if provider != "openai":
+        server.close()
+        raise InvalidInput(f"--history is for --provider openai, not {provider}", "Make history on other stand-ins with their SDKs.")
+    try:
+        made = seed(server, load(history))
+    except InvalidInput:
+        server.close()
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        server.close()
+        raise InvalidInput(f"bad --history {history}: {err!r}", "See ftmanager/standin/history.py.") from None
+    print(f"Seeded {len(made)} job(s) from {history}.", file=sys.stderr)
 
 
 # how a client of each provider is pointed at the stand-in: (name, environment)

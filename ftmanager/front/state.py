@@ -121,6 +121,7 @@ class Job:
     result_files: list = field(default_factory=list)
     events: list = field(default_factory=list)  # oldest first
     checkpoints: list = field(default_factory=list)  # oldest first, the last 3 kept
+    method: str = "supervised"  # the method type the job reports (history seeded into a stand-in may hold dpo)
 
     def emit(self, message: str, at: float, *, level="info", type="message", data=None) -> None:
         """Append an event that happened at time `at`."""
@@ -154,7 +155,7 @@ class Job:
             "created_at": int(self.created_at), "status": self.status, "error": self.error,
             "finished_at": _int(self.finished_at), "estimated_finish": _int(self.estimated_finish),
             "fine_tuned_model": self.fine_tuned_model, "hyperparameters": hp,
-            "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+            "method": {"type": self.method, self.method: {"hyperparameters": hp}},
             "organization_id": self.organization_id, "result_files": list(self.result_files),
             "trained_tokens": self.trained_tokens, "training_file": self.training_file,
             "validation_file": self.validation_file, "seed": self.seed,
