@@ -19,7 +19,7 @@ from . import paths, registry
 from .errors import FtmError, InvalidInput, NotFound
 from .facts import TERMINAL, iso
 from .ledger import ledger, now
-from .tempfiles import owned, shown
+from .tempfiles import clear_stale, owned, shown
 
 RERUNNABLE = (None, "supervised", "sft")  # methods `ftm rerun` can send elsewhere today (sft: Together's word)
 RUN_ID_TAIL = re.compile(r"(?:^|-)(run-[0-9a-f]{8})$")  # ftm's run id, as it ends a job's suffix
@@ -52,6 +52,7 @@ def import_history(backend: str, data=(), job: str | None = None, since: float |
     impl = registry.get(backend)
     if not dry_run:
         ledger().writable()
+        clear_stale(paths.datasets_dir(), TMP_PREFIX)  # downloads a killed import left half-written
     local = LocalCopies(data)
     summary = Summary(backend, impl.account)
     for listed in _listed(impl, job, page):

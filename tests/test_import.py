@@ -178,3 +178,16 @@ def test_the_cli_shows_imported_runs(account, env):
     assert listed.out.count("imported") == 2
     shown = ftm("show", account["done"])
     assert "imported_from: " in shown.out and "method: supervised" in shown.out
+
+
+def test_a_job_still_running_is_followed_on_after_import(env, tmp_path, monkeypatch):
+    client = openai.OpenAI(api_key=KEY, base_url=env.url)
+    train = upload(client, write(tmp_path / "train.jsonl", rows(12)))
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=train,
+                                         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4}}})
+    [adopted] = adopting.import_history("openai").adopted
+    assert adopted["status"] not in ("succeeded", "failed", "cancelled")
+    monkeypatch.setenv("FTM_POLL_SCALE", "0.02")
+    done = jobs.watch(adopted["run_id"])  # from the cursor the import left: nothing read twice
+    assert done["status"] == "succeeded" and done["result_model"] == env.state.jobs[job.id].fine_tuned_model
+    assert [e["provider_event_id"] for e in ledger().events(done["id"])] == [e["id"] for e in env.state.jobs[job.id].events]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import openai
 import pytest
@@ -152,3 +153,40 @@ def test_a_backend_that_cannot_list_and_bad_flags(env, tmp_path):
     one_line(ftm("import", "openai", "--data", tmp_path / "nowhere"),
              f"--data {tmp_path / 'nowhere'}: no such file or folder. Give files or folders that exist.")
     assert not (tmp_path / "ftm-home" / "ftm.db").exists() or ledger().runs() == []
+
+
+def test_a_killed_import_then_a_second_completes_without_duplicates(env, client, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from ftmanager.standin.history import seed
+
+    made = seed(env, {"files": [{"name": "t", "filename": "t.jsonl", "text": chat(12)}],
+                      "jobs": [{"training_file": "t", "events": 150, "repeat": 12}]})
+    from ftmanager.front.openai import routes
+
+    def slow_events(srv, req):  # a provider far away: each page of events takes a while
+        time.sleep(0.1)
+        return routes.list_events(srv, req)
+
+    original = env.routes
+    env.routes = [(m, p, slow_events if fn is routes.list_events else fn, lock) for m, p, fn, lock in original]
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "ftmanager", "import", "openai"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while len(ledger().runs()) < 3:
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        env.routes = original
+    partial = len(ledger().runs())
+    assert 3 <= partial < 12  # killed part-way
+    again = adopting.import_history("openai")
+    assert len(again.already) == partial and len(again.adopted) == 12 - partial
+    for job_id in made:  # each job once, each with every event
+        run = jobs.show(job_id)
+        assert len(run["events"]) == 150 and len([r for r in ledger().runs() if r["provider_job_id"] == job_id]) == 1
