@@ -93,3 +93,25 @@ def test_a_fireworks_account_made_by_hand_comes_in_across_pages(fw, tmp_path):
     assert (run["backend"], run["base_model"], run["method"]) == ("fireworks", FW_MODEL, "supervised")
     assert ledger().dataset(run["dataset_id"])["n_examples"] == 12 and run["events"]
     assert adopting.import_history("fireworks").adopted == []
+
+
+AZ_KEY = "az-import-" + "k3y" * 8
+az_server = served(__import__("ftmanager.standin", fromlist=["standin"]).standin, speed=60, provider="azure",
+                   api_key=AZ_KEY)
+
+
+def test_an_azure_account_comes_in_through_the_azure_client(az_server, monkeypatch, ftm_home, tmp_path):
+    import openai
+
+    az = aimed(az_server, monkeypatch, {"AZURE_OPENAI_ENDPOINT": az_server.url, "AZURE_OPENAI_API_KEY": AZ_KEY},
+               unset=("OPENAI_API_VERSION", "OPENAI_API_KEY", "OPENAI_BASE_URL", "FTM_POLL_SCALE"))
+    client = openai.AzureOpenAI(api_key=AZ_KEY, azure_endpoint=az.url, api_version="2025-04-01-preview")
+    path = tmp_path / "train.jsonl"
+    path.write_text(chat(12))
+    with open(path, "rb") as fh:
+        file_id = client.files.create(file=fh, purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id, suffix="az")
+    summary = adopting.import_history("azure")
+    assert [a["job_id"] for a in summary.adopted] == [job.id] and summary.downloaded == [file_id]
+    run = jobs.show(job.id)
+    assert run["backend"] == "azure" and run["imported_from"].startswith(az.url)
