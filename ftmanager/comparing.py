@@ -34,10 +34,10 @@ def compare(refs: list[str]) -> dict:
     runs = [store.run(ref) for ref in refs]
     columns = []
     for run in runs:
-        ds = store.dataset(run["dataset_id"])
+        ds = store.dataset(run["dataset_id"]) if run["dataset_id"] else None  # an import's data may be missing
         column = {
             "id": run["id"], "backend": run["backend"], "method": method(run), "base_model": run["base_model"],
-            "dataset": f"{ds['name']} ({ds['id'][:12]})", "status": run["status"],
+            "dataset": f"{ds['name']} ({ds['id'][:12]})" if ds else "missing", "status": run["status"],
             "parent_run_id": run["parent_run_id"], "duration_s": _seconds(run),
             "trained_tokens": run["trained_tokens"], "estimated_cost": run["estimated_cost"],
             "actual_cost": run["actual_cost"], "result_model": run["result_model"],

@@ -133,6 +133,9 @@ def test_data_the_provider_refuses_is_matched_later_with_data(account, env, tmp_
     assert {m["file_id"] for m in summary.missing} == {account["train"], account["valid"]}
     run = jobs.show(account["done"])
     assert run["dataset_id"] is None
+    from ftmanager.comparing import compare
+
+    assert compare([run["id"], account["stopped"]])["runs"][0]["dataset"] == "missing"
     with pytest.raises(InvalidInput) as refused:
         jobs.rerun(run["id"], "openai")
     assert refused.value.line() == (
