@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .backend import Backend, Progress, RunSpec, Uploads, upload_once
-from .errors import BackendError, FtmError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
+from .errors import BackendError, FtmError, InvalidInput, NotFound, Refused, without_userinfo
 from .facts import CREATED, PAUSED, QUEUED, RUNNING, VALIDATING, is_terminal
 
 _clients: dict = {}  # one SDK client per class and setting, per process
