@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from .errors import BackendError, InvalidInput
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # the most one read can add: the free disk is checked against it
 TRIES = 4  # a dropped connection or a stall is retried (resumed) this many times in all
 STALL_S = 60.0  # no byte for this long is a stall; FTM_DOWNLOAD_STALL overrides
 FREE_RESERVE = 64 << 20  # never fill the disk to the last byte: the ledger still writes
@@ -139,7 +139,7 @@ def _attempt(http, url: str, part: Path, name: str, provider: str, headers: dict
         total = (have if resumed else 0) + int(answer.headers.get("content-length") or 0)
         _check_room(total, part.parent, name, provider)
         with open(part, "ab" if resumed else "wb") as out:
-            for chunk in answer.iter_bytes(CHUNK):
+            for chunk in answer.iter_bytes():  # as it arrives: a drop keeps what came, to resume from
                 out.write(chunk)
                 _check_room(out.tell(), part.parent, name, provider, written=True)
             got = out.tell()

@@ -19,8 +19,12 @@ def download(backend, job_id: str, result_model: str | None, out_dir: Path, merg
     if not result_model:
         raise InvalidInput(f"Fireworks job {job_id} has made no model yet", "Wait for it: `ftm watch RUN`.")
     account, model_id = _parts(result_model)
-    with backend._answered():
-        answer = backend.client.models.get_download_endpoint(model_id, account_id=account)
+    try:
+        with backend._answered():
+            answer = backend.client.models.get_download_endpoint(model_id, account_id=account)
+    except ValueError:  # the SDK's JSON decoding of a web page or other non-JSON answer
+        raise BackendError(f"Fireworks answered the download endpoint of {result_model} with no JSON",
+                           "Check FIREWORKS_BASE_URL, then run `ftm pull` again.") from None
     urls = getattr(answer, "filename_to_signed_urls", None)
     if not isinstance(urls, dict) or not urls:
         raise BackendError(f"Fireworks gives no files for {result_model}", "Try again later: `ftm pull` resumes.")
