@@ -135,6 +135,8 @@ def runs(
     """List runs, newest first."""
     from .. import jobs
 
+    if limit < 0:  # SQLite reads a negative LIMIT as none at all: say so rather than list everything
+        raise InvalidInput(f"--limit must be 1 or more (0 for all runs), not {limit}", "Try --limit 20.")
     rows = jobs.runs(backend=backend, status=status, dataset_ref=dataset, limit=limit or None)
     _out(rows, as_json, lambda rows: table([{**r, "dataset": r["dataset_id"][:12]} for r in rows], RUN_COLUMNS))
 
