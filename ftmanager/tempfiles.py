@@ -64,9 +64,9 @@ def noted(tmp: Path) -> Iterator[Path]:
 
 def sweep_noted() -> None:
     """Remove the temp files that killed ftm processes noted (noted) and left behind."""
-    from .paths import home
+    from .paths import home_path
 
-    for note in (home() / NOTES).glob("*-*"):
+    for note in (home_path() / NOTES).glob("*-*"):
         owner = note.name.split("-", 1)[0]
         if not owner.isdigit() or alive(int(owner)):
             continue

@@ -29,16 +29,17 @@ catalog.export_dataset_to(sys.argv[1], "openai", sys.argv[2])
 """
 
 
-@pytest.mark.parametrize("limit", ["-1", "-100"])
-def test_runs_refuses_a_limit_below_zero(ftm_home, limit):
+@pytest.mark.parametrize("limit", ["0", "-1", "-100"])
+def test_runs_refuses_a_limit_below_one(ftm_home, limit):
     one_line_error(ftm("runs", "--limit", limit), "--limit must be 1 or more")
 
 
-def test_runs_limit_keeps_zero_for_all_and_takes_the_newest_n(ftm_home, chat_file):
+def test_runs_limit_takes_the_newest_n_and_all_takes_every_run(ftm_home, chat_file):
     for _ in range(3):
         assert ftm("submit", chat_file, "-b", "fake", "--json").code == 0
     assert len(ftm("runs", "--limit", "2", "--json").json()) == 2
-    assert len(ftm("runs", "--limit", "0", "--json").json()) == 3
+    assert len(ftm("runs", "--all", "--json").json()) == 3
+    assert len(ftm("runs", "--all", "--limit", "1", "--json").json()) == 3
 
 
 @pytest.mark.parametrize("speed", ["nan", "inf", "-inf", "NaN"])
