@@ -40,6 +40,7 @@ def ui(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)  # before the address is printed: whoever reads it can connect at once
     except OSError as err:
         raise InvalidInput(f"cannot listen on {host}:{port} ({err.strerror})",
                            "Pick another with --port, or --port 0 for a free one.") from None

@@ -86,7 +86,9 @@ def _evaluation(book, evaluation: dict) -> dict:
 
 
 def actions(run: dict) -> list[str]:
-    """The buttons a run's page offers: what its state and its backend allow."""
+    """The buttons a run's page offers: what its state, its backend and the ledger allow."""
+    if ledger().file.read_only:
+        return []
     try:
         cls = registry.load(run["backend"])
     except Exception:  # noqa: BLE001  (a broken plugin leaves the page readable, with no buttons)

@@ -77,7 +77,7 @@ def _page(request: Request) -> Response:
 
 
 async def _no_such_api(request: Request) -> Response:
-    return _error(404, "not_found", f"no such API path {request.url.path}. See the dashboard's own pages")
+    return _error(404, "not_found", "no such API path. The dashboard's own pages use the others.")
 
 
 def _get(fn):
@@ -95,14 +95,14 @@ def _post(fn):
 
     async def endpoint(request: Request) -> Response:
         if "application/json" not in request.headers.get("content-type", ""):
-            return _error(415, "invalid_request_error", "send the body as application/json. The dashboard does")
+            return _error(415, "invalid_request_error", "send the body as application/json, as the dashboard does.")
         raw = await request.body()
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
             body = None
         if len(raw) > MAX_BODY or not isinstance(body, dict):
-            return _error(400, "invalid_request_error", "the body must be one JSON object under 1 MB. Send {...}")
+            return _error(400, "invalid_request_error", "the body must be one JSON object under 1 MB, as the dashboard sends.")
         return await _answered(run_in_threadpool, fn, body, **request.path_params)
     return endpoint
 
@@ -118,7 +118,7 @@ async def _answered(runner, fn, arg, **params) -> Response:
         return _error(400, "invalid_request_error", err.line())
     except Exception as err:  # noqa: BLE001  (the page gets one line; the console keeps the traceback)
         traceback.print_exc(file=sys.stderr)
-        return _error(500, "server_error", f"the dashboard failed: {type(err).__name__}. See the console of `ftm ui`")
+        return _error(500, "server_error", f"the dashboard failed ({type(err).__name__}). See the console of `ftm ui` for the details.")
 
 
 def _json(obj, status: int = 200) -> Response:

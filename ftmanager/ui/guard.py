@@ -26,7 +26,9 @@ HEADERS = [
      b"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` with the
+    # login form's POST, and the cross-site door would refuse the dashboard's own form.
+    (b"referrer-policy", b"same-origin"),
 ]
 
 
