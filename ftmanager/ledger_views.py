@@ -89,15 +89,20 @@ class Views:
 
     def metric_columns(self, run_id: str) -> dict[str, tuple[list, list]]:
         """Every (step, value) of each metric of a run, as two lists per metric that has any."""
-        names = ", ".join(METRIC_NAMES)
+        counts = ", ".join(f"count({name})" for name in METRIC_NAMES)
         with self.book.file.errors():
-            rows = self.book.conn.execute(
-                f"SELECT step, {names} FROM metrics WHERE run_id = ? ORDER BY step", [run_id]).fetchall()
+            cursor = self.book.conn.cursor()
+            cursor.row_factory = None  # plain tuples: a Row per point costs more than the query
+            present = cursor.execute(f"SELECT {counts} FROM metrics WHERE run_id = ?", [run_id]).fetchone()
+            names = [name for name, n in zip(METRIC_NAMES, present) if n]
+            if not names:
+                return {}
+            rows = cursor.execute(f"SELECT step, {', '.join(names)} FROM metrics WHERE run_id = ? ORDER BY step",
+                                  [run_id]).fetchall()
         out = {}
-        for i, name in enumerate(METRIC_NAMES, start=1):
+        for i, name in enumerate(names, start=1):
             pairs = [(r[0], r[i]) for r in rows if r[i] is not None]
-            if pairs:
-                out[name] = ([p[0] for p in pairs], [p[1] for p in pairs])
+            out[name] = ([p[0] for p in pairs], [p[1] for p in pairs])
         return out
 
     def run_row(self, ref: str) -> dict:
