@@ -210,16 +210,19 @@ def _is_message(m) -> bool:
 
 def keep_synced(every: float, stop) -> None:
     """Poll every unfinished run's backend each `every` seconds until stop is set, as `ftm sync`
-    does: the ledger the pages read keeps moving while nobody runs `ftm watch`."""
+    does: the ledger the pages read keeps moving while nobody runs `ftm watch`. Each trouble is
+    said once on the console, not every round."""
     import sys
 
+    said = set()
     while not stop.wait(every):
         try:
-            book = ledger()
-            if book.file.read_only or not views().counts()["unfinished"]:
+            if ledger().file.read_only or not views().counts()["unfinished"]:
                 continue
-            for result in jobs.sync():
-                if result["error"]:
-                    print(f"ftm ui: {result['run']['id']}: {result['error']}", file=sys.stderr)
+            lines = [f"{r['run']['id']}: {r['error']}" for r in jobs.sync() if r["error"]]
         except FtmError as err:
-            print(f"ftm ui: {err.line()}", file=sys.stderr)
+            lines = [err.line()]
+        for line in lines:
+            if line not in said:
+                said.add(line)
+                print(f"ftm ui: {line}", file=sys.stderr)
