@@ -70,3 +70,20 @@ def test_a_port_in_use_is_one_line(ftm_home):
         taken.listen()
         res = ftm("ui", "--port", taken.getsockname()[1], "--no-browser")
     assert res.code == 1 and res.err.startswith("Error: cannot listen on 127.0.0.1:") and len(res.err.splitlines()) == 1
+
+
+def test_another_server_mounts_the_dashboard_at_its_root_beside_its_own_routes(ftm_home):
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+    from starlette.testclient import TestClient
+
+    from ftmanager.ui import make_app
+
+    outer = Starlette(routes=[Route("/v1/models", lambda request: PlainTextResponse("api")),
+                              Mount("/", app=make_app())])
+    client = TestClient(outer, base_url="http://127.0.0.1")
+    assert client.get("/v1/models").text == "api"
+    assert client.get("/api/health").json()["runs"] == 0
+    assert "/static/app.js" in client.get("/").text and client.get("/static/uPlot.iife.min.js").status_code == 200
+    assert client.post("/api/chat", json={}, headers={"origin": "http://evil.example"}).status_code == 403
