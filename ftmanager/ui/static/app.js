@@ -171,16 +171,18 @@ function chart(title, lines, xLabel) {
   const width = Math.max(320, Math.min(main.clientWidth - 40, 1300));
   const options = {width, height: 260, scales: {x: {time: false}},
     cursor: {drag: {x: true, y: false}}, axes: [{label: xLabel}, {}],
-    series: [{label: xLabel}, ...drawn.map((l, i) => ({label: l.label, stroke: COLORS[i % COLORS.length], width: 1.5,
+    series: [{label: xLabel}, ...drawn.map((l) => ({label: l.label, stroke: l.color, width: 1.5,
       dash: l.dash ? [6, 4] : undefined, spanGaps: true, points: {show: l.x.length < 60}}))]};
   plots.push(new uPlot(options, data, box));
   return box;
 }
 
-function curveLines(curves, names, prefix, by) {
+function curveLines(curves, names, prefix, by, color) {
+  // One colour per run where runs are overlaid; validation dashed beside its training line.
   const scale = by === "epoch" ? curves.epochs_per_step : 1;
-  return names.filter((n) => curves.series[n]).map((n) => ({
+  return names.filter((n) => curves.series[n]).map((n, i) => ({
     label: (prefix ? prefix + " " : "") + n, dash: n.startsWith("valid") || n.startsWith("full_valid"),
+    color: color || COLORS[i % COLORS.length],
     x: curves.series[n].x.map((s) => s * (scale || 1)), y: curves.series[n].y}));
 }
 
@@ -288,7 +290,7 @@ async function comparePage(_, params) {
   const rows = data.fields.filter((f) => f !== "id").map((field) => el("tr", {class: differ.has(field) ? "differ" : null, dataset: {field}},
     el("td", {}, field.startsWith("hp.") ? field.slice(3) : field), data.runs.map((r) => el("td", {}, fmt(r[field])))));
   const canEpoch = runIds.every((id) => data.curves[id].epochs_per_step);
-  const lines = (names) => runIds.flatMap((id) => curveLines(data.curves[id], names, id, by));
+  const lines = (names) => runIds.flatMap((id, i) => curveLines(data.curves[id], names, id, by, COLORS[i % COLORS.length]));
   const answers = data.prompts.map((p) => el("tr", {}, el("td", {}, el("span", {class: "text"}, promptText(p.prompt))),
     el("td", {}, el("span", {class: "text"}, p.reference)),
     runIds.map((id) => el("td", {class: "answer"}, p.answers[id] ? el("span", {class: "text"}, p.answers[id].output) : "–"))));
@@ -359,7 +361,8 @@ async function modelsPage() {
   const panels = el("div", {class: "playground", id: "panels"});
   const system = el("textarea", {id: "system", rows: 1, cols: 50, placeholder: "system message (optional)"});
   const tokens = el("input", {id: "max-tokens", type: "number", min: 1, max: 4096, value: 64});
-  const prompt = el("textarea", {id: "prompt", rows: 2, cols: 70, placeholder: "Ask every model side by side"});
+  const prompt = el("textarea", {id: "prompt", rows: 2, cols: 70, placeholder: "Ask every model side by side (Enter sends, Shift+Enter: a new line)",
+    onkeydown: (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); send.click(); } }});
   const addPanel = (choice) => panels.append(playPanel(data.chat, choice));
   const send = el("button", {id: "send", onclick: () => {
     const text = prompt.value.trim();
