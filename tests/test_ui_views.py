@@ -87,3 +87,15 @@ def test_another_server_mounts_the_dashboard_at_its_root_beside_its_own_routes(f
     assert client.get("/api/health").json()["runs"] == 0
     assert "/static/app.js" in client.get("/").text and client.get("/static/uPlot.iife.min.js").status_code == 200
     assert client.post("/api/chat", json={}, headers={"origin": "http://evil.example"}).status_code == 403
+
+
+def test_the_page_scripts_never_write_markup_from_strings():
+    """The rule the XSS tests check from outside, checked at its source: text goes in as text."""
+    from ftmanager.ui.app import STATIC
+
+    ours = [p for p in STATIC.glob("*.js") if not p.name.startswith("uPlot")]
+    assert len(ours) >= 4
+    for path in ours:
+        code = path.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+            assert sink not in code, (path.name, sink)
