@@ -1,5 +1,5 @@
 // ftm's dashboard: routing by the address's #fragment, and start-up (loaded last).
-// Every text from the ledger goes through el() (textContent), never through innerHTML.
+// Every text from the ledger goes through el() (textContent), never parsed as markup.
 "use strict";
 
 // --- routing -------------------------------------------------------------------------------

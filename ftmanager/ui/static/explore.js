@@ -1,5 +1,5 @@
 // ftm's dashboard: compare, datasets, models and the playground.
-// Every text from the ledger goes through el() (textContent), never through innerHTML.
+// Every text from the ledger goes through el() (textContent), never parsed as markup.
 "use strict";
 
 // --- compare -------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 // ftm's dashboard: the runs page and a run's page.
-// Every text from the ledger goes through el() (textContent), never through innerHTML.
+// Every text from the ledger goes through el() (textContent), never parsed as markup.
 "use strict";
 
 // --- runs ----------------------------------------------------------------------------------
