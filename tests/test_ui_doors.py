@@ -185,6 +185,8 @@ def test_api_errors_are_one_json_line_without_paths(hostile):
         own = {"origin": url.rstrip("/")}
         answers = [httpx.get(url + "api/runs/run-nosuch"), httpx.get(url + "api/runs?sort=evil"),
                    httpx.get(url + "api/runs?limit=lots"), httpx.get(url + "api/runs/run-nosuch/curves"),
+                   httpx.get(url + f"api/runs/{hostile['runs'][0]}/curves?points=many"),
+                   httpx.get(url + "api/compare?ids=" + ",".join(["x"] * 21)),
                    httpx.get(url + "api/datasets/nosuch"), httpx.get(url + "api/compare?ids=one"),
                    httpx.post(url + "api/chat", content=b"{not json", headers={**own, "content-type": "application/json"}),
                    httpx.post(url + "api/chat", json={"run": hostile["runs"][0], "messages": "hi"}, headers=own),

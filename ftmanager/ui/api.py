@@ -21,6 +21,7 @@ from .downsample import lttb
 HIDDEN_RUN_FIELDS = ("cursor", "start_claim")
 CURVE_POINTS = 1000
 HISTOGRAM_BINS = 20
+MAX_COMPARED = 20
 
 
 def views() -> Views:
@@ -116,6 +117,8 @@ def act(ref: str, action: str) -> dict:
 
 def compare(ids: list[str]) -> dict:
     """comparing.compare's table, each run's curves, and the generations side by side per prompt."""
+    if len(ids) > MAX_COMPARED:
+        raise InvalidInput(f"{len(ids)} runs are too many to compare at once", f"Choose at most {MAX_COMPARED}.")
     table = comparing.compare(ids)
     curves_ = {c["id"]: curves(c["id"], 500) for c in table["runs"]}
     return {**table, "curves": curves_, "prompts": _side_by_side([c["id"] for c in table["runs"]])}

@@ -38,7 +38,7 @@ def make_app(key: str | None = None, loopback_only: bool = True) -> Guard:
         Route("/api/facets", _get(lambda q: api.views().facets())),
         Route("/api/status", _get(lambda q: {"runs": api.views().statuses(_ids(q))})),
         Route("/api/runs/{run_id}", _get(lambda q, run_id: api.run_detail(run_id))),
-        Route("/api/runs/{run_id}/curves", _get(lambda q, run_id: api.curves(run_id, int(q.get("points") or 1000)))),
+        Route("/api/runs/{run_id}/curves", _get(lambda q, run_id: api.curves(run_id, _int(q.get("points"), 1000)))),
         Route("/api/runs/{run_id}/{action}", _post(lambda body, run_id, action: api.act(run_id, action)), methods=["POST"]),
         Route("/api/compare", _get(lambda q: api.compare(_ids(q)))),
         Route("/api/datasets", _get(lambda q: {"datasets": api.datasets()})),

@@ -11,6 +11,7 @@ Three doors, checked before any route runs:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs
 
 COOKIE = "ftm_ui_session"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+WRONG_KEY_DELAY = 0.5
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = ("/login", "/static/app.css")
 HEADERS = [
@@ -88,6 +90,7 @@ class Guard:
         body = await _body(receive, limit=4096)
         given = parse_qs(body.decode("utf-8", "replace")).get("key", [""])[0]
         if not hmac.compare_digest(given.encode(), self.key.encode()):
+            await asyncio.sleep(WRONG_KEY_DELAY)  # guessing a short key by the thousand takes hours
             return await _answer(send, 303, b"", [(b"location", b"/login?failed")])
         cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
         await _answer(send, 303, b"", [(b"location", b"/"), (b"set-cookie", cookie.encode())])
