@@ -64,6 +64,7 @@ def main() -> None:
         print(f"ledger: {args.runs + 1:,} runs, {args.runs * args.steps + args.big:,} metric rows "
               f"(built in {time.perf_counter() - t0:.1f} s); one run of {args.big:,} steps")
         report(args.repeat)
+        in_browser(home)
 
 
 def report(repeat: int) -> None:
@@ -102,6 +103,43 @@ def report(repeat: int) -> None:
     spike = max(curve["y"])
     print(f"train_loss: {curve['n']:,} points drawn as {len(curve['x']):,}; the spike ({spike:.2f}) kept: "
           f"{'yes' if spike > 3 else 'NO'}")
+
+
+def in_browser(home: Path) -> None:
+    """Wall time from opening a page in chromium to its table or chart drawn (skipped without one)."""
+    import os
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        chromium = None
+    if not chromium:
+        print("browser: skipped (needs Debian's chromium and playwright)")
+        return
+    proc = subprocess.Popen([sys.executable, "-m", "ftmanager", "ui", "--port", "0", "--no-browser", "--sync", "0"],
+                            env={**os.environ, "FTM_HOME": str(home)}, stdout=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().split(" on ")[1].split()[0]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            for label, fragment, ready in (("runs page, 100 of 10,001 runs", "#/runs", "#runs tbody tr"),
+                                           (f"run page, {BIG} curves drawn", f"#/run/{BIG}", ".chart[data-title=Loss] canvas")):
+                times = []
+                for _ in range(3):
+                    page.goto("about:blank")
+                    start = time.perf_counter()
+                    page.goto(url + fragment)
+                    page.locator(ready).first.wait_for()
+                    times.append(time.perf_counter() - start)
+                print(f"browser: {label:<36} {statistics.median(times) * 1000:>8.0f} ms (open to drawn, median of 3)")
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import secrets
 
 import typer
 
+from .. import paths
 from ..errors import InvalidInput
 from . import app
 
@@ -47,7 +48,8 @@ def ui(
     url = f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}/"
     server = uvicorn.Server(uvicorn.Config(make_app(key=None if loopback else key, loopback_only=loopback),
                                            log_level="warning", access_log=False))
-    print(f"ftm ui: the dashboard of your ledger on {url} (Ctrl-C stops it)", flush=True)
+    print(f"ftm ui: the dashboard of your ledger on {url} (Ctrl-C stops it)")
+    print(f"  reading {paths.ledger_path()}" + ("" if sync > 0 else " (not polling backends: --sync 0)"), flush=True)
     if sync > 0:
         _keep_synced(sync)
     if not no_browser:
