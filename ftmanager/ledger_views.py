@@ -73,7 +73,7 @@ class Views:
             return []
         marks = ",".join("?" * len(ids))
         return self.book._all(
-            f"SELECT r.id, r.status, r.actual_cost, r.estimated_cost, r.result_model, r.finished_at,"
+            f"SELECT r.id, r.status, r.actual_cost, r.estimated_cost, r.result_model, r.finished_at, r.updated_at,"
             f" r.error_message, {DURATION_SQL} AS duration_s FROM runs r WHERE r.id IN ({marks})", ids)
 
     def counts(self) -> dict:

@@ -155,6 +155,20 @@ def test_live_status_changes_without_a_reload_when_a_run_ends(book, site, page):
     assert page.evaluate("window.notReloaded") is True
 
 
+def test_a_running_run_s_curves_grow_in_place(book, site, page):
+    run = json.loads(run_ftm(book["env"], "submit", book["data"], "-b", "fake", "--model", "fake-slow", "--json").stdout)
+    page.goto(f"{site}#/run/{run['id']}")
+    loss = page.locator(".chart[data-title=Loss] canvas")
+    loss.wait_for()
+    page.evaluate("window.notReloaded = true")
+    before = page.locator(".chart[data-title=Loss]").get_attribute("data-points")
+    page.wait_for_function("before => document.querySelector('.chart[data-title=Loss]').dataset.points !== before",
+                           arg=before)
+    assert page.evaluate("window.notReloaded") is True
+    run_ftm(book["env"], "cancel", run["id"])
+    page.wait_for_function("document.querySelector('#run-status')?.innerText === 'cancelled'")
+
+
 def test_pause_resume_and_cancel_buttons_act_on_the_run(book, site, page):
     run = json.loads(run_ftm(book["env"], "submit", book["data"], "-b", "fake", "--model", "fake-slow", "--json").stdout)
     page.goto(f"{site}#/run/{run['id']}")

@@ -74,21 +74,35 @@ async function api(path, body) {
 
 const COLORS = ["#3056d3", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#d35400", "#2c3e50"];
 
+function aligned(lines) {
+  // uPlot wants one x axis: the union of every line's, with gaps where a line has no point.
+  const xs = [...new Set(lines.flatMap((l) => l.x))].sort((a, b) => a - b);
+  const at = new Map(xs.map((x, i) => [x, i]));
+  return [xs, ...lines.map((l) => { const ys = new Array(xs.length).fill(null); l.x.forEach((x, i) => { ys[at.get(x)] = l.y[i]; }); return ys; })];
+}
+
+function pointCounts(lines) { return lines.map((l) => l.label + "=" + l.x.length).join(";"); }
+
 function chart(title, lines, xLabel) {
-  // lines: [{label, x, y, dash}]; uPlot wants one x axis: the union, with gaps where a line has none.
+  // lines: [{label, x, y, dash, color}]; box.update(lines) redraws the same lines with new points.
   const box = el("div", {class: "chart", dataset: {title}}, el("div", {class: "title"}, title));
   const drawn = lines.filter((l) => l.x.length);
   if (!drawn.length) { box.append(el("p", {class: "muted"}, "No points recorded.")); return box; }
-  const xs = [...new Set(drawn.flatMap((l) => l.x))].sort((a, b) => a - b);
-  const at = new Map(xs.map((x, i) => [x, i]));
-  const data = [xs, ...drawn.map((l) => { const ys = new Array(xs.length).fill(null); l.x.forEach((x, i) => { ys[at.get(x)] = l.y[i]; }); return ys; })];
-  box.dataset.points = drawn.map((l) => l.label + "=" + l.x.length).join(";");
+  box.dataset.points = pointCounts(drawn);
   const width = Math.max(320, Math.min(main.clientWidth - 40, 1300));
   const options = {width, height: 260, scales: {x: {time: false}},
     cursor: {drag: {x: true, y: false}}, axes: [{label: xLabel}, {}],
     series: [{label: xLabel}, ...drawn.map((l) => ({label: l.label, stroke: l.color, width: 1.5,
       dash: l.dash ? [6, 4] : undefined, spanGaps: true, points: {show: l.x.length < 60}}))]};
-  plots.push(new uPlot(options, data, box));
+  const plot = new uPlot(options, aligned(drawn), box);
+  plots.push(plot);
+  box.update = (fresh) => {
+    const now = fresh.filter((l) => l.x.length);
+    if (now.map((l) => l.label).join() !== drawn.map((l) => l.label).join()) return false;
+    plot.setData(aligned(now));
+    box.dataset.points = pointCounts(now);
+    return true;
+  };
   return box;
 }
 

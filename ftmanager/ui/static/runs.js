@@ -97,12 +97,24 @@ async function runPage(id, params) {
     evaluationsView(detail.evaluations),
     el("h2", {}, "Events"), table(["time", "level", "message"], detail.events.map((e) =>
       el("tr", {}, el("td", {class: "muted"}, e.created_at), el("td", {}, e.level), el("td", {}, el("span", {class: "text"}, e.message)))))));
-  if (!TERMINAL.has(run.status)) {
-    every(LIVE_MS, async () => {
-      const [live] = (await api("status?ids=" + encodeURIComponent(run.id))).runs;
-      if (live && live.status !== run.status) route();
+  if (!TERMINAL.has(run.status)) follow(run, by);
+}
+
+function follow(run, by) {
+  // While the run moves: a new status redraws the page; new points extend the curves in place.
+  let updated = run.updated_at;
+  every(LIVE_MS, async () => {
+    const [live] = (await api("status?ids=" + encodeURIComponent(run.id))).runs;
+    if (!live || live.status !== run.status) return route();
+    if (live.updated_at === updated) return;
+    updated = live.updated_at;
+    const curves = await api("runs/" + encodeURIComponent(run.id) + "/curves");
+    const boxes = [["Loss", LOSSES], ["Accuracy", ACCURACIES]].map(([title, names]) => {
+      const box = main.querySelector(`.chart[data-title=${title}]`);
+      return box && box.update ? box.update(curveLines(curves, names, "", by)) : false;
     });
-  }
+    if (!boxes.every(Boolean)) route();
+  });
 }
 
 function settingsTable(settings) {
