@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 
 import typer
 
 from .. import paths
-from ..errors import InvalidInput
 from . import app
 
 
@@ -27,50 +25,17 @@ def ui(
     Reads the ledger of FTM_HOME; loads no model until the playground asks one to answer.
     Every asset ships in the package: it works with no internet.
     """
-    import socket
+    from ..ui import server
 
-    import uvicorn
-
-    from ..ui import make_app
-
-    loopback = _is_loopback(host)
+    loopback = server.is_loopback(host)
     if not loopback and not key:
         key = secrets.token_urlsafe(18)
         print(f"ftm ui: key for the login form (shown once): {key}")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)  # before the address is printed: whoever reads it can connect at once
-    except OSError as err:
-        raise InvalidInput(f"cannot listen on {host}:{port} ({err.strerror})",
-                           "Pick another with --port, or --port 0 for a free one.") from None
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}/"
-    server = uvicorn.Server(uvicorn.Config(make_app(key=None if loopback else key, loopback_only=loopback),
-                                           log_level="warning", access_log=False))
+    sock, url = server.listen(host, port)
     print(f"ftm ui: the dashboard of your ledger on {url} (Ctrl-C stops it)")
     print(f"  reading {paths.ledger_path()}" + ("" if sync > 0 else " (not polling backends: --sync 0)"), flush=True)
-    if sync > 0:
-        _keep_synced(sync)
     if not no_browser:
         import webbrowser
 
         webbrowser.open(url)
-    server.run(sockets=[sock])
-
-
-def _keep_synced(every: float) -> None:
-    import threading
-
-    from ..ui.api import keep_synced
-
-    threading.Thread(target=keep_synced, args=(every, threading.Event()), daemon=True, name="ftm-ui-sync").start()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    server.serve(sock, key, loopback, sync)
