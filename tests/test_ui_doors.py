@@ -199,16 +199,22 @@ def test_api_errors_are_one_json_line_without_paths(hostile):
             assert str(hostile["tmp"]) not in message and message.endswith("."), message
 
 
-def test_a_damaged_home_shows_one_clear_message(tmp_path, browser):
+def _garbage_ledger(home: Path) -> None:
+    home.mkdir(parents=True)
+    (home / "ftm.db").write_bytes(b"this is not a database" * 100)
+
+
+@pytest.mark.parametrize("damage, said", [(_garbage_ledger, "Error: the ledger"),
+                                          (lambda home: home.write_text("a file"), "Error: cannot create")])
+def test_a_damaged_home_shows_one_clear_message(tmp_path, browser, damage, said):
     env = home_env(tmp_path)
-    Path(env["FTM_HOME"]).mkdir(parents=True)
-    (Path(env["FTM_HOME"]) / "ftm.db").write_bytes(b"this is not a database" * 100)
+    damage(Path(env["FTM_HOME"]))
     with serving(env, "--sync", "0") as (url, _):
         page = browser.new_page()
         page.goto(url)
         page.locator("#banner").wait_for()
         text = page.locator("body").inner_text()
-        assert page.locator("#banner").inner_text().startswith("Error: the ledger")
+        assert page.locator("#banner").inner_text().startswith(said)
         assert "Traceback" not in text and len(page.locator("#banner").inner_text().splitlines()) == 1
         assert page.locator("main").inner_text() == ""
         page.context.close()

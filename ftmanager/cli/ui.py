@@ -7,6 +7,7 @@ import secrets
 import typer
 
 from .. import paths
+from ..errors import LedgerError
 from . import app
 
 
@@ -33,9 +34,17 @@ def ui(
         print(f"ftm ui: key for the login form (shown once): {key}")
     sock, url = server.listen(host, port)
     print(f"ftm ui: the dashboard of your ledger on {url} (Ctrl-C stops it)")
-    print(f"  reading {paths.ledger_path()}" + ("" if sync > 0 else " (not polling backends: --sync 0)"), flush=True)
+    print(f"  {_reading()}" + ("" if sync > 0 else " (not polling backends: --sync 0)"), flush=True)
     if not no_browser:
         import webbrowser
 
         webbrowser.open(url)
     server.serve(sock, key, loopback, sync)
+
+
+def _reading() -> str:
+    """Which ledger the pages read; a home that cannot be used is said here and on every page."""
+    try:
+        return f"reading {paths.ledger_path()}"
+    except LedgerError as err:
+        return f"Error: {err.line()} (the dashboard says so until it is fixed)"
