@@ -33,7 +33,7 @@ def _write(path, rows) -> str:
 
 @pytest.fixture(scope="module")
 def book(tmp_path_factory, tiny_llama):  # noqa: F811
-    """The ledger: one local run (curves with validation), three fake runs, one evaluation of three."""
+    """The ledger: one local run (curves with validation), three fake runs, an evaluation of two."""
     tmp = tmp_path_factory.mktemp("ui")
     env = home_env(tmp)
     data = _write(tmp / "train.jsonl", _chats(12))
@@ -45,10 +45,10 @@ def book(tmp_path_factory, tiny_llama):  # noqa: F811
     three = json.loads(run_ftm(env, "submit", data, "-b", "fake", "--epochs", "3", "--suffix", "three", "--wait", "--json").stdout)
     subprocess.run([sys.executable, "-m", "ftmanager", "submit", data, "-b", "fake", "--model", "fake-fail", "--wait"],
                    env=env, capture_output=True)
+    run_ftm(env, "eval", two["id"], three["id"], "--data", held, "--max-new-tokens", "8")  # while the local run trains
     out, _ = local.communicate(timeout=300)
     local_run = json.loads(out)
     assert local_run["status"] == "succeeded", out
-    run_ftm(env, "eval", two["id"], three["id"], local_run["id"], "--data", held, "--max-new-tokens", "8")
     return {"env": env, "local": local_run["id"], "two": two["id"], "three": three["id"], "data": data}
 
 

@@ -54,6 +54,13 @@ def _provider_says(env: dict, run_id: str, message: str) -> None:
 
 
 @pytest.fixture(scope="module")
+def site(hostile):
+    """One `ftm ui` over the hostile ledger for the tests that need no other flags."""
+    with serving(hostile["env"], "--sync", "0") as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser():
     with browser_session() as b:
         yield b
@@ -73,36 +80,36 @@ def _inert(page) -> None:
     assert page.problems == []
 
 
-def test_markup_in_every_untrusted_text_is_shown_as_text_and_never_runs(hostile, page):
-    with serving(hostile["env"], "--sync", "0") as (url, _):
-        a, b = hostile["runs"]
-        views = [("#/runs", PAYLOADS[0][:64]), (f"#/run/{a}", "Answer 0 <script>"), (f"#/run/{hostile['failed']}", XSS),
-                 (f"#/compare?ids={a},{b}", "Question 1 <script>"), ("#/datasets", PAYLOADS[1][:60]),
-                 ("#/models", "fake:")]
-        for fragment, shown in views:
-            page.goto(url + fragment)
-            page.wait_for_function("arg => document.querySelector('main').innerText.includes(arg)", arg=shown)
-            page.mouse.move(300, 300)
-            _inert(page)
-        page.goto(url + "#/datasets")
-        page.get_by_role("link", name=PAYLOADS[1][:60], exact=True).click()
-        page.locator("#histogram").wait_for()
-        assert page.locator("#dataset-name").inner_text() == PAYLOADS[1][:60]
+def test_markup_in_every_untrusted_text_is_shown_as_text_and_never_runs(hostile, site, page):
+    url = site
+    a, b = hostile["runs"]
+    views = [("#/runs", PAYLOADS[0][:64]), (f"#/run/{a}", "Answer 0 <script>"), (f"#/run/{hostile['failed']}", XSS),
+             (f"#/compare?ids={a},{b}", "Question 1 <script>"), ("#/datasets", PAYLOADS[1][:60]),
+             ("#/models", "fake:")]
+    for fragment, shown in views:
+        page.goto(url + fragment)
+        page.wait_for_function("arg => document.querySelector('main').innerText.includes(arg)", arg=shown)
+        page.mouse.move(300, 300)
         _inert(page)
-        page.goto(url + "#/models")
-        page.fill("#prompt", "Question 3 " + XSS)
-        page.locator("#send").click()
-        page.wait_for_function("document.querySelectorAll('#panels .answer').length === 2")
-        assert page.locator("#panels .answer").first.inner_text() == "Answer 3 " + XSS
-        _inert(page)
+    page.goto(url + "#/datasets")
+    page.get_by_role("link", name=PAYLOADS[1][:60], exact=True).click()
+    page.locator("#histogram").wait_for()
+    assert page.locator("#dataset-name").inner_text() == PAYLOADS[1][:60]
+    _inert(page)
+    page.goto(url + "#/models")
+    page.fill("#prompt", "Question 3 " + XSS)
+    page.locator("#send").click()
+    page.wait_for_function("document.querySelectorAll('#panels .answer').length === 2")
+    assert page.locator("#panels .answer").first.inner_text() == "Answer 3 " + XSS
+    _inert(page)
 
 
-def test_the_pages_forbid_inline_script_and_framing(hostile):
-    with serving(hostile["env"], "--sync", "0") as (url, _):
-        for path in ("", "api/health", "static/app.js", "no/such/page"):
-            headers = httpx.get(url + path).headers
-            assert "script-src 'self'" in headers["content-security-policy"], path
-            assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+def test_the_pages_forbid_inline_script_and_framing(hostile, site):
+    url = site
+    for path in ("", "api/health", "static/app.js", "no/such/page"):
+        headers = httpx.get(url + path).headers
+        assert "script-src 'self'" in headers["content-security-policy"], path
+        assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
 
 
 class _EvilSite(BaseHTTPRequestHandler):
@@ -123,39 +130,39 @@ fetch("{self.target}", {{method: "POST", mode: "no-cors", headers: {{"content-ty
         pass
 
 
-def test_another_site_cannot_cancel_a_run(hostile, browser):
+def test_another_site_cannot_cancel_a_run(hostile, site, browser):
     env = hostile["env"]
     slow = json.loads(run_ftm(env, "submit", hostile["tmp"] / "held.jsonl", "-b", "fake", "--model", "fake-slow",
                               "--suffix", "keep me", "--json").stdout)
-    with serving(env, "--sync", "0") as (url, _):
-        _EvilSite.target = f"{url}api/runs/{slow['id']}/cancel"
-        evil = ThreadingHTTPServer(("127.0.0.1", 0), _EvilSite)
-        threading.Thread(target=evil.serve_forever, daemon=True).start()
-        try:
-            page = browser.new_page()
-            page.goto(f"http://localhost:{evil.server_address[1]}/")
-            page.wait_for_url(f"{url}api/runs/{slow['id']}/cancel")
-            assert "cross-site request was refused" in page.locator("body").inner_text()
-            page.context.close()
-        finally:
-            evil.shutdown()
-        forged = [httpx.post(_EvilSite.target, json={}, headers={"origin": "http://evil.example"}),
-                  httpx.post(_EvilSite.target, json={}, headers={"origin": "null"}),
-                  httpx.post(_EvilSite.target, json={}, headers={"sec-fetch-site": "cross-site"}),
-                  httpx.post(_EvilSite.target, json={})]
-        for response in forged:
-            assert response.status_code == 403 and "cross-site" in response.json()["error"]["message"]
-        own = httpx.post(_EvilSite.target, content=b"{}", headers={"origin": url.rstrip("/"), "content-type": "text/plain"})
-        assert own.status_code == 415  # even from its own origin, a body a form could send is refused
+    url = site
+    target = _EvilSite.target = f"{url}api/runs/{slow['id']}/cancel"
+    evil = ThreadingHTTPServer(("127.0.0.1", 0), _EvilSite)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page()
+        page.goto(f"http://localhost:{evil.server_address[1]}/")
+        page.wait_for_url(f"{url}api/runs/{slow['id']}/cancel")
+        assert "cross-site request was refused" in page.locator("body").inner_text()
+        page.context.close()
+    finally:
+        evil.shutdown()
+    forged = [httpx.post(target, json={}, headers={"origin": "http://evil.example"}),
+              httpx.post(target, json={}, headers={"origin": "null"}),
+              httpx.post(target, json={}, headers={"sec-fetch-site": "cross-site"}),
+              httpx.post(target, json={})]
+    for response in forged:
+        assert response.status_code == 403 and "cross-site" in response.json()["error"]["message"]
+    own = httpx.post(target, content=b"{}", headers={"origin": url.rstrip("/"), "content-type": "text/plain"})
+    assert own.status_code == 415  # even from its own origin, a body a form could send is refused
     shown = json.loads(run_ftm(env, "show", slow["id"], "--json").stdout)
-    assert shown["status"] not in ("cancelled",) and "cancel requested" not in json.dumps(shown["events"])
+    assert shown["status"] != "cancelled" and "cancel requested" not in json.dumps(shown["events"])
 
 
-def test_a_rebound_host_name_is_refused(hostile):
-    with serving(hostile["env"], "--sync", "0") as (url, _):
-        response = httpx.get(url + "api/runs", headers={"host": "attacker.example"})
-        assert response.status_code == 403 and "runs" not in response.json()
-        assert httpx.get(url.replace("127.0.0.1", "localhost") + "api/health").status_code == 200
+def test_a_rebound_host_name_is_refused(hostile, site):
+    url = site
+    response = httpx.get(url + "api/runs", headers={"host": "attacker.example"})
+    assert response.status_code == 403 and "runs" not in response.json()
+    assert httpx.get(url.replace("127.0.0.1", "localhost") + "api/health").status_code == 200
 
 
 def test_off_loopback_the_key_is_asked_once_and_kept_in_a_strict_http_only_cookie(hostile, browser):
@@ -180,23 +187,23 @@ def test_off_loopback_the_key_is_asked_once_and_kept_in_a_strict_http_only_cooki
         page.context.close()
 
 
-def test_api_errors_are_one_json_line_without_paths(hostile):
-    with serving(hostile["env"], "--sync", "0") as (url, _):
-        own = {"origin": url.rstrip("/")}
-        answers = [httpx.get(url + "api/runs/run-nosuch"), httpx.get(url + "api/runs?sort=evil"),
-                   httpx.get(url + "api/runs?limit=lots"), httpx.get(url + "api/runs/run-nosuch/curves"),
-                   httpx.get(url + f"api/runs/{hostile['runs'][0]}/curves?points=many"),
-                   httpx.get(url + "api/compare?ids=" + ",".join(["x"] * 21)),
-                   httpx.get(url + "api/datasets/nosuch"), httpx.get(url + "api/compare?ids=one"),
-                   httpx.post(url + "api/chat", content=b"{not json", headers={**own, "content-type": "application/json"}),
-                   httpx.post(url + "api/chat", json={"run": hostile["runs"][0], "messages": "hi"}, headers=own),
-                   httpx.post(url + f"api/runs/{hostile['runs'][0]}/explode", json={}, headers=own),
-                   httpx.post(url + f"api/runs/{hostile['runs'][0]}/cancel", json={}, headers=own)]
-        for answer in answers:
-            assert 400 <= answer.status_code < 500, (answer.request.url, answer.text)
-            message = answer.json()["error"]["message"]
-            assert len(answer.text.splitlines()) == 1 and "Traceback" not in answer.text
-            assert str(hostile["tmp"]) not in message and message.endswith("."), message
+def test_api_errors_are_one_json_line_without_paths(hostile, site):
+    url = site
+    own = {"origin": url.rstrip("/")}
+    answers = [httpx.get(url + "api/runs/run-nosuch"), httpx.get(url + "api/runs?sort=evil"),
+               httpx.get(url + "api/runs?limit=lots"), httpx.get(url + "api/runs/run-nosuch/curves"),
+               httpx.get(url + f"api/runs/{hostile['runs'][0]}/curves?points=many"),
+               httpx.get(url + "api/compare?ids=" + ",".join(["x"] * 21)),
+               httpx.get(url + "api/datasets/nosuch"), httpx.get(url + "api/compare?ids=one"),
+               httpx.post(url + "api/chat", content=b"{not json", headers={**own, "content-type": "application/json"}),
+               httpx.post(url + "api/chat", json={"run": hostile["runs"][0], "messages": "hi"}, headers=own),
+               httpx.post(url + f"api/runs/{hostile['runs'][0]}/explode", json={}, headers=own),
+               httpx.post(url + f"api/runs/{hostile['runs'][0]}/cancel", json={}, headers=own)]
+    for answer in answers:
+        assert 400 <= answer.status_code < 500, (answer.request.url, answer.text)
+        message = answer.json()["error"]["message"]
+        assert len(answer.text.splitlines()) == 1 and "Traceback" not in answer.text
+        assert str(hostile["tmp"]) not in message and message.endswith("."), message
 
 
 def _garbage_ledger(home: Path) -> None:
@@ -230,8 +237,9 @@ def _without_root_powers() -> tuple:
     return ("setpriv", "--bounding-set", caps, "--inh-caps", caps)
 
 
-def test_a_read_only_home_is_browsed_and_its_buttons_refuse_in_one_line(hostile, browser):
-    env, home = hostile["env"], Path(hostile["env"]["FTM_HOME"])
+def test_a_read_only_home_is_browsed_and_its_buttons_refuse_in_one_line(hostile, browser, tmp_path):
+    env = home_env(tmp_path)  # a home of its own: no other server holds this ledger open
+    home = Path(env["FTM_HOME"])
     live = json.loads(run_ftm(env, "submit", hostile["tmp"] / "held.jsonl", "-b", "fake", "--model", "fake-slow",
                               "--json").stdout)
     subprocess.run(["chmod", "-R", "a-w", str(home)], check=True)
