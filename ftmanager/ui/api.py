@@ -25,6 +25,7 @@ MAX_COMPARED = 20
 
 
 def views() -> Views:
+    """The dashboard's reads over this process's ledger (opened, and checked, on first use)."""
     return Views(ledger())
 
 
@@ -48,6 +49,7 @@ def curves(run_ref: str, points: int = CURVE_POINTS) -> dict:
 
 
 def _epochs_per_step(run: dict) -> float | None:
+    """What `ftm compare --by epoch` scales steps by; None where the run does not record it."""
     try:
         return comparing._epoch_scale(ledger(), run)
     except FtmError:
@@ -139,6 +141,7 @@ def _side_by_side(run_ids: list[str]) -> list[dict]:
 
 
 def datasets() -> list[dict]:
+    """Every dataset, newest first, without its server paths."""
     return [{k: d[k] for k in ("id", "name", "format", "n_examples", "bytes", "parent_id", "created_at")}
             for d in ledger().datasets()]
 
