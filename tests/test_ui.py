@@ -19,6 +19,7 @@ require_browser()
 pytest.importorskip("peft")
 
 SCREENSHOT = ROOT / "docs" / "ui-runs.png"
+COMPARE_SHOT = ROOT / "docs" / "ui-compare.png"  # both shown in the README
 
 
 def _chats(n: int, tag: str = "") -> list[dict]:
@@ -141,6 +142,11 @@ def test_compare_highlights_the_setting_that_differs_and_sets_answers_side_by_si
     assert answers.first.locator("td.answer").all_inner_texts() == ["It is 0.", "It is 0."]
     assert page.locator(".chart[data-title=Loss]").get_attribute("data-points") == (
         f"{book['two']} train_loss=3;{book['three']} train_loss=3")
+    page.goto(f"{site}#/compare?ids={book['local']},{book['three']}")  # two backends: the README's picture
+    page.locator(".chart[data-title=Loss] canvas").wait_for()
+    assert page.locator("#compare tr.differ").count() > 1
+    COMPARE_SHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(COMPARE_SHOT), full_page=True)
 
 
 def test_live_status_changes_without_a_reload_when_a_run_ends(book, site, page):
