@@ -19,6 +19,10 @@ require_browser()
 pytest.importorskip("peft")
 
 SCREENSHOT = ROOT / "docs" / "ui-runs.png"
+GRADERS = [{"type": "string_check", "name": "exact", "operation": "eq",
+            "input": "{{sample.output_text}}", "reference": "{{item.reference}}"},
+           {"type": "text_similarity", "name": "fuzzy", "evaluation_metric": "fuzzy_match", "pass_threshold": 0.9,
+            "input": "{{sample.output_text}}", "reference": "{{item.reference}}"}]
 COMPARE_SHOT = ROOT / "docs" / "ui-compare.png"  # both shown in the README
 
 
@@ -46,7 +50,10 @@ def book(tmp_path_factory, tiny_llama):  # noqa: F811
     three = json.loads(run_ftm(env, "submit", data, "-b", "fake", "--epochs", "3", "--suffix", "three", "--wait", "--json").stdout)
     subprocess.run([sys.executable, "-m", "ftmanager", "submit", data, "-b", "fake", "--model", "fake-fail", "--wait"],
                    env=env, capture_output=True)
-    run_ftm(env, "eval", two["id"], three["id"], "--data", held, "--max-new-tokens", "8")  # while the local run trains
+    graders = tmp / "graders.json"
+    graders.write_text(json.dumps(GRADERS))
+    run_ftm(env, "eval", two["id"], three["id"], "--data", held, "--max-new-tokens", "8",  # while the local run trains
+            "--graders", graders)
     out, _ = local.communicate(timeout=300)
     local_run = json.loads(out)
     assert local_run["status"] == "succeeded", out
@@ -136,7 +143,8 @@ def test_compare_highlights_the_setting_that_differs_and_sets_answers_side_by_si
     page.locator("#compare").wait_for()
     differ = page.locator("#compare tr.differ")
     assert [differ.nth(i).get_attribute("data-field") for i in range(differ.count())] == ["hp.n_epochs"]
-    assert page.locator("#compare tr[data-field='eval.token_f1']").count() == 1
+    for field in ("eval.token_f1", "grade.exact", "grade.fuzzy", "grade.fuzzy.pass_rate"):
+        assert page.locator(f"#compare tr[data-field='{field}'] td").all_inner_texts()[1:] == ["1", "1"], field
     answers = page.locator("#answers tbody tr")
     assert answers.count() == 3
     assert answers.first.locator("td.answer").all_inner_texts() == ["It is 0.", "It is 0."]
@@ -147,6 +155,16 @@ def test_compare_highlights_the_setting_that_differs_and_sets_answers_side_by_si
     assert page.locator("#compare tr.differ").count() > 1
     COMPARE_SHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(COMPARE_SHOT), full_page=True)
+
+
+def test_a_run_shows_its_evaluation_with_every_generation_and_grade(book, site, page):
+    page.goto(f"{site}#/run/{book['two']}")
+    answers = page.locator("td.answer")
+    answers.first.wait_for()
+    assert answers.all_inner_texts() == ["It is 0.", "It is 2.", "It is 4."]
+    text = page.locator("main").inner_text()
+    assert text.count("exact: 1") == 3 and text.count("fuzzy: 1") == 3
+    assert "fake:fakejob" in page.locator("main").inner_text()  # its served names
 
 
 def test_live_status_changes_without_a_reload_when_a_run_ends(book, site, page):
