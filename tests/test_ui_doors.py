@@ -95,6 +95,7 @@ def test_markup_in_every_untrusted_text_is_shown_as_text_and_never_runs(hostile,
     page.get_by_role("link", name=PAYLOADS[1][:60], exact=True).click()
     page.locator("#histogram").wait_for()
     assert page.locator("#dataset-name").inner_text() == PAYLOADS[1][:60]
+    assert page.locator("#examples .text").first.inner_text() == "Question 0 " + XSS
     _inert(page)
     page.goto(url + "#/models")
     page.fill("#prompt", "Question 3 " + XSS)

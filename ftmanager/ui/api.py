@@ -163,10 +163,22 @@ def _check(info: dict) -> dict:
 
     path = Path(info["path"] or "")
     if not path.is_file():
-        return {"report": None, "histogram": None}
+        return {"report": None, "histogram": None, "examples": []}
     report = data.validate(path, model=(info["stats"] or {}).get("model"), workers=1).as_dict()
     report.pop("path", None)  # a server path: the dataset's id says which file it is
-    return {"report": report, "histogram": _histogram(path)}
+    return {"report": report, "histogram": _histogram(path), "examples": _first_examples(path)}
+
+
+def _first_examples(path: Path, n: int = 5, chars: int = 600) -> list[list[dict]]:
+    """The first n examples' messages (role and text, each cut to `chars`): what the dataset holds."""
+    import orjson
+
+    out = []
+    with open(path, "rb") as lines:
+        for line, _ in zip(lines, range(n)):
+            messages = orjson.loads(line).get("messages") or []
+            out.append([{"role": str(m.get("role")), "content": str(m.get("content") or "")[:chars]} for m in messages])
+    return out
 
 
 def _histogram(path: Path) -> dict:

@@ -55,6 +55,9 @@ async function datasetPage(id) {
         ["tokens p5 / p50 / p95", tokens.p50 === undefined ? null : `${tokens.p5} / ${tokens.p50} / ${tokens.p95}`], ["tokens max", tokens.max],
         ["tokens total", tokens.total], ["tokenizer model", stats.model], ["estimated cost", stats.cost_usd === undefined ? null : money(stats.cost_usd)]])),
       el("div", {class: "card", id: "histogram"}, el("h2", {}, "Length of each example"), histogram(d.histogram))),
+    el("h2", {}, "First examples"),
+    el("div", {class: "grid", id: "examples"}, (d.examples || []).map((messages) => el("div", {class: "card"},
+      messages.map((m) => el("div", {class: "turn " + (m.role === "user" ? "user" : "")}, el("div", {class: "who"}, m.role), el("span", {class: "text"}, m.content)))))),
     el("h2", {}, "Validation report"),
     report ? (problems.length ? table(["line", "kind", "code", "message"], problems.map(([kind, p]) => el("tr", {},
       el("td", {class: "num"}, p.line ?? "file"), el("td", {class: kind === "error" ? "error" : ""}, kind), el("td", {}, p.code), el("td", {}, el("span", {class: "text"}, p.message)))))
