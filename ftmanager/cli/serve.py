@@ -34,9 +34,9 @@ def serve(
 
     if max_file_mb < 1 or max_batch < 1:
         raise InvalidInput("--max-file-mb and --max-batch must be at least 1", "")
-    from ftm_backends.local.options import checked_device
+    from .. import engine
 
-    device = checked_device(device)
+    device = engine.get().check_device(device)
     for choice in alias:
         _choose(choice)
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 
-from .chat import IGNORE, Encoded
+from ..modeling.encoding import IGNORE, Encoded
 
 MEGABATCH = 16  # steps whose examples are sorted by length together (grouped layout)
 

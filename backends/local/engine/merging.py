@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ftmanager.errors import InvalidInput
 
-from . import model as models
+from ..modeling import loading as models
 
 
 def _quiet() -> None:

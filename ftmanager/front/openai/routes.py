@@ -10,9 +10,12 @@ import base64
 import logging
 import time
 
-from .server import Raw, route_table
-from ..facts import TERMINAL
-from .state import ApiError, Job, Upload, new_id
+from ...facts import TERMINAL
+from ..request import Raw
+from ..router import route_table
+from ..state import ApiError, Job, Upload, new_id
+from .completions import completion
+from .jobspec import job_from_request
 
 log = logging.getLogger("ftm.api")
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data")
@@ -169,11 +172,7 @@ def cancel_upload(srv, req):
 
 
 def create_job(srv, req):
-    from .jobspec import job_from_request
-
     job = job_from_request(srv, req.json())
-    if req.fault and req.fault.kind == "empty_error":
-        job.error = {}
     srv.state.jobs[job.id] = job
     srv.service.start(job)
     return job.to_api()
@@ -287,8 +286,6 @@ def delete_model(srv, req):
 
 
 def chat(srv, req):
-    from .chat import completion
-
     return completion(srv, req.json(), req.gone)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .state import ApiError, Job, new_id
+from ..state import ApiError, Job, new_id
 
 _RANGES = {  # name: (types, low, high, exclusive low)
     "n_epochs": ((int,), 1, 50, False),

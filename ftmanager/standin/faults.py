@@ -21,7 +21,7 @@ import fnmatch
 import threading
 from dataclasses import asdict, dataclass
 
-from .state import ApiError
+from ..front.state import ApiError
 
 KINDS = ("429", "500", "503", "401", "403", "drop", "drop_after", "slow", "empty_error")
 # Where a fault applies when the request does not say: these two only make sense on create.

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import progress
+from . import rundir
 
 # What a worker may see of the caller's environment: what Python, torch, OpenMP, CUDA and the
 # Hugging Face libraries read, and FTM_HOME. Anything named like a key, token or password stays
@@ -50,16 +50,16 @@ def _has_password(name: str, value: str) -> bool:
 
 def start_worker(run_dir: Path, gpus: int, resume: bool) -> None:
     """Launch the worker in its own session, logging to the run dir, and record its pid."""
-    with open(run_dir / progress.LOG, "ab") as log:
+    with open(run_dir / rundir.LOG, "ab") as log:
         proc = subprocess.Popen(worker_command(run_dir, gpus, resume), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=run_dir, env=worker_environment(dict(os.environ)),
                                 start_new_session=True)
-    progress.write_launch(run_dir, proc.pid)
+    rundir.write_launch(run_dir, proc.pid)
 
 
 def worker_command(run_dir: Path, gpus: int, resume: bool) -> list[str]:
     """The worker's command line: plain python, or accelerate launch for gpus > 1 (DDP)."""
-    tail = ["ftm_backends.local.worker", str(run_dir)] + (["--resume"] if resume else [])
+    tail = ["ftm_backends.local.trainer.worker", str(run_dir)] + (["--resume"] if resume else [])
     if gpus <= 1:
         return [sys.executable, "-m", *tail]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
@@ -73,7 +73,7 @@ def worker_command(run_dir: Path, gpus: int, resume: bool) -> list[str]:
 def wait_gone(run_dir: Path, seconds: float) -> bool:
     """Has the worker exited (waiting up to seconds: a finished one is still saving)?"""
     deadline = time.time() + seconds
-    while progress.worker_gone(run_dir) is None:
+    while rundir.worker_gone(run_dir) is None:
         if time.time() >= deadline:
             return False
         time.sleep(0.2)

@@ -11,6 +11,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -183,6 +184,14 @@ def resolve(base_model: str | None) -> str:
     if Path(base_model).expanduser().exists():
         return str(Path(base_model).expanduser())
     return base_model
+
+
+def checked_device(device: str) -> str:
+    """device if torch could mean it (auto, cpu, mps, cuda or cuda:N), else a one-line refusal."""
+    text = str(device).strip().lower()
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise InvalidInput(f"no device called {device!r}", "Use auto, cpu, cuda, cuda:N or mps.")
+    return text
 
 
 def pick_device(device: str = "auto") -> str:

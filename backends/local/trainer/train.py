@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import batching, chat, model as models, progress, templates
+from ..modeling import encoding, loading as models, templates
+from . import batching, rundir
 from .options import resolve_hyperparameters, resolve_options
 from ftmanager.errors import InvalidInput
 from ftmanager.facts import PAUSED, RUNNING
@@ -42,14 +43,14 @@ class Run:
 
     def __init__(self, run_dir: Path, rank: int = 0, world: int = 1, device: str = "cpu"):
         self.dir, self.rank, self.world, self.device = Path(run_dir), rank, world, device
-        self.spec = json.loads((self.dir / progress.SPEC).read_text())
+        self.spec = json.loads((self.dir / rundir.SPEC).read_text())
         self.opts = resolve_options(self.spec.get("options") or {})
         self.seed = int(self.spec.get("seed") or 0)
         self.main = rank == 0
 
     def report(self, kind: str, **data) -> None:
         if self.main:
-            progress.append(self.dir, kind, **data)
+            rundir.append(self.dir, kind, **data)
 
     def event(self, message: str, level: str = "info") -> None:
         self.report("event", message=message, level=level)
@@ -65,8 +66,8 @@ class Run:
     def asked(self) -> str | None:
         """CANCEL or PAUSE when the user asked for it; every rank gets the same answer, or one
         would wait forever for the others at the next step."""
-        cancel, pause = self.all_sum([float((self.dir / progress.CANCEL).exists()),
-                                      float((self.dir / progress.PAUSE).exists())])
+        cancel, pause = self.all_sum([float((self.dir / rundir.CANCEL).exists()),
+                                      float((self.dir / rundir.PAUSE).exists())])
         return CANCEL if cancel else PAUSE if pause else None
 
 
@@ -182,7 +183,7 @@ class TokenLoss(nn.Module):
     def forward(self, input_ids, position_ids, attention_mask, targets):
         out = self.decoder(input_ids=input_ids, position_ids=position_ids,
                            attention_mask=attention_mask, use_cache=False)
-        keep = targets != chat.IGNORE
+        keep = targets != encoding.IGNORE
         logits = self.head(out.last_hidden_state[keep]).float()
         gold = targets[keep]
         loss = F.cross_entropy(logits, gold, reduction="sum")
@@ -207,7 +208,7 @@ def wrap(run: Run, model) -> nn.Module:
     return nn.parallel.DistributedDataParallel(loss_fn, device_ids=ids)
 
 
-def train_step(run: Run, loss_fn, opt, sched, collate, examples: list[chat.Encoded]) -> dict:
+def train_step(run: Run, loss_fn, opt, sched, collate, examples: list[encoding.Encoded]) -> dict:
     """One optimizer step over examples, in micro-batches; returns its metrics."""
     n_tokens = sum(e.n_trained for e in examples)  # the whole step's, on every rank
     parts = max(1, min(run.opts["gradient_accumulation_steps"], len(examples) // run.world))
@@ -228,17 +229,17 @@ def train_step(run: Run, loss_fn, opt, sched, collate, examples: list[chat.Encod
     return {"train_loss": loss_sum / n_tokens, "train_accuracy": correct / n_tokens}
 
 
-def my_share(run: Run, examples: list[chat.Encoded]) -> list[chat.Encoded]:
+def my_share(run: Run, examples: list[encoding.Encoded]) -> list[encoding.Encoded]:
     """This rank's examples of a step; a rank left without any trains one with no labels."""
     mine = examples[run.rank::run.world]
     if mine:
         return mine
     blank = examples[0]
-    return [chat.Encoded(blank.input_ids, [chat.IGNORE] * len(blank.labels))]
+    return [encoding.Encoded(blank.input_ids, [encoding.IGNORE] * len(blank.labels))]
 
 
 @torch.no_grad()
-def evaluate(run: Run, loss_fn, collate, valid: list[chat.Encoded]) -> dict:
+def evaluate(run: Run, loss_fn, collate, valid: list[encoding.Encoded]) -> dict:
     """Loss and mean token accuracy over the whole validation set."""
     inner = loss_fn.module if hasattr(loss_fn, "module") else loss_fn
     inner.eval()
@@ -288,10 +289,10 @@ def read_jsonl(path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def encode_file(run: Run, tok, path, template: str) -> tuple[list[chat.Encoded], int]:
+def encode_file(run: Run, tok, path, template: str) -> tuple[list[encoding.Encoded], int]:
     """Encode a dataset file, reporting truncated and dropped examples."""
     examples = read_jsonl(path)
-    kept, stats = chat.encode_all(tok, examples, run.opts["max_length"], template)
+    kept, stats = encoding.encode_all(tok, examples, run.opts["max_length"], template)
     name = Path(path).name
     if stats["truncated"]:
         run.event(f"{stats['truncated']} of {len(examples)} examples in {name} were truncated "

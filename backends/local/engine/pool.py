@@ -27,9 +27,9 @@ from pathlib import Path
 from ftmanager.asks import Ask, Done, Piece
 from ftmanager.errors import InvalidInput, NotFound
 
-from .answers import PromptTooLong, Row, check
+from .rows import Row, check
 
-__all__ = ["Ask", "Done", "Piece", "Pool", "PromptTooLong", "shared"]
+__all__ = ["Ask", "Done", "Piece", "Pool", "shared"]
 
 PREFILL_TOKENS = 256  # prompt tokens read per step of the running batch: its pause for newcomers
 
@@ -189,13 +189,13 @@ class _Engine:
     def _load(self) -> None:
         if self.model is not None:
             return
-        from . import decoding, infer
-        from . import model as models
+        from ..modeling import loading as models
+        from . import decoding, merging
         from .lora import Adapters
 
         if Path(self.base).is_absolute() and not Path(self.base).exists():
             raise NotFound(f"no model at {self.base}", "Check the run's base model.")
-        infer._quiet()
+        merging._quiet()
         device = models.pick_device(self.device)
         self.tok = models.load_tokenizer(self.base)
         model = models.load_base(self.base, device, quantize=False).eval()
@@ -224,7 +224,7 @@ class _Engine:
     def _prompt(self, ask: Ask) -> list[int]:
         from jinja2 import TemplateError
 
-        from .chat import prompt_text
+        from ..modeling.encoding import prompt_text
 
         try:
             text = prompt_text(self.tok, ask.messages, ask.target.template)

@@ -12,11 +12,8 @@ import queue
 import random
 
 from ftmanager.asks import Ask, Done, Piece
+from ftmanager.engine import PromptTooLong
 from ftmanager.errors import InvalidInput
-
-
-class PromptTooLong(InvalidInput):
-    """The prompt leaves no room in the model's context (OpenAI's context_length_exceeded)."""
 
 
 def check(ask: Ask) -> None:

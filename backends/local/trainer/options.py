@@ -5,11 +5,11 @@ Light: no torch here, so `ftm backends` and submit-time checks stay fast.
 
 from __future__ import annotations
 
-import re
-
 from ftmanager.backend import Option
 from ftmanager.errors import InvalidInput
 from ftmanager.facts import auto_epochs
+
+from ..modeling.loading import checked_device
 
 # The base learning rate that --learning-rate-multiplier scales: a common LoRA rate, and for
 # full fine-tuning (every weight moves) HF Trainer's default, which the classic walk-throughs keep.
@@ -88,14 +88,6 @@ def resolve_options(options: dict) -> dict:
     out["method"] = _method(out, asked=options)
     out["quantize"] = out["method"] == "qlora"
     return out
-
-
-def checked_device(device: str) -> str:
-    """device if torch could mean it (auto, cpu, mps, cuda or cuda:N), else a one-line refusal."""
-    text = str(device).strip().lower()
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
-        raise InvalidInput(f"no device called {device!r}", "Use auto, cpu, cuda, cuda:N or mps.")
-    return text
 
 
 def _method(opts: dict, asked: dict) -> str:

@@ -1,8 +1,8 @@
 """Prompt formats for base models without a chat template (GPT-2, OPT): alpaca and plain.
 
 Each format is written as a Jinja chat template, so whatever renders a chat template writes it
-the same way: the labels in chat.encode (only the reply and its end-of-sequence token are
-trained, as with a model's own template), chat.prompt_text for generate, chat, eval and serve,
+the same way: the labels in encoding.encode (only the reply and its end-of-sequence token are
+trained, as with a model's own template), encoding.prompt_text for generate, chat, eval and serve,
 and the tokenizer saved beside a trained model (an exported model prompts itself with
 `apply_chat_template` in the format it learned).
 

@@ -1,6 +1,6 @@
 """The stand-in's control endpoints under /_standin/, for tests and benchmarks (no auth).
 
-`ftm standin` answers them; `ftm serve` has none (its front is built with control=False).
+`ftm standin` answers them (through StandinHooks); `ftm serve` has none (its front has no hooks).
 
   POST   /_standin/faults     {"kind": "429", "method": "POST", "path": "/fine_tuning/jobs", ...}
   GET    /_standin/faults     the faults still waiting
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 
-from .state import ApiError
+from ..front.state import ApiError
 
 
-def control(server, method: str, path: str, body: bytes | None):
+def control(server, hooks, method: str, path: str, body: bytes | None):
     """Answer one control request; returns the JSON body."""
     name = path[len("/_standin/"):]
     try:
@@ -28,11 +28,11 @@ def control(server, method: str, path: str, body: bytes | None):
     if not isinstance(data, dict):
         raise ApiError(400, "The control request's body must be a JSON object.")
     if name == "faults":
-        return _faults(server, method, data)
+        return _faults(hooks, method, data)
     if name == "requests":
         if method == "DELETE":
-            server.requests.clear()
-        counts = {f"{m} {p}": n for (m, p), n in server.requests.items()}
+            hooks.requests.clear()
+        counts = {f"{m} {p}": n for (m, p), n in hooks.requests.items()}
         return {"total": sum(counts.values()), "by_route": counts}
     if name.startswith("jobs/"):
         with server.state.lock:
@@ -45,15 +45,15 @@ def control(server, method: str, path: str, body: bytes | None):
     raise ApiError(404, f"Invalid URL ({method} {path})")
 
 
-def _faults(server, method: str, data: dict):
+def _faults(hooks, method: str, data: dict):
     if method == "DELETE":
-        server.faults.clear()
+        hooks.faults.clear()
     elif method == "POST":
         try:
-            server.faults.add(**data)
+            hooks.faults.add(**data)
         except (TypeError, ValueError) as err:
             raise ApiError(400, str(err)) from None
-    return {"faults": server.faults.pending()}
+    return {"faults": hooks.faults.pending()}
 
 
 def _config(server, data: dict) -> dict:

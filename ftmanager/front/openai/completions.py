@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from ..asks import Ask, Done, Piece
-
-from .state import ApiError, new_id
+from ...asks import Ask, Done, Piece
+from ..request import ClientGone, Stream
+from ..state import ApiError, new_id
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 MAX_CHOICES = 8
@@ -47,8 +47,6 @@ def completion(srv, body: dict, gone=None):
 
     gone: an Event set when the client has left; answering stops at the next piece.
     """
-    from .server import Stream
-
     chat = parse(body, default_temperature=srv.service.default_temperature)
     with srv.state.lock:  # only the lookup: answering runs unlocked, beside other requests
         srv.service.check_model(chat.model)
@@ -84,10 +82,6 @@ def _answer(stream: Iterator, gone=None) -> tuple[list, Done]:
         if close:
             close()  # stops the answer being made, if it is not finished
     raise ApiError(500, "The model stopped without finishing its answer.", type="server_error")
-
-
-class ClientGone(Exception):
-    """The client left before its answer was made: nobody is waiting for it."""
 
 
 def _logprobs(chat: ChatRequest, pieces: list[Piece]) -> dict | None:

@@ -1,10 +1,12 @@
 """`ftm serve`'s job service: every job is an ftm run of the local backend, in the one ledger.
 
-The front keeps OpenAI's job records (LedgerState writes them through to the ledger); this
-service imports each job's files as datasets and submits a local run through ftmanager.jobs,
-and whenever a job is read (and every few seconds in a watcher thread, so a run that ends
-while nobody asks is still recorded) copies the run's status, events, metrics, checkpoints and
-model into it. The ledger gives each thread its own connection: any thread may call it.
+The front keeps OpenAI's job records (LedgerState writes each request through to the ledger);
+this service imports each job's files as datasets and submits a local run through
+ftmanager.jobs. A job is a view of its run: whenever it is read, its status, finish, error,
+events, checkpoints and model are read from the run (polled once first), and a cancel or pause
+writes the run's status at once through ftmanager.jobs, so the API and `ftm show` always agree.
+Unfinished runs are polled at start-up and when models are listed, so a run that ended while
+nobody asked is recorded. The ledger gives each thread its own connection: any thread may call it.
 """
 
 from __future__ import annotations
@@ -13,18 +15,18 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from .. import jobs
 from ..front.service import ALIASES, Service
 from ..front.state import ApiError, Job
 from ..errors import FtmError
-from ..facts import HYPERPARAMETERS, TERMINAL, epoch
+from ..facts import HYPERPARAMETERS, TERMINAL, epoch, iso
 from . import models, table
 from .jobview import checkpoint, event, own_events, results_csv
 from .ledger_state import LedgerState
 
 OWNER = "ftm"  # the org part of the ft: names this server makes
-WATCH_EVERY = 2.0  # seconds between the watcher's looks at unfinished runs
 log = logging.getLogger("ftm.serve")
 
 
@@ -44,18 +46,16 @@ class LocalService(Service):
         self._pool, self._make_pool, self.owner = pool, make_pool, owner
         self._pool_lock = threading.Lock()
         self._submits = ThreadPoolExecutor(2, thread_name_prefix="ftm-submit")  # create returns at once
-        self._stop = threading.Event()
         self._pending: dict = {}  # job id -> the future of its import and submit
-        self._watcher = threading.Thread(target=self._watch, daemon=True, name="ftm-serve-watch")
 
     @property
     def pool(self):
         with self._pool_lock:
             if self._pool is None:
                 if self._make_pool is None:
-                    from ftm_backends.local.pool import shared
+                    from .. import engine
 
-                    self._make_pool = shared
+                    self._make_pool = engine.get().shared
                 self._pool = self._make_pool()
             return self._pool
 
@@ -65,7 +65,7 @@ class LocalService(Service):
             if job.id not in state.run_ids and job.status not in TERMINAL:  # stopped mid-import
                 self._fail(job, "server_restarted", "ftm serve stopped before this job's files were "
                            "imported. Create the job again.", None)
-        self._watcher.start()  # reattaches to every unfinished run at once
+        self._follow()  # a run that ended while the server was down is recorded now
 
     def base_models(self) -> tuple[str, ...]:
         return tuple(table.table())
@@ -106,34 +106,50 @@ class LocalService(Service):
                                 fine_tuned_model=fine_tuned_name(job.model, job.suffix, run_id, self.owner))
 
     def refresh(self, job: Job) -> None:
+        """Fill the job's record from its run (polled once first); a job with no run keeps its own."""
         run_id = self.state.run_ids.get(job.id)
-        settled = job.status in TERMINAL and job.finished_at is not None and job.id not in self.state.overrides
-        if run_id is None or settled:
+        if run_id is None:
             return
         try:
-            jobs.refresh(run_id)
+            run, _ = jobs.refresh(run_id)
+            if self._shown(job, run):
+                return
             shown = jobs.show(run_id)
         except FtmError as err:
             log.info("job %s: run %s not read (%s)", job.id, run_id, err.line())
             return  # the ledger is busy: the job stays as it was, the next read tries again
         self._apply(job, shown)
 
+    def _shown(self, job: Job, run: dict) -> bool:
+        """Whether the job already shows this ended run (a resume would change it)."""
+        ended = (run["status"], epoch(run["finished_at"]))
+        if job.status not in TERMINAL or (job.status, job.finished_at) != ended:
+            return False
+        if job.status == "cancelled":  # cancelled at once: its worker may have been ending its step
+            from .imports import reap_workers
+
+            reap_workers([run["id"]])
+        return True
+
     def cancel(self, job: Job) -> None:
-        self._control(job, jobs.cancel)
-        self.state.override(job, "cancelled", time.time())  # what OpenAI answers at once
+        """Cancel the run, recorded at once (what OpenAI answers); the worker stops at its next step."""
+        self._control(job, partial(jobs.cancel, at_once=True))
         self.refresh(job)
 
     def pause(self, job: Job) -> None:
         """Ask the worker to stop at its next step with a checkpoint; resume carries on from it."""
-        self._control(job, jobs.pause)
-        self.state.override(job, "paused")
-        job.status = "paused"
+        self._control(job, partial(jobs.pause, at_once=True))
+        self.refresh(job)
 
     def resume(self, job: Job) -> None:
         self._control(job, jobs.resume)
-        self.state.override(job, None)
-        job.status = "queued"
         self.refresh(job)
+
+    def _follow(self) -> None:
+        """Poll every unfinished run of this server once, so one that has ended is recorded."""
+        for job in list(self.state.jobs.values()):
+            if job.id in self.state.run_ids and job.status not in TERMINAL:
+                self.refresh(job)
 
     def _control(self, job: Job, fn) -> None:
         if job.id not in self.state.run_ids and job.id in self._pending:
@@ -155,38 +171,30 @@ class LocalService(Service):
         error = {"code": code, "message": message, "param": param}
         job.emit(message, time.time(), level="error")
         job.finish("failed", time.time(), error)
-        self.state.override(job, "failed", job.finished_at)
-        self.state.save_job(job, error=error)
+        self.state.save_job(job, error=error, finished_at=iso(job.finished_at))  # no run holds this
 
     def _apply(self, job: Job, shown: dict) -> None:
-        """Copy a run (as jobs.show gives it) into the job record."""
+        """Show a run (as jobs.show gives it) as the job: every field the API reads comes from it."""
         ft = fine_tuned_name(job.model, job.suffix, shown["id"], self.owner)
-        status = "validating_files" if shown["status"] == "created" else shown["status"]
-        override = self.state.overrides.get(job.id)
-        if override and status in TERMINAL:
-            self.state.override(job, None)  # the run has caught up with what the API said
-        elif override:
-            status = override["status"]
-        job.status = status
+        job.status = "validating_files" if shown["status"] == "created" else shown["status"]
+        job.finished_at = job.error = None  # a run resumed after it ended is unfinished again
         hp = shown.get("resolved_hyperparameters") or {}
         job.resolved = {k: hp[k] for k in HYPERPARAMETERS if k in hp} or None
         job.events = own_events(job) + [event(e, shown, ft) for e in shown["events"]]
         job.checkpoints = [checkpoint(c, job.id, f"{ft}:ckpt-step-{c['step']}") for c in shown["checkpoints"][-3:]]
         job.trained_tokens = shown.get("trained_tokens")
-        if status in TERMINAL:
-            self._finished(job, shown, ft, override)
+        if job.status in TERMINAL:
+            self._finished(job, shown, ft)
 
-    def _finished(self, job: Job, shown: dict, ft: str, override: dict | None) -> None:
-        at = epoch(shown["finished_at"]) if shown["status"] in TERMINAL else (override or {}).get("finished_at")
+    def _finished(self, job: Job, shown: dict, ft: str) -> None:
+        from .imports import reap_workers
+
         error = None
         if job.status == "failed":
             error = {"code": shown["error_code"] or "training_error", "message": shown["error_message"] or "",
                      "param": shown["error_param"]}
-        job.finish(job.status, at or time.time(), error)
-        if shown["status"] in TERMINAL:
-            from .imports import reap_workers
-
-            reap_workers([shown["id"]])
+        job.finish(job.status, epoch(shown["finished_at"]) or time.time(), error)
+        reap_workers([shown["id"]])
         if job.status == "succeeded" and job.fine_tuned_model is None:
             job.fine_tuned_model = ft
             if not job.result_files:
@@ -195,26 +203,13 @@ class LocalService(Service):
                                                         base64=True).id]
                 self.state.save_job(job, result_file=job.result_files[0])
 
-    def _watch(self) -> None:
-        """Follow unfinished runs whether or not a client asks, so each ends in the ledger."""
-        while True:
-            with self.state.lock:
-                waiting = [j for j in self.state.jobs.values() if j.id in self.state.run_ids]
-            for job in waiting:
-                try:
-                    with self.state.lock:
-                        self.refresh(job)
-                except Exception:  # noqa: BLE001 - one bad run must not stop the watching of others
-                    log.exception("could not follow job %s", job.id)
-            if self._stop.wait(WATCH_EVERY):
-                return
-
     # --- models and chat -----------------------------------------------------------------
 
     def check_model(self, model: str) -> None:
         models.target(model)  # the 404, or the 400 of a name two runs answer to
 
     def models(self) -> list[dict]:
+        self._follow()  # a job's model is listed once its run has succeeded, whoever asked
         return models.listing(self.state.organization)
 
     def model(self, model_id: str) -> dict:
@@ -232,10 +227,7 @@ class LocalService(Service):
         return answer(self.pool, models.target(model), ask)
 
     def close(self) -> None:
-        self._stop.set()
         self._submits.shutdown(wait=True, cancel_futures=True)
-        if self._watcher.ident:
-            self._watcher.join(timeout=30)
         from .imports import reap_workers
 
         if getattr(self, "state", None) is not None:

@@ -1,4 +1,4 @@
-"""The detached worker: `python -m ftm_backends.local.worker RUN_DIR [--resume]`.
+"""The detached worker: `python -m ftm_backends.local.trainer.worker RUN_DIR [--resume]`.
 
 Started by LocalBackend.start() in its own session, or by `accelerate launch` once per
 process when gpus > 1. Everything it needs is in RUN_DIR/spec.json; it never opens the ledger.
@@ -12,13 +12,13 @@ import threading
 import traceback
 from pathlib import Path
 
-from . import progress
+from . import rundir
 
 
 def heartbeat(run_dir: Path, stop: threading.Event) -> None:
     """Prove to poll() that the worker lives, even through a long model load."""
-    while not stop.wait(progress.HEARTBEAT_EVERY):
-        progress.append(run_dir, "heartbeat")
+    while not stop.wait(rundir.HEARTBEAT_EVERY):
+        rundir.append(run_dir, "heartbeat")
 
 
 def setup_distributed(device: str) -> tuple[int, int, str]:
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     rank = int(os.environ.get("RANK", "0"))
     stop = threading.Event()
     if rank == 0:
-        progress.append(run_dir, "status", status="running", pid=os.getpid())
+        rundir.append(run_dir, "status", status="running", pid=os.getpid())
         threading.Thread(target=heartbeat, args=(run_dir, stop), daemon=True).start()
     try:
         return run(run_dir, resume)
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
         if rank == 0:
             # what the user can do about it too (an FtmError's line), else the exception itself
             message = exc.line() if hasattr(exc, "line") else f"{type(exc).__name__}: {exc}"
-            progress.append(run_dir, "status", status="failed",
+            rundir.append(run_dir, "status", status="failed",
                             error={"code": "training_error", "message": message})
         return 1
     finally:
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
 
 
 def run(run_dir: Path, resume: bool) -> int:
-    from . import model as models
+    from ..modeling import loading as models
     from .train import Cancelled, Run, train
 
     probe = Run(run_dir)
