@@ -48,10 +48,17 @@ function runRow(run, chosen, compare) {
   }});
   return el("tr", {dataset: {run: run.id}},
     el("td", {}, box), el("td", {}, runLink(run.id)), el("td", {}, run.suffix || ""), el("td", {}, run.backend),
-    el("td", {}, run.base_model), el("td", {}, run.dataset_name || String(run.dataset_id || "").slice(0, 12)),
-    el("td", {}, run.method || "–"), el("td", {class: "status-cell"}, statusBadge(run.status)),
+    el("td", {}, run.base_model),
+    el("td", {}, el("a", {href: "dataset/" + encodeURIComponent(run.dataset_id)}, run.dataset_name || String(run.dataset_id || "").slice(0, 12))),
+    el("td", {}, run.method || "–"), el("td", {class: "status-cell"}, statusCell(run)),
     el("td", {class: "num cost"}, money(run.actual_cost ?? run.estimated_cost)),
     el("td", {class: "num duration"}, duration(run.duration_s)), el("td", {class: "muted"}, run.created_at));
+}
+
+function statusCell(run) {
+  // A failed run says why beside its status (the provider's words: text, cut short).
+  const why = run.error_message ? el("div", {class: "error small"}, String(run.error_message).slice(0, 120)) : null;
+  return el("span", {}, statusBadge(run.status), why);
 }
 
 async function refreshStatuses(runs) {
@@ -63,7 +70,7 @@ async function refreshStatuses(runs) {
     const run = runs.find((r) => r.id === live.id);
     if (!row || !run) continue;
     Object.assign(run, live);
-    row.querySelector(".status-cell").replaceChildren(statusBadge(live.status));
+    row.querySelector(".status-cell").replaceChildren(statusCell(run));
     row.querySelector(".cost").textContent = money(live.actual_cost ?? live.estimated_cost);
     row.querySelector(".duration").textContent = duration(live.duration_s);
   }
