@@ -24,6 +24,7 @@ app = typer.Typer(
 from . import runs, use, pull, compare, datasets  # noqa: E402,F401  (order = order in --help)
 from . import standin  # noqa: E402,F401
 from . import serve  # noqa: E402,F401
+from . import ui  # noqa: E402,F401
 
 
 def _sweep() -> None:
