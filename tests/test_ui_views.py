@@ -72,21 +72,26 @@ def test_a_port_in_use_is_one_line(ftm_home):
     assert res.code == 1 and res.err.startswith("Error: cannot listen on 127.0.0.1:") and len(res.err.splitlines()) == 1
 
 
-def test_another_server_mounts_the_dashboard_at_its_root_beside_its_own_routes(ftm_home):
-    from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Mount, Route
-    from starlette.testclient import TestClient
+def test_ftm_serve_answers_the_dashboard_at_its_root_beside_the_api(ftm_home):
+    """One port: OpenAI's API under /v1 and the dashboard at /, the pages behind the server's key."""
+    import httpx
 
-    from ftmanager.ui import make_app
+    from ftmanager.serve import serve
 
-    outer = Starlette(routes=[Route("/v1/models", lambda request: PlainTextResponse("api")),
-                              Mount("/", app=make_app())])
-    client = TestClient(outer, base_url="http://127.0.0.1")
-    assert client.get("/v1/models").text == "api"
-    assert client.get("/api/health").json()["runs"] == 0
-    assert "/static/app.js" in client.get("/").text and client.get("/static/uPlot.iife.min.js").status_code == 200
-    assert client.post("/api/chat", json={}, headers={"origin": "http://evil.example"}).status_code == 403
+    with serve(port=0, api_key="sk-serve", device="cpu") as server:
+        root = server.url.removesuffix("/v1")
+        with httpx.Client(base_url=root, timeout=30) as client:
+            assert client.get("/v1/models").status_code == 401  # the API still wants its key
+            assert client.get("/v1/models", headers={"authorization": "Bearer sk-serve"}).status_code == 200
+            assert client.get("/api/health").status_code == 401  # so do the pages: they can cancel runs
+            login = lambda key: client.post("/login", data={"key": key}, headers={"origin": root})  # noqa: E731
+            assert login("wrong").headers["location"] == "/login?failed"
+            assert login("sk-serve").headers["location"] == "/"
+            assert client.get("/api/health").json()["runs"] == 0
+            assert "/static/app.js" in client.get("/").text
+            assert client.get("/static/uPlot.iife.min.js").status_code == 200
+            assert client.post("/api/chat", json={}, headers={"origin": "http://evil.example"}).status_code == 403
+            assert client.get("/v1/nothing-here", headers={"authorization": "Bearer sk-serve"}).json()["error"]
 
 
 def test_the_page_scripts_never_write_markup_from_strings():
