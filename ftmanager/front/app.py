@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+from urllib.parse import unquote
 
 import anyio
 from starlette.formparsers import MultiPartException
@@ -59,8 +61,11 @@ class App:
         srv, method, path = self.srv, scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         hooks = srv.hooks
-        if hooks is not None and hooks.control_prefix and path.startswith(hooks.control_prefix):
-            return await self._control(scope, receive, headers, method, path)
+        control = _control_path(path, hooks)
+        if control is not None:
+            if srv.api_key:  # a stand-in started with a key guards its control routes too
+                srv.authorize(headers, control)
+            return await self._control(scope, receive, headers, method, control)
         if not path.startswith(srv.prefix + "/"):
             raise ApiError(404, f"Invalid URL ({method} {path})")
         path = path[len(srv.prefix):]
@@ -90,6 +95,18 @@ class App:
         body, _ = await _read(scope, receive, headers, MAX_JSON_BODY)
         answer = await anyio.to_thread.run_sync(self.srv.hooks.control, self.srv, method, path, body)
         return json_response(answer)
+
+
+def _control_path(path: str, hooks) -> str | None:
+    """The control path a request names, however it is spelled (escapes, case, doubled slashes,
+    trailing dots), or None: no spelling may reach a control route without the key check."""
+    if hooks is None or not hooks.control_prefix:
+        return None
+    plain = unquote(path)
+    while plain != unquote(plain):  # %255f is %5f is _
+        plain = unquote(plain)
+    plain = "/".join(part.rstrip(". ") for part in re.sub(r"/+", "/", plain).lower().split("/"))
+    return plain if plain.startswith(hooks.control_prefix) else None
 
 
 async def _run(srv, fn, req, locked: bool, receive):
