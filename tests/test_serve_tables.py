@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from conftest import ftm
+from fixtures_local import tiny_llama  # noqa: F401  (fixture)
 from ftmanager.errors import InvalidInput
 from ftmanager.serve import serve
 
@@ -123,3 +124,25 @@ def test_a_row_that_cannot_be_loaded_is_a_400_naming_it_at_once(ftm_home, tmp_pa
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def tiny_table(ftm_home, tiny_llama):  # noqa: F811
+    ftm_home.mkdir(parents=True, exist_ok=True)
+    (ftm_home / "served_models.toml").write_text(f'[models."gpt-4o-mini-2024-07-18"]\nlocal = "{tiny_llama}"\n')
+    return tiny_llama
+
+
+@pytest.mark.parametrize("content", [b"not json at all\n", b'{"messages": 3}\n', b"\xff\xfe\n", b""])
+def test_a_failed_jobs_error_names_its_file_by_id_not_by_path(tiny_table, ftm_home, content):
+    with serve(port=0, api_key=KEY, device="cpu") as server:
+        client = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
+        upload = client.files.create(file=("bad.jsonl", content), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=upload.id)
+        deadline = time.time() + 60
+        while (job := client.fine_tuning.jobs.retrieve(job.id)).status != "failed":
+            assert time.time() < deadline, job
+            time.sleep(0.2)
+        shown = json.dumps(job.to_dict()) + json.dumps([e.to_dict() for e in client.fine_tuning.jobs.list_events(job.id)])
+        assert job.error.param == "training_file" and job.error.message
+        assert str(ftm_home) not in shown and str(server.state.data_dir) not in shown, shown
