@@ -183,6 +183,8 @@ def _parts(form) -> dict[str, Part] | None:
         return None
     parts = {}
     for name, value in form.multi_items():
+        if name in parts:  # which one counts would be a guess: refused, as OpenAI refuses it
+            raise ApiError(400, f"The multipart body has the field '{name[:40]}' more than once.", param=name[:40])
         if isinstance(value, UploadFile):
             parts[name] = Part(name, filename=value.filename, file=value.file, size=value.size or 0)
         else:

@@ -9,6 +9,7 @@ service moves the Job record along (LocalService: fills it from the job's run).
 from __future__ import annotations
 
 import abc
+import hashlib
 import re
 from typing import Iterator
 
@@ -95,6 +96,15 @@ class Service(abc.ABC):
 
         Closing the iterator early (the client left) stops the answer being made.
         """
+
+    def fingerprint(self, model: str) -> str:
+        """OpenAI's system_fingerprint: fp_ and a digest of what answers for model (the same
+        while the model and the server's configuration stay the same)."""
+        return "fp_" + hashlib.sha1(f"{type(self).__name__}:{self.configuration(model)}".encode()).hexdigest()[:10]
+
+    def configuration(self, model: str) -> str:
+        """What decides how model answers, as text (its name, for a server with nothing more)."""
+        return model
 
     def unknown_model(self, model: str, status: int) -> ApiError:
         """The error for a model this server neither offers nor made (400 on create, 404 in chat)."""

@@ -241,6 +241,10 @@ class LocalService(Service):
 
         return answer(self.pool, self._target(model), ask, model)
 
+    def configuration(self, model: str) -> str:
+        """The weights and template that answer (a table edit or a new alias changes them)."""
+        return repr(self._target(model))
+
     def _target(self, model: str):
         from .answers import cannot_load
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from ...asks import Ask, Done, Piece
@@ -53,8 +53,8 @@ def completion(srv, body: dict, gone=None):
     if chat.stream:
         return Stream(_chunks(srv, chat))
 
-    def one(_=None):
-        return _answer(srv.service.chat(chat.model, chat.ask), gone)
+    def one(i: int = 0):
+        return _answer(srv.service.chat(chat.model, choice_ask(chat.ask, i)), gone)
 
     if chat.n == 1:
         answers = [one()]
@@ -65,7 +65,15 @@ def completion(srv, body: dict, gone=None):
                 "message": {"role": "assistant", "content": done.text, "refusal": None, "annotations": []}}
                for i, (pieces, done) in enumerate(answers)]
     return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
-            "model": chat.model, "choices": choices, "usage": _usage([d for _, d in answers])}
+            "model": chat.model, "choices": choices, "usage": _usage([d for _, d in answers]),
+            "system_fingerprint": srv.service.fingerprint(chat.model)}
+
+
+def choice_ask(ask: Ask, i: int) -> Ask:
+    """The ask for choice i: its own seed (seed + i), so n choices differ and each is reproducible."""
+    if i == 0 or ask.seed is None:
+        return ask
+    return replace(ask, seed=(ask.seed + i + 2**63) % 2**64 - 2**63)  # stays a signed 64-bit seed
 
 
 def _answer(stream: Iterator, gone=None) -> tuple[list, Done]:
@@ -99,7 +107,7 @@ def _usage(dones: list[Done]) -> dict:
 def _chunks(srv, chat: ChatRequest):
     """chat.completion.chunk objects, choice by choice: the role, each piece, the finish reason."""
     head = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": chat.model, "system_fingerprint": None}
+            "model": chat.model, "system_fingerprint": srv.service.fingerprint(chat.model)}
 
     def chunk(i: int, delta: dict, finish=None, logprobs=None) -> dict:
         return {**head, "choices": [{"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
@@ -107,7 +115,7 @@ def _chunks(srv, chat: ChatRequest):
     dones = []
     for i in range(chat.n):
         yield chunk(i, {"role": "assistant", "content": "", "refusal": None})
-        answer = srv.service.chat(chat.model, chat.ask)
+        answer = srv.service.chat(chat.model, choice_ask(chat.ask, i))
         try:
             for item in answer:
                 if isinstance(item, Done):
