@@ -138,3 +138,20 @@ def test_n_seeded_choices_differ_and_repeat(tiny_server):
     assert len(set(first)) > 1, first  # n different choices, not one answer n times
     assert texts(7) == first  # the same seed, the same choices
     assert texts(7, stream=True) == first
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
+def test_max_tokens_over_the_models_limit_is_openais_400(client, name):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], **{name: 100000})
+    assert err.value.param == name and err.value.code == "invalid_value"
+    assert err.value.message.endswith("This model supports at most 16384 completion tokens, whereas you provided 100000.")
+
+
+def test_max_tokens_over_the_local_models_context_is_a_400(tiny_server):
+    with pytest.raises(openai.BadRequestError) as err:
+        tiny_server.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=10_000_000)
+    assert err.value.param == "max_tokens" and "whereas you provided 10000000" in err.value.message
+    ok = tiny_server.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    assert ok.choices[0].message.content is not None

@@ -25,6 +25,9 @@ FINE_TUNABLE = (
     "gpt-4.1-nano-2025-04-14",
     "gpt-3.5-turbo-0125",
 )
+# The most tokens one answer of each may hold (OpenAI's published output limits).
+OUTPUT_LIMITS = {"gpt-4o-mini-2024-07-18": 16384, "gpt-4o-2024-08-06": 16384, "gpt-4.1-2025-04-14": 32768,
+                 "gpt-4.1-mini-2025-04-14": 32768, "gpt-4.1-nano-2025-04-14": 32768, "gpt-3.5-turbo-0125": 4096}
 # The names OpenAI accepts for them; a job is named after the snapshot, as OpenAI names it.
 ALIASES = {re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4})$", "", name): name for name in FINE_TUNABLE}
 
@@ -96,6 +99,12 @@ class Service(abc.ABC):
 
         Closing the iterator early (the client left) stops the answer being made.
         """
+
+    def max_completion_tokens(self, model: str) -> int | None:
+        """The most tokens one answer of model may hold (None: no limit known); an ft: model has
+        its base's."""
+        base = model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else model
+        return OUTPUT_LIMITS.get(self.snapshot(base))
 
     def fingerprint(self, model: str) -> str:
         """OpenAI's system_fingerprint: fp_ and a digest of what answers for model (the same

@@ -241,6 +241,10 @@ class LocalService(Service):
 
         return answer(self.pool, self._target(model), ask, model)
 
+    def max_completion_tokens(self, model: str) -> int | None:
+        """The local model's context: no answer can be longer (None when its config cannot be read)."""
+        return models.context(self._target(model).base)
+
     def configuration(self, model: str) -> str:
         """The weights and template that answer (a table edit or a new alias changes them)."""
         return repr(self._target(model))

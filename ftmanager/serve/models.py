@@ -11,6 +11,7 @@ A name two runs could answer to is refused until one is chosen (`ftm serve --ali
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 from .. import engine
@@ -77,3 +78,17 @@ def target(name: str):
 
 def _model(name: str, created: int, owner: str) -> dict:
     return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
+@lru_cache(maxsize=64)
+def context(base: str) -> int | None:
+    """The longest sequence a local model takes, from its config on this machine (None if unread)."""
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(base, local_files_only=True)
+    except Exception:  # noqa: BLE001 - unreadable here: loading it says why, as a 400 naming the row
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "max_position_embeddings", None)
+    return int(n) if n else None

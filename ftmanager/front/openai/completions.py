@@ -50,6 +50,7 @@ def completion(srv, body: dict, gone=None):
     chat = parse(body, default_temperature=srv.service.default_temperature)
     with srv.state.lock:  # only the lookup: answering runs unlocked, beside other requests
         srv.service.check_model(chat.model)
+    _check_limit(body, chat.ask.max_tokens, srv.service.max_completion_tokens(chat.model))
     if chat.stream:
         return Stream(_chunks(srv, chat))
 
@@ -216,6 +217,14 @@ def _number(body: dict, name: str, low: float, high: float, default: float) -> f
 def _max_tokens(body: dict) -> int | None:
     name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return _integer(body, name, 1, None, None)
+
+
+def _check_limit(body: dict, asked: int | None, limit: int | None) -> None:
+    """OpenAI's 400 for a max_tokens (or max_completion_tokens) over what the model can answer."""
+    if asked is not None and limit is not None and asked > limit:
+        name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        raise ApiError(400, f"{name} is too large: {asked}. This model supports at most {limit} completion "
+                       f"tokens, whereas you provided {asked}.", param=name, code="invalid_value")
 
 
 def _seed(body: dict) -> int | None:
