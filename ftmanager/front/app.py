@@ -105,8 +105,9 @@ def _control_path(path: str, hooks) -> str | None:
     plain = unquote(path)
     while plain != unquote(plain):  # %255f is %5f is _
         plain = unquote(plain)
-    plain = "/".join(part.rstrip(". ") for part in re.sub(r"/+", "/", plain).lower().split("/"))
-    return plain if plain.startswith(hooks.control_prefix) else None
+    plain = "/".join(part.rstrip(". ") for part in re.sub(r"/+", "/", plain).split("/"))
+    prefix = hooks.control_prefix
+    return prefix + plain[len(prefix):] if plain.lower().startswith(prefix) else None  # ids keep their case
 
 
 async def _run(srv, fn, req, locked: bool, receive):

@@ -66,12 +66,12 @@ class LocalServer(Server):
 
 
 def _claim(data_dir: Path):
-    """An exclusive lock on data_dir/server.lock, or one line saying which server holds it.
+    """An exclusive lock on serve.lock beside data_dir, or one line saying which server holds it.
 
     One server per FTM_HOME: a second would keep its own copy of the jobs (a job created on one
     is a 404 on the other), load its own copy of every model, and reap the first's workers."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(data_dir / "server.lock", "a+")
+    fh = open(data_dir.with_name(data_dir.name + ".lock"), "a+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
