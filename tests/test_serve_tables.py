@@ -146,3 +146,17 @@ def test_a_failed_jobs_error_names_its_file_by_id_not_by_path(tiny_table, ftm_ho
         shown = json.dumps(job.to_dict()) + json.dumps([e.to_dict() for e in client.fine_tuning.jobs.list_events(job.id)])
         assert job.error.param == "training_file" and job.error.message
         assert str(ftm_home) not in shown and str(server.state.data_dir) not in shown, shown
+
+
+def test_a_job_on_a_row_that_cannot_be_loaded_is_refused_naming_it(ftm_home, tmp_path):
+    ftm_home.mkdir(parents=True, exist_ok=True)
+    (ftm_home / "served_models.toml").write_text(f'[models."gpt-gone"]\nlocal = "{tmp_path / "gone"}"\n'
+                                                 '[models."gpt-hub"]\nlocal = "no-such-org/no-such-model"\n')
+    with serve(port=0, api_key=KEY) as server:
+        client = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
+        upload = client.files.create(file=("d.jsonl", b'{"messages": []}\n'), purpose="fine-tune")
+        for name in ("gpt-gone", "gpt-hub"):
+            with pytest.raises(openai.BadRequestError) as err:
+                client.fine_tuning.jobs.create(model=name, training_file=upload.id)
+            assert f'[models."{name}"]' in err.value.message and str(tmp_path) not in err.value.message
+        assert client.fine_tuning.jobs.list().data == []

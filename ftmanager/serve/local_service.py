@@ -101,6 +101,10 @@ class LocalService(Service):
             return self._fail(job, "unsupported_model", "ftm serve cannot continue training an ft: "
                               "model yet; start a job from its base model instead", "model")
         served = table.lookup(job.model)
+        if models.config(self._target(job.model).base) is None:  # refused now, not failed in a worker
+            from .answers import cannot_load
+
+            raise cannot_load(job.model)
         self.state.save_job(job)
         self._pending[job.id] = self._submits.submit(self._submit, job, served)
 
@@ -195,6 +199,8 @@ class LocalService(Service):
         hp = shown.get("resolved_hyperparameters") or {}
         job.resolved = {k: hp[k] for k in HYPERPARAMETERS if k in hp} or None
         job.events = own_events(job) + [event(e, shown, ft) for e in shown["events"]]
+        for e in job.events:
+            e["message"] = private(e["message"], job)
         job.checkpoints = [checkpoint(c, job.id, f"{ft}:ckpt-step-{c['step']}") for c in shown["checkpoints"][-3:]]
         job.trained_tokens = shown.get("trained_tokens")
         if job.status in TERMINAL:

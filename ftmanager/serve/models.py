@@ -81,14 +81,19 @@ def _model(name: str, created: int, owner: str) -> dict:
 
 
 @lru_cache(maxsize=64)
-def context(base: str) -> int | None:
-    """The longest sequence a local model takes, from its config on this machine (None if unread)."""
+def config(base: str):
+    """A local model's config as read from this machine (None when it cannot be read here)."""
     try:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(base, local_files_only=True)
-    except Exception:  # noqa: BLE001 - unreadable here: loading it says why, as a 400 naming the row
+        return AutoConfig.from_pretrained(base, local_files_only=True)
+    except Exception:  # noqa: BLE001 - unreadable here: the caller answers a 400 naming the row
         return None
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def context(base: str) -> int | None:
+    """The longest sequence a local model takes (None when unknown)."""
+    found = config(base)
+    text = found.get_text_config() if found is not None and hasattr(found, "get_text_config") else found
     n = getattr(text, "max_position_embeddings", None)
     return int(n) if n else None

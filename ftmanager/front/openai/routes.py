@@ -199,7 +199,11 @@ def cancel_upload(srv, req):
 def create_job(srv, req):
     job = job_from_request(srv, req.json())
     srv.state.jobs[job.id] = job
-    srv.service.start(job)
+    try:
+        srv.service.start(job)
+    except ApiError:  # refused before it began: no job to list
+        del srv.state.jobs[job.id]
+        raise
     return job.to_api()
 
 
