@@ -33,6 +33,8 @@ BROKEN = {
     "unknown option": b'[models."gpt-4o-mini"]\nlocal = "x/y"\nlcoal = "x/z"\n',
     "unknown table": b'[model."gpt-4o-mini"]\nlocal = "x/y"\n',
     "empty local": b'[models."gpt-4o-mini"]\nlocal = ""\n',
+    "unknown backend option": b'[models."gpt-4o-mini"]\nlocal = "x/y"\noptions = {quantise = false}\n',
+    "bad option value": b'[models."gpt-4o-mini"]\nlocal = "x/y"\noptions = {lora_r = 0}\n',
 }
 
 

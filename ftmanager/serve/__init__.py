@@ -33,9 +33,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = No
     """An OpenAI-compatible server backed by local training (not started: `with` it, or start())."""
     from .. import paths
     from .ledger_state import LedgerState
-    from .table import check
+    from .table import check, check_options
 
-    check()  # a broken served_models.toml is one line before anything listens
+    check_options(check())  # a broken served_models.toml is one line before anything listens
     data_dir = Path(data_dir) if data_dir else paths.home() / "serve"
     claim = _claim(data_dir)
     service = LocalService(pool, make_pool=lambda: _pool(device, max_batch))

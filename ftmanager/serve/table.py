@@ -48,6 +48,23 @@ def check() -> dict[str, Served]:
     return {name: Served(name, row["local"], dict(row.get("options") or {})) for name, row in entries.items()}
 
 
+def check_options(served: dict[str, Served]) -> None:
+    """Each row's options as the local backend takes them, or one line naming the row (at start:
+    a row edited in later is checked when a job is submitted on it)."""
+    from .. import registry
+    from ..errors import FtmError
+
+    backend = registry.get("local")
+    for name, row in served.items():
+        if row.options:
+            try:
+                backend.check_options(row.options)
+            except FtmError as err:
+                raise InvalidInput(f'the served-models table ({user_path()} over {SHIPPED.name}) has '
+                                   f'[models."{name}"] options that the local backend refuses: {err.what}',
+                                   f"Fix that row. {err.next_step}".strip()) from None
+
+
 def table() -> dict[str, Served]:
     """Every served name, the user's entries over the shipped ones (the last good table while
     the file is broken: the log says what is wrong)."""
