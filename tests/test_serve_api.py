@@ -65,7 +65,8 @@ def test_an_unmapped_base_model_is_a_400_that_names_the_table(server, ftm_home, 
     with pytest.raises(openai.BadRequestError) as err:
         c.fine_tuning.jobs.create(model="gpt-9-mega", training_file=uploaded.id)
     assert err.value.body["param"] == "model"
-    assert str(ftm_home / "served_models.toml") in err.value.message and str(SHIPPED) in err.value.message
+    assert "served_models.toml in the server's FTM_HOME" in err.value.message  # the table, not our paths
+    assert str(ftm_home) not in err.value.message and str(SHIPPED) not in err.value.message
     with pytest.raises(openai.NotFoundError) as err:
         c.chat.completions.create(model="gpt-9-mega", messages=[{"role": "user", "content": "hi"}])
     assert "served_models.toml" in err.value.message

@@ -29,6 +29,7 @@ def serve(
     checkpoint in the ledger answers /v1/chat/completions, a re-run of an OpenAI run under its
     parent's ft: name too. Base-model names map to local models in served_models.toml.
     """
+    _offline()  # before anything imports the hub libraries: they read these once
     from ..serve import serve as make_server
     from ..serve.table import user_path
 
@@ -47,8 +48,28 @@ def serve(
                            "Pick another with --port, or --port 0 for a free one.") from None
     print(f"ftm serve: OpenAI-compatible fine-tuning and chat on {server.url} (local training)")
     print(f"  export OPENAI_BASE_URL={server.url} OPENAI_API_KEY={'<your key>' if api_key else 'any'}")
-    print(f"  base models: {', '.join(server.service.base_models()[:4])}, ... (edit {user_path()})", flush=True)
+    print(f"  base models: {', '.join(server.service.base_models()[:4])}, ... (edit {user_path()})")
+    print(f"  dashboard: {server.url.removesuffix('/v1')}/" + (" (sign in with the key)" if api_key else ""), flush=True)
+    _keep_runs_moving()
     serve_until_stopped(server, "ftm serve")
+
+
+def _keep_runs_moving() -> None:
+    """Poll unfinished runs in the background as `ftm ui` does, so the dashboard's statuses move."""
+    import threading
+
+    from ..ui.api import keep_synced
+
+    threading.Thread(target=keep_synced, args=(5.0, threading.Event()), daemon=True, name="ftm-sync").start()
+
+
+def _offline() -> None:
+    """Load models from this machine only: a model that is not here fails at once (a client's
+    request must not wait on the Hugging Face hub), in this process and the workers it starts."""
+    import os
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[name] = "1"
 
 
 def _choose(choice: str) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+from urllib.parse import unquote
 
 import anyio
 from starlette.formparsers import MultiPartException
@@ -42,6 +44,8 @@ class App:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
+        if self.srv.pages is not None and not self._api(scope["path"]):
+            return await self.srv.pages(scope, receive, send)
         try:
             response = await self._answer(scope, receive)
         except ApiError as err:
@@ -55,12 +59,21 @@ class App:
             response = error_response(ApiError(500, SERVER_ERROR, type="server_error"), self.srv)
         await response(scope, receive, send)
 
+    def _api(self, path: str) -> bool:
+        """Whether path is the API's (or the stand-ins' control), not the pages beside it."""
+        hooks = self.srv.hooks
+        control = hooks is not None and hooks.control_prefix and path.startswith(hooks.control_prefix)
+        return bool(control) or path.startswith(self.srv.prefix + "/")
+
     async def _answer(self, scope, receive) -> Response:
         srv, method, path = self.srv, scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         hooks = srv.hooks
-        if hooks is not None and hooks.control_prefix and path.startswith(hooks.control_prefix):
-            return await self._control(scope, receive, headers, method, path)
+        control = _control_path(path, hooks)
+        if control is not None:
+            if srv.api_key:  # a stand-in started with a key guards its control routes too
+                srv.authorize(headers, control)
+            return await self._control(scope, receive, headers, method, control)
         if not path.startswith(srv.prefix + "/"):
             raise ApiError(404, f"Invalid URL ({method} {path})")
         path = path[len(srv.prefix):]
@@ -90,6 +103,19 @@ class App:
         body, _ = await _read(scope, receive, headers, MAX_JSON_BODY)
         answer = await anyio.to_thread.run_sync(self.srv.hooks.control, self.srv, method, path, body)
         return json_response(answer)
+
+
+def _control_path(path: str, hooks) -> str | None:
+    """The control path a request names, however it is spelled (escapes, case, doubled slashes,
+    trailing dots), or None: no spelling may reach a control route without the key check."""
+    if hooks is None or not hooks.control_prefix:
+        return None
+    plain = unquote(path)
+    while plain != unquote(plain):  # %255f is %5f is _
+        plain = unquote(plain)
+    plain = "/".join(part.rstrip(". ") for part in re.sub(r"/+", "/", plain).split("/"))
+    prefix = hooks.control_prefix
+    return prefix + plain[len(prefix):] if plain.lower().startswith(prefix) else None  # ids keep their case
 
 
 async def _run(srv, fn, req, locked: bool, receive):
@@ -166,6 +192,8 @@ def _parts(form) -> dict[str, Part] | None:
         return None
     parts = {}
     for name, value in form.multi_items():
+        if name in parts:  # which one counts would be a guess: refused, as OpenAI refuses it
+            raise ApiError(400, f"The multipart body has the field '{name[:40]}' more than once.", param=name[:40])
         if isinstance(value, UploadFile):
             parts[name] = Part(name, filename=value.filename, file=value.file, size=value.size or 0)
         else:

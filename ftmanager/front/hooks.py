@@ -15,7 +15,7 @@ class Drop(Exception):
 class Hooks:
     """Called by the front around each API request; every method here does nothing."""
 
-    control_prefix: str | None = None  # requests under this path are control(), with no key and no prefix
+    control_prefix: str | None = None  # requests under this path (any spelling) are control(): no prefix; the key if the server has one
 
     def seen(self, method: str, path: str) -> None:
         """A request below the prefix arrived (called before its key is checked)."""

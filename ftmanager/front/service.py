@@ -9,6 +9,7 @@ service moves the Job record along (LocalService: fills it from the job's run).
 from __future__ import annotations
 
 import abc
+import hashlib
 import re
 from typing import Iterator
 
@@ -24,6 +25,9 @@ FINE_TUNABLE = (
     "gpt-4.1-nano-2025-04-14",
     "gpt-3.5-turbo-0125",
 )
+# The most tokens one answer of each may hold (OpenAI's published output limits).
+OUTPUT_LIMITS = {"gpt-4o-mini-2024-07-18": 16384, "gpt-4o-2024-08-06": 16384, "gpt-4.1-2025-04-14": 32768,
+                 "gpt-4.1-mini-2025-04-14": 32768, "gpt-4.1-nano-2025-04-14": 32768, "gpt-3.5-turbo-0125": 4096}
 # The names OpenAI accepts for them; a job is named after the snapshot, as OpenAI names it.
 ALIASES = {re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4})$", "", name): name for name in FINE_TUNABLE}
 
@@ -95,6 +99,21 @@ class Service(abc.ABC):
 
         Closing the iterator early (the client left) stops the answer being made.
         """
+
+    def max_completion_tokens(self, model: str) -> int | None:
+        """The most tokens one answer of model may hold (None: no limit known); an ft: model has
+        its base's."""
+        base = model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else model
+        return OUTPUT_LIMITS.get(self.snapshot(base))
+
+    def fingerprint(self, model: str) -> str:
+        """OpenAI's system_fingerprint: fp_ and a digest of what answers for model (the same
+        while the model and the server's configuration stay the same)."""
+        return "fp_" + hashlib.sha1(f"{type(self).__name__}:{self.configuration(model)}".encode()).hexdigest()[:10]
+
+    def configuration(self, model: str) -> str:
+        """What decides how model answers, as text (its name, for a server with nothing more)."""
+        return model
 
     def unknown_model(self, model: str, status: int) -> ApiError:
         """The error for a model this server neither offers nor made (400 on create, 404 in chat)."""

@@ -12,9 +12,12 @@ has weights for (models.py). Base-model names map to local models in served_mode
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 from ..front.openai import ROUTES
+from ..errors import InvalidInput
 from ..front.server import Server
 from .local_service import LocalService, fine_tuned_name
 
@@ -30,15 +33,65 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = No
     """An OpenAI-compatible server backed by local training (not started: `with` it, or start())."""
     from .. import paths
     from .ledger_state import LedgerState
+    from .table import check, check_options
 
+    check_options(check())  # a broken served_models.toml is one line before anything listens
+    data_dir = Path(data_dir) if data_dir else paths.home() / "serve"
+    claim = _claim(data_dir)
     service = LocalService(pool, make_pool=lambda: _pool(device, max_batch))
     try:
-        state = LedgerState(Path(data_dir) if data_dir else paths.home() / "serve")
-        return Server(service, host, port, api_key=api_key, state=state, routes=ROUTES,
-                      max_file_bytes=max_file_bytes, max_part_bytes=max_part_bytes)
+        state = LedgerState(data_dir)
+        return LocalServer(service, host, port, api_key=api_key, state=state, routes=ROUTES,
+                           max_file_bytes=max_file_bytes, max_part_bytes=max_part_bytes, claim=claim,
+                           pages=_dashboard(host, api_key))
     except BaseException:
         service.close()
+        claim.close()
         raise
+
+
+def _dashboard(host: str, api_key: str | None):
+    """`ftm ui`'s pages at / beside the API: a server with a key asks for it once (a login), even
+    on loopback, since the pages can cancel runs and chat; off loopback only a loopback-free Host."""
+    from ..ui.app import make_app
+    from ..ui.server import is_loopback
+
+    return make_app(key=api_key, loopback_only=is_loopback(host))
+
+
+class LocalServer(Server):
+    """The front holding its FTM_HOME's serve claim until it closes."""
+
+    def __init__(self, *args, claim, **kwargs):
+        self._claim = claim
+        super().__init__(*args, **kwargs)
+        claim.write(f"{os.getpid()} {self.url}\n")
+        claim.flush()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._claim.close()  # the lock goes with the file
+
+
+def _claim(data_dir: Path):
+    """An exclusive lock on serve.lock beside data_dir, or one line saying which server holds it.
+
+    One server per FTM_HOME: a second would keep its own copy of the jobs (a job created on one
+    is a 404 on the other), load its own copy of every model, and reap the first's workers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(data_dir.with_name(data_dir.name + ".lock"), "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise InvalidInput(f"another ftm serve already serves this FTM_HOME (pid and URL: {holder})",
+                           "Use that server, stop it first, or give this one its own FTM_HOME.") from None
+    fh.truncate(0)
+    return fh
 
 
 def _pool(device: str, max_batch: int):

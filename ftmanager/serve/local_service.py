@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 
 from .. import jobs
 from ..front.service import ALIASES, Service
@@ -33,6 +34,19 @@ log = logging.getLogger("ftm.serve")
 def fine_tuned_name(base: str, suffix: str | None, run_id: str, owner: str = OWNER) -> str:
     """OpenAI's ft:<base>:<owner>:<suffix>:<id>, whose id is the ledger run's own."""
     return f"ft:{base}:{owner}:{suffix or ''}:{run_id.removeprefix('run-')}"
+
+
+def private(message: str, job: Job) -> str:
+    """A message for the client with the server's paths taken out: an uploaded file by its id,
+    anything else under FTM_HOME or the home folder by a word (the log keeps the whole line)."""
+    from .. import paths
+
+    for path, file_id in ((job.training_path, job.training_file), (job.validation_path, job.validation_file)):
+        if path is not None:
+            message = message.replace(str(path), f"file {file_id}")
+    for place, word in ((paths.home(), "the server's FTM_HOME"), (Path.home(), "~")):
+        message = message.replace(str(place), word)
+    return message
 
 
 class LocalService(Service):
@@ -87,6 +101,10 @@ class LocalService(Service):
             return self._fail(job, "unsupported_model", "ftm serve cannot continue training an ft: "
                               "model yet; start a job from its base model instead", "model")
         served = table.lookup(job.model)
+        if models.config(self._target(job.model).base) is None:  # refused now, not failed in a worker
+            from .answers import cannot_load
+
+            raise cannot_load(job.model)
         self.state.save_job(job)
         self._pending[job.id] = self._submits.submit(self._submit, job, served)
 
@@ -96,7 +114,7 @@ class LocalService(Service):
         try:
             run_id = submit(job, served, self.state.files)
         except Exception as err:  # noqa: BLE001 - any file we cannot import fails its job, not the server
-            message = err.line() if isinstance(err, FtmError) else "The training file could not be read."
+            message = private(err.line(), job) if isinstance(err, FtmError) else "The training file could not be read."
             log.info("job %s: training file refused (%s)", job.id, type(err).__name__)
             with self.state.lock:
                 return self._fail(job, "invalid_training_file", message, "training_file")
@@ -181,6 +199,8 @@ class LocalService(Service):
         hp = shown.get("resolved_hyperparameters") or {}
         job.resolved = {k: hp[k] for k in HYPERPARAMETERS if k in hp} or None
         job.events = own_events(job) + [event(e, shown, ft) for e in shown["events"]]
+        for e in job.events:
+            e["message"] = private(e["message"], job)
         job.checkpoints = [checkpoint(c, job.id, f"{ft}:ckpt-step-{c['step']}") for c in shown["checkpoints"][-3:]]
         job.trained_tokens = shown.get("trained_tokens")
         if job.status in TERMINAL:
@@ -191,7 +211,8 @@ class LocalService(Service):
 
         error = None
         if job.status == "failed":
-            error = {"code": shown["error_code"] or "training_error", "message": shown["error_message"] or "",
+            error = {"code": shown["error_code"] or "training_error",
+                     "message": private(shown["error_message"] or "", job),
                      "param": shown["error_param"]}
         job.finish(job.status, epoch(shown["finished_at"]) or time.time(), error)
         reap_workers([shown["id"]])
@@ -206,7 +227,7 @@ class LocalService(Service):
     # --- models and chat -----------------------------------------------------------------
 
     def check_model(self, model: str) -> None:
-        models.target(model)  # the 404, or the 400 of a name two runs answer to
+        self._target(model)  # the 404, or the 400 of a name two runs answer to
 
     def models(self) -> list[dict]:
         self._follow()  # a job's model is listed once its run has succeeded, whoever asked
@@ -224,7 +245,24 @@ class LocalService(Service):
     def chat(self, model: str, ask):
         from .answers import answer
 
-        return answer(self.pool, models.target(model), ask)
+        return answer(self.pool, self._target(model), ask, model)
+
+    def max_completion_tokens(self, model: str) -> int | None:
+        """The local model's context: no answer can be longer (None when its config cannot be read)."""
+        return models.context(self._target(model).base)
+
+    def configuration(self, model: str) -> str:
+        """The weights and template that answer (a table edit or a new alias changes them)."""
+        return repr(self._target(model))
+
+    def _target(self, model: str):
+        from .answers import cannot_load
+
+        try:
+            return models.target(model)
+        except FtmError as err:  # a row whose local is no model: the detail names our paths
+            log.warning("cannot answer with %s: %s", model, err.line())
+            raise cannot_load(model) from None
 
     def close(self) -> None:
         self._submits.shutdown(wait=True, cancel_futures=True)

@@ -11,6 +11,7 @@ A name two runs could answer to is refused until one is chosen (`ftm serve --ali
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 from .. import engine
@@ -77,3 +78,22 @@ def target(name: str):
 
 def _model(name: str, created: int, owner: str) -> dict:
     return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
+@lru_cache(maxsize=64)
+def config(base: str):
+    """A local model's config as read from this machine (None when it cannot be read here)."""
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(base, local_files_only=True)
+    except Exception:  # noqa: BLE001 - unreadable here: the caller answers a 400 naming the row
+        return None
+
+
+def context(base: str) -> int | None:
+    """The longest sequence a local model takes (None when unknown)."""
+    found = config(base)
+    text = found.get_text_config() if found is not None and hasattr(found, "get_text_config") else found
+    n = getattr(text, "max_position_embeddings", None)
+    return int(n) if n else None

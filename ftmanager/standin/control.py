@@ -1,4 +1,4 @@
-"""The stand-in's control endpoints under /_standin/, for tests and benchmarks (no auth).
+"""The stand-in's control endpoints under /_standin/, for tests and benchmarks (no key unless the stand-in has one).
 
 `ftm standin` answers them (through StandinHooks); `ftm serve` has none (its front has no hooks).
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from ...asks import Ask, Done, Piece
@@ -50,11 +50,12 @@ def completion(srv, body: dict, gone=None):
     chat = parse(body, default_temperature=srv.service.default_temperature)
     with srv.state.lock:  # only the lookup: answering runs unlocked, beside other requests
         srv.service.check_model(chat.model)
+    _check_limit(body, chat.ask.max_tokens, srv.service.max_completion_tokens(chat.model))
     if chat.stream:
         return Stream(_chunks(srv, chat))
 
-    def one(_=None):
-        return _answer(srv.service.chat(chat.model, chat.ask), gone)
+    def one(i: int = 0):
+        return _answer(srv.service.chat(chat.model, choice_ask(chat.ask, i)), gone)
 
     if chat.n == 1:
         answers = [one()]
@@ -65,7 +66,15 @@ def completion(srv, body: dict, gone=None):
                 "message": {"role": "assistant", "content": done.text, "refusal": None, "annotations": []}}
                for i, (pieces, done) in enumerate(answers)]
     return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
-            "model": chat.model, "choices": choices, "usage": _usage([d for _, d in answers])}
+            "model": chat.model, "choices": choices, "usage": _usage([d for _, d in answers]),
+            "system_fingerprint": srv.service.fingerprint(chat.model)}
+
+
+def choice_ask(ask: Ask, i: int) -> Ask:
+    """The ask for choice i: its own seed (seed + i), so n choices differ and each is reproducible."""
+    if i == 0 or ask.seed is None:
+        return ask
+    return replace(ask, seed=(ask.seed + i + 2**63) % 2**64 - 2**63)  # stays a signed 64-bit seed
 
 
 def _answer(stream: Iterator, gone=None) -> tuple[list, Done]:
@@ -99,7 +108,7 @@ def _usage(dones: list[Done]) -> dict:
 def _chunks(srv, chat: ChatRequest):
     """chat.completion.chunk objects, choice by choice: the role, each piece, the finish reason."""
     head = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": chat.model, "system_fingerprint": None}
+            "model": chat.model, "system_fingerprint": srv.service.fingerprint(chat.model)}
 
     def chunk(i: int, delta: dict, finish=None, logprobs=None) -> dict:
         return {**head, "choices": [{"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
@@ -107,7 +116,7 @@ def _chunks(srv, chat: ChatRequest):
     dones = []
     for i in range(chat.n):
         yield chunk(i, {"role": "assistant", "content": "", "refusal": None})
-        answer = srv.service.chat(chat.model, chat.ask)
+        answer = srv.service.chat(chat.model, choice_ask(chat.ask, i))
         try:
             for item in answer:
                 if isinstance(item, Done):
@@ -208,6 +217,14 @@ def _number(body: dict, name: str, low: float, high: float, default: float) -> f
 def _max_tokens(body: dict) -> int | None:
     name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return _integer(body, name, 1, None, None)
+
+
+def _check_limit(body: dict, asked: int | None, limit: int | None) -> None:
+    """OpenAI's 400 for a max_tokens (or max_completion_tokens) over what the model can answer."""
+    if asked is not None and limit is not None and asked > limit:
+        name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        raise ApiError(400, f"{name} is too large: {asked}. This model supports at most {limit} completion "
+                       f"tokens, whereas you provided {asked}.", param=name, code="invalid_value")
 
 
 def _seed(body: dict) -> int | None:

@@ -16,6 +16,7 @@ _RANGES = {  # name: (types, low, high, exclusive low)
 def job_from_request(srv, body: dict) -> Job:
     """A Job for a POST /fine_tuning/jobs body, or an ApiError naming the bad parameter."""
     model = _model(srv, body.get("model"))
+    _refuse_integrations(body.get("integrations"))
     train = _training_file(srv, body.get("training_file"), "training_file")
     valid = _training_file(srv, body["validation_file"], "validation_file") if body.get("validation_file") else None
     return Job(
@@ -46,6 +47,17 @@ def _training_file(srv, file_id, param: str):
         raise ApiError(400, f"File {file_id} has purpose '{f.purpose}', not 'fine-tune'.",
                        param=param, code="invalid_file_purpose")
     return f
+
+
+def _refuse_integrations(integrations) -> None:
+    """Refused, never accepted and dropped: this server sends a job's metrics nowhere else."""
+    if integrations in (None, []):
+        return
+    kinds = [i.get("type") for i in integrations if isinstance(i, dict)] if isinstance(integrations, list) else []
+    named = "Weights & Biases" if "wandb" in kinds else ", ".join(map(str, kinds)) or "integrations"
+    raise ApiError(400, f"Unsupported parameter: 'integrations' ({named}) is not supported by this server. "
+                   "Leave it out and read the job's metrics events or its results file instead.",
+                   param="integrations", code="unsupported_parameter")
 
 
 def _suffix(suffix):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 
 from ...facts import TERMINAL
@@ -20,6 +21,11 @@ from .jobspec import job_from_request
 log = logging.getLogger("ftm.api")
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data")
 MAX_UPLOAD_BYTES = 8 << 30
+CONTENT_TYPE = "application/json"  # what OpenAI's spec gives for GET /files/{id}/content
+# The MIME types an upload of a fine-tuning file may declare (JSON Lines under its usual names).
+JSONL_TYPES = ("application/jsonl", "application/json", "application/x-ndjson", "application/x-jsonlines",
+               "text/jsonl", "text/plain", "application/octet-stream")
+_MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$", re.I)
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -73,8 +79,8 @@ def delete_file(srv, req):
 def file_content(srv, req):
     f = srv.state.file(req.params[0])
     if f.base64:
-        return Raw(base64.b64encode(f.path.read_bytes()))
-    return Raw(path=f.path)
+        return Raw(base64.b64encode(f.path.read_bytes()), content_type=CONTENT_TYPE)
+    return Raw(path=f.path, content_type=CONTENT_TYPE)
 
 
 # --- uploads -------------------------------------------------------------------------------
@@ -90,11 +96,30 @@ def create_upload(srv, req):
     if purpose not in PURPOSES:
         raise ApiError(400, f"'{purpose}' is not one of {list(PURPOSES)} - 'purpose'", param="purpose")
     _check_fine_tune_name(purpose, filename, "filename")
+    mime = _mime_type(body.get("mime_type"), purpose)
     srv.state.expire_uploads()
-    upload = Upload(new_id("upload_"), filename, purpose, str(body.get("mime_type")), size, int(time.time()),
+    upload = Upload(new_id("upload_"), filename, purpose, mime, size, int(time.time()),
                     ttl=srv.state.upload_ttl)
     srv.state.uploads[upload.id] = upload
     return upload.to_api()
+
+
+def _mime_type(mime, purpose: str) -> str:
+    """The declared MIME type: required, well formed, and one a fine-tuning file may have."""
+    if not isinstance(mime, str) or not _MIME.match(mime):
+        raise ApiError(400, f"Invalid 'mime_type': {str(mime)[:60]!r}; expected a MIME type such as "
+                       "'application/jsonl'.", param="mime_type")
+    if purpose == "fine-tune" and mime.lower() not in JSONL_TYPES:
+        raise ApiError(400, f"Invalid 'mime_type' for purpose 'fine-tune': {mime[:60]!r}. Use one of "
+                       f"{', '.join(JSONL_TYPES[:2])}.", param="mime_type")
+    return mime
+
+
+def unsupported(what: str):
+    """A route for an OpenAI endpoint this server does not offer: a 400 naming it (never a 404)."""
+    def refuse(srv, req):
+        raise ApiError(400, f"{what} are not supported by this server.", code="unsupported")
+    return refuse
 
 
 def _pending(srv, upload_id: str):
@@ -174,7 +199,11 @@ def cancel_upload(srv, req):
 def create_job(srv, req):
     job = job_from_request(srv, req.json())
     srv.state.jobs[job.id] = job
-    srv.service.start(job)
+    try:
+        srv.service.start(job)
+    except ApiError:  # refused before it began: no job to list
+        del srv.state.jobs[job.id]
+        raise
     return job.to_api()
 
 
@@ -311,4 +340,9 @@ ROUTES = route_table([
     ("GET", "/models/{id}", retrieve_model, True),
     ("DELETE", "/models/{id}", delete_model, True),
     ("POST", "/chat/completions", chat, False),  # locks only its lookup
+    ("GET", "/fine_tuning/checkpoints/{id}/permissions", unsupported("Checkpoint permissions"), False),
+    ("POST", "/fine_tuning/checkpoints/{id}/permissions", unsupported("Checkpoint permissions"), False),
+    ("DELETE", "/fine_tuning/checkpoints/{id}/permissions/{id}", unsupported("Checkpoint permissions"), False),
+    ("POST", "/fine_tuning/alpha/graders/run", unsupported("Graders (run)"), False),
+    ("POST", "/fine_tuning/alpha/graders/validate", unsupported("Graders (validate)"), False),
 ])

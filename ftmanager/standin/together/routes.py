@@ -152,9 +152,18 @@ def supported_models(srv, req):
     return {"models": list(MODELS)}
 
 
+def _training_file(srv, body: dict) -> dict:
+    """The job's training file record; a 400 naming training_file when none is given, as Together answers."""
+    file_id = body.get("training_file")
+    if not isinstance(file_id, str) or not file_id:
+        raise ApiError(400, "training_file is required: the id of an uploaded file (see files.upload).",
+                       param="training_file", code="invalid_request")
+    return _file(srv, file_id)
+
+
 def estimate_price(srv, req):
     body = req.json()
-    record = _file(srv, str(body.get("training_file")))
+    record = _training_file(srv, body)
     tokens = max(1, record["bytes"] // 4) * int(body.get("n_epochs") or 1)
     return {"estimation_available": True, "allowed_to_proceed": True, "estimated_train_token_count": tokens,
             "estimated_eval_token_count": 0, "estimated_total_price": round(tokens * 0.48e-6, 6),
@@ -166,7 +175,7 @@ def estimate_price(srv, req):
 
 def create(srv, req):
     body = req.json()
-    training = _file(srv, str(body.get("training_file")))
+    training = _training_file(srv, body)
     validation = _file(srv, str(body["validation_file"])) if body.get("validation_file") else None
     _known_model(body.get("model"))
     request = _resolved(body)
