@@ -6,7 +6,9 @@
 Same base model, LoRA settings (r=16, alpha=32, dropout 0.05, all linear layers), effective
 batch size (8 examples per optimizer step), machine and epoch for everyone; each contender
 runs in its own process so peak RSS is its own. Contenders:
-- ftm: packed padding-free rows with position ids, loss head only on trained tokens.
+- ftm: packed padding-free rows with position ids, loss head only on trained tokens, its lean
+  LoRA forward (train.fuse_lora).
+- ftm-peft: the same with peft's own LoRA forward (what ftm did before the lean one).
 - naive: every example padded to max_length, micro-batches of 4 (x2 accumulation), plain
   AdamW, the model's own full-vocabulary loss.
 - trl: TRL's SFTTrainer with its defaults (batch 8, pad to the longest in the batch, bf16
@@ -67,7 +69,7 @@ TRL_HELP = (f"TRL is not installed for the benchmark: `pip install trl` beside f
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
 LORA_OPTS = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
 BATCH, LR, FULL_LR = 8, 2e-4, 5e-5
-GROUPS = {"ftm": ("ftm", "naive", "trl", "trl-cpu", "trl-packed", "trl-packed-matched"),
+GROUPS = {"ftm": ("ftm", "ftm-peft", "naive", "trl", "trl-cpu", "trl-packed", "trl-packed-matched"),
           "ftm-full": ("ftm-full", "trainer")}  # each table: ours first, then what it is compared with
 WORDS = ("the of and to in is was for on that with as by at from it an be this are or his which "
          "model data river city music history energy garden recipe network planet story market").split()
@@ -100,11 +102,14 @@ def smollm2() -> str:
 
 # --- contenders: each returns {seconds, examples, trained_tokens, padding_fraction, loss} ----
 
-def run_ftm(rows, max_length, quantize, method: str | None = None) -> dict:
+def run_ftm(rows, max_length, quantize, method: str | None = None, fused: bool = True) -> dict:
     import torch
 
-    from ftm_backends.local import batching, chat, model as models, progress
+    from ftm_backends.local import batching, chat, model as models, progress, train
     from ftm_backends.local.train import Run, TokenLoss, lr_factor, train_step
+
+    if not fused:  # ftm-peft: peft's own LoRA forward, to show what the lean one gains
+        train.fuse_lora = lambda model: 0
 
     path = smollm2()
     tmp = Path(tempfile.mkdtemp())
@@ -175,6 +180,10 @@ def run_naive(rows, max_length, quantize) -> dict:
     return {"seconds": time.time() - t0, "examples": len(encoded), "loss": loss,
             "trained_tokens": sum(e.n_trained for e in encoded),
             "padding_fraction": batching.padding_fraction(batches)}
+
+
+def run_ftm_peft(rows, max_length, quantize) -> dict:
+    return run_ftm(rows, max_length, quantize, fused=False)
 
 
 def run_ftm_full(rows, max_length, quantize) -> dict:
@@ -266,7 +275,7 @@ def run_trl(rows, max_length, quantize, **overrides) -> dict:
             "trained_tokens": trained, "padding_fraction": 1 - counts[1] / counts[0] if counts[0] else None}
 
 
-CONTENDERS = {"ftm": run_ftm, "naive": run_naive, "trl": run_trl, "trl-cpu": run_trl_cpu,
+CONTENDERS = {"ftm": run_ftm, "ftm-peft": run_ftm_peft, "naive": run_naive, "trl": run_trl, "trl-cpu": run_trl_cpu,
               "trl-packed": run_trl_packed, "trl-packed-matched": run_trl_packed_matched,
               "ftm-full": run_ftm_full, "trainer": run_trainer}
 

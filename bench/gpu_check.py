@@ -371,6 +371,7 @@ def run_all(size: Size, work: Path) -> dict:
             share = result["timed_tokens"] / result["epoch_tokens"]
             result["mfu"] = result["epoch_flops"] * share / result["timed_seconds"] / peak
         figures["train"][f"ftm-{method}"] = result
+    release_shared_pool(size)  # the generate checks' models: not part of what serving measures
     trl = trl_part(model, data, size)
     if "tokens_per_s" in trl:
         lora = figures["train"]["ftm-lora"]
@@ -379,6 +380,16 @@ def run_all(size: Size, work: Path) -> dict:
     figures["serve"] = serve_part(model, size)
     figures["checks"] = checks(figures["train"])
     return figures
+
+
+def release_shared_pool(size: Size) -> None:
+    from ftm_backends.local.pool import shared
+
+    shared().close()
+    if size.device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def checks(train: dict) -> dict:
