@@ -1,5 +1,6 @@
-"""The trainer's lean LoRA forward computes what peft's does: same loss, same gradients, and
-the dropout it applies in training is a real one (seeded, scaled)."""
+"""The trainer's lean paths compute what the libraries' own do: its LoRA forward gives peft's loss
+and gradients (and a real, seeded dropout in training), and its attention over each example of a
+packed row gives sdpa's block-masked result."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ pytest.importorskip("peft")
 from ftm_backends.local import batching, model as models  # noqa: E402
 from ftm_backends.local.chat import encode  # noqa: E402
 from ftm_backends.local.options import resolve_options  # noqa: E402
-from ftm_backends.local.train import TokenLoss, fuse_lora  # noqa: E402
+from ftm_backends.local.train import PACKED, TokenLoss, fuse_lora  # noqa: E402
 
 EXAMPLES = [
     {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}]},
@@ -69,3 +70,18 @@ def test_every_plain_lora_layer_is_fused_and_dropout_acts_in_training_only(tiny_
         other = loss_fn(**batch)[0].item()
     assert len(evals) == 1  # no dropout in eval mode
     assert first == again != other and first not in evals  # seeded masks, a new one each time
+
+
+def test_packed_rows_attend_per_example_with_sdpas_result(tiny_llama, batch, monkeypatch):  # noqa: F811
+    from transformers import AutoModelForCausalLM
+
+    ours = TokenLoss(AutoModelForCausalLM.from_pretrained(tiny_llama))
+    monkeypatch.setattr("ftm_backends.local.train.attend_per_example", lambda model: False)
+    theirs = TokenLoss(AutoModelForCausalLM.from_pretrained(tiny_llama))
+    assert ours.model.config._attn_implementation == PACKED
+    assert theirs.model.config._attn_implementation == "sdpa"
+    loss_a, grads_a = loss_and_grads(ours, batch)
+    loss_b, grads_b = loss_and_grads(theirs, batch)
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-3, atol=1e-5)
