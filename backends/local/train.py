@@ -242,8 +242,11 @@ def _packed_attention(sdpa):
         starts = _example_starts(position_ids, query)
         if starts is None or dropout:
             return sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-        parts = [sdpa(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, scaling=scaling,
-                      is_causal=True)[0] for a, b in zip(starts, starts[1:])]
+        # split, not slices: split's backward is one concatenation, each slice's a zero-filled
+        # row-long tensor
+        sizes = [b - a for a, b in zip(starts, starts[1:])]
+        parts = [sdpa(module, q, k, v, None, scaling=scaling, is_causal=True)[0]
+                 for q, k, v in zip(*(t.split(sizes, dim=2) for t in (query, key, value)))]
         return torch.cat(parts, dim=1), None  # (batch, tokens, heads, head_dim), as sdpa's
 
     return attention
