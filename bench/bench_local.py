@@ -357,6 +357,9 @@ def table_of(title: str, ours_name: str, results: dict, top: float) -> None:
             print(f"{name:18} {r['seconds']:9.1f} {r['examples_per_s']:7.2f} {r['trained_tokens_per_s']:7.1f} "
                   f"{r['flops_per_s'] / 1e9:8.1f} {r['flops_per_s'] / top:6.1%} {r['peak_rss_mb']:8.0f} "
                   f"{r['padding_fraction']:8.1%} {r['loss']:7.3f}")
+    if any(r and r["flops_per_s"] > top for r in results.values()):
+        print("(an MFU over 100%: the peak was timed while the shared machine was busier than during that "
+              "contender; compare the contenders' GFLOP/s with one another)")
     ours = results.get(ours_name)
     for name, r in results.items():
         if r and ours and name != ours_name:
