@@ -39,7 +39,7 @@ def plain_loop(conversations: list[list[dict]]) -> tuple[float, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftm_backends.local.model import ensure_smollm2
+    from ftm_backends.local.modeling.loading import ensure_smollm2
 
     start = time.perf_counter()
     path = ensure_smollm2()
@@ -60,7 +60,7 @@ def plain_loop(conversations: list[list[dict]]) -> tuple[float, float]:
 
 def ftm_eval(conversations: list[list[dict]], batch_size: int) -> tuple[float, float]:
     """Perplexity as `ftm eval` computes it, and the seconds it took (model load included)."""
-    from ftm_backends.local.scoring import answer_logprobs
+    from ftm_backends.local.engine.scoring import answer_logprobs
 
     start = time.perf_counter()
     scored = answer_logprobs(None, None, conversations, batch_size=batch_size)
@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from ftm_backends.local.model import ensure_smollm2
+    from ftm_backends.local.modeling.loading import ensure_smollm2
 
     ensure_smollm2()  # converted once, outside both timings
     conversations = heldout(args.examples)

@@ -95,7 +95,7 @@ def load_rows(name: str, n: int) -> list[dict]:
 
 
 def smollm2() -> str:
-    from ftm_backends.local import model as models
+    from ftm_backends.local.modeling import loading as models
 
     return str(models.ensure_smollm2())
 
@@ -105,8 +105,9 @@ def smollm2() -> str:
 def run_ftm(rows, max_length, quantize, method: str | None = None, fused: bool = True) -> dict:
     import torch
 
-    from ftm_backends.local import batching, chat, model as models, progress, train
-    from ftm_backends.local.train import Run, TokenLoss, lr_factor, train_step
+    from ftm_backends.local.modeling import encoding, loading as models
+    from ftm_backends.local.trainer import batching, rundir, train
+    from ftm_backends.local.trainer.train import Run, TokenLoss, lr_factor, train_step
 
     if not fused:  # ftm-peft: peft's own LoRA forward, to show what the lean one gains
         train.fuse_lora = lambda model: 0
@@ -115,11 +116,11 @@ def run_ftm(rows, max_length, quantize, method: str | None = None, fused: bool =
     tmp = Path(tempfile.mkdtemp())
     how = {"method": method} if method else {"quantize": quantize, **LORA_OPTS}
     opts = {"max_length": max_length, "device": "cpu", **how}
-    (tmp / progress.SPEC).write_text(json.dumps({"run_id": "bench", "options": opts, "seed": 0}))
+    (tmp / rundir.SPEC).write_text(json.dumps({"run_id": "bench", "options": opts, "seed": 0}))
     run = Run(tmp)
     tok = models.load_tokenizer(path)
     model = models.trainable(path, "cpu", run.opts, 0)
-    encoded, _ = chat.encode_all(tok, rows, max_length)
+    encoded, _ = encoding.encode_all(tok, rows, max_length)
     loss_fn = TokenLoss(model).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=FULL_LR if method else LR)
     plan = batching.plan_epoch([len(e.input_ids) for e in encoded], BATCH, 0, 0, grouped=False)
@@ -154,14 +155,15 @@ def profiled():
 def run_naive(rows, max_length, quantize) -> dict:
     import torch
 
-    from ftm_backends.local import batching, chat, model as models
-    from ftm_backends.local.options import resolve_options
+    from ftm_backends.local.modeling import encoding, loading as models
+    from ftm_backends.local.trainer import batching
+    from ftm_backends.local.trainer.options import resolve_options
 
     path = smollm2()
     tok = models.load_tokenizer(path)
     opts = resolve_options({"quantize": quantize, **LORA_OPTS})
     model = models.with_lora(models.load_base(path, "cpu", quantize), opts, 0).train()
-    encoded, _ = chat.encode_all(tok, rows, max_length)
+    encoded, _ = encoding.encode_all(tok, rows, max_length)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
     order = list(range(len(encoded)))
     random.Random(0).shuffle(order)
@@ -194,11 +196,11 @@ def run_trainer(rows, max_length, quantize) -> dict:
     """HF Trainer, full fine-tuning, as the walk-throughs write it (prompt masked by -100)."""
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from ftm_backends.local import chat, model as models
+    from ftm_backends.local.modeling import encoding, loading as models
 
     path = smollm2()
     tok = models.load_tokenizer(path)
-    encoded, _ = chat.encode_all(tok, rows, max_length)
+    encoded, _ = encoding.encode_all(tok, rows, max_length)
     features = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
                 for e in encoded]
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
@@ -233,9 +235,9 @@ def run_trl_packed(rows, max_length, quantize) -> dict:
 
 def run_trl_packed_matched(rows, max_length, quantize) -> dict:
     """Packed as trl-packed, with as many rows per step as hold 8 examples' tokens."""
-    from ftm_backends.local import chat, model as models
+    from ftm_backends.local.modeling import encoding, loading as models
 
-    lengths = [len(e.input_ids) for e in chat.encode_all(models.load_tokenizer(smollm2()), rows, max_length)[0]]
+    lengths = [len(e.input_ids) for e in encoding.encode_all(models.load_tokenizer(smollm2()), rows, max_length)[0]]
     rows_per_step = max(1, round(BATCH * sum(lengths) / len(lengths) / max_length))
     return run_trl(rows, max_length, quantize, packing=True, bf16=False, gradient_checkpointing=False,
                    per_device_train_batch_size=rows_per_step)
@@ -247,11 +249,11 @@ def run_trl(rows, max_length, quantize, **overrides) -> dict:
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from ftm_backends.local import chat, model as models
+    from ftm_backends.local.modeling import encoding, loading as models
 
     path = smollm2()
     tok = models.load_tokenizer(path)
-    trained = sum(e.n_trained for e in chat.encode_all(tok, rows, max_length)[0])
+    trained = sum(e.n_trained for e in encoding.encode_all(tok, rows, max_length)[0])
     settings = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
                     max_length=max_length, report_to="none", save_strategy="no", use_cpu=True,
                     learning_rate=LR, logging_steps=1, dataloader_num_workers=0)
@@ -300,9 +302,9 @@ def model_config():
 
 def epoch_flops(rows, max_length: int, method: str) -> float:
     """The useful FLOPs of one epoch over rows (as ftm encodes them: the same for everyone)."""
-    from ftm_backends.local import chat, model as models
+    from ftm_backends.local.modeling import encoding, loading as models
 
-    encoded, _ = chat.encode_all(models.load_tokenizer(smollm2()), rows, max_length)
+    encoded, _ = encoding.encode_all(models.load_tokenizer(smollm2()), rows, max_length)
     return flops.epoch_flops(model_config(), [len(e.input_ids) for e in encoded],
                              sum(e.n_trained for e in encoded), method, LORA["r"])
 

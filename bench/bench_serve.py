@@ -5,7 +5,7 @@
    model: --retrain to train again).
 2. `ftm serve` (its own process, loopback, the openai SDK as client, streamed): one client
    sending requests one after another, then --clients concurrent clients; its peak memory.
-3. The pool in a process of its own (ftm_backends.local.pool, what `ftm serve`, `generate`,
+3. The pool in a process of its own (ftm_backends.local.engine.pool, what `ftm serve`, `generate`,
    `chat` and `eval` share): the same two measures with the same adapter, then --clients
    clients where every request has a different adapter (copies of the fine-tuned one with
    rescaled weights: distinct adapters, the same arithmetic as distinct fine-tunes); and
@@ -160,8 +160,8 @@ def _wait_http(url: str, proc, seconds: float = 300) -> None:
 
 
 def pool_part(run: dict, args) -> dict:
-    from ftm_backends.local.model import target
-    from ftm_backends.local.pool import Ask, Piece, shared
+    from ftm_backends.local.modeling.loading import target
+    from ftm_backends.local.engine.pool import Ask, Piece, shared
 
     where = target(run["result_path"], run["base_model"])
     pool, msgs = shared(), chats(args.requests)  # the pool LocalBackend.generate (ftm eval) uses too

@@ -8,7 +8,7 @@ hidden 2048, like TinyLlama) initialised at random, with a character-level token
 template built here; the data are generated chats (bench_local's spread: tens to hundreds of words).
 1. QLoRA, LoRA and full fine-tuning, each through ftm's real worker, started as `ftm submit
    --backend local` starts it (LocalBackend.start: spec in a run directory, the detached
-   `python -m ftm_backends.local.worker`). Each run is cancelled after its first step (the
+   `python -m ftm_backends.local.trainer.worker`). Each run is cancelled after its first step (the
    worker saves a checkpoint) and resumed from it (a new worker; --smoke: the LoRA run only),
    then generates from its result;
    checked: the loss falls, resume carries on at the next step, the checkpoint and the result are
@@ -125,9 +125,9 @@ def spec_for(method: str, model: Path, data: Path, home: Path, size: Size):
 
 
 def records(run_dir: Path) -> list[dict]:
-    from ftm_backends.local import progress
+    from ftm_backends.local.trainer import rundir
 
-    path = run_dir / progress.PROGRESS
+    path = run_dir / rundir.PROGRESS
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
@@ -145,17 +145,18 @@ def wait_for(run_dir: Path, statuses: set, skip: int, timeout: float = 600) -> l
 def train_one(method: str, model: Path, data: Path, home: Path, size: Size, resume: bool) -> dict:
     """Start, cancel after the first step and resume to the end (or train in one go): what the
     user sees, checked."""
-    from ftm_backends.local import LocalBackend, progress
+    from ftm_backends.local import LocalBackend
+    from ftm_backends.local.trainer import rundir
 
     backend, spec = LocalBackend(), spec_for(method, model, data, home, size)
     job = backend.start(spec, None)
     first: list[dict] = []
     if resume:
-        (spec.run_dir / progress.CANCEL).touch()  # the worker is still loading: it stops after step 1
+        (spec.run_dir / rundir.CANCEL).touch()  # the worker is still loading: it stops after step 1
         first = wait_for(spec.run_dir, {"cancelled", "succeeded"}, 0)
         backend.resume(job, spec)
     second = wait_for(spec.run_dir, {"succeeded"}, len(first))
-    out = {"first_run": status_of(first), "status": status_of(second), "log": str(spec.run_dir / progress.LOG)}
+    out = {"first_run": status_of(first), "status": status_of(second), "log": str(spec.run_dir / rundir.LOG)}
     if out["status"] != "succeeded":
         out["error"] = next((r.get("error") for r in second if r.get("status") == "failed"), None)
         return out
@@ -192,25 +193,26 @@ def measure(second: list[dict], first: list[dict], spec, size: Size) -> dict:
 
 def token_plan(spec, size: Size) -> tuple[list[int], list[int]]:
     """Each example's tokens as the worker encodes them, and each optimizer step's tokens."""
-    from ftm_backends.local import batching, chat, model as models
+    from ftm_backends.local.modeling import encoding, loading as models
+    from ftm_backends.local.trainer import batching
 
     tok = models.load_tokenizer(spec.base_model)
     rows = [json.loads(line) for line in Path(spec.training_file).read_text().splitlines()]
-    encoded, _ = chat.encode_all(tok, rows, size.max_length)
+    encoded, _ = encoding.encode_all(tok, rows, size.max_length)
     lengths = [len(e.input_ids) for e in encoded]
     plan = batching.steps(lengths, size.batch, spec.seed, 1, grouped=False)
     return lengths, [sum(lengths[i] for i in idx) for _, idx, _ in plan]
 
 
 def epoch_flops(spec, lengths: list[int]) -> float:
-    from ftm_backends.local import chat, model as models
+    from ftm_backends.local.modeling import encoding, loading as models
     from transformers import AutoConfig
 
     import flops
 
     tok = models.load_tokenizer(spec.base_model)
     rows = [json.loads(line) for line in Path(spec.training_file).read_text().splitlines()]
-    trained = sum(e.n_trained for e in chat.encode_all(tok, rows, spec.options["max_length"])[0])
+    trained = sum(e.n_trained for e in encoding.encode_all(tok, rows, spec.options["max_length"])[0])
     method = "full" if spec.options["method"] == "full" else "lora"
     return flops.epoch_flops(AutoConfig.from_pretrained(spec.base_model), lengths, trained, method, LORA["lora_r"])
 
@@ -267,7 +269,7 @@ def run_all(size: Size, work: Path) -> dict:
 
 
 def release_shared_pool(size: Size) -> None:
-    from ftm_backends.local.pool import shared
+    from ftm_backends.local.engine.pool import shared
 
     shared().close()
     if size.device == "cuda":

@@ -72,8 +72,8 @@ def trl_child(model: Path, data: Path, size: Size) -> dict:
 def serve_part(base: Path, chats: list, size: Size) -> dict:
     """Requests/s and new tokens/s of the pool (all prompts at once) and of transformers'
     generate (one at a time, and one left-padded batch), greedy, on the same model."""
-    from ftm_backends.local.model import target
-    from ftm_backends.local.pool import Ask, Pool
+    from ftm_backends.local.engine.pool import Ask, Pool
+    from ftm_backends.local.modeling.loading import target
 
     out = {}
     pool = Pool(device=size.device, max_batch=len(chats))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 class Ask:
     """One generation request."""
 
-    target: object  # what answers (the local backend's model.Target); None until a server fills it
+    target: object  # what answers (the engine's target: Engine.target in engine.py); None until a server fills it
     messages: list[dict]  # OpenAI chat messages, already validated by the caller
     max_tokens: int | None = None  # None: up to the model's context
     temperature: float = 0.0  # 0: greedy

@@ -12,7 +12,7 @@ import abc
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, ContextManager, Protocol
+from typing import Any, Callable, ClassVar, ContextManager, Protocol
 
 from .errors import Unsupported
 
@@ -75,6 +75,18 @@ class Progress:
     # when the run really ended (seconds since the epoch), as the backend knows it; the ledger
     # records the time of the poll that saw the end only where this is None
     finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """A provider's data rules, declared by its backend as `data_rules`: holds(example) raises
+    ftmanager.data.export.CannotHold saying why the provider would refuse the example (import
+    it inside holds: backends load before any data is read); min_examples and max_bytes bound
+    the file."""
+
+    min_examples: int
+    max_bytes: int | None
+    holds: Callable[[dict], object]
 
 
 @dataclass(frozen=True)
@@ -141,8 +153,9 @@ class Backend(abc.ABC):
     account: str = ""
     # the rate learning_rate_multiplier scales, where the backend documents one (re-runs map on it)
     base_learning_rate: ClassVar[float | None] = None
-    # the provider whose data rules submit applies before uploading (ftmanager.data.providers)
-    data_rules: ClassVar[str | None] = None
+    # the provider's data rules: `ftm submit` refuses what breaks them
+    # before uploading, `ftm datasets validate --provider NAME` reports it
+    data_rules: ClassVar[Rules | None] = None
 
     @abc.abstractmethod
     def start(self, spec: RunSpec, uploads: Uploads) -> str:
@@ -175,6 +188,10 @@ class Backend(abc.ABC):
     def resume(self, job_id: str, spec: RunSpec) -> str | None:
         """Resume a paused or interrupted job; may return a new job id."""
         raise Unsupported(f"the {self.name} backend cannot resume runs", "Re-run it instead.")
+
+    def reap(self, job_id: str) -> None:
+        """Collect the exit status of the job's process if this process launched it (a local
+        worker), so none lingers as <defunct>; nothing for a hosted job."""
 
     def generate(self, result_model: str | None, result_path: str | None, base_model: str,
                  conversations: list[list[dict]], max_new_tokens: int = 256) -> list[str]:

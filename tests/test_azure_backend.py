@@ -77,3 +77,15 @@ def test_ftm_submit_backend_azure(env, chat_file, ftm_home, monkeypatch):
     assert run["result_model"] == env.state.jobs[run["provider_job_id"]].fine_tuned_model
     assert [r["id"] for r in ftm("runs", "--backend", "azure", "--json").json()] == [run["id"]]
     assert KEY not in result.out + result.err
+
+
+def test_an_azure_resources_jobs_are_listed_through_the_openai_listing(env, tmp_path):
+    backend = AzureOpenAIBackend()
+    made = [backend.start(make_spec(tmp_path, offset=i), MemoryUploads()) for i in range(3)]
+    follow(backend, made[0])
+    listed = {j.job_id: j for j in backend.list_jobs(page=2)}
+    assert set(made) <= set(listed) and env.api_versions == {DEFAULT_API_VERSION}
+    done = listed[made[0]]
+    assert done.progress.status == "succeeded" and done.progress.result_model == env.state.jobs[made[0]].fine_tuned_model
+    assert [e.id for e in done.progress.events] == [e["id"] for e in env.state.jobs[made[0]].events]
+    assert done.request.metadata["ftm_run_id"].startswith("run-") and done.request.hyperparameters["n_epochs"] == 2

@@ -26,7 +26,7 @@ def plain_loss(model_dir, conversation) -> tuple[float, int]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftm_backends.local import chat as chats
+    from ftm_backends.local.modeling import encoding as chats
 
     tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir)
     *before, answer = conversation

@@ -40,7 +40,6 @@ CREATE TABLE "api_jobs" (
    "seed" INTEGER,
    "metadata" TEXT,
    "hyperparameters" TEXT,
-   "status" TEXT,
    "error" TEXT,
    "result_file" TEXT,
    "created_at" TEXT,
@@ -67,7 +66,7 @@ CREATE TABLE "datasets" (
    "parent_id" TEXT REFERENCES "datasets"("id"),
    "split" TEXT,
    "created_at" TEXT
-);
+, "kind" TEXT NOT NULL DEFAULT 'chat');
 CREATE TABLE "evaluations" (
    "id" INTEGER PRIMARY KEY,
    "run_id" TEXT REFERENCES "runs"("id"),
@@ -490,3 +489,34 @@ def test_a_finished_threads_connection_closes_with_it(ftm_home):
         t.join()
     gc.collect()
     assert len(book.file._all) <= 2  # this thread's, and none left behind by the 20
+
+
+def test_m008_moves_what_serve_said_ahead_of_a_run_onto_the_run(tmp_path):
+    import sqlite_utils
+
+    from ftmanager import migrations
+    from ftmanager.ledger import Ledger
+
+    home = tmp_path / "old-home"
+    home.mkdir()
+    db = sqlite_utils.Database(home / "ftm.db")
+    before = sqlite_utils.Migrations("ftm")
+    for fn in migrations.MIGRATIONS[: migrations.MIGRATIONS.index(migrations.m008_serve_jobs_are_runs)]:
+        before(name=fn.__name__)(fn)
+    before.apply(db)
+    db["datasets"].insert({"id": "d" * 64, "name": "x"})
+    for run_id, status in (("run-c", "running"), ("run-p", "running"), ("run-s", "succeeded"), ("run-q", "queued")):
+        db["runs"].insert({"id": run_id, "dataset_id": "d" * 64, "status": status})
+    said = [("ftjob-c", "run-c", "cancelled", "2026-01-02T03:04:05Z"), ("ftjob-p", "run-p", "paused", None),
+            ("ftjob-s", "run-s", "cancelled", "2026-01-02T03:04:05Z"), ("ftjob-q", "run-q", None, None),
+            ("ftjob-f", None, "failed", "2026-01-02T03:04:05Z")]
+    for job_id, run_id, status, at in said:
+        db["api_jobs"].insert({"id": job_id, "run_id": run_id, "status": status, "finished_at": at,
+                               "error": '{"code": "invalid_training_file"}' if run_id is None else None})
+    db.conn.close()
+    book = Ledger(home / "ftm.db")
+    runs = {r: (book.run(r)["status"], book.run(r)["finished_at"]) for r in ("run-c", "run-p", "run-s", "run-q")}
+    assert runs == {"run-c": ("cancelled", "2026-01-02T03:04:05Z"), "run-p": ("paused", None),
+                    "run-s": ("succeeded", None), "run-q": ("queued", None)}  # an ended run keeps its own end
+    refused = [j for j in book.api_jobs() if j["id"] == "ftjob-f"][0]
+    assert "status" not in refused and refused["error"] == {"code": "invalid_training_file"}

@@ -13,7 +13,8 @@ from fixtures_local import tiny_dataset, tiny_llama, tiny_spec, wide_tiny_llama 
 
 pytest.importorskip("peft")
 
-from ftm_backends.local import LocalBackend, progress  # noqa: E402
+from ftm_backends.local import LocalBackend  # noqa: E402
+from ftm_backends.local.trainer import rundir  # noqa: E402
 from ftmanager.errors import FtmError, Refused  # noqa: E402
 
 
@@ -60,7 +61,7 @@ def test_a_run_reports_like_a_hosted_one(tmp_path, tiny_llama):  # noqa: F811
     ids = [e.id for e in seen["events"]]
     assert len(ids) == len(set(ids)) and "The job has successfully completed" in seen["events"][-1].message
     assert last.trained_tokens > 0 and last.eta_seconds == 0.0
-    ended = [r for _, r in progress.read_from(spec.run_dir, 0)[0] if r["kind"] == "status"][-1]
+    ended = [r for _, r in rundir.read_from(spec.run_dir, 0)[0] if r["kind"] == "status"][-1]
     assert last.finished_at == ended["t"], "when the run ended, not when it was polled"
     assert backend.poll(job, {}).finished_at == ended["t"], "on every later poll too"
 
@@ -86,7 +87,7 @@ def test_validation_passes_leave_qlora_training_as_it_was(tmp_path, wide_tiny_ll
 def test_a_copied_ftm_home_finds_base_models_inside_it(tmp_path, tiny_llama, monkeypatch):  # noqa: F811
     import shutil
 
-    from ftm_backends.local import model as models
+    from ftm_backends.local.modeling import loading as models
 
     old, new = tmp_path / "old-home", tmp_path / "new-home"
     monkeypatch.setenv("FTM_HOME", str(old))
@@ -145,7 +146,7 @@ def started_like_the_reference(tmp_path, tiny_llama, until):  # noqa: F811
 
 def test_a_killed_worker_is_noticed_and_resume_ends_at_the_same_loss(tmp_path, tiny_llama, reference):  # noqa: F811
     backend, spec, job = started_like_the_reference(tmp_path, tiny_llama, until=lambda seen: seen["checkpoints"])
-    pid = json.loads((spec.run_dir / progress.LAUNCH).read_text())["pid"]
+    pid = json.loads((spec.run_dir / rundir.LAUNCH).read_text())["pid"]
     os.kill(pid, signal.SIGKILL)
     lost = follow(backend, job)
     assert lost["last"].status == "failed"
@@ -180,7 +181,7 @@ def test_pause_waits_at_a_checkpoint_and_resume_carries_on_to_the_same_loss(tmp_
     time.sleep(1.5)
     still = follow(backend, job, until=lambda seen: True)
     assert still["last"].status == "paused" and still["metrics"][-1]["step"] == step, "no step while paused"
-    assert progress.worker_gone(spec.run_dir) is None, "the worker waits"
+    assert rundir.worker_gone(spec.run_dir) is None, "the worker waits"
     with pytest.raises(FtmError, match="already paused"):
         backend.pause(job)
 
@@ -188,8 +189,8 @@ def test_pause_waits_at_a_checkpoint_and_resume_carries_on_to_the_same_loss(tmp_
     follow(backend, job, until=lambda seen: seen["metrics"][-1]["step"] > step)
     backend.pause(job)
     follow(backend, job, until=lambda seen: seen["last"].status == "paused")
-    os.kill(json.loads((spec.run_dir / progress.LAUNCH).read_text())["pid"], signal.SIGKILL)
-    while progress.worker_gone(spec.run_dir) is None:
+    os.kill(json.loads((spec.run_dir / rundir.LAUNCH).read_text())["pid"], signal.SIGKILL)
+    while rundir.worker_gone(spec.run_dir) is None:
         time.sleep(0.05)
     assert backend.poll(job, {}).status == "paused", "a paused run whose worker died keeps its checkpoint"
 

@@ -48,7 +48,7 @@ def test_early_stopping_stops_after_n_evaluations_without_a_lower_loss(tmp_path,
     at the third validation pass after it, whatever the machine."""
     from transformers import AutoTokenizer
 
-    from ftm_backends.local.chat import encode
+    from ftm_backends.local.modeling.encoding import encode
 
     backend = LocalBackend()
     spec = tiny_spec(tmp_path, tiny_llama, TRAIN, validation=VALID, early_stopping=3, eval_every=1, keep=keep,

@@ -8,7 +8,7 @@ from fixtures_local import tiny_llama  # noqa: F401  (fixture)
 
 transformers = pytest.importorskip("transformers")
 
-from ftm_backends.local.chat import IGNORE, encode, encode_all  # noqa: E402
+from ftm_backends.local.modeling.encoding import IGNORE, encode, encode_all  # noqa: E402
 
 
 @pytest.fixture(scope="module")

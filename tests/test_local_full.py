@@ -15,7 +15,9 @@ from test_local_backend import final_loss, follow
 
 torch = pytest.importorskip("torch")
 
-from ftm_backends.local import LocalBackend, model as models, progress  # noqa: E402
+from ftm_backends.local import LocalBackend  # noqa: E402
+from ftm_backends.local.modeling import loading as models  # noqa: E402
+from ftm_backends.local.trainer import rundir  # noqa: E402
 from ftmanager.errors import FtmError, Refused  # noqa: E402
 
 
@@ -75,7 +77,7 @@ def test_a_full_run_resumed_after_its_worker_died_ends_at_the_same_loss(tmp_path
     spec = tiny_spec(tmp_path / "killed", tiny_llama, rows, method="full", n_epochs=2, batch_size=4)
     job = backend.start(spec, uploads=None)
     follow(backend, job, until=lambda seen: seen["checkpoints"])
-    os.kill(json.loads((spec.run_dir / progress.LAUNCH).read_text())["pid"], signal.SIGKILL)
+    os.kill(json.loads((spec.run_dir / rundir.LAUNCH).read_text())["pid"], signal.SIGKILL)
     assert follow(backend, job)["last"].status == "failed"
     backend.resume(job, spec)
     resumed = follow(backend, job)

@@ -11,10 +11,11 @@ from fixtures_local import tiny_llama  # noqa: F401  (fixture)
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from ftm_backends.local import batching, model as models  # noqa: E402
-from ftm_backends.local.chat import encode  # noqa: E402
-from ftm_backends.local.options import resolve_options  # noqa: E402
-from ftm_backends.local.train import PACKED, TokenLoss, fuse_lora  # noqa: E402
+from ftm_backends.local.modeling import loading as models  # noqa: E402
+from ftm_backends.local.modeling.encoding import encode  # noqa: E402
+from ftm_backends.local.trainer import batching  # noqa: E402
+from ftm_backends.local.trainer.options import resolve_options  # noqa: E402
+from ftm_backends.local.trainer.train import PACKED, TokenLoss, fuse_lora  # noqa: E402
 
 EXAMPLES = [
     {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}]},
@@ -47,7 +48,7 @@ def batch(tiny_llama):  # noqa: F811
 
 def test_fused_forward_gives_peft_loss_and_gradients(tiny_llama, batch, monkeypatch):  # noqa: F811
     ours = TokenLoss(lora_model(tiny_llama, 0.0)).train()
-    monkeypatch.setattr("ftm_backends.local.train.fuse_lora", lambda model: 0)
+    monkeypatch.setattr("ftm_backends.local.trainer.train.fuse_lora", lambda model: 0)
     theirs = TokenLoss(lora_model(tiny_llama, 0.0)).train()
     loss_a, grads_a = loss_and_grads(ours, batch)
     loss_b, grads_b = loss_and_grads(theirs, batch)
@@ -76,7 +77,7 @@ def test_packed_rows_attend_per_example_with_sdpas_result(tiny_llama, batch, mon
     from transformers import AutoModelForCausalLM
 
     ours = TokenLoss(AutoModelForCausalLM.from_pretrained(tiny_llama))
-    monkeypatch.setattr("ftm_backends.local.train.attend_per_example", lambda model: False)
+    monkeypatch.setattr("ftm_backends.local.trainer.train.attend_per_example", lambda model: False)
     theirs = TokenLoss(AutoModelForCausalLM.from_pretrained(tiny_llama))
     assert ours.model.config._attn_implementation == PACKED
     assert theirs.model.config._attn_implementation == "sdpa"

@@ -67,7 +67,7 @@ def test_chat_answers_every_line_with_the_model_loaded_once(trained_run):  # noq
     """`ftm chat` keeps its model in this process's pool: one base and one adapter load for all lines."""
     from typer.testing import CliRunner
 
-    from ftm_backends.local.pool import shared
+    from ftm_backends.local.engine.pool import shared
     from ftmanager.cli import app
 
     before = shared().stats()

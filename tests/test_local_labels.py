@@ -15,7 +15,7 @@ from fixtures_local import smollm2_tokenizer  # noqa: F401  (fixture)
 
 pytest.importorskip("gguf")
 
-from ftm_backends.local.chat import IGNORE, encode  # noqa: E402
+from ftm_backends.local.modeling.encoding import IGNORE, encode  # noqa: E402
 
 TAGGED_SMOLLM2 = (
     "{% for message in messages %}"

@@ -9,9 +9,9 @@ from fixtures_local import tiny_llama  # noqa: F401  (fixture)
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from ftm_backends.local import batching  # noqa: E402
-from ftm_backends.local.chat import encode  # noqa: E402
-from ftm_backends.local.train import TokenLoss  # noqa: E402
+from ftm_backends.local.trainer import batching  # noqa: E402
+from ftm_backends.local.modeling.encoding import encode  # noqa: E402
+from ftm_backends.local.trainer.train import TokenLoss  # noqa: E402
 
 EXAMPLES = [
     {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}]},

@@ -15,9 +15,10 @@ from test_local_backend import follow
 
 torch = pytest.importorskip("torch")
 
-from ftm_backends.local import LocalBackend, progress  # noqa: E402
-from ftm_backends.local.train import restore  # noqa: E402
-from ftm_backends.local.options import resolve_options  # noqa: E402
+from ftm_backends.local import LocalBackend  # noqa: E402
+from ftm_backends.local.trainer import rundir  # noqa: E402
+from ftm_backends.local.trainer.train import restore  # noqa: E402
+from ftm_backends.local.trainer.options import resolve_options  # noqa: E402
 from ftmanager.errors import FtmError  # noqa: E402
 
 
@@ -61,8 +62,8 @@ def test_the_worker_gets_what_torch_needs_and_no_secret(tmp_path, tiny_llama, mo
     backend = LocalBackend()
     spec = tiny_spec(tmp_path, tiny_llama, n_epochs=1)
     job = backend.start(spec, uploads=None)
-    env = worker_environ(json.loads((spec.run_dir / progress.LAUNCH).read_text())["pid"])
-    assert env, f"the worker ended at once: {(spec.run_dir / progress.LOG).read_text()[-2000:]}"
+    env = worker_environ(json.loads((spec.run_dir / rundir.LAUNCH).read_text())["pid"])
+    assert env, f"the worker ended at once: {(spec.run_dir / rundir.LOG).read_text()[-2000:]}"
     assert not set(secrets) & set(env), "no key, token, password or unlisted variable"
     assert {k: env.get(k) for k in needed} == needed
     assert env["PATH"] and env["OMP_WAIT_POLICY"] == "PASSIVE"

@@ -18,7 +18,7 @@ pytest.importorskip("gguf")
 pytest.importorskip("bitsandbytes")
 
 from ftm_backends.local import LocalBackend  # noqa: E402
-from ftm_backends.local import model as models  # noqa: E402
+from ftm_backends.local.modeling import loading as models  # noqa: E402
 from ftmanager.backend import RunSpec  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,9 @@ from test_local_backend import follow
 
 transformers = pytest.importorskip("transformers")
 
-from ftm_backends.local import LocalBackend, model as models  # noqa: E402
-from ftm_backends.local.chat import IGNORE, encode, prompt_text  # noqa: E402
+from ftm_backends.local import LocalBackend  # noqa: E402
+from ftm_backends.local.modeling import loading as models  # noqa: E402
+from ftm_backends.local.modeling.encoding import IGNORE, encode, prompt_text  # noqa: E402
 
 EOS = "<|endoftext|>"
 ALPACA_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "

@@ -10,6 +10,7 @@ import pytest
 from sdk_backends import MODEL, MemoryUploads, aimed, follow, make_spec, served
 
 from ftm_backends.openai import OpenAIBackend, parse_results
+from ftmanager.front.openai import ROUTES
 from ftmanager.standin import ClockService, Server, standin
 from ftmanager.backend import RunSpec
 from ftmanager.errors import BackendError
@@ -197,7 +198,7 @@ class NewStatusRunner(ClockService):
 
 
 def test_an_unknown_status_is_kept_verbatim(tmp_path, monkeypatch):
-    with Server(NewStatusRunner()) as srv:
+    with Server(NewStatusRunner(), routes=ROUTES) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
         backend = OpenAIBackend()

@@ -129,7 +129,7 @@ def test_find_pages_through_the_jobs_listed_by_metadata(env, tmp_path):
     env.requests.clear()
     original = env.routes
     try:  # a server that ignores the metadata filter: find() must filter (and page) itself
-        from ftmanager.front import routes
+        from ftmanager.front.openai import routes
 
         def ignore_filter(srv, req):
             req.query = {k: v for k, v in req.query.items() if not k.startswith("metadata[")}

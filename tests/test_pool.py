@@ -18,9 +18,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from ftm_backends.local.chat import prompt_text  # noqa: E402
-from ftm_backends.local.model import Target  # noqa: E402
-from ftm_backends.local.pool import Ask, Done, Piece, Pool, PromptTooLong  # noqa: E402
+from ftm_backends.local.engine.pool import Ask, Done, Piece, Pool  # noqa: E402
+from ftm_backends.local.modeling.encoding import prompt_text  # noqa: E402
+from ftm_backends.local.modeling.loading import Target  # noqa: E402
+from ftmanager.engine import PromptTooLong  # noqa: E402
 from ftmanager.errors import InvalidInput, NotFound  # noqa: E402
 
 

@@ -16,9 +16,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from ftm_backends.local import model as models  # noqa: E402
-from ftm_backends.local.model import Target  # noqa: E402
-from ftm_backends.local.pool import Ask, Pool  # noqa: E402
+from ftm_backends.local.modeling import loading as models  # noqa: E402
+from ftm_backends.local.modeling.loading import Target  # noqa: E402
+from ftm_backends.local.engine.pool import Ask, Pool  # noqa: E402
 
 pytestmark = pytest.mark.slow
 QUESTIONS = [[{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": f"What is the capital of {c}?"}]

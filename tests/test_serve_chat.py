@@ -16,7 +16,9 @@ import openai
 import pytest
 
 from ftmanager.standin import ClockService, Server, standin
-from ftmanager.front.chat import Done, Piece, messages
+from ftmanager.front.openai import ROUTES
+from ftmanager.asks import Done, Piece
+from ftmanager.front.openai.completions import messages
 
 BASE = "gpt-4o-mini"
 
@@ -158,7 +160,7 @@ class SlowService(ClockService):
 
 def test_a_client_that_leaves_stops_its_answer():
     service = SlowService()
-    with Server(service, control=True).start() as server:
+    with Server(service, routes=ROUTES).start() as server:
         body = {"model": BASE, "messages": [{"role": "user", "content": "hi"}]}
         with pytest.raises(httpx.ReadTimeout):  # waits 0.5 s for the whole answer, then leaves
             httpx.post(f"{server.url}/chat/completions", json=body, timeout=0.5, headers={"Authorization": "Bearer k"})

@@ -17,6 +17,8 @@ import pytest
 from conftest import ftm
 from fixtures_local import tiny_llama  # noqa: F401  (fixture)
 from ftmanager import paths
+from ftmanager.facts import epoch
+from ftmanager.ledger import ledger
 from ftmanager.standin import standin
 from ftmanager.serve import serve
 
@@ -170,8 +172,9 @@ def test_pause_and_resume_agree_across_the_api_and_the_ledger(tiny_table, ftm_ho
         wait(lambda: c.fine_tuning.jobs.retrieve(job.id).status == "running")
         run_id = server.state.run_ids[job.id]
         assert c.fine_tuning.jobs.pause(job.id).status == "paused"
-        wait(lambda: ftm("show", run_id, "--json").json()["status"] == "paused", timeout=60)
-        assert c.fine_tuning.jobs.retrieve(job.id).status == "paused"
+        assert ftm("show", run_id, "--json").json()["status"] == "paused"  # the run says so at once
+        assert c.fine_tuning.jobs.retrieve(job.id).status == "paused"  # held while the worker ends its step
+        wait(lambda: ftm("sync").code == 0 and ftm("show", run_id, "--json").json()["status"] == "paused")
         time.sleep(3)
         resumed = c.fine_tuning.jobs.resume(job.id)
         assert resumed.status in ("queued", "running")
@@ -180,4 +183,26 @@ def test_pause_and_resume_agree_across_the_api_and_the_ledger(tiny_table, ftm_ho
             c.fine_tuning.jobs.resume(job.id)
         assert "run-" not in err.value.message
         assert c.fine_tuning.jobs.cancel(job.id).status == "cancelled"
-        wait(lambda: ftm("show", run_id, "--json").json()["status"] == "cancelled", timeout=60)
+        assert ftm("show", run_id, "--json").json()["status"] == "cancelled"
+
+
+def test_a_cancelled_job_is_cancelled_at_once_in_the_api_and_in_its_run(tiny_table, ftm_home):
+    """A job is a view of its run: the moment the cancel is answered, the run says the same."""
+    with serve(port=0, api_key=KEY, device="cpu") as server:
+        c = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
+        upload = c.files.create(file=("zz.jsonl", rows("zz", 20)), purpose="fine-tune")
+        job = c.fine_tuning.jobs.create(model=BASE, training_file=upload.id, method=method(50))
+        wait(lambda: c.fine_tuning.jobs.retrieve(job.id).status == "running")
+        run_id = server.state.run_ids[job.id]
+        cancelled = c.fine_tuning.jobs.cancel(job.id)
+        run = ledger().run(run_id)  # read before anything could poll the worker again
+        assert cancelled.status == "cancelled" and run["status"] == "cancelled"
+        assert cancelled.finished_at == int(epoch(run["finished_at"]))
+        shown = ftm("show", run_id, "--json").json()
+        assert shown["status"] == "cancelled" and shown["finished_at"] == run["finished_at"]
+        listed = [j for j in c.fine_tuning.jobs.list() if j.id == job.id]
+        assert [(j.status, j.finished_at) for j in listed] == [("cancelled", cancelled.finished_at)]
+        wait(lambda: worker_gone(run_id), timeout=60)  # the worker still stops ...
+        assert c.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+        pid = json.loads((paths.runs_dir() / run_id / "launch.json").read_text())["pid"]
+        assert not psutil.pid_exists(pid)  # ... and, read again, is reaped: no <defunct> left

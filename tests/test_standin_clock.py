@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from ftmanager.standin import standin
-from ftmanager.front.faults import parse
+from ftmanager.standin.faults import parse
 
 MODEL = "gpt-4o-mini-2024-07-18"
 

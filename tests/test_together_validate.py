@@ -64,4 +64,4 @@ def test_an_unknown_provider_is_one_line(tmp_path, ftm_home):
     path.write_text(json.dumps(turns(U, A)) + "\n")
     result = ftm("datasets", "validate", path, "--provider", "mistral")
     assert result.code == 1 and result.err.strip() == (
-        "Error: ftm knows no data rules for 'mistral'. Choose one of: together, fireworks.")
+        "Error: ftm knows no data rules for 'mistral'. Choose one of: fireworks, together.")

@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 
 from ftm_backends.openai import OpenAIBackend
-from ftmanager.errors import Refused, without_userinfo
+from ftmanager.errors import Refused
 
 DEFAULT_API_VERSION = "2025-04-01-preview"
-_clients: dict = {}
 
 
 class AzureOpenAIBackend(OpenAIBackend):
@@ -26,28 +25,23 @@ class AzureOpenAIBackend(OpenAIBackend):
     name = "azure"
     description = ("Azure OpenAI fine-tuning (OpenAI's API shape) via AZURE_OPENAI_ENDPOINT, "
                    f"AZURE_OPENAI_API_KEY and OPENAI_API_VERSION (default {DEFAULT_API_VERSION})")
-    provider, key_env, url_env = "Azure OpenAI", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT"
+    provider, key_env, url_env, default_base_url = "Azure OpenAI", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", ""
+    client_class = "AzureOpenAI"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.base_url = (os.environ.get(self.url_env) or "").rstrip("/")
         self.api_version = os.environ.get("OPENAI_API_VERSION") or DEFAULT_API_VERSION
-        self.where = without_userinfo(self.base_url)
-        self.account = f"{self.where} (Azure OpenAI resource)"  # files belong to the resource
 
-    def _make_client(self, key: str):
-        """One AzureOpenAI client per setting, per process (jobs.py makes a backend per poll)."""
+    def account_of(self) -> str:
+        return f"{self.where} (Azure OpenAI resource)"  # files belong to the resource
+
+    def client_settings(self) -> dict:
+        """The AzureOpenAI client's: the resource's endpoint and the API version it speaks."""
         if not self.base_url:
             raise Refused(f"no Azure OpenAI resource: {self.url_env} is not set",
                           f"Set {self.url_env} to https://<resource>.openai.azure.com.")
-        settings = (key, self.base_url, self.api_version, self.timeout, self.max_retries)
-        if settings not in _clients:
-            import openai
-
-            _clients[settings] = openai.AzureOpenAI(api_key=key, azure_endpoint=self.base_url,
-                                                    api_version=self.api_version, timeout=self.timeout,
-                                                    max_retries=self.max_retries)
-        return _clients[settings]
+        return {"azure_endpoint": self.base_url, "api_version": self.api_version, "timeout": self.timeout,
+                "max_retries": self.max_retries}
 
     def _denied(self, err, run_id: str | None) -> Refused:
         """A 403 from Azure is about this key's rights, not a shutdown."""

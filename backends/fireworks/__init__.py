@@ -16,26 +16,17 @@ import os
 import re
 from pathlib import Path
 
-from ftm_backends.openai import OpenAIBackend, _env_number
-from ftm_backends.openai.sdk import SdkErrors, create_once, price_per_1m
-from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads
-from ftmanager.errors import InvalidInput, Refused, Unsupported, without_userinfo
-from ftmanager.facts import CANCELLED, FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING
+from ftmanager.backend import Option, Progress, RunSpec, Uploads
+from ftmanager.errors import InvalidInput, Refused, Unsupported
+from ftmanager.hosted import HostedBackend, env_number
+
+from .datasets import DATA_RULES
+from .progress import BASE_LEARNING_RATE
 
 KEY_ENV, ACCOUNT_ENV, URL_ENV = "FIREWORKS_API_KEY", "FIREWORKS_ACCOUNT_ID", "FIREWORKS_BASE_URL"
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 # Fireworks' own defaults: what a job trains with when ftm sends nothing
-BASE_LEARNING_RATE, DEFAULT_EPOCHS, DEFAULT_LORA_RANK = 1e-4, 1, 8
-# JOB_STATE_* -> OpenAI's status (the provider's word is kept in the event); CANCELLING,
-# UNSPECIFIED and states we do not know leave the status as it was
-STATUSES = {
-    "JOB_STATE_CREATING": VALIDATING, "JOB_STATE_VALIDATING": VALIDATING,
-    "JOB_STATE_CREATING_INPUT_DATASET": VALIDATING, "JOB_STATE_PENDING": QUEUED,
-    "JOB_STATE_RE_QUEUEING": QUEUED, "JOB_STATE_IDLE": QUEUED, "JOB_STATE_RUNNING": RUNNING,
-    "JOB_STATE_WRITING_RESULTS": RUNNING, "JOB_STATE_PAUSED": PAUSED, "JOB_STATE_COMPLETED": SUCCEEDED,
-    "JOB_STATE_EARLY_STOPPED": SUCCEEDED, "JOB_STATE_FAILED": FAILED, "JOB_STATE_EXPIRED": FAILED,
-    "JOB_STATE_CANCELLED": CANCELLED, "JOB_STATE_DELETING": CANCELLED, "JOB_STATE_DELETING_CLEANING_UP": CANCELLED,
-}
+DEFAULT_EPOCHS, DEFAULT_LORA_RANK = 1, 8
 OPTIONS = {
     "learning_rate": Option(f"learning rate outright (default: {BASE_LEARNING_RATE:g} x learning_rate_multiplier)", float),
     "lora_r": Option("LoRA rank (loraRank)", int, DEFAULT_LORA_RANK),
@@ -44,7 +35,6 @@ OPTIONS = {
     "output_model": Option("id of the model the job makes (default: from the suffix and run id)", str),
 }
 _NOT_ID = re.compile(r"[^a-z0-9-]+")
-_clients: dict = {}
 
 
 def resource_id(text: str) -> str:
@@ -57,7 +47,7 @@ def job_id_for(run_id: str) -> str:
     return resource_id(f"ftm-{run_id}")
 
 
-class FireworksBackend(SdkErrors, Backend):
+class FireworksBackend(HostedBackend):
     """Supervised fine-tuning jobs on Fireworks AI through the official SDK."""
 
     name = "fireworks"
@@ -66,39 +56,26 @@ class FireworksBackend(SdkErrors, Backend):
     default_model = "accounts/fireworks/models/llama-v3p1-8b-instruct"
     options = OPTIONS
     base_learning_rate = BASE_LEARNING_RATE
-    data_rules = "fireworks"  # submit refuses what Fireworks would, before uploading (data.providers)
-    sdk, provider, key_env, url_env = "fireworks", "Fireworks", KEY_ENV, URL_ENV
+    data_rules = DATA_RULES  # submit refuses what Fireworks would, before uploading
+    sdk, client_class, provider = "fireworks", "Fireworks", "Fireworks"
+    key_env, url_env, default_base_url, timeout_env = KEY_ENV, URL_ENV, DEFAULT_BASE_URL, "FTM_FIREWORKS_TIMEOUT"
     key_hint = f" and the account in {ACCOUNT_ENV}"
-    poll_interval = OpenAIBackend.poll_interval  # hosted queues behave alike: the same backoff
+    standin = "ftm standin --provider fireworks"
 
     def __init__(self, *, timeout: float | None = None, max_retries: int = 2):
-        self.base_url = (os.environ.get(URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
-        self.where = without_userinfo(self.base_url)
         self.account_id = os.environ.get(ACCOUNT_ENV) or ""
-        self.account = f"{self.where} account={self.account_id or '-'}"
-        self.timeout = timeout or _env_number("FTM_FIREWORKS_TIMEOUT", 60.0, float)
-        self.ready_timeout = _env_number("FTM_FIREWORKS_READY_TIMEOUT", 600.0, float)
-        self.max_retries = max_retries
+        super().__init__(timeout=timeout, max_retries=max_retries)
+        self.ready_timeout = env_number("FTM_FIREWORKS_READY_TIMEOUT", 600.0, float)
 
-    # --- the SDK and its errors ------------------------------------------------------------
+    def account_of(self) -> str:
+        return f"{self.where} account={self.account_id or '-'}"
 
-    @property
-    def client(self):
-        """The SDK client, one per setting per process (importing fireworks costs ~0.3 s)."""
-        key = os.environ.get(KEY_ENV)
-        if not key:
-            raise Refused(f"no Fireworks API key: {KEY_ENV} is not set",
-                          f"Set {KEY_ENV}, or run `ftm standin --provider fireworks` and point {URL_ENV} at it.")
+    def client_settings(self) -> dict:
+        """The account every path names (accounts/<id>/...): without it no call can be made."""
         if not self.account_id:
             raise Refused(f"no Fireworks account: {ACCOUNT_ENV} is not set",
                           f"Set {ACCOUNT_ENV} to the id in your account's paths (accounts/<id>/...).")
-        settings = (key, self.base_url, self.account_id, self.timeout, self.max_retries)
-        if settings not in _clients:
-            import fireworks
-
-            _clients[settings] = fireworks.Fireworks(api_key=key, account_id=self.account_id, base_url=self.base_url,
-                                                     timeout=self.timeout, max_retries=self.max_retries)
-        return _clients[settings]
+        return {**super().client_settings(), "account_id": self.account_id}
 
     # --- the contract ------------------------------------------------------------------------
 
@@ -134,7 +111,7 @@ class FireworksBackend(SdkErrors, Backend):
             except fireworks.ConflictError:  # an earlier attempt made it: sending it again is safe
                 return self._ours(job_id, train)
 
-        return create_once(create, self.find, spec.run_id, self.max_retries, fireworks)
+        return self.create_once(create, self.find, spec.run_id)
 
     def _ours(self, job_id: str, dataset: str) -> str:
         """The job a 409 says exists: ours when it trains on our dataset."""
@@ -185,11 +162,6 @@ class FireworksBackend(SdkErrors, Backend):
     def cancel(self, job_id: str) -> None:
         with self._answered():
             self.client.supervised_fine_tuning_jobs.cancel(job_id, body={})
-
-    def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
-        """Billed tokens times the base model's price per 1M training tokens (models.toml)."""
-        price = price_per_1m(spec.base_model)
-        return None if billed_tokens is None or price is None else billed_tokens * price / 1e6
 
     # --- the weights -------------------------------------------------------------------------
 

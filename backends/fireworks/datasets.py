@@ -1,4 +1,4 @@
-"""A Fireworks dataset per content and account: created with its exampleCount, its file
+"""Fireworks' data rules, and a Fireworks dataset per content and account: created with its exampleCount, its file
 uploaded, then waited for until READY. Its id comes from the content's sha256, so a start that
 was cut off anywhere finds the same dataset again instead of making another."""
 
@@ -8,10 +8,28 @@ import os
 import time
 from pathlib import Path
 
-from ftmanager.backend import Uploads
+from ftmanager.backend import Rules, Uploads
 from ftmanager.errors import BackendError, Refused
+from ftmanager.hosted import poll_scale
 
 MAX_UPLOAD_BYTES = 150 << 20  # datasets:upload takes up to 150 MB in one request
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def _holds(example: dict) -> None:
+    """Fireworks' chat format: OpenAI's roles (tools included), a reply from the assistant."""
+    from ftmanager.data.export import CannotHold
+
+    messages = example["messages"]
+    for i, m in enumerate(messages, 1):
+        if m.get("role") not in ROLES:
+            raise CannotHold(f"message {i} has role {m.get('role')!r}, which fireworks does not take")
+    if not any(m.get("role") == "assistant" for m in messages):
+        raise CannotHold("it has no assistant message for fireworks to train on")
+
+
+# Fireworks' data rules: the chat format above, at least 3 examples (it refuses smaller datasets)
+DATA_RULES = Rules(3, None, _holds)
 
 
 def ensure_dataset(backend, path: Path, dataset_id: str, uploads: Uploads) -> str:
@@ -50,8 +68,6 @@ def _create(backend, ds_id: str, count: int) -> None:
     uploaded next unless it is READY)."""
     import fireworks
 
-    from ftm_backends.openai.sdk import create_once
-
     datasets = backend.client.with_options(max_retries=0).datasets
 
     def create() -> str:
@@ -63,7 +79,7 @@ def _create(backend, ds_id: str, count: int) -> None:
             pass
         return ds_id
 
-    create_once(create, lambda _: ds_id if _state(backend, ds_id) else None, ds_id, backend.max_retries, fireworks)
+    backend.create_once(create, lambda _: ds_id if _state(backend, ds_id) else None, ds_id)
 
 
 def _examples(path: Path) -> int:
@@ -85,9 +101,7 @@ def _upload(backend, path: Path, ds_id: str) -> None:
 def _wait_ready(backend, ds_id: str) -> None:
     """Poll the dataset until it is READY (0.25 s doubling to 10 s, times FTM_POLL_SCALE, as every
     poll of ftm's), at most ready_timeout seconds."""
-    from ftm_backends.openai import _env_number
-
-    scale = _env_number("FTM_POLL_SCALE", 1.0, float)
+    scale = poll_scale()
     deadline, wait = time.monotonic() + backend.ready_timeout, 0.25 * scale
     while True:
         with backend._answered():

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import time
 
-from ftm_backends.openai.sdk import price_per_1m
 from ftmanager.backend import Event, Progress
-from ftmanager.facts import FAILED, QUEUED, RUNNING, SUCCEEDED, is_terminal
+from ftmanager.facts import CANCELLED, FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING, is_terminal
+from ftmanager.hosted import price_per_1m, usd
 
-from . import BASE_LEARNING_RATE, STATUSES
+BASE_LEARNING_RATE = 1e-4  # Fireworks' default rate: what learning_rate_multiplier scales
+# JOB_STATE_* -> OpenAI's status (the provider's word is kept in the event); CANCELLING,
+# UNSPECIFIED and states we do not know leave the status as it was
+STATUSES = {
+    "JOB_STATE_CREATING": VALIDATING, "JOB_STATE_VALIDATING": VALIDATING,
+    "JOB_STATE_CREATING_INPUT_DATASET": VALIDATING, "JOB_STATE_PENDING": QUEUED,
+    "JOB_STATE_RE_QUEUEING": QUEUED, "JOB_STATE_IDLE": QUEUED, "JOB_STATE_RUNNING": RUNNING,
+    "JOB_STATE_WRITING_RESULTS": RUNNING, "JOB_STATE_PAUSED": PAUSED, "JOB_STATE_COMPLETED": SUCCEEDED,
+    "JOB_STATE_EARLY_STOPPED": SUCCEEDED, "JOB_STATE_FAILED": FAILED, "JOB_STATE_EXPIRED": FAILED,
+    "JOB_STATE_CANCELLED": CANCELLED, "JOB_STATE_DELETING": CANCELLED, "JOB_STATE_DELETING_CLEANING_UP": CANCELLED,
+}
 
 ERROR_STATES = ("JOB_STATE_FAILED", "JOB_STATE_EXPIRED")
 
@@ -23,12 +33,11 @@ def progress(job, cursor: dict) -> Progress:
         cursor["running_since"] = time.time()
     cursor.update(state=state, status=status)
     done, tokens = is_terminal(status), _tokens(job)
-    price = price_per_1m(job.base_model or "")
     return Progress(
         status=status, cursor=cursor, events=events, hyperparameters=_resolved(job),
         result_model=job.output_model if status == SUCCEEDED else None,
         trained_tokens=tokens if done else None,
-        actual_cost=tokens * price / 1e6 if done and tokens is not None and price is not None else None,
+        actual_cost=usd(tokens, price_per_1m(job.base_model or "")) if done else None,
         error=_error(job, state) if status == FAILED else None,
         eta_seconds=None if done else _eta(job, cursor),
         finished_at=_when(job.completed_time or job.update_time) if done else None,

@@ -1,7 +1,7 @@
 """The local backend: QLoRA, LoRA or full fine-tuning in a detached worker process on this machine.
 
 start() writes the run's spec into its run directory and launches the worker
-(`python -m ftm_backends.local.worker`, or `accelerate launch` for more than one GPU); poll()
+(`python -m ftm_backends.local.trainer.worker`, or `accelerate launch` for more than one GPU); poll()
 reads the worker's append-only progress file from the cursor's byte offset. This module
 imports nothing heavy: torch, transformers and peft load only in the worker, in the model
 pool's thread (generate()) and in export().
@@ -23,15 +23,15 @@ from ftmanager.facts import (CANCELLED, FAILED, METRIC_NAMES, PAUSED, QUEUED, RU
                              is_terminal)
 from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused
 
-from . import progress
-from .launch import start_worker, wait_gone
-from .model import check_base
-from .options import (BASE_LEARNING_RATE, FULL_LEARNING_RATE, OPTIONS, needs_validation,
+from .modeling.loading import check_base
+from .trainer import rundir
+from .trainer.launch import start_worker, wait_gone
+from .trainer.options import (BASE_LEARNING_RATE, FULL_LEARNING_RATE, OPTIONS, needs_validation,
                       resolve_hyperparameters, resolve_options)
 
 # bitsandbytes logs, on importing on a CPU with AVX512-BF16, that it could not fetch a fused
 # kernel from the Hugging Face hub (the `kernels` package). ftm never takes that path (see
-# model.same_math_on_every_cpu), so the line is noise a user cannot act on.
+# modeling.loading.same_math_on_every_cpu), so the line is noise a user cannot act on.
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda r: "kernels-community" not in r.getMessage())
 
 class LocalBackend(Backend):
@@ -65,17 +65,17 @@ class LocalBackend(Backend):
         run_dir = Path(spec.run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         self._write_spec(run_dir, spec)
-        (run_dir / progress.CANCEL).unlink(missing_ok=True)
-        (run_dir / progress.PAUSE).unlink(missing_ok=True)
-        progress.append(run_dir, "status", status=QUEUED)
-        progress.append(run_dir, "event", message=f"Created fine-tuning job: {spec.run_id}")
+        (run_dir / rundir.CANCEL).unlink(missing_ok=True)
+        (run_dir / rundir.PAUSE).unlink(missing_ok=True)
+        rundir.append(run_dir, "status", status=QUEUED)
+        rundir.append(run_dir, "event", message=f"Created fine-tuning job: {spec.run_id}")
         start_worker(run_dir, opts["gpus"], resume=False)
         return self._job_id(spec.run_id, run_dir)
 
     def find(self, run_id: str) -> str | None:
         """The job an interrupted start() launched for run_id, so it is never launched twice."""
         run_dir = paths.runs_dir() / run_id
-        return run_id if (run_dir / progress.LAUNCH).exists() else None
+        return run_id if (run_dir / rundir.LAUNCH).exists() else None
 
     def poll(self, job_id: str, cursor: dict) -> Progress:
         """Status and what is new in the progress file since cursor; a lost worker fails the run."""
@@ -88,7 +88,7 @@ class LocalBackend(Backend):
             if reason:
                 self._read(run_dir, prog, cursor)  # it may have finished just before exiting
             if reason and not is_terminal(prog.status):
-                progress.append(run_dir, "status", status=FAILED,
+                rundir.append(run_dir, "status", status=FAILED,
                                 error={"code": "worker_lost", "message": reason})
                 self._read(run_dir, prog, cursor)
         prog.total_steps = cursor.get("total_steps")
@@ -101,9 +101,9 @@ class LocalBackend(Backend):
     def cancel(self, job_id: str) -> None:
         """Ask the worker to stop at its next step (it saves a checkpoint first)."""
         run_dir = self._dir(job_id)
-        (run_dir / progress.CANCEL).touch()
-        if not is_terminal(self._status(run_dir)) and progress.worker_gone(run_dir):
-            progress.append(run_dir, "status", status=CANCELLED)
+        (run_dir / rundir.CANCEL).touch()
+        if not is_terminal(self._status(run_dir)) and rundir.worker_gone(run_dir):
+            rundir.append(run_dir, "status", status=CANCELLED)
 
     def pause(self, job_id: str) -> None:
         """Ask the worker to stop at its next step, save a checkpoint and wait for resume()."""
@@ -111,10 +111,10 @@ class LocalBackend(Backend):
         status = self._status(run_dir)
         if is_terminal(status) or status == PAUSED:
             raise BackendError(f"local job {job_id} is already {status}", "Nothing to pause.")
-        if progress.worker_gone(run_dir):
+        if rundir.worker_gone(run_dir):
             raise BackendError(f"local job {job_id} has no running worker",
                                "Run `ftm sync` to record that, then resume it from its last checkpoint.")
-        (run_dir / progress.PAUSE).touch()
+        (run_dir / rundir.PAUSE).touch()
 
     def resume(self, job_id: str, spec: RunSpec) -> str | None:
         """Let a paused worker carry on; else relaunch from the last complete checkpoint
@@ -123,18 +123,18 @@ class LocalBackend(Backend):
         status = self._status(run_dir)
         if status == SUCCEEDED:
             raise BackendError(f"run {spec.run_id} already succeeded", "Re-run it to train again.")
-        pause = run_dir / progress.PAUSE
-        if pause.exists() and not progress.worker_gone(run_dir):
+        pause = run_dir / rundir.PAUSE
+        if pause.exists() and not rundir.worker_gone(run_dir):
             pause.unlink()
-            progress.append(run_dir, "status", status=RUNNING)  # the worker carries on within a second
+            rundir.append(run_dir, "status", status=RUNNING)  # the worker carries on within a second
             return job_id
         if not wait_gone(run_dir, 30.0 if is_terminal(status) else 0.0):
             raise BackendError(f"run {spec.run_id} is still running", "Wait for it, or cancel it first.")
         pause.unlink(missing_ok=True)
-        (run_dir / progress.CANCEL).unlink(missing_ok=True)
+        (run_dir / rundir.CANCEL).unlink(missing_ok=True)
         self._write_spec(run_dir, spec)  # its files where they are now: FTM_HOME may have moved
-        progress.append(run_dir, "status", status=QUEUED)
-        progress.append(run_dir, "event", message="Resuming from the last complete checkpoint")
+        rundir.append(run_dir, "status", status=QUEUED)
+        rundir.append(run_dir, "event", message="Resuming from the last complete checkpoint")
         start_worker(run_dir, resolve_options(spec.options)["gpus"], resume=True)
         return job_id
 
@@ -144,14 +144,22 @@ class LocalBackend(Backend):
     def poll_interval(self, status: str, last: float | None) -> float:
         return 1.0
 
+    def reap(self, job_id: str) -> None:
+        """Collect the worker's exit status if this process launched it (no <defunct> left behind)."""
+        launch = (Path(job_id) if os.sep in job_id else paths.runs_dir() / job_id) / rundir.LAUNCH
+        if launch.exists():
+            rundir.reap(json.loads(launch.read_text())["pid"])
+
     # --- extras the CLI calls (ftm generate / chat / export) ----------------------------
 
     def generate(self, result_model: str | None, result_path: str | None, base_model: str | None,
                  conversations: list[list[dict]], max_new_tokens: int = 256,
                  temperature: float = 0.0) -> list[str]:
         """Assistant replies to each conversation, decoded together by this process's model pool."""
-        from .model import target
-        from .pool import Ask, shared
+        from ftmanager.asks import Ask
+
+        from .engine.pool import shared
+        from .modeling.loading import target
 
         where = target(result_path, base_model or self.default_model)
         done = shared().answers([Ask(where, messages, max_tokens=max_new_tokens, temperature=temperature)
@@ -161,13 +169,13 @@ class LocalBackend(Backend):
     def answer_logprobs(self, result_model: str | None, result_path: str | None, base_model: str | None,
                         conversations: list[list[dict]]) -> list[tuple[float, int]]:
         """Log-probability and token count of each last assistant message (for perplexity)."""
-        from .scoring import answer_logprobs
+        from .engine.scoring import answer_logprobs
 
         return answer_logprobs(result_path, base_model or self.default_model, conversations)
 
     def export(self, result_path: str, base_model: str | None, out_dir: str, merge: bool = True) -> Path:
         """Write the model (merged safetensors, or the adapter) with tokenizer and template."""
-        from .infer import export
+        from .engine.merging import export
 
         return export(result_path, base_model or self.default_model, out_dir, merge=merge)
 
@@ -183,25 +191,25 @@ class LocalBackend(Backend):
         """spec.json, all the worker knows of its run (written aside, then renamed into place)."""
         data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()}
         data.update(base_model=spec.base_model or self.default_model, run_dir=str(run_dir))
-        tmp = run_dir / (progress.SPEC + ".tmp")
+        tmp = run_dir / (rundir.SPEC + ".tmp")
         tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(run_dir / progress.SPEC)
+        tmp.replace(run_dir / rundir.SPEC)
 
     @staticmethod
     def _dir(job_id: str) -> Path:
         run_dir = Path(job_id) if os.sep in job_id else paths.runs_dir() / job_id
-        if not (run_dir / progress.SPEC).exists():
+        if not (run_dir / rundir.SPEC).exists():
             raise NotFound(f"no local run directory for job {job_id}", "Check FTM_HOME.")
         return run_dir
 
     def _lost(self, run_dir: Path, cursor: dict) -> str | None:
         """Why the worker is lost: its process is gone, or it has been silent too long."""
-        reason = progress.worker_gone(run_dir)
+        reason = rundir.worker_gone(run_dir)
         if reason:
             return reason
         silent = time.time() - cursor.get("beat", time.time())
-        if silent > progress.HEARTBEAT_STALE:
-            pid = json.loads((run_dir / progress.LAUNCH).read_text())["pid"]
+        if silent > rundir.HEARTBEAT_STALE:
+            pid = json.loads((run_dir / rundir.LAUNCH).read_text())["pid"]
             os.killpg(pid, signal.SIGKILL)  # a hung worker must not report after it was failed
             return f"worker process {pid} sent no heartbeat for {silent:.0f} s and was stopped"
         return None
@@ -213,7 +221,7 @@ class LocalBackend(Backend):
         return prog.status
 
     def _read(self, run_dir: Path, prog: Progress, cursor: dict) -> None:
-        records, cursor["offset"] = progress.read_from(run_dir, cursor.get("offset", 0))
+        records, cursor["offset"] = rundir.read_from(run_dir, cursor.get("offset", 0))
         for pos, rec in records:
             cursor["beat"] = rec["t"]
             apply_record(prog, cursor, pos, rec)

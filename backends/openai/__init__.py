@@ -13,12 +13,12 @@ import os
 import time
 from contextlib import suppress
 
-from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads, upload_once
-from ftmanager.facts import (CREATED, HYPERPARAMETERS, PAUSED, QUEUED, RUNNING, SUCCEEDED, VALIDATING,
-                             auto_epochs, is_terminal)
-from ftmanager.errors import InvalidInput, Refused, without_userinfo
+from ftmanager.backend import Checkpoint, Event, Progress, RunSpec, Uploads
+from ftmanager.errors import Refused
+from ftmanager.facts import HYPERPARAMETERS, SUCCEEDED, auto_epochs, is_terminal
+from ftmanager.hosted import HostedBackend, JobRequest, ProviderJob, env_number, price_per_1m, usd
 
-from .sdk import FileWindow, SdkErrors, create_once, metric, parse_results, price_per_1m, sdk_client
+from .sdk import FileWindow, metric, parse_results
 
 __all__ = ["OpenAIBackend", "parse_results", "price_per_1m"]
 
@@ -43,59 +43,39 @@ def rerun_commands(run_id: str) -> str:
     return ", ".join(commands[:-1]) + f" or {commands[-1]}" if len(commands) > 1 else "".join(commands)
 
 
-def _env_number(name: str, default, kind=int):
-    """A positive number from the environment (default where unset); one line when it is not."""
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        value = 0
-    if not 0 < value < float("inf"):
-        raise InvalidInput(f"{name} must be a positive number, not {text!r}", f"Fix or unset {name}.")
-    return value
+def suffix_of(model: str | None) -> str | None:
+    """The suffix a job was given, as its model's name keeps it (ft:BASE:ORG:SUFFIX:ID); the job
+    object itself does not."""
+    parts = (model or "").split(":")
+    return (parts[3] or None) if len(parts) == 5 and parts[0] == "ft" else None
 
 
-class OpenAIBackend(SdkErrors, Backend):
+class OpenAIBackend(HostedBackend):
     """Fine-tuning jobs on OpenAI's API (or a server speaking it) through the official SDK."""
 
     name = "openai"
     description = "OpenAI's fine-tuning API (or any server speaking it, via OPENAI_BASE_URL)"
     default_model = "gpt-4o-mini-2024-07-18"
     # who answers, and where its key and address come from (Azure OpenAI's differ)
-    provider, key_env, url_env = "OpenAI", KEY_ENV, "OPENAI_BASE_URL"
+    provider, key_env, url_env, default_base_url = "OpenAI", KEY_ENV, "OPENAI_BASE_URL", DEFAULT_BASE_URL
     key_hint = " (and OPENAI_ORG_ID / OPENAI_PROJECT_ID)"
+    timeout_env = "FTM_OPENAI_TIMEOUT"
 
     def __init__(self, *, multipart_threshold: int | None = None, part_size: int | None = None,
                  timeout: float | None = None, max_retries: int = 2):
-        self.base_url = (os.environ.get(self.url_env) or DEFAULT_BASE_URL).rstrip("/")
-        self.where = without_userinfo(self.base_url)  # the URL as printed and recorded: no password
         self.organization = os.environ.get("OPENAI_ORG_ID") or None
         self.project = os.environ.get("OPENAI_PROJECT_ID") or None
-        # Uploads are cached per account: where the files live, never which key reached them.
-        self.account = f"{self.where} org={self.organization or '-'} project={self.project or '-'}"
-        self.multipart_threshold = multipart_threshold or _env_number("FTM_OPENAI_MULTIPART_BYTES", MULTIPART_THRESHOLD)
-        self.part_size = part_size or _env_number("FTM_OPENAI_PART_BYTES", PART_SIZE)
-        self.timeout = timeout or _env_number("FTM_OPENAI_TIMEOUT", 60.0, float)
-        self.max_retries = max_retries
-        self._client = None
+        super().__init__(timeout=timeout, max_retries=max_retries)
+        self.multipart_threshold = multipart_threshold or env_number("FTM_OPENAI_MULTIPART_BYTES", MULTIPART_THRESHOLD)
+        self.part_size = part_size or env_number("FTM_OPENAI_PART_BYTES", PART_SIZE)
+
+    def account_of(self) -> str:
+        return f"{self.where} org={self.organization or '-'} project={self.project or '-'}"
 
     # --- the SDK and its errors ------------------------------------------------------------
 
-    @property
-    def client(self):
-        """The SDK client, built on first use (importing openai costs start-up time)."""
-        if self._client is None:
-            key = os.environ.get(self.key_env)
-            if not key:  # nothing can reach the provider, so no job can exist: a definite refusal
-                raise Refused(f"no {self.provider} API key: {self.key_env} is not set",
-                              f"Set {self.key_env}, or run `ftm standin` and point {self.url_env} at it.")
-            self._client = self._make_client(key)
-        return self._client
-
-    def _make_client(self, key: str):
-        return sdk_client(key, self.base_url, self.organization, self.project, self.timeout, self.max_retries)
+    def client_settings(self) -> dict:
+        return {**super().client_settings(), "organization": self.organization, "project": self.project}
 
     def _denied(self, err, run_id: str | None) -> Refused:
         """A 403: on create, OpenAI's refusal to train for this organisation, with the way out."""
@@ -125,7 +105,7 @@ class OpenAIBackend(SdkErrors, Backend):
             with self._refusals():
                 return self.upload(path, f"ftm-{dataset_id[:16]}.jsonl")
 
-        return upload_once(uploads, dataset_id, self.account, path, self._still_there, send)
+        return self.upload_once(uploads, dataset_id, path, self._still_there, send)
 
     def _still_there(self, file_id: str) -> bool:
         f = self._found(lambda: self.client.files.retrieve(file_id))
@@ -166,15 +146,13 @@ class OpenAIBackend(SdkErrors, Backend):
 
     def _create(self, spec: RunSpec, params: dict) -> str:
         """POST the job; after an ambiguous failure, look for it before posting again."""
-        import openai
-
         jobs = self.client.with_options(max_retries=0).fine_tuning.jobs
 
         def create() -> str:
             with self._refusals(run_id=spec.run_id):
                 return jobs.create(**params).id
 
-        return create_once(create, self.find, spec.run_id, self.max_retries, openai)
+        return self.create_once(create, self.find, spec.run_id)
 
     def find(self, run_id: str) -> str | None:
         """The job tagged with our run id, if one exists (the oldest, should there be several)."""
@@ -196,13 +174,20 @@ class OpenAIBackend(SdkErrors, Backend):
         """The job's status and everything new since cursor; nothing is consumed on failure."""
         with self._answered():
             job = self.client.fine_tuning.jobs.retrieve(job_id).to_dict()
-            events, cursor = self._new_events(job_id, dict(cursor or {}))
+        return self._caught_up(job, dict(cursor or {}))
+
+    def _caught_up(self, job: dict, cursor: dict, every_checkpoint: bool = False) -> Progress:
+        """What job (as just retrieved) has reported since cursor: events paged back to it, their
+        metrics, checkpoints (asked for when announced, or always with every_checkpoint), results."""
+        job_id = job["id"]
+        with self._answered():
+            events, cursor = self._new_events(job_id, cursor)
         status = job.get("status") or "unknown"
         metrics = [metric(e.data) for e in events if e.type == "metrics" and e.data and "step" in e.data]
         totals = [e.data["total_steps"] for e in events if e.type == "metrics" and (e.data or {}).get("total_steps")]
         if totals:
             cursor["total_steps"] = totals[-1]
-        checkpoints = self._new_checkpoints(job_id, status, events, cursor)
+        checkpoints = self._new_checkpoints(job_id, status, events, cursor, every_checkpoint)
         if status == SUCCEEDED and job.get("result_files") and not cursor.get("results_read"):
             metrics += self._results(job)
             cursor["results_read"] = True
@@ -247,16 +232,16 @@ class OpenAIBackend(SdkErrors, Backend):
                           + (list(edge) if int(newest) == seen_at else []))
         return events, cursor
 
-    def _new_checkpoints(self, job_id: str, status: str, events, cursor: dict) -> list[Checkpoint]:
-        """Checkpoints not yet reported, asked for only when an event or the end says so."""
-        announced = any("checkpoint" in e.message.lower() for e in events)
+    def _new_checkpoints(self, job_id: str, status: str, events, cursor: dict, always: bool = False) -> list[Checkpoint]:
+        """Checkpoints not yet reported, asked for only when an event or the end says so (or always)."""
+        announced = always or any("checkpoint" in e.message.lower() for e in events)
         final = status == SUCCEEDED and not cursor.get("checkpoints_final")
         if not (announced or final):
             return []
-        with self._answered():
-            page = self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100)
+        with self._answered():  # iterating the SDK's page follows every page
+            listed = list(self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100))
         known = set(cursor.get("checkpoint_ids", ()))
-        new = [c for c in reversed(page.data) if c.id not in known]
+        new = [c for c in reversed(listed) if c.id not in known]
         cursor["checkpoint_ids"] = sorted(known | {c.id for c in new})
         cursor["checkpoints_final"] = cursor.get("checkpoints_final") or final
         return [Checkpoint(step=c.step_number, model_id=c.fine_tuned_model_checkpoint,
@@ -273,25 +258,33 @@ class OpenAIBackend(SdkErrors, Backend):
         return rows
 
     def _cost(self, job: dict) -> float | None:
-        tokens = job.get("trained_tokens")
-        price = price_per_1m(job.get("model") or "")
-        return None if tokens is None or price is None else tokens * price / 1e6
+        return usd(job.get("trained_tokens"), self.price(job.get("model") or ""))
 
-    def poll_interval(self, status: str, last: float | None) -> float:
-        """Back off (2 s doubling to 30 s) while waiting; poll every 1.5 s while it runs."""
-        scale = _env_number("FTM_POLL_SCALE", 1.0, float)
-        prev = last / scale if last else None
-        if is_terminal(status):
-            return 0.0
-        if status == RUNNING:
-            base = 1.5
-        elif status in (CREATED, VALIDATING, QUEUED):
-            base = 2.0 if not prev or prev < 2.0 else min(30.0, prev * 2)
-        elif status == PAUSED:
-            base = 30.0
-        else:  # a status OpenAI invented after us: keep watching, calmly
-            base = 5.0
-        return base * scale
+    # --- the account's existing jobs ---------------------------------------------------------
+
+    def list_jobs(self, page: int = 100) -> list[ProviderJob]:
+        """Every fine-tuning job in the account, newest first, each caught up from its start."""
+        with self._answered():  # iterating the SDK's page follows every page (`after` the last id)
+            jobs = [job.to_dict() for job in self.client.fine_tuning.jobs.list(limit=page)]
+        return [self._provider_job(job) for job in jobs]
+
+    def provider_job(self, job_id: str) -> ProviderJob:
+        """One job of the account, as list_jobs gives it."""
+        with self._answered():
+            job = self.client.fine_tuning.jobs.retrieve(job_id).to_dict()
+        return self._provider_job(job)
+
+    def _provider_job(self, job: dict) -> ProviderJob:
+        method = job.get("method") or {}
+        kind = method.get("type")
+        asked = (method.get(kind) or {}).get("hyperparameters") if kind else None
+        request = JobRequest(
+            base_model=job.get("model") or "", method=kind, hyperparameters=asked or job.get("hyperparameters") or {},
+            suffix=suffix_of(job.get("fine_tuned_model")), seed=job.get("seed"), metadata=job.get("metadata") or {},
+            training_file=job.get("training_file"), validation_file=job.get("validation_file"))
+        created = job.get("created_at")
+        return ProviderJob(job_id=job["id"], created_at=float(created) if created is not None else None,
+                           request=request, progress=self._caught_up(job, {}, every_checkpoint=True))
 
     # --- the rest of the contract ------------------------------------------------------------
 
@@ -314,11 +307,6 @@ class OpenAIBackend(SdkErrors, Backend):
         if hp.get("n_epochs", "auto") == "auto" and spec.n_examples:
             hp["n_epochs"] = auto_epochs(spec.n_examples)
         return hp
-
-    def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
-        """Billed tokens times the base model's price per 1M training tokens."""
-        price = price_per_1m(spec.base_model)
-        return None if billed_tokens is None or price is None else billed_tokens * price / 1e6
 
     def generate(self, result_model: str | None, result_path: str | None, base_model: str,
                  conversations: list[list[dict]], max_new_tokens: int = 256) -> list[str]:

@@ -13,12 +13,10 @@ import os
 import time
 from pathlib import Path
 
-from ftm_backends.openai import OpenAIBackend
-from ftm_backends.openai.sdk import SdkErrors, create_once
-
-from ftmanager.backend import Backend, Option, Progress, RunSpec, Uploads, upload_once
-from ftmanager.errors import FtmError, InvalidInput, NotFound, Refused, Unsupported, without_userinfo
+from ftmanager.backend import Option, Progress, RunSpec, Rules, Uploads
+from ftmanager.errors import FtmError, InvalidInput, NotFound, Refused, Unsupported
 from ftmanager.facts import SUCCEEDED, auto_epochs, is_terminal
+from ftmanager.hosted import HostedBackend, usd
 
 from . import progress
 
@@ -42,6 +40,16 @@ OPTIONS = {
     "train_on_inputs": Option("auto, true or false: also train on user turns", str, "auto"),
 }
 
+# Together's data rules: its export's example rules (checked against Together's own file check in
+# tests/peers/), at least one example (its SDK's MIN_SAMPLES), files up to 50.1 GB (MAX_FILE_SIZE_GB)
+def _holds(example: dict) -> None:
+    from ftmanager.data.export import to_together
+
+    to_together(example)
+
+
+DATA_RULES = Rules(1, int(50.1 * (1 << 30)), _holds)
+
 
 def tagged_suffix(suffix: str | None, run_id: str) -> str:
     """The suffix Together gets: the user's (shortened to fit) and our run id, which find() looks for."""
@@ -50,42 +58,29 @@ def tagged_suffix(suffix: str | None, run_id: str) -> str:
     return f"{suffix[: MAX_SUFFIX - len(run_id) - 1]}-{run_id}"
 
 
-class TogetherBackend(SdkErrors, Backend):
+class TogetherBackend(HostedBackend):
     """Fine-tuning jobs on Together AI (or a server speaking its API) through the official SDK."""
 
-    sdk, provider, key_env, url_env = "together", "Together", KEY_ENV, URL_ENV  # SdkErrors' words
+    sdk, client_class, provider = "together", "Together", "Together"
+    key_env, url_env, default_base_url = KEY_ENV, URL_ENV, DEFAULT_BASE_URL
     key_hint = f" (and {PROJECT_ENV})"
+    standin = "ftm standin --provider together"
     name = "together"
     description = ("Together AI's fine-tuning API (LoRA or full), via TOGETHER_BASE_URL; "
                    "`ftm pull` brings the weights home")
     options = OPTIONS
     base_learning_rate = BASE_LEARNING_RATE
-    data_rules = "together"  # submit refuses, before uploading, data Together would reject
-    poll_interval = OpenAIBackend.poll_interval  # the same backoff, on the statuses once mapped
+    data_rules = DATA_RULES  # submit refuses, before uploading, data Together would reject
 
     def __init__(self, *, max_retries: int = 2, timeout: float = 60.0):
-        self.base_url = (os.environ.get(URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
-        self.where = without_userinfo(self.base_url)
         self.project = os.environ.get(PROJECT_ENV) or None
-        self.account = f"{self.where} project={self.project or '-'}"
-        self.max_retries, self.timeout = max_retries, timeout
-        self._client = None
+        super().__init__(timeout=timeout, max_retries=max_retries)
 
-    # --- the SDK and its errors ------------------------------------------------------------
+    def account_of(self) -> str:
+        return f"{self.where} project={self.project or '-'}"
 
-    @property
-    def client(self):
-        """The SDK client, built on first use (importing together costs start-up time)."""
-        if self._client is None:
-            key = os.environ.get(KEY_ENV)
-            if not key:  # nothing can reach Together, so no job can exist: a definite refusal
-                raise Refused(f"no Together API key: {KEY_ENV} is not set",
-                              f"Set {KEY_ENV}, or run `ftm standin --provider together` and point {URL_ENV} at it.")
-            import together
-
-            self._client = together.Together(api_key=key, base_url=self.base_url, project_id=self.project,
-                                             max_retries=self.max_retries, timeout=self.timeout)
-        return self._client
+    def client_settings(self) -> dict:
+        return {**super().client_settings(), "project_id": self.project}
 
     # --- starting --------------------------------------------------------------------------
 
@@ -111,7 +106,7 @@ class TogetherBackend(SdkErrors, Backend):
             with self._refusals():  # ftm checked the data by Together's rules already: no second read
                 return self.client.files.upload(file=Path(path), purpose="fine-tune", check=False).id
 
-        return upload_once(uploads, dataset_id, self.account, path, self._still_there, send)
+        return self.upload_once(uploads, dataset_id, path, self._still_there, send)
 
     def _still_there(self, file_id: str) -> bool:
         return self._found(lambda: self.client.files.retrieve(file_id)) is not None
@@ -144,8 +139,6 @@ class TogetherBackend(SdkErrors, Backend):
 
     def _create(self, spec: RunSpec, params: dict) -> str:
         """Create the job; after an ambiguous failure, look for it before creating again."""
-        import together
-
         client = self.client.with_options(max_retries=0)
 
         def create() -> str:
@@ -155,7 +148,7 @@ class TogetherBackend(SdkErrors, Backend):
             except ValueError as err:  # the SDK refused the settings before sending anything
                 raise Refused(f"Together's SDK refused the job's settings: {err}", "Fix that and try again.") from None
 
-        return create_once(create, self.find, spec.run_id, self.max_retries, together)
+        return self.create_once(create, self.find, spec.run_id)
 
     def find(self, run_id: str) -> str | None:
         """The job whose suffix carries our run id, if one exists (the oldest, should there be several)."""
@@ -221,8 +214,7 @@ class TogetherBackend(SdkErrors, Backend):
 
     def _cost(self, job: dict, tokens: int | None) -> float | None:
         full = (job.get("training_type") or {}).get("type") == "Full"
-        price = price_per_1m(job.get("model") or "", full)
-        return None if tokens is None or price is None else tokens * price / 1e6
+        return usd(tokens, self.price(job.get("model") or "", {"method": "full" if full else "lora"}))
 
     # --- the rest of the contract ------------------------------------------------------------
 
@@ -231,18 +223,18 @@ class TogetherBackend(SdkErrors, Backend):
             self.client.fine_tuning.cancel(job_id)
 
     def download(self, job_id: str, result_model: str | None, out_dir: Path, merged: bool = False) -> Path:
-        """The job's adapter (or merged weights) through the SDK's download manager (streamed to a
-        file, resumed after a dropped connection), then unpacked."""
-        from together.lib import DownloadManager
+        """The job's adapter (or merged weights) streamed to a file (resumed after a dropped
+        connection, capped, every failure one line: ftmanager.downloads), then unpacked."""
+        from urllib.parse import urlencode
 
+        from ftmanager.downloads import fetch
         from ftmanager.pulls import unpack
 
         out_dir.mkdir(parents=True, exist_ok=True)
         archive = out_dir / ".download.tar.zst"
-        url = f"/v1/finetune/download?ft_id={job_id}&checkpoint={'merged' if merged else 'adapter'}"
-        with self._answered():
-            DownloadManager(self.client).download(url=url, output=archive, remote_name=result_model,
-                                                  fetch_metadata=False)
+        query = urlencode({"ft_id": job_id, "checkpoint": "merged" if merged else "adapter"})
+        url = f"{str(self.client.base_url).rstrip('/')}/v1/finetune/download?{query}"  # the SDK's own path
+        fetch(url, archive, self.name, {"Authorization": f"Bearer {self.client.api_key}"})
         try:
             return unpack(archive, out_dir, self.name)
         finally:
@@ -261,10 +253,17 @@ class TogetherBackend(SdkErrors, Backend):
         hp.setdefault("batch_size", "auto")
         return hp
 
-    def estimate_cost(self, spec: RunSpec, billed_tokens: int | None) -> float | None:
-        """Billed tokens times the model's price per 1M (LoRA's or full training's) from models.toml."""
-        price = price_per_1m(spec.base_model, spec.options.get("method") == "full")
-        return None if billed_tokens is None or price is None else billed_tokens * price / 1e6
+    def price(self, model: str, options: dict | None = None) -> float | None:
+        """USD per 1M training tokens from models.toml (full training's price where it has one)."""
+        from ftmanager.data.models import model_info, table
+
+        try:
+            info = model_info(model)
+            fields = table()["models"].get(info.entry or "", {})
+        except (FtmError, OSError, ValueError):  # an unreadable table: no price rather than no poll
+            return None
+        price = fields.get("full_train_usd_per_1m") if (options or {}).get("method") == "full" else None
+        return float(price) if price is not None else info.price_per_1m_train
 
     def check_model(self, model: str) -> None:
         """Refuse at submit a model that only OpenAI trains, naming the one Together trains instead."""
@@ -293,19 +292,6 @@ class TogetherBackend(SdkErrors, Backend):
     def generate(self, result_model, result_path, base_model, conversations, max_new_tokens=256):
         raise Unsupported("a Together run answers here once its weights are pulled",
                           "Run `ftm pull RUN` first (it brings the adapter home).")
-
-
-def price_per_1m(model: str, full: bool = False) -> float | None:
-    """USD per 1M training tokens from models.toml (full training's price where it has one)."""
-    from ftmanager.data.models import model_info, table
-
-    try:
-        info = model_info(model)
-        fields = table()["models"].get(info.entry or "", {})
-    except (FtmError, OSError, ValueError):  # an unreadable table: no price rather than no poll
-        return None
-    price = fields.get("full_train_usd_per_1m") if full else None
-    return float(price) if price is not None else info.price_per_1m_train
 
 
 def _int(value) -> int | None:

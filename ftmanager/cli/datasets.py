@@ -14,7 +14,7 @@ from .output import emit_json, table
 datasets_app = typer.Typer(help="Import, validate, list, show and export datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 
-FORMATS = "auto|openai|alpaca|prompt-completion|sharegpt"
+FORMATS = "auto|openai|alpaca|prompt-completion|sharegpt|openai-preference|trl-preference"
 Ref = Annotated[str, typer.Argument(help="Dataset id, id prefix or name.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -41,7 +41,8 @@ def add(
 
 
 def _added(row: dict, new: bool) -> str:
-    what = f"{row['id'][:12]} ({row['name']}, {row['n_examples']} examples, from {row['format']})"
+    pairs = " preference" if row.get("kind") == "preference" else ""
+    what = f"{row['id'][:12]} ({row['name']}, {row['n_examples']}{pairs} examples, from {row['format']})"
     if "renamed_from" in row:
         return f"Already stored as {what}; renamed from {row['renamed_from']}"
     skipped = f"; {len(row['skipped'])} record(s) skipped" if row.get("skipped") else ""
@@ -96,7 +97,7 @@ def show(ref: Ref, as_json: Json = False):
 def _described(info: dict) -> str:
     from .display import exported
 
-    lines = [f"{key:>12}: {info[key]}" for key in ("id", "name", "format", "n_examples", "bytes", "source", "path",
+    lines = [f"{key:>12}: {info[key]}" for key in ("id", "name", "format", "kind", "n_examples", "bytes", "source", "path",
                                                    "parent_id", "split", "created_at") if info.get(key) is not None]
     lines += [f"{'upload':>12}: {up['backend']} {up['file_id']} ({up['account']})" for up in info["uploads"]]
     lines += [f"{'export':>12}: {exported(e).removeprefix('export ')}" for e in info["exports"]]
@@ -115,7 +116,7 @@ def _shown(value, as_json: bool, render) -> None:
 @datasets_app.command("export")
 def export(
     ref: Ref,
-    to: str = typer.Option(..., "--to", "-t", help="openai|together|alpaca|trl|sharegpt"),
+    to: str = typer.Option(..., "--to", "-t", help="openai|together|alpaca|trl|sharegpt (preference data: openai|together|fireworks|trl)"),
     output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
 ):
     """Write a stored dataset in another provider's or library's format (recorded in the ledger:

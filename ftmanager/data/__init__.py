@@ -8,6 +8,7 @@ from .canonical import Saved, canonical_line, save, split
 from .export import CannotHold, export
 from .formats import EXPORTS, FORMATS, detect
 from .models import ModelInfo, model_info, resolve_epochs
+from .preference import kind_of, require_kind
 from .report import Problem, Report
 from .source import read
 from .validate import estimate, example_hash, validate
@@ -25,8 +26,10 @@ __all__ = [
     "estimate",
     "example_hash",
     "export",
+    "kind_of",
     "model_info",
     "read",
+    "require_kind",
     "resolve_epochs",
     "save",
     "split",

@@ -18,6 +18,7 @@ import orjson
 
 from ..errors import InvalidInput, LedgerError
 from ..tempfiles import clear_stale, owned, shown
+from .preference import canonical_format, kind_of
 from .report import Report
 from .source import Source, read
 from .validate import check_source, validate
@@ -164,7 +165,8 @@ def _verdict(report: Report, lines: _Lines, writer: _Writer, model, check: bool,
     """The report to store with the data, or raise: what the mode refuses."""
     if skip_invalid and lines.bad:
         writer.file.flush()
-        kept = validate(writer.tmp, model=model, fmt="openai")  # what is stored, counted alone
+        # what is stored, counted alone
+        kept = validate(writer.tmp, model=model, fmt=canonical_format(kind_of(report.format)))
         kept.path, kept.format = report.path, report.format
         if not kept.ok:
             raise _refuse(kept, skipped=len(lines.bad))
@@ -177,18 +179,19 @@ def _verdict(report: Report, lines: _Lines, writer: _Writer, model, check: bool,
     return report
 
 
-def split(canonical_path, fraction: float, seed: int, dest_dir) -> tuple[Saved, Saved]:
-    """(training, validation) parts of a canonical dataset: `fraction` of it, chosen by seed."""
+def split(canonical_path, fraction: float, seed: int, dest_dir, kind: str = "chat") -> tuple[Saved, Saved]:
+    """(training, validation) parts of a canonical dataset of `kind`: `fraction` of it, chosen by seed."""
+    fmt = canonical_format(kind)
     if not 0 < fraction < 1:
         raise InvalidInput(f"split fraction must be between 0 and 1, not {fraction}", "Use e.g. --split 0.1.")
-    n = sum(1 for _ in read(canonical_path, "openai"))
+    n = sum(1 for _ in read(canonical_path, fmt))
     k = round(n * fraction)
     if not 0 < k < n:
         raise InvalidInput(f"a {fraction} split of {n} examples leaves one side empty", "Use a larger dataset or another fraction.")
     chosen = set(random.Random(seed).sample(range(n), k))
     writers = (_Writer(dest_dir), _Writer(dest_dir))
     try:
-        for i, (_, example) in enumerate(read(canonical_path, "openai")):
+        for i, (_, example) in enumerate(read(canonical_path, fmt)):
             writers[i in chosen].add(example)
         done = [w.finish() for w in writers]
     except BaseException:
@@ -196,6 +199,6 @@ def split(canonical_path, fraction: float, seed: int, dest_dir) -> tuple[Saved, 
             w.abort()
         raise
     return tuple(
-        Saved(sha, final, w.n, "openai", validate(final, fmt="openai"), None, created)
+        Saved(sha, final, w.n, fmt, validate(final, fmt=fmt), None, created)
         for (sha, final, created), w in zip(done, writers)
     )

@@ -14,7 +14,7 @@ from typing import TextIO
 import orjson
 
 from ..errors import InvalidInput
-from .formats import EXPORTS
+from .formats import SIDES
 
 
 class CannotHold(ValueError):
@@ -112,17 +112,20 @@ _WRITERS = {
 }
 
 
-def export(canonical_path, to: str, out: TextIO) -> int:
-    """Write a canonical dataset as JSONL for `to`; returns the number of examples written.
+def export(canonical_path, to: str, out: TextIO, kind: str = "chat") -> int:
+    """Write a canonical dataset of `kind` (chat or preference) as JSONL for `to`; returns the
+    number of examples written.
 
     Every example is checked before anything is written, so a refusal writes nothing.
     """
     from .source import read
 
-    if to not in _WRITERS:
-        raise InvalidInput(f"unknown export format {to!r}", f"Use one of: {', '.join(EXPORTS)}.")
-    write = _WRITERS[to]
-    refused = list(_refusals(read(canonical_path, "openai"), write))
+    writers, fmt = (PREFERENCE_WRITERS, "openai-preference") if kind == "preference" else (_WRITERS, "openai")
+    if to not in writers:
+        what = "a preference dataset " if kind == "preference" else ""
+        raise InvalidInput(f"unknown export format {to!r} for {what}".rstrip(), f"Use one of: {', '.join(writers)}.")
+    write = writers[to]
+    refused = list(_refusals(read(canonical_path, fmt), write))
     if refused:
         more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
         raise InvalidInput(
@@ -130,7 +133,7 @@ def export(canonical_path, to: str, out: TextIO) -> int:
             "Export to openai or trl, which hold every example, or remove those examples.",
         )
     n = 0
-    for n, example in enumerate((ex for _, ex in read(canonical_path, "openai")), 1):
+    for n, example in enumerate((ex for _, ex in read(canonical_path, fmt)), 1):
         out.write(jsonl_line(write(example)))
     return n
 
@@ -152,3 +155,41 @@ def _refusals(examples, write):
             write(example)
         except CannotHold as why:
             yield n, str(why)
+
+
+# --- preference pairs --------------------------------------------------------------------------------
+
+
+def preference_to_together(example: dict) -> dict:
+    """Together's preference rows (its DatasetFormat.PREFERENCE_OPENAI): OpenAI's shape, no
+    other columns (so no tools), its conversational roles, text answers."""
+    if "tools" in example["input"]:
+        raise CannotHold("it has tools, which together's preference format cannot hold")
+    for m in example["input"]["messages"]:
+        if isinstance(m, dict) and m.get("role") not in ("system", "user", "assistant", "tool"):
+            raise CannotHold(f"input has role {m.get('role')!r}, which together does not take")
+    for side in SIDES:
+        _plain(example[side], f"together's {side}")
+    return {"input": {"messages": example["input"]["messages"]}, **{side: example[side] for side in SIDES}}
+
+
+def preference_to_trl(example: dict) -> dict:
+    """TRL's conversational preference row with an explicit prompt (tool arguments as objects)."""
+    prompt = to_trl({"messages": example["input"]["messages"], **_tools(example)})
+    out = {"prompt": prompt["messages"], "chosen": to_trl({"messages": example["preferred_output"]})["messages"],
+           "rejected": to_trl({"messages": example["non_preferred_output"]})["messages"]}
+    if "tools" in prompt:
+        out["tools"] = prompt["tools"]
+    return out
+
+
+def _tools(example: dict) -> dict:
+    return {"tools": example["input"]["tools"]} if "tools" in example["input"] else {}
+
+
+PREFERENCE_WRITERS = {
+    "openai": lambda example: example,
+    "together": preference_to_together,
+    "fireworks": lambda example: example,  # Fireworks' DPO datasets are OpenAI's preference rows
+    "trl": preference_to_trl,
+}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-FORMATS = ("openai", "alpaca", "prompt-completion", "sharegpt")
+FORMATS = ("openai", "alpaca", "prompt-completion", "sharegpt", "openai-preference", "trl-preference")
 EXPORTS = ("openai", "together", "alpaca", "trl", "sharegpt")
 CANONICAL_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
 
@@ -38,6 +38,8 @@ def detect(obj) -> str | None:
     """The format one parsed record is in, or None when it matches none."""
     if not isinstance(obj, dict):
         return None
+    if pair := _pair_format(obj):
+        return pair
     if "messages" in obj:
         return "openai"
     if "conversations" in obj:
@@ -158,3 +160,87 @@ _READERS = {
     "prompt-completion": _from_prompt_completion,
     "sharegpt": _from_sharegpt,
 }
+# preference.py adds its readers here when it loads (the data package loads it: see __init__)
+
+
+# --- preference pairs (canonical: OpenAI's preference JSONL; ftmanager.data.preference checks them) ---
+
+SIDES = ("preferred_output", "non_preferred_output")
+TOP_KEYS = frozenset({"input", *SIDES})
+INPUT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
+
+
+def _pair_format(obj: dict) -> str | None:
+    """The preference format of one record, or None when it is not a preference pair."""
+    if "preferred_output" in obj or "non_preferred_output" in obj:
+        return "openai-preference"
+    if "chosen" in obj and "rejected" in obj:
+        return "trl-preference"
+    return None
+
+
+
+def from_openai(obj: dict) -> dict:
+    """OpenAI's (and Together's) preference row, with only the keys that carry meaning."""
+    missing = [k for k in ("input", *SIDES) if k not in obj]
+    if missing:
+        raise Unconvertible("missing_field", f"preference example needs {', '.join(map(repr, missing))}")
+    given = obj["input"]
+    if not isinstance(given, dict):
+        raise Unconvertible("missing_field", f"'input' must be an object with 'messages' ({_kind(given)})")
+    for side in SIDES:
+        if not isinstance(obj[side], list):
+            raise Unconvertible("missing_field", f"{side!r} must be a list of messages ({_kind(obj[side])})")
+    return {"input": {k: v for k, v in given.items() if k in INPUT_KEYS},
+            "preferred_output": obj["preferred_output"], "non_preferred_output": obj["non_preferred_output"]}
+
+
+def from_trl(obj: dict) -> dict:
+    """TRL's preference row: explicit prompt or implicit (shared by both), text or conversation."""
+    chosen, rejected, prompt = obj.get("chosen"), obj.get("rejected"), obj.get("prompt")
+    if prompt is None:
+        prompt, chosen, rejected = _split_implicit(chosen, rejected)
+    out = {"input": {"messages": _messages(prompt, "user", "prompt")},
+           "preferred_output": _messages(chosen, "assistant", "chosen"),
+           "non_preferred_output": _messages(rejected, "assistant", "rejected")}
+    if obj.get("tools") is not None:
+        out["input"]["tools"] = obj["tools"]
+    return out
+
+
+def _messages(value, role: str, key: str) -> list:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, list):
+        return [_string_arguments(m) for m in value]  # TRL's tool arguments are objects
+    got = "missing" if value is None else _kind(value)
+    raise Unconvertible("missing_field", f"trl preference example needs {key!r} as text or messages ({got})")
+
+
+def _split_implicit(chosen, rejected):
+    """TRL's implicit prompt: what both answers share is the prompt (as trl.extract_prompt)."""
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        n = 0
+        while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+            n += 1
+        if not n:
+            raise Unconvertible("missing_field", "'chosen' and 'rejected' share no prompt messages (add 'prompt')")
+        return chosen[:n], chosen[n:], rejected[n:]
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        n = len(_common(chosen, rejected))
+        if n and n < len(chosen) and chosen[n - 1] == " ":
+            n -= 1  # the space belongs to the answer, as TRL cuts it
+        if not n:
+            raise Unconvertible("missing_field", "'chosen' and 'rejected' share no prompt text (add 'prompt')")
+        return chosen[:n], chosen[n:], rejected[n:]
+    raise Unconvertible("missing_field", "trl preference example needs 'chosen' and 'rejected' of one type")
+
+
+def _common(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+_READERS.update({"openai-preference": from_openai, "trl-preference": from_trl})

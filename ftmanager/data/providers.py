@@ -1,55 +1,37 @@
-"""Each hosted provider's data rules beyond the common checks: what `ftm datasets validate
---provider NAME` reports, and what `ftm submit` refuses before a byte is uploaded.
-
-Per example (roles, turn order, what a message may hold), per file (minimum examples, size).
-Together's example rules are its export's (export.to_together, checked against Together's own
-file check in tests/peers/): one place for them.
+"""Data rules beyond the common checks, each declared by its backend as `data_rules` (a backend.Rules):
+what `ftm datasets validate --provider NAME` reports, and what `ftm submit` refuses before a byte
+is uploaded. Per example (roles, turn order, what a message may hold), per file (minimum
+examples, size). The rules are found through the registry, so a third party's backend brings
+its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from ..backend import Rules
+from ..errors import InvalidInput, NotFound
+from .export import CannotHold  # what a Rules' holds() raises
 
-from ..errors import InvalidInput
-from .export import CannotHold, to_together
-
-FIREWORKS_ROLES = ("system", "user", "assistant", "tool")
+__all__ = ["CannotHold", "Rules", "file_problems", "problem", "provider_model", "rules"]
 
 
-@dataclass(frozen=True)
-class Rules:
-    """A provider's data rules: holds(example) raises CannotHold saying why it would be refused."""
+def _declared(provider: str) -> Rules | None:
+    from .. import registry
 
-    name: str
-    min_examples: int
-    max_bytes: int | None
-    holds: Callable[[dict], object]
-
-
-def _fireworks(example: dict) -> None:
-    """Fireworks' chat format: OpenAI's roles (tools included), a reply from the assistant."""
-    messages = example["messages"]
-    for i, m in enumerate(messages, 1):
-        if m.get("role") not in FIREWORKS_ROLES:
-            raise CannotHold(f"message {i} has role {m.get('role')!r}, which fireworks does not take")
-    if not any(m.get("role") == "assistant" for m in messages):
-        raise CannotHold("it has no assistant message for fireworks to train on")
-
-
-RULES = {
-    # Together: at least one example (its SDK's MIN_SAMPLES), files up to 50.1 GB (MAX_FILE_SIZE_GB)
-    "together": Rules("together", 1, int(50.1 * (1 << 30)), to_together),
-    # Fireworks: at least 3 examples (it refuses smaller datasets)
-    "fireworks": Rules("fireworks", 3, None, _fireworks),
-}
+    try:
+        return registry.load(provider).data_rules
+    except NotFound:
+        return None
 
 
 def rules(provider: str) -> Rules:
-    """The rules of provider, or one line naming the providers ftm knows the rules of."""
-    if provider not in RULES:
-        raise InvalidInput(f"ftm knows no data rules for {provider!r}", f"Choose one of: {', '.join(RULES)}.")
-    return RULES[provider]
+    """The rules the backend called provider declares, or one line naming those that declare some."""
+    from .. import registry
+
+    found = _declared(provider)
+    if found is None:
+        known = [name for name in registry.names() if _declared(name) is not None]
+        raise InvalidInput(f"ftm knows no data rules for {provider!r}", f"Choose one of: {', '.join(known)}.")
+    return found
 
 
 def provider_model(provider: str) -> str | None:

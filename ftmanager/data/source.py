@@ -159,7 +159,8 @@ class Source:
 
 _FORMAT_HELP = (
     "Use OpenAI chat ('messages'), Alpaca ('instruction'/'output'), prompt/completion or "
-    "ShareGPT ('conversations'), or name one with --format."
+    "ShareGPT ('conversations'), preference pairs (OpenAI's 'input'/'preferred_output'/"
+    "'non_preferred_output' or TRL's 'prompt'/'chosen'/'rejected'), or name one with --format."
 )
 
 

@@ -22,6 +22,7 @@ from ..tempfiles import shown
 from .checks import check_example
 from .formats import Unconvertible, to_canonical
 from .models import ModelInfo, model_info, resolve_epochs
+from .preference import check_pair
 from .report import Report
 from .source import BLANK, BadLine, Source, parse_line, resolve_format, split_lines
 from .tokens import choose, counter
@@ -91,9 +92,12 @@ def check_records(records, job: Job) -> Part:
         except (orjson.JSONEncodeError, TypeError):
             part.problems.append((n, "invalid_json", "holds a value that cannot be written back as UTF-8 JSON (a lone surrogate escape?)", True))
             continue
-        tokens, trained, n_messages, has_system = check_example(example, found, count)
-        if job.provider and not any(error for _, _, error in found):
-            _provider_problem(example, job.provider, found)
+        if "input" in example:  # a preference pair (canonical chat examples never hold "input")
+            tokens, trained, n_messages, has_system = check_pair(example, found, count, job.provider)
+        else:
+            tokens, trained, n_messages, has_system = check_example(example, found, count)
+            if job.provider and not any(error for _, _, error in found):
+                _provider_problem(example, job.provider, found)
         if found:
             part.problems.extend((n, code, message, error) for code, message, error in found)
             found.clear()
@@ -101,7 +105,7 @@ def check_records(records, job: Job) -> Part:
             part.problems.append((n, "too_long", f"{tokens:,} tokens, over the {job.limit:,}-token limit", False))
         part.lines.append(n)
         # records that lack messages are not the same example merely for lacking them
-        part.hashes.append(_digest(canonical) if example.get("messages") else NO_HASH)
+        part.hashes.append(_digest(canonical) if example.get("messages") or example.get("input") else NO_HASH)
         if job.keep:
             part.kept.append((n, canonical + b"\n"))
         part.tokens.append(tokens)

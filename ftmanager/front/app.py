@@ -20,8 +20,8 @@ from starlette.requests import ClientDisconnect, Request as HttpRequest
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from .chat import ClientGone
-from .server import BODY_TIMEOUT, MAX_JSON_BODY, Part, Raw, Request, Stream, parse_query
+from .hooks import Drop
+from .request import BODY_TIMEOUT, MAX_JSON_BODY, ClientGone, Part, Raw, Request, Stream, parse_query
 from .state import ApiError, new_id
 
 log = logging.getLogger("ftm.api")
@@ -33,10 +33,6 @@ class _TooLarge(Exception):
     pass
 
 
-class _Drop(Exception):
-    """Close the connection without answering (a fault the stand-in injects)."""
-
-
 class App:
     """The ASGI application of one Server."""
 
@@ -46,11 +42,13 @@ class App:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
+        if self.srv.pages is not None and not self._api(scope["path"]):
+            return await self.srv.pages(scope, receive, send)
         try:
             response = await self._answer(scope, receive)
         except ApiError as err:
             response = error_response(err, self.srv)
-        except _Drop:
+        except Drop:
             return await _drop(send)
         except (ClientDisconnect, ClientGone):
             return
@@ -59,40 +57,47 @@ class App:
             response = error_response(ApiError(500, SERVER_ERROR, type="server_error"), self.srv)
         await response(scope, receive, send)
 
+    def _api(self, path: str) -> bool:
+        """Whether path is the API's (or the stand-ins' control), not the pages beside it."""
+        hooks = self.srv.hooks
+        control = hooks is not None and hooks.control_prefix and path.startswith(hooks.control_prefix)
+        return bool(control) or path.startswith(self.srv.prefix + "/")
+
     async def _answer(self, scope, receive) -> Response:
         srv, method, path = self.srv, scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if srv.control and path.startswith("/_standin/"):
+        hooks = srv.hooks
+        if hooks is not None and hooks.control_prefix and path.startswith(hooks.control_prefix):
             return await self._control(scope, receive, headers, method, path)
         if not path.startswith(srv.prefix + "/"):
             raise ApiError(404, f"Invalid URL ({method} {path})")
         path = path[len(srv.prefix):]
-        srv.count(method, path)
-        srv.authorize(headers, path)
-        fault = srv.faults.take(method, path)
-        if fault:
-            _before(fault)
-        fn, params, locked = srv.route(method, path)
+        if hooks is not None:
+            hooks.seen(method, path)
+        srv.authorize(headers, path)  # from the headers alone: no byte of the body is read before
+        note = hooks.before(method, path) if hooks is not None else None
+        result = await self._route(scope, receive, headers, path, srv.route(method, path))
+        if hooks is not None:
+            result = await hooks.after(srv, note, result)
+        return await respond(result)
+
+    async def _route(self, scope, receive, headers, path: str, route: tuple):
+        """The route's result for a request whose body is read here, within its limit."""
+        srv, (fn, params, locked) = self.srv, route
         ctype = headers.get("content-type", "")
         body, form = await _read(scope, receive, headers, srv.body_limit(path, ctype))
         try:
-            req = Request(method, path, parse_query(scope["query_string"]), params, body,
-                          _parts(form), ctype, fault)
-            result = await _run(srv, fn, req, locked, receive)
+            req = Request(scope["method"], path, parse_query(scope["query_string"]), params, body,
+                          _parts(form), ctype)
+            return await _run(srv, fn, req, locked, receive)
         finally:
             if form is not None:
                 await form.close()
-        if fault and fault.kind == "drop_after":
-            raise _Drop  # the work is done; the client never hears of it
-        if fault and fault.kind == "slow":
-            await anyio.sleep(fault.delay)
-        return await respond(result)
 
     async def _control(self, scope, receive, headers, method, path) -> Response:
-        from .control import control
-
         body, _ = await _read(scope, receive, headers, MAX_JSON_BODY)
-        return json_response(await anyio.to_thread.run_sync(control, self.srv, method, path, body))
+        answer = await anyio.to_thread.run_sync(self.srv.hooks.control, self.srv, method, path, body)
+        return json_response(answer)
 
 
 async def _run(srv, fn, req, locked: bool, receive):
@@ -122,17 +127,6 @@ def _call(srv, fn, req, locked: bool):
         with srv.state.lock:
             return fn(srv, req)
     return fn(srv, req)
-
-
-def _before(fault) -> None:
-    """Act on a fault that strikes before the route runs."""
-    from .faults import error_for
-
-    err = error_for(fault)
-    if err is not None:
-        raise err
-    if fault.kind == "drop":
-        raise _Drop
 
 
 async def _read(scope, receive, headers: dict, limit: int):

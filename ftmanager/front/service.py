@@ -1,8 +1,9 @@
 """The seam between the HTTP front and what stands behind it: a Service runs jobs and answers chat.
 
 A stand-in's service moves jobs on a clock (ftmanager.standin.clock.ClockService); `ftm serve`'s
-trains them for real (ftmanager.serve.service.LocalService). The front checks that a request is allowed (a job exists, it is running
-before a pause) and then calls the service; the service moves the Job record along.
+trains them for real (ftmanager.serve.local_service.LocalService). The routes check that a
+request is allowed (a job exists, it is running before a pause) and then call the service; the
+service moves the Job record along (LocalService: fills it from the job's run).
 """
 
 from __future__ import annotations

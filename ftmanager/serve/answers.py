@@ -6,6 +6,7 @@ import logging
 from dataclasses import replace
 
 from ..asks import Ask
+from ..engine import PromptTooLong
 from ..errors import FtmError, InvalidInput
 from ..front.state import ApiError
 
@@ -14,8 +15,6 @@ log = logging.getLogger("ftm.serve")
 
 def answer(pool, target, ask: Ask):
     """Pieces of one answer as the pool makes them, then Done; closing this stops the pool's row."""
-    from ftm_backends.local.answers import PromptTooLong
-
     stream = pool.stream(replace(ask, target=target))
     try:
         yield from stream

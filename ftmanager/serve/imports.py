@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from .. import jobs, paths
+from .. import jobs
 from ..ledger import ledger
 
 
@@ -30,9 +28,8 @@ def _stem(filename: str) -> str:
 
 def reap_workers(run_ids) -> None:
     """Collect the exit status of workers this process launched, so none lingers as <defunct>."""
-    from ftm_backends.local import progress
+    from .. import registry
 
+    backend = registry.get("local")
     for run_id in run_ids:
-        launch = paths.runs_dir() / run_id / progress.LAUNCH
-        if launch.exists():
-            progress.reap(json.loads(launch.read_text())["pid"])
+        backend.reap(run_id)

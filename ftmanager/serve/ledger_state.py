@@ -1,8 +1,10 @@
-"""What `ftm serve` keeps across restarts: its files and jobs, in the ledger (m004_serve).
+"""What `ftm serve` keeps across restarts: its files and jobs, in the ledger (m004_serve, m008).
 
-The front works on State's records in memory; LedgerState writes each file and job through
-to the ledger as it changes and reads them all back at start-up, so a client's file and job
-ids outlive the server. The bytes of files live under FTM_HOME/serve.
+The front works on State's records in memory; LedgerState writes each file and job request
+through to the ledger and reads them all back at start-up, so a client's file and job ids
+outlive the server. A job's row keeps what was asked and its run id; its status is its run's
+(LocalService reads it on every look), except for a job refused before it had a run, whose
+row keeps the refusal. The bytes of files live under FTM_HOME/serve.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ class LedgerState(State):
     def __init__(self, data_dir: Path):
         super().__init__(data_dir, organization=ORGANIZATION)
         self.run_ids: dict[str, str] = {}  # job id -> its run, once the run exists
-        self.overrides: dict[str, dict] = {}  # job id -> {status, finished_at}: the API ahead of the run
         for row in ledger().api_files():
             if Path(row["path"]).exists():
                 self.files[row["id"]] = File(row["id"], row["filename"], row["purpose"], Path(row["path"]),
@@ -41,10 +42,8 @@ class LedgerState(State):
             self.run_ids[job.id] = row["run_id"]
         if row["result_file"]:
             job.result_files = [row["result_file"]]
-        if row["status"]:
-            self.overrides[job.id] = {"status": row["status"], "finished_at": epoch(row["finished_at"])}
-            job.status, job.error = row["status"], row["error"]
-            job.finished_at = epoch(row["finished_at"])
+        if row["error"] and not row["run_id"]:  # refused before it had a run: no run to read
+            job.finish("failed", epoch(row["finished_at"]), row["error"])
         return job
 
     def add_file(self, filename: str, purpose: str, path: Path, base64: bool = False) -> File:
@@ -58,16 +57,8 @@ class LedgerState(State):
         ledger().delete_api_file(file_id)
 
     def save_job(self, job: Job, **fields) -> None:
-        """Record a new job, or the fields of it that changed (run_id, status, error, ...)."""
+        """Record a new job, or the fields of it that changed (run_id, result_file, a refusal)."""
         if not fields:
             fields = {f: getattr(job, f) for f in JOB_FIELDS}
             fields.update(hyperparameters=job.requested, created_at=iso(job.created_at))
         ledger().put_api_job({"id": job.id, **fields})
-
-    def override(self, job: Job, status: str | None, at: float | None = None) -> None:
-        """What the API says of a job ahead of its run (None: the run's own status again)."""
-        if status is None:
-            self.overrides.pop(job.id, None)
-        else:
-            self.overrides[job.id] = {"status": status, "finished_at": at}
-        self.save_job(job, status=status, finished_at=iso(at) if at else None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from .. import engine
 from ..front.state import ApiError
 from ..facts import epoch
 from ..ledger import ledger
@@ -64,7 +65,7 @@ def row_for(name: str) -> dict:
 
 def target(name: str):
     """The Target (base, adapter, template) that answers for name."""
-    from ftm_backends.local.model import target as run_target
+    run_target = engine.get().target
 
     if name in table.table():
         return run_target(None, table.lookup(name, 404).local)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 
 from .clock import ClockService
-from ..front.server import Server
-from ..front.routes import ROUTES, chat
+from ..front.openai import ROUTES, chat
 from ..front.state import ApiError
+from .standin_server import StandinServer
 
 
 def _versioned(fn):
@@ -28,7 +28,7 @@ AZURE_ROUTES = [(m, p, _versioned(fn), locked) for m, p, fn, locked in
                 [*ROUTES, ("POST", re.compile(r"/deployments/([^/]+)/chat/completions"), chat, False)]]
 
 
-class AzureServer(Server):
+class AzureServer(StandinServer):
     """The OpenAI stand-in at Azure's paths; its url is what AZURE_OPENAI_ENDPOINT should be."""
 
     def __init__(self, *args, **kwargs):
@@ -47,4 +47,4 @@ class AzureServer(Server):
 def standin(host: str = "127.0.0.1", port: int = 0, speed: float = 1.0, **options) -> AzureServer:
     """A stand-in Azure OpenAI server (not started: use it as a context manager, or call start())."""
     service = ClockService(speed=speed, results_base64=options.pop("results_base64", "always"))
-    return AzureServer(service, host, port, routes=AZURE_ROUTES, prefix="/openai", control=True, **options)
+    return AzureServer(service, host, port, routes=AZURE_ROUTES, prefix="/openai", **options)

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..asks import Ask, Done, Piece
 from ..front.service import Service
 from ..front.state import Job
-from .checks import MIN_EXAMPLES, TOKEN, check_file, count_tokens
+from .file_checks import MIN_EXAMPLES, TOKEN, check_file, count_tokens
 
 # Seconds each phase takes at speed 1; --speed divides them.
 PHASES = {"validating_files": 2.0, "queued": 3.0, "step": 0.5}

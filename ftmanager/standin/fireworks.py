@@ -23,7 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .clock import ClockService
-from ..front.server import Raw, Server, route_table
+from .standin_server import StandinServer
+from ..front.request import Raw
+from ..front.router import route_table
 from ..front.state import ApiError, Job
 
 # Base models the stand-in fine-tunes (models.toml lists their limits and prices for ftm).
@@ -199,7 +201,7 @@ def delete_dataset(srv, req):
 
 def upload_dataset(srv, req):
     """The file of a dataset still UPLOADING: checked against its count and the rules, then kept."""
-    from .checks import check_file
+    from .file_checks import check_file
 
     part = req.form().get("file")
     if part is None or part.file is None:
@@ -369,7 +371,7 @@ ROUTES = route_table([
 ], a="([^/]+)", id="([^/:]+)")
 
 
-class FireworksServer(Server):
+class FireworksServer(StandinServer):
     """The front with Fireworks' paths, errors and base URL; signed download URLs need no key."""
 
     @property
@@ -390,4 +392,4 @@ def standin(host: str = "127.0.0.1", port: int = 0, speed: float = 1.0, *, adapt
     """A stand-in Fireworks server (not started: use it as a context manager, or call start())."""
     options.setdefault("max_file_bytes", 150 << 20)  # datasets:upload takes up to 150 MB
     return FireworksServer(FireworksClock(speed=speed, adapter=adapter), host, port, routes=ROUTES,
-                           prefix="/v1", control=True, **options)
+                           prefix="/v1", **options)

@@ -16,19 +16,19 @@ import tarfile
 import threading
 from pathlib import Path
 
-from ...front.server import Server
 from ...front.state import ApiError
+from ..standin_server import StandinServer
 from .clock import TogetherClock
 from .routes import ROUTES
 
 __all__ = ["TogetherServer", "standin"]
 
 
-class TogetherServer(Server):
+class TogetherServer(StandinServer):
     """The front with Together's routes, its signed upload URLs and its weights to download."""
 
     def __init__(self, service: TogetherClock, host: str, port: int, *, weights: dict, **options):
-        super().__init__(service, host, port, routes=ROUTES, prefix="/v1", control=True, **options)
+        super().__init__(service, host, port, routes=ROUTES, prefix="/v1", **options)
         self.files: dict[str, dict] = {}  # Together's file records (the SDK's upload flow)
         self.weights = {kind: Path(p) for kind, p in weights.items() if p is not None}
         self._archives: dict[str, Path] = {}

@@ -13,7 +13,8 @@ import secrets
 import time
 import uuid
 
-from ...front.server import Raw, route_table
+from ...front.request import Raw
+from ...front.router import route_table
 from ...front.state import ApiError
 from .clock import OWNER, TERMINAL, stamp
 

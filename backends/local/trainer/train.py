@@ -1,0 +1,497 @@
+"""The training loop the worker runs, top to bottom: load, encode, train, checkpoint, report.
+
+`train()` reads as one script: the model and data, how many steps, the optimizer, then the
+loop. Only rank 0 writes the progress file and checkpoints; under DDP every rank trains on
+its share of each optimizer step and the sums are all-reduced, so the loss reported is the
+same as one process would see. The same loop trains LoRA weights (qlora, lora) or every
+weight (full): only what the optimizer is given differs.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..modeling import encoding, loading as models, templates
+from . import batching, rundir
+from .options import resolve_hyperparameters, resolve_options
+from ftmanager.errors import InvalidInput
+from ftmanager.facts import PAUSED, RUNNING
+
+WARMUP_FRACTION = 0.03
+MAX_GRAD_NORM = 1.0
+EVAL_BATCH = 8  # validation examples per forward pass
+PAUSE_POLL = 0.5  # seconds between looks at the pause file while paused
+CANCEL, PAUSE = "cancel", "pause"
+
+
+class Cancelled(Exception):
+    """The user cancelled the run; args[0] is the step its last checkpoint holds."""
+
+
+class Run:
+    """One run directory and this process's place in it: spec, options, rank and device."""
+
+    def __init__(self, run_dir: Path, rank: int = 0, world: int = 1, device: str = "cpu"):
+        self.dir, self.rank, self.world, self.device = Path(run_dir), rank, world, device
+        self.spec = json.loads((self.dir / rundir.SPEC).read_text())
+        self.opts = resolve_options(self.spec.get("options") or {})
+        self.seed = int(self.spec.get("seed") or 0)
+        self.main = rank == 0
+
+    def report(self, kind: str, **data) -> None:
+        if self.main:
+            rundir.append(self.dir, kind, **data)
+
+    def event(self, message: str, level: str = "info") -> None:
+        self.report("event", message=message, level=level)
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """values summed over every rank (as they are in a single process)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def asked(self) -> str | None:
+        """CANCEL or PAUSE when the user asked for it; every rank gets the same answer, or one
+        would wait forever for the others at the next step."""
+        cancel, pause = self.all_sum([float((self.dir / rundir.CANCEL).exists()),
+                                      float((self.dir / rundir.PAUSE).exists())])
+        return CANCEL if cancel else PAUSE if pause else None
+
+
+def train(run: Run, resume: bool) -> None:
+    """Train the run to its last step (or until early stopping), waiting while paused; raise
+    Cancelled when cancelled."""
+    # The model, and the examples as token ids with labels on the trained tokens only, written in
+    # the model's chat template or, for a base model without one, a prompt format
+    ckpt = latest_checkpoint(run.dir) if resume else None
+    base_path = models.resolve(run.spec["base_model"])
+    tok = models.load_tokenizer(base_path)
+    template = prompt_format(run, tok)
+    model = models.trainable(base_path, run.device, run.opts, run.seed, ckpt / weights(run) if ckpt else None)
+    train_set, n_examples = encode_file(run, tok, run.spec["training_file"], template)
+    valid = encode_file(run, tok, run.spec["validation_file"], template)[0] if run.spec.get("validation_file") else []
+    collate = batching.collator(run.opts["packing"], tok.pad_token_id, run.device)
+    save = lambda out: models.save(model, tok, out, template)  # noqa: E731  (adapter or whole model)
+
+    # How long: n_epochs passes over the examples, batch_size examples per optimizer step
+    hp = resolve_hyperparameters(run.spec.get("hyperparameters") or {}, run.opts, n_examples)
+    epochs, batch_size = hp["n_epochs"], hp["batch_size"]
+    total = epochs * batching.steps_per_epoch(len(train_set), batch_size)
+    run.report("hyperparameters", hyperparameters={**hp, "template": template, "seed": run.seed},
+               total_steps=total)
+
+    # AdamW on the trainable weights (LoRA's, or every one), linear warmup then decay; a
+    # checkpoint says where to start, and what the lowest validation loss was so far
+    loss_fn = wrap(run, model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp["learning_rate"],
+                            weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
+    step, best = restore(ckpt, opt, sched, run.opts) if ckpt else (0, Best(run.opts))
+    if ckpt:
+        run.event(f"Resumed from checkpoint at step {step}/{total}")
+    run.event(f"Fine-tuning started ({hp['method']}): {len(train_set)} examples, {epochs} epochs, {total} steps "
+              f"on {run.device}" + (f" x {run.world} processes (DDP)" if run.world > 1 else ""))
+
+    # The loop: one optimizer step per batch, validation where asked, a checkpoint per epoch
+    # (and at each lower validation loss with keep=best)
+    lengths, grouped = [len(e.input_ids) for e in train_set], not run.opts["packing"]
+    every, clock = run.opts["eval_every"], Clock(step)
+    loss_fn.train()  # from_pretrained leaves the base in eval mode; validation switches back to this
+    plan = batching.steps(lengths, batch_size, run.seed, epochs, grouped, start=step)
+    for step, indices, epoch_end in plan:
+        metrics = train_step(run, loss_fn, opt, sched, collate, [train_set[i] for i in indices])
+        if valid and (epoch_end or (every and step % every == 0)):
+            metrics.update(evaluate(run, loss_fn, collate, valid))
+            best.saw(step, metrics["valid_loss"])
+        run.report("metrics", data={"step": step, **metrics, "total_steps": total},
+                   eta_seconds=clock.eta(step, total))
+        if step % 10 == 0 or step == total:
+            run.event(f"Step {step}/{total}: training loss={metrics['train_loss']:.4f}")
+        saved = epoch_end or best.keeps(step)
+        if saved:
+            checkpoint(run, save, opt, sched, step, best)
+        if best.out_of_patience():
+            run.event(f"Early stopping at step {step}: {best}", level="warn")
+            break
+        if step < total and (asked := run.asked()):  # the user paused or cancelled the run
+            if not saved:
+                checkpoint(run, save, opt, sched, step, best)
+            if asked == PAUSE:
+                asked = wait_while_paused(run, step)
+                clock = Clock(step)  # the pause is no training time
+            if asked == CANCEL:
+                raise Cancelled(step)
+    ran = batching.steps(lengths, batch_size, run.seed, epochs, grouped)  # to count the tokens of the steps run
+    finish(run, save, best, trained_tokens=sum(lengths[i] for s, idx, _ in ran if s <= step for i in idx))
+
+
+class Best:
+    """The lowest validation loss so far and its step: the model keep=best keeps, and what
+    early stopping (early_stopping=N evaluations without a lower loss) watches."""
+
+    def __init__(self, opts: dict, step: int | None = None, loss: float | None = None, since: int = 0):
+        self.keep, self.patience = opts["keep"], opts["early_stopping"]
+        self.step, self.loss, self.since = step, loss, since  # since: evaluations since the best
+
+    def saw(self, step: int, loss: float) -> None:
+        if self.loss is None or loss < self.loss:
+            self.step, self.loss, self.since = step, loss, 0
+        else:
+            self.since += 1
+
+    def keeps(self, step: int) -> bool:
+        """Whether step's weights must be saved: keep=best and step has the lowest loss yet."""
+        return self.keep == "best" and self.step == step
+
+    def out_of_patience(self) -> bool:
+        return bool(self.patience) and self.since >= self.patience
+
+    def state(self) -> dict:
+        return {"step": self.step, "loss": self.loss, "since": self.since}
+
+    def __str__(self) -> str:
+        return (f"the validation loss has not gone below {self.loss:.4f} (step {self.step}) "
+                f"in {self.since} evaluations")
+
+
+class TokenLoss(nn.Module):
+    """Summed loss, correct count and count over trained tokens only.
+
+    The output head runs only on positions that carry a label: on chat data most positions
+    are prompt, and the head (vocab x hidden) is a large share of a small model's compute.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model  # registered, so DDP sees the trainable parameters
+        fuse_lora(model)
+        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        attend_per_example(causal_lm)
+        self.decoder, self.head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
+
+    def forward(self, input_ids, position_ids, attention_mask, targets):
+        out = self.decoder(input_ids=input_ids, position_ids=position_ids,
+                           attention_mask=attention_mask, use_cache=False)
+        keep = targets != encoding.IGNORE
+        logits = self.head(out.last_hidden_state[keep]).float()
+        gold = targets[keep]
+        loss = F.cross_entropy(logits, gold, reduction="sum")
+        return loss, (logits.argmax(-1) == gold).sum(), keep.sum()
+
+
+def fuse_lora(model) -> int:
+    """Give each plain LoRA Linear a leaner forward for training; how many got it.
+
+    peft computes base(x) + B(A(dropout(x))) * scaling: a dropout mask, a rescale and a
+    scaling multiply on full-width activations, then an add, each again in backward. Here the
+    mask is boolean, the rescale and scaling multiply the rank-r activations (out/r times
+    fewer numbers) and B's product is accumulated into the base's output by the same matmul.
+    Same weights and distribution, far less elementwise work (profiled: a third of a CPU step).
+    Layers with a variant (DoRA), several adapters, a bias on B or a non-Linear base (4-bit)
+    keep peft's forward.
+    """
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    fused = 0
+    for module in model.modules():
+        if type(module) is LoraLinear and _plain_lora(module):
+            module.forward = _fused_forward(module)
+            fused += 1
+    return fused
+
+
+PACKED = "ftm_packed_sdpa"
+
+
+def attend_per_example(causal_lm) -> bool:
+    """Run a model on sdpa with attention over each example of a packed row alone.
+
+    transformers gives a packed row (position ids restarting at 0 per example) one row-long
+    block-causal mask: attention then costs the row's length squared, most of it on pairs across
+    examples that the mask only hides (profiled: a quarter of a CPU step). Per example it costs
+    the sum of their squares; the result is the same. Anything but a packed row of one batch
+    (padded batches, a cache) takes sdpa's own path with the mask transformers built.
+    """
+    if causal_lm.config._attn_implementation != "sdpa":
+        return False
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(PACKED, _packed_attention(sdpa_attention_forward))
+    AttentionMaskInterface.register(PACKED, sdpa_mask)
+    causal_lm.set_attn_implementation(PACKED)
+    return True
+
+
+def _packed_attention(sdpa):
+    def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, position_ids=None,
+                  **kwargs):
+        starts = _example_starts(position_ids, query)
+        if starts is None or dropout:
+            return sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        # split, not slices: split's backward is one concatenation, each slice's a zero-filled
+        # row-long tensor
+        sizes = [b - a for a, b in zip(starts, starts[1:])]
+        parts = [sdpa(module, q, k, v, None, scaling=scaling, is_causal=True)[0]
+                 for q, k, v in zip(*(t.split(sizes, dim=2) for t in (query, key, value)))]
+        return torch.cat(parts, dim=1), None  # (batch, tokens, heads, head_dim), as sdpa's
+
+    return attention
+
+
+def _example_starts(position_ids, query) -> list[int] | None:
+    """Where each example of a packed row starts (and the row's end); None if not one packed row."""
+    if position_ids is None or query.shape[0] != 1 or position_ids.shape[-1] != query.shape[2]:
+        return None
+    row = position_ids.reshape(-1)
+    starts = (row == 0).nonzero().flatten().tolist()
+    if len(starts) < 2 or starts[0] != 0:
+        return None
+    return starts + [row.shape[0]]
+
+
+def _plain_lora(layer) -> bool:
+    names = list(layer.lora_A)
+    return (len(names) == 1 and not layer.lora_variant and type(layer.base_layer) is nn.Linear
+            and layer.lora_B[names[0]].bias is None and list(layer.active_adapters) == names)
+
+
+def _fused_forward(layer):
+    name = next(iter(layer.lora_A))
+    a, b, drop = layer.lora_A[name], layer.lora_B[name], layer.lora_dropout[name]
+    p = drop.p if isinstance(drop, nn.Dropout) else 0.0
+
+    def forward(x, *args, **kwargs):
+        if layer.disable_adapters or layer.merged:  # peft's own paths for what training never does
+            return type(layer).forward(layer, x, *args, **kwargs)
+        out = layer.base_layer(x)
+        keep = 1.0
+        if p and layer.training:
+            keep = 1.0 - p
+            x = x * torch.empty(x.shape, dtype=torch.bool, device=x.device).bernoulli_(keep)
+        h = F.linear(x.to(a.weight.dtype), a.weight) * (layer.scaling[name] / keep)
+        flat = out.view(-1, out.shape[-1])  # the base's output is not kept for its backward
+        flat.addmm_(h.view(-1, h.shape[-1]).to(out.dtype), b.weight.t().to(out.dtype))
+        return out
+
+    return forward
+
+
+def prompt_format(run: Run, tok) -> str:
+    """How the run writes its examples: the model's chat template, or a prompt format (said so
+    when picked because the model has no chat template)."""
+    template, why = templates.choose(tok, run.opts["template"])
+    if why:
+        run.event(why)
+    return template
+
+
+def wrap(run: Run, model) -> nn.Module:
+    """The loss module, under DDP when there are several processes."""
+    loss_fn = TokenLoss(model)
+    if run.world == 1:
+        return loss_fn
+    ids = [torch.device(run.device).index] if run.device.startswith("cuda") else None
+    return nn.parallel.DistributedDataParallel(loss_fn, device_ids=ids)
+
+
+def train_step(run: Run, loss_fn, opt, sched, collate, examples: list[encoding.Encoded]) -> dict:
+    """One optimizer step over examples, in micro-batches; returns its metrics."""
+    n_tokens = sum(e.n_trained for e in examples)  # the whole step's, on every rank
+    parts = max(1, min(run.opts["gradient_accumulation_steps"], len(examples) // run.world))
+    micro = batching.split(my_share(run, examples), parts)
+    sums = [0.0, 0.0]
+    for k, batch in enumerate(micro):
+        # DDP syncs gradients on the last micro-batch only
+        with nullcontext() if run.world == 1 or k == len(micro) - 1 else loss_fn.no_sync():
+            loss, correct, _count = loss_fn(**collate(batch))
+            # DDP averages gradients over ranks: scale so the result is the step's token mean
+            (loss * run.world / n_tokens).backward()
+        sums = [sums[0] + loss.item(), sums[1] + correct.item()]
+    torch.nn.utils.clip_grad_norm_([p for p in loss_fn.parameters() if p.requires_grad], MAX_GRAD_NORM)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    loss_sum, correct = run.all_sum(sums)
+    return {"train_loss": loss_sum / n_tokens, "train_accuracy": correct / n_tokens}
+
+
+def my_share(run: Run, examples: list[encoding.Encoded]) -> list[encoding.Encoded]:
+    """This rank's examples of a step; a rank left without any trains one with no labels."""
+    mine = examples[run.rank::run.world]
+    if mine:
+        return mine
+    blank = examples[0]
+    return [encoding.Encoded(blank.input_ids, [encoding.IGNORE] * len(blank.labels))]
+
+
+@torch.no_grad()
+def evaluate(run: Run, loss_fn, collate, valid: list[encoding.Encoded]) -> dict:
+    """Loss and mean token accuracy over the whole validation set."""
+    inner = loss_fn.module if hasattr(loss_fn, "module") else loss_fn
+    inner.eval()
+    sums = [0.0, 0.0, 0.0]
+    mine = valid[run.rank::run.world]
+    for k in range(0, len(mine), EVAL_BATCH):
+        loss, correct, count = inner(**collate(mine[k:k + EVAL_BATCH]))
+        sums = [sums[0] + loss.item(), sums[1] + correct.item(), sums[2] + count.item()]
+    inner.train()
+    loss_sum, correct, count = run.all_sum(sums)
+    return {"valid_loss": loss_sum / count, "valid_mean_token_accuracy": correct / count}
+
+
+def lr_factor(step: int, total: int) -> float:
+    """Linear warmup over the first 3% of steps, then linear decay to zero."""
+    warm = max(1, int(WARMUP_FRACTION * total))
+    return min(1.0, (step + 1) / warm) * max(0.0, (total - step) / total)
+
+
+def wait_while_paused(run: Run, step: int) -> str | None:
+    """Wait, checkpoint saved, until resumed (None) or cancelled (CANCEL)."""
+    run.report("status", status=PAUSED)
+    run.event(f"Fine-tuning paused at step {step}; checkpoint saved")
+    while (asked := run.asked()) == PAUSE:
+        time.sleep(PAUSE_POLL)
+    if asked is None:
+        run.report("status", status=RUNNING)
+        run.event(f"Fine-tuning resumed at step {step}")
+    return asked
+
+
+class Clock:
+    """Seconds left, at the pace of the steps this process has trained."""
+
+    def __init__(self, step: int):
+        self.started, self.first = time.time(), step
+
+    def eta(self, step: int, total: int) -> float:
+        return (time.time() - self.started) / max(1, step - self.first) * (total - step)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def encode_file(run: Run, tok, path, template: str) -> tuple[list[encoding.Encoded], int]:
+    """Encode a dataset file, reporting truncated and dropped examples."""
+    examples = read_jsonl(path)
+    kept, stats = encoding.encode_all(tok, examples, run.opts["max_length"], template)
+    name = Path(path).name
+    if stats["truncated"]:
+        run.event(f"{stats['truncated']} of {len(examples)} examples in {name} were truncated "
+                  f"to max_length={run.opts['max_length']} tokens", level="warn")
+    if stats["dropped"]:
+        lines = ", ".join(map(str, stats["dropped_lines"][:10]))
+        run.event(f"{stats['dropped']} examples in {name} were dropped: no trained token left "
+                  f"after truncation (lines {lines})", level="warn")
+    if not kept:
+        raise InvalidInput(f"no example in {name} has an assistant token left to train",
+                           "Raise -p max_length or check the assistant messages' weights.")
+    return kept, len(examples)
+
+
+# --- checkpoints and the result -------------------------------------------------------------
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (renamed into place, with its trainer state)."""
+    done = [p for p in (Path(run_dir) / "checkpoints").glob("step-*") if (p / "state.pt").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def weights(run: Run) -> str:
+    """The folder name of what the run trains: the LoRA adapter, or the whole model."""
+    return "model" if run.opts["method"] == "full" else "adapter"
+
+
+def checkpoint(run: Run, save, opt, sched, step: int, best: Best) -> None:
+    """Save and report a checkpoint (rank 0); every rank waits until it is on disk."""
+    if run.main:
+        path = save_checkpoint(run.dir / "checkpoints", weights(run), save, opt, sched, step, best)
+        run.report("checkpoint", step=step, path=str(path / weights(run)),
+                   model_id=f"local:{run.spec['run_id']}:step-{step}")
+    if run.world > 1:
+        torch.distributed.barrier()
+
+
+def save_checkpoint(root: Path, name: str, save, opt, sched, step: int, best: Best) -> Path:
+    """The weights (save() into root/step-N/name) + optimizer, scheduler, RNG state and the
+    best validation loss so far, written aside then renamed into place."""
+    final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(tmp / name)
+    state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "best": best.state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    torch.save(state, tmp / "state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in root.glob("step-*"):  # only the newest needs optimizer state to resume
+        if old != final and (old / "state.pt").exists():
+            (old / "state.pt").unlink()
+    return final
+
+
+def restore(ckpt: Path, opt, sched, opts: dict) -> tuple[int, Best]:
+    """Load a checkpoint's optimizer, scheduler and RNG state; the step it was taken at, and
+    the best validation loss until then."""
+    try:  # tensors, numbers and containers only: a crafted pickle in a shared FTM_HOME runs no code
+        state = torch.load(ckpt / "state.pt", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InvalidInput(f"the checkpoint {ckpt / 'state.pt'} holds more than tensors and numbers, "
+                           f"so it was not loaded", "Delete that checkpoint folder to resume from an earlier "
+                           "one, or re-run the run.") from None
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["step"], Best(opts, **state.get("best", {}))
+
+
+def peak_memory(device: str) -> dict:
+    """The most GPU memory this process held, in bytes (for the result); nothing on a CPU."""
+    if not device.startswith("cuda"):
+        return {}
+    return {"peak_gpu_memory": torch.cuda.max_memory_allocated(device)}
+
+
+def finish(run: Run, save, best: Best, trained_tokens: int) -> None:
+    """Save the final weights with the tokenizer beside them (keep=best: the best checkpoint's
+    are the run's model), and report the model."""
+    if run.main:
+        kept = {}
+        if best.keep == "best" and best.step is not None:
+            out = run.dir / "checkpoints" / f"step-{best.step}" / weights(run)
+            kept = {"kept": "best", "step": best.step, "valid_loss": best.loss}
+            run.event(f"Kept the checkpoint of step {best.step} as the model: the lowest validation loss "
+                      f"({best.loss:.4f})")
+        else:
+            out = run.dir / weights(run)
+            save(out)
+        model_id = f"local:{run.spec['run_id']}"
+        run.event(f"New fine-tuned model created: {model_id}")
+        run.report("result", model=model_id, path=str(out), trained_tokens=trained_tokens, **kept,
+                   **peak_memory(run.device))
+        run.report("status", status="succeeded")
+        run.event("The job has successfully completed")

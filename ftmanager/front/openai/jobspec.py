@@ -1,0 +1,101 @@
+"""Checking a create-job request the way OpenAI does (400s with a param)."""
+
+from __future__ import annotations
+
+import time
+
+from ..state import ApiError, Job, new_id
+
+_RANGES = {  # name: (types, low, high, exclusive low)
+    "n_epochs": ((int,), 1, 50, False),
+    "batch_size": ((int,), 1, 256, False),
+    "learning_rate_multiplier": ((int, float), 0, None, True),
+}
+
+
+def job_from_request(srv, body: dict) -> Job:
+    """A Job for a POST /fine_tuning/jobs body, or an ApiError naming the bad parameter."""
+    model = _model(srv, body.get("model"))
+    train = _training_file(srv, body.get("training_file"), "training_file")
+    valid = _training_file(srv, body["validation_file"], "validation_file") if body.get("validation_file") else None
+    return Job(
+        id=new_id("ftjob-"), model=model, training_file=train.id, training_path=train.path,
+        validation_file=valid.id if valid else None, validation_path=valid.path if valid else None,
+        organization_id=srv.state.organization, created_at=time.time(),
+        suffix=_suffix(body.get("suffix")), seed=_seed(body.get("seed")),
+        metadata=_metadata(body.get("metadata")), requested=_hyperparameters(body),
+    )
+
+
+def _model(srv, model) -> str:
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "Missing required parameter: 'model'.", param="model")
+    model = srv.service.snapshot(model)  # fine-tunes are named after the snapshot, as OpenAI names them
+    if model in srv.service.base_models() or (model.startswith("ft:") and model in srv.state.models):
+        return model
+    raise srv.service.unknown_model(model, 400)
+
+
+def _training_file(srv, file_id, param: str):
+    if not isinstance(file_id, str) or not file_id:
+        raise ApiError(400, f"Missing required parameter: '{param}'.", param=param)
+    f = srv.state.files.get(file_id)
+    if f is None:
+        raise ApiError(400, f"invalid {param}: {file_id}", param=param, code="invalid_file")
+    if f.purpose != "fine-tune":
+        raise ApiError(400, f"File {file_id} has purpose '{f.purpose}', not 'fine-tune'.",
+                       param=param, code="invalid_file_purpose")
+    return f
+
+
+def _suffix(suffix):
+    if suffix is not None and (not isinstance(suffix, str) or not 1 <= len(suffix) <= 64):
+        raise ApiError(400, "'suffix' must be a string of 1 to 64 characters.", param="suffix")
+    return suffix
+
+
+def _seed(seed) -> int:
+    if seed is None:
+        return int(time.time()) % 2**31  # OpenAI picks one and reports it
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**31 - 1:
+        raise ApiError(400, "'seed' must be an integer from 0 to 2147483647.", param="seed")
+    return seed
+
+
+def _metadata(metadata) -> dict | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or len(metadata) > 16:
+        raise ApiError(400, "'metadata' must be an object of at most 16 pairs.", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > 64 or not isinstance(value, str) or len(value) > 512:
+            raise ApiError(400, f"Invalid metadata entry {key!r}: keys are at most 64 characters, "
+                           "values strings of at most 512.", param="metadata")
+    return dict(metadata)
+
+
+def _hyperparameters(body: dict) -> dict:
+    method = body.get("method") or {}
+    if not isinstance(method, dict):
+        raise ApiError(400, "'method' must be an object.", param="method")
+    if method and method.get("type") != "supervised":
+        raise ApiError(400, f"This server runs supervised fine-tuning only, not {method.get('type')!r}.",
+                       param="method.type")
+    if method:
+        supervised = method.get("supervised") or {}
+        hp = supervised.get("hyperparameters") if isinstance(supervised, dict) else supervised
+        hp, where = hp or {}, "method.supervised.hyperparameters"
+    else:  # the deprecated top-level form
+        hp, where = body.get("hyperparameters") or {}, "hyperparameters"
+    if not isinstance(hp, dict):
+        raise ApiError(400, f"'{where}' must be an object.", param=where)
+    out = {}
+    for name, (types, low, high, exclusive) in _RANGES.items():
+        value = hp.get(name, "auto")
+        ok = value == "auto" or (isinstance(value, types) and not isinstance(value, bool)
+                                 and (value > low if exclusive else value >= low)
+                                 and (high is None or value <= high))
+        if not ok:
+            raise ApiError(400, f"Invalid value for {name}: {value!r}.", param=f"{where}.{name}")
+        out[name] = value
+    return out
