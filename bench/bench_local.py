@@ -6,7 +6,9 @@
 Same base model, LoRA settings (r=16, alpha=32, dropout 0.05, all linear layers), effective
 batch size (8 examples per optimizer step), machine and epoch for everyone; each contender
 runs in its own process so peak RSS is its own. Contenders:
-- ftm: packed padding-free rows with position ids, loss head only on trained tokens.
+- ftm: packed padding-free rows with position ids, loss head only on trained tokens, its lean
+  LoRA forward (train.fuse_lora).
+- ftm-peft: the same with peft's own LoRA forward (what ftm did before the lean one).
 - naive: every example padded to max_length, micro-batches of 4 (x2 accumulation), plain
   AdamW, the model's own full-vocabulary loss.
 - trl: TRL's SFTTrainer with its defaults (batch 8, pad to the longest in the batch, bf16
@@ -26,6 +28,13 @@ Full fine-tuning (every weight, float32, AdamW at 5e-5, gradient clipping at 1.0
 Datasets: examples/capitals.jsonl, and a generated one whose lengths spread like Alpaca's.
 Base weights are float32 for all (--quantize gives ftm and naive an NF4 base; TRL's defaults
 have none). "Loss-bearing tokens" are the assistant tokens: the same count for everyone.
+
+Beside each contender's speed: the FLOP/s it achieved on the epoch's useful work (bench/flops.py:
+frozen base forward and backward, the adapters' weight gradients, the loss head over trained
+tokens only; the same FLOPs for every contender of a table) and that as a fraction of this
+machine's float32 matmul peak at the model's layer shapes, timed in the same run before and
+after the contenders (the higher is the peak): the model FLOP utilization (MFU). Last, ftm's
+epoch once more under torch.profiler: the ops that took the most CPU time.
 """
 
 from __future__ import annotations
@@ -39,15 +48,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see backends/local/__init__.py
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-TRL_VENV = ROOT / "bench" / "out" / "venv-trl"
+sys.path.insert(0, str(ROOT / "bench"))
+import flops  # noqa: E402  (bench/flops.py, beside this file)
+
+TRL_VENV = ROOT / "bench" / "out" / "venv-trl"  # used when TRL is not installed beside ftm
 # A .pth line that runs site.addsitedir on ftm's site-packages: unlike a bare path, it also
 # reads the .pth files there, among them the editable install's, which makes ftm_backends importable.
-TRL_HELP = (f"TRL is not installed for the benchmark. Install it in its own venv that also sees "
+TRL_HELP = (f"TRL is not installed for the benchmark: `pip install trl` beside ftm, or install it in its own venv that also sees "
             f"ftm's (a .pth file), so ftm's own environment stays free of it:\n"
             f"  python -m venv {TRL_VENV}\n"
             f"  {sys.executable} -c 'import sysconfig; print(\"import site; site.addsitedir(%r)\" "
@@ -56,7 +69,7 @@ TRL_HELP = (f"TRL is not installed for the benchmark. Install it in its own venv
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
 LORA_OPTS = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
 BATCH, LR, FULL_LR = 8, 2e-4, 5e-5
-GROUPS = {"ftm": ("ftm", "naive", "trl", "trl-cpu", "trl-packed", "trl-packed-matched"),
+GROUPS = {"ftm": ("ftm", "ftm-peft", "naive", "trl", "trl-cpu", "trl-packed", "trl-packed-matched"),
           "ftm-full": ("ftm-full", "trainer")}  # each table: ours first, then what it is compared with
 WORDS = ("the of and to in is was for on that with as by at from it an be this are or his which "
          "model data river city music history energy garden recipe network planet story market").split()
@@ -89,12 +102,15 @@ def smollm2() -> str:
 
 # --- contenders: each returns {seconds, examples, trained_tokens, padding_fraction, loss} ----
 
-def run_ftm(rows, max_length, quantize, method: str | None = None) -> dict:
+def run_ftm(rows, max_length, quantize, method: str | None = None, fused: bool = True) -> dict:
     import torch
 
     from ftm_backends.local.modeling import encoding, loading as models
-    from ftm_backends.local.trainer import batching, rundir
+    from ftm_backends.local.trainer import batching, rundir, train
     from ftm_backends.local.trainer.train import Run, TokenLoss, lr_factor, train_step
+
+    if not fused:  # ftm-peft: peft's own LoRA forward, to show what the lean one gains
+        train.fuse_lora = lambda model: 0
 
     path = smollm2()
     tmp = Path(tempfile.mkdtemp())
@@ -111,10 +127,29 @@ def run_ftm(rows, max_length, quantize, method: str | None = None) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, len(plan)))
     collate = batching.collator(True, tok.pad_token_id, "cpu")
     t0, losses = time.time(), []
-    for step in plan:
-        losses.append(train_step(run, loss_fn, opt, sched, collate, [encoded[i] for i in step])["train_loss"])
+    with profiled() as table:
+        for step in plan:
+            losses.append(train_step(run, loss_fn, opt, sched, collate, [encoded[i] for i in step])["train_loss"])
     return {"seconds": time.time() - t0, "examples": len(encoded), "loss": losses[-1],
-            "trained_tokens": sum(e.n_trained for e in encoded), "padding_fraction": 0.0}
+            "trained_tokens": sum(e.n_trained for e in encoded), "padding_fraction": 0.0, **table}
+
+
+PROFILE = {"on": False}  # --profile: ftm's epoch runs under torch.profiler
+
+
+@contextmanager
+def profiled():
+    """Run the block under torch.profiler when asked; the dict it yields then gets the table
+    of the ops with the most self CPU time."""
+    out: dict = {}
+    if not PROFILE["on"]:
+        yield out
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        yield out
+    out["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
 def run_naive(rows, max_length, quantize) -> dict:
@@ -147,6 +182,10 @@ def run_naive(rows, max_length, quantize) -> dict:
     return {"seconds": time.time() - t0, "examples": len(encoded), "loss": loss,
             "trained_tokens": sum(e.n_trained for e in encoded),
             "padding_fraction": batching.padding_fraction(batches)}
+
+
+def run_ftm_peft(rows, max_length, quantize) -> dict:
+    return run_ftm(rows, max_length, quantize, fused=False)
 
 
 def run_ftm_full(rows, max_length, quantize) -> dict:
@@ -238,52 +277,91 @@ def run_trl(rows, max_length, quantize, **overrides) -> dict:
             "trained_tokens": trained, "padding_fraction": 1 - counts[1] / counts[0] if counts[0] else None}
 
 
-CONTENDERS = {"ftm": run_ftm, "naive": run_naive, "trl": run_trl, "trl-cpu": run_trl_cpu,
+CONTENDERS = {"ftm": run_ftm, "ftm-peft": run_ftm_peft, "naive": run_naive, "trl": run_trl, "trl-cpu": run_trl_cpu,
               "trl-packed": run_trl_packed, "trl-packed-matched": run_trl_packed_matched,
               "ftm-full": run_ftm_full, "trainer": run_trainer}
 
 
 def one(name: str, data: str, n: int, max_length: int, quantize: bool) -> dict:
     """Run one contender in this process and measure it."""
-    result = CONTENDERS[name](load_rows(data, n), max_length, quantize)
+    rows = load_rows(data, n)
+    result = CONTENDERS[name](rows, max_length, quantize)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["examples_per_s"] = result["examples"] / result["seconds"]
     result["trained_tokens_per_s"] = result["trained_tokens"] / result["seconds"]
+    result["flops"] = epoch_flops(rows, max_length, "full" if name in GROUPS["ftm-full"] else "lora")
+    result["flops_per_s"] = result["flops"] / result["seconds"]
     return result
 
 
-def spawn(name: str, args) -> dict | None:
+def model_config():
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(smollm2())
+
+
+def epoch_flops(rows, max_length: int, method: str) -> float:
+    """The useful FLOPs of one epoch over rows (as ftm encodes them: the same for everyone)."""
+    from ftm_backends.local.modeling import encoding, loading as models
+
+    encoded, _ = encoding.encode_all(models.load_tokenizer(smollm2()), rows, max_length)
+    return flops.epoch_flops(model_config(), [len(e.input_ids) for e in encoded],
+                             sum(e.n_trained for e in encoded), method, LORA["r"])
+
+
+def peak() -> float:
+    """This machine's float32 matmul FLOP/s at SmolLM2's layer shapes, packed-row wide."""
+    import torch
+
+    return flops.matmul_peak(model_config(), torch.float32, "cpu", tokens=1024)
+
+
+def trl_python() -> str | None:
+    """A Python that can import TRL: this one, else the benchmark's own venv."""
+    if subprocess.run([sys.executable, "-c", "import trl"], capture_output=True).returncode == 0:
+        return sys.executable
+    return str(TRL_VENV / "bin" / "python") if (TRL_VENV / "bin" / "python").exists() else None
+
+
+def spawn(name: str, args, profile: bool = False) -> dict | None:
     python = sys.executable
     if name.startswith("trl"):
-        if not (TRL_VENV / "bin" / "python").exists():
+        python = trl_python()
+        if python is None:
             print(TRL_HELP, file=sys.stderr)
             return None
-        python = str(TRL_VENV / "bin" / "python")
     cmd = [python, __file__, "--one", name, "--data", args.data_one, "--n", str(args.n),
-           "--max-length", str(args.max_length)] + (["--quantize"] if args.quantize else [])
+           "--max-length", str(args.max_length)] + (["--quantize"] if args.quantize else []) + \
+          (["--profile"] if profile else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
         return None
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"{args.data_one} {name}: {json.dumps(result)}", file=sys.stderr, flush=True)  # partial results
+    shown = {k: v for k, v in result.items() if k != "profile"}
+    print(f"{args.data_one} {name}: {json.dumps(shown)}", file=sys.stderr, flush=True)  # partial results
     return result
 
 
-def table(data: str, results: dict) -> None:
+def table(data: str, results: dict, top: float) -> None:
     for ours, names in GROUPS.items():
         group = {name: results[name] for name in names if results.get(name)}
         if group:
-            table_of(f"{data}, {'full fine-tuning' if ours == 'ftm-full' else 'LoRA'}", ours, group)
+            table_of(f"{data}, {'full fine-tuning' if ours == 'ftm-full' else 'LoRA'}", ours, group, top)
 
 
-def table_of(title: str, ours_name: str, results: dict) -> None:
+def table_of(title: str, ours_name: str, results: dict, top: float) -> None:
     print(f"\n== {title}: one epoch, {BATCH} examples per step ==")
-    print(f"{'contender':10} {'s/epoch':>9} {'ex/s':>7} {'tok/s':>7} {'peak MB':>8} {'padding':>8} {'loss':>7}")
+    print(f"{'contender':18} {'s/epoch':>9} {'ex/s':>7} {'tok/s':>7} {'GFLOP/s':>8} {'MFU':>6} {'peak MB':>8} "
+          f"{'padding':>8} {'loss':>7}")
     for name, r in results.items():
         if r:
-            print(f"{name:10} {r['seconds']:9.1f} {r['examples_per_s']:7.2f} {r['trained_tokens_per_s']:7.1f} "
-                  f"{r['peak_rss_mb']:8.0f} {r['padding_fraction']:8.1%} {r['loss']:7.3f}")
+            print(f"{name:18} {r['seconds']:9.1f} {r['examples_per_s']:7.2f} {r['trained_tokens_per_s']:7.1f} "
+                  f"{r['flops_per_s'] / 1e9:8.1f} {r['flops_per_s'] / top:6.1%} {r['peak_rss_mb']:8.0f} "
+                  f"{r['padding_fraction']:8.1%} {r['loss']:7.3f}")
+    if any(r and r["flops_per_s"] > top for r in results.values()):
+        print("(an MFU over 100%: the peak was timed while the shared machine was busier than during that "
+              "contender; compare the contenders' GFLOP/s with one another)")
     ours = results.get(ours_name)
     for name, r in results.items():
         if r and ours and name != ours_name:
@@ -299,15 +377,39 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--quantize", action="store_true")
     parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profile of ftm's epoch")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
+        PROFILE["on"] = args.profile
         print(json.dumps(one(args.one, args.data, args.n, args.max_length, args.quantize)))
         return
     smollm2()  # convert the GGUF once, outside every contender's timing
-    for data in (["capitals", "spread"] if args.data == "both" else [args.data]):
+    before = peak()
+    datasets = ["capitals", "spread"] if args.data == "both" else [args.data]
+    results = {}
+    for data in datasets:
         args.data_one = data
-        table(data, {name: spawn(name, args) for name in args.only.split(",")})
+        results[data] = {name: spawn(name, args) for name in args.only.split(",")}
+    top = max(before, peak())
+    print(f"\nfloat32 matmul peak at SmolLM2-135M's layer shapes (1024 rows), timed here before and after: "
+          f"{top / 1e9:.1f} GFLOP/s (before: {before / 1e9:.1f})")
+    for data in datasets:
+        table(data, results[data], top)
+    if not args.no_profile:
+        profile_epoch(args, datasets[-1])
+
+
+def profile_epoch(args, data: str) -> None:
+    """ftm's epoch again, under torch.profiler: where its time goes, op by op."""
+    args.data_one = data
+    ours = "ftm-full" if "ftm-full" in args.only.split(",") and "ftm" not in args.only.split(",") else "ftm"
+    result = spawn(ours, args, profile=True)
+    if result and result.get("profile"):
+        print(f"\n== {ours} on {data}, one epoch under torch.profiler ({result['seconds']:.1f} s with the "
+              f"profiler on): the ops with the most self CPU time ==")
+        print(result["profile"])
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ SPECIAL_TOKEN = re.compile(
 
 # Token accounting as in OpenAI's cookbook: 3 per message, 1 more per name, 3 to prime the reply.
 PER_MESSAGE, PER_NAME, PER_EXAMPLE = 3, 1, 3
+# (counter, system prompt) -> its tokens: a dataset repeats its system prompt in most examples,
+# so each distinct one is counted once (bounded: cleared when full).
+_SYSTEM_TOKENS: dict = {}
+MAX_SYSTEM_PROMPTS = 256
 
 
 def check_example(example: dict, problems: list, count) -> tuple[int, int, int, bool]:
@@ -65,7 +69,7 @@ def check_example(example: dict, problems: list, count) -> tuple[int, int, int, 
         elif role == "system":
             has_system = True
             if type(content) is str:
-                total += count(content)
+                total += _system_tokens(content, count)
         elif type(content) is str:
             total += count(content)
         if type(content) is str and (not content or content.isspace()):
@@ -76,6 +80,15 @@ def check_example(example: dict, problems: list, count) -> tuple[int, int, int, 
     if not has_assistant:
         problems.append(("no_assistant", "no assistant message", True))
     return total, trained, len(messages), has_system
+
+
+def _system_tokens(content: str, count) -> int:
+    n = _SYSTEM_TOKENS.get((count, content))
+    if n is None:
+        if len(_SYSTEM_TOKENS) >= MAX_SYSTEM_PROMPTS:
+            _SYSTEM_TOKENS.clear()
+        n = _SYSTEM_TOKENS[(count, content)] = count(content)
+    return n
 
 
 def _check_special(text: str, i: int, problems: list) -> None:

@@ -110,7 +110,10 @@ def counter(name: str):
 SPACE_SPLIT_SAFE = frozenset({"cl100k_base", "o200k_base", "p50k_base", "r50k_base"})
 _BOUNDARY = re.compile(r"(?<=\S) ")  # Python's \s covers all of Unicode's White_Space
 FLAG = 1 << 40  # added to a word's count when a space after it would not start a new piece
-MAX_WORD, MAX_WORDS = 64, 1 << 18  # ~100 bytes a word: at most ~26 MB a cache
+# ~100 bytes a word: at most ~52 MB a cache. Measured on 100,000 generated chats (568,000
+# distinct words): a cache of 2^18 words evicted hot words and encoded 793,000 of them, a third
+# more than the distinct ones, at ~8 us each.
+MAX_WORD, MAX_WORDS = 64, 1 << 19
 
 
 class _Words(dict):
