@@ -15,7 +15,8 @@ from ftm_backends.local.modeling import loading as models  # noqa: E402
 from ftm_backends.local.modeling.encoding import encode  # noqa: E402
 from ftm_backends.local.trainer import batching  # noqa: E402
 from ftm_backends.local.trainer.options import resolve_options  # noqa: E402
-from ftm_backends.local.trainer.train import PACKED, TokenLoss, fuse_lora  # noqa: E402
+from ftm_backends.local.trainer.kernels import PACKED  # noqa: E402
+from ftm_backends.local.trainer.train import TokenLoss, fuse_lora  # noqa: E402
 
 EXAMPLES = [
     {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}]},
