@@ -20,16 +20,19 @@ def _ensure(path: Path) -> Path:
     return path
 
 
-def home() -> Path:
-    """The ftm home directory (absolute), created on first use."""
+def where() -> Path:
+    """Where the ftm home directory is (absolute), without creating it."""
     env = os.environ.get("FTM_HOME")
     if env:
-        path = Path(env).expanduser()
-    else:
-        import platformdirs  # imported late: only needed when FTM_HOME is unset
+        return Path(env).expanduser().absolute()
+    import platformdirs  # imported late: only needed when FTM_HOME is unset
 
-        path = Path(platformdirs.user_data_dir("ftm", appauthor=False))
-    return _ensure(path.absolute())
+    return Path(platformdirs.user_data_dir("ftm", appauthor=False)).absolute()
+
+
+def home() -> Path:
+    """The ftm home directory (absolute), created on first use."""
+    return _ensure(where())
 
 
 def ledger_path() -> Path:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import tomltables
+from .. import tables
 from ..front.state import ApiError
 
-SHIPPED = Path(__file__).resolve().parent.parent / "data" / "served_models.toml"
+SHIPPED = tables.shipped(tables.SERVED_MODELS)
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Served:
 
 def user_path() -> Path:
     """$FTM_HOME/served_models.toml (read when present, never created)."""
-    return tomltables.user_file(SHIPPED)
+    return tables.user_file(tables.SERVED_MODELS)
 
 
 def _invalid(path: Path, err: Exception) -> ApiError:
@@ -36,7 +36,7 @@ def _invalid(path: Path, err: Exception) -> ApiError:
 
 def table() -> dict[str, Served]:
     """Every served name, the user's entries over the shipped ones."""
-    entries, user = tomltables.models(SHIPPED, _invalid)
+    entries, user = tables.models(tables.SERVED_MODELS, _invalid)
     entries.update(user)
     return {name: Served(name, str(e.get("local", "")), dict(e.get("options") or {}))
             for name, e in entries.items() if e.get("local")}
