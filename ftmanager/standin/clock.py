@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..asks import Ask, Done, Piece
-from ..facts import MIN_EXAMPLES, auto_epochs
+from ..facts import MIN_EXAMPLES, RANGES, auto_epochs
 from ..front.service import Service
 from ..front.state import Job
 from .file_checks import TOKEN, check_file, count_tokens
@@ -243,7 +243,7 @@ def resolve(requested: dict, n_examples: int) -> dict:
         epochs = auto_epochs(n_examples)
     batch = requested.get("batch_size", "auto")
     if batch == "auto":
-        batch = max(1, min(256, n_examples // 500))
+        batch = max(1, min(RANGES["batch_size"][2], n_examples // 500))
     lrm = requested.get("learning_rate_multiplier", "auto")
     return {"n_epochs": epochs, "batch_size": batch,
             "learning_rate_multiplier": 1.8 if lrm == "auto" else lrm}
