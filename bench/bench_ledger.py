@@ -67,7 +67,7 @@ def main() -> None:
             ("python -c pass (floor)", [sys.executable, "-c", "pass"]),
             ("ftm --help", [*ftm, "--help"]),
             ("ftm runs", [*ftm, "runs"]),
-            ("ftm runs --limit 0 (all 10k)", [*ftm, "runs", "--limit", "0"]),
+            ("ftm runs --all (all 10k)", [*ftm, "runs", "--all"]),
             ("ftm runs --json", [*ftm, "runs", "--json"]),
             (f"ftm show {run_id}", [*ftm, "show", run_id]),
             (f"ftm show {run_id} --json", [*ftm, "show", run_id, "--json"]),

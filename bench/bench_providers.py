@@ -91,7 +91,7 @@ class Pull:
 
 
 PULLS = {
-    "together": Pull(TOGETHER, "a .tar.zst archive; download and unpack", "ftm pull (SDK's streamed download, then unpack)",
+    "together": Pull(TOGETHER, "a .tar.zst archive; download and unpack", "ftm pull (streamed, resumable download, then unpack)",
                      "documented: content().write_to_file(), then untar", _documented_together),
     "fireworks": Pull(FIREWORKS, "its signed URLs", "ftm pull: signed URLs streamed to disk",
                       "plain: httpx.get(url).content, then write", _plain_fireworks,

@@ -195,6 +195,11 @@ def random_adapter(folder: Path, gb: float) -> Path:
     adapter = folder / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 64}))
+    chunks = int(gb * 16)
+    size = chunks * (64 << 20)
+    # a safetensors header ftm pull's check reads, then the random bytes as one uint8 tensor
+    header = json.dumps({"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
     with open(adapter / "adapter_model.safetensors", "wb") as fh:
-        fh.writelines(os.urandom(64 << 20) for _ in range(int(gb * 16)))
+        fh.write(len(header).to_bytes(8, "little") + header)
+        fh.writelines(os.urandom(64 << 20) for _ in range(chunks))
     return adapter

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import paths
 from .errors import InvalidInput
 from .ledger import ledger
-from .tempfiles import clear_stale, owned, shown
+from .tempfiles import clear_stale, noted, owned, shown
 
 
 # --- datasets --------------------------------------------------------------------------
@@ -91,10 +91,11 @@ def export_dataset_to(ref: str, to: str, output: Path) -> int:
     tmp = output.with_name(f"{owned(TMP_PREFIX)}{output.name}")
     clear_stale(output.parent, TMP_PREFIX, f"-{output.name}")
     try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            tally = _Tally(out)
-            n = _write(ds, to, tally)
-        os.replace(tmp, output)
+        with noted(tmp):  # a kill from here on leaves tmp for the next ftm command to remove
+            with open(tmp, "w", encoding="utf-8") as out:
+                tally = _Tally(out)
+                n = _write(ds, to, tally)
+            os.replace(tmp, output)
     except OSError as e:
         full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         raise InvalidInput(f"cannot write {shown(output)} ({e.strerror or e})",

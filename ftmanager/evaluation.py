@@ -67,9 +67,8 @@ def _plain(message: dict) -> dict:
     return {k: v for k, v in message.items() if k != "weight"}
 
 
-def run_evaluation(impl, target: dict, pairs: list, max_new_tokens: int, graders: list[dict] = (),
-                   judge_url: str | None = None) -> tuple[dict, list[dict], list[dict]]:
-    """Generate every answer in one batch call; score, measure perplexity and grade each."""
+def run_evaluation(impl, target: dict, pairs: list, max_new_tokens: int) -> tuple[dict, list[dict]]:
+    """Generate every answer in one batch call; score and measure the perplexity of each."""
     started = time.perf_counter()
     outputs = impl.generate(target["result_model"], target["result_path"], target["base_model"],
                             [prompt for prompt, _ in pairs], max_new_tokens=max_new_tokens)
@@ -82,9 +81,8 @@ def run_evaluation(impl, target: dict, pairs: list, max_new_tokens: int, graders
     ppl, source, each = perplexity(impl, target, pairs)
     for generation, value in zip(generations, each):
         generation["perplexity"] = value
-    grades = grading.grade_all(list(graders), [(p, r, o) for (p, r), o in zip(pairs, outputs)], judge_url)
     return {**means, "perplexity": ppl, "perplexity_source": source, "n_examples": len(generations),
-            "seconds": time.perf_counter() - started}, generations, grades
+            "seconds": time.perf_counter() - started}, generations
 
 
 def perplexity(impl, target: dict, pairs: list) -> tuple[float | None, str | None, list[float | None]]:
@@ -114,9 +112,12 @@ def _validation_loss(target: dict) -> float | None:
 
 
 def evaluate(refs: list[str], data_path: str | Path, baseline: bool = False, max_new_tokens: int = 128,
-             graders_path: str | Path | None = None, judge_url: str | None = None) -> list[dict]:
-    """Answer held-out prompts with each run's model (and base models), score, grade and record them."""
+             graders_path: str | Path | None = None, judge_url: str | None = None, say=None) -> list[dict]:
+    """Answer held-out prompts with each run's model (and base models), score, grade and record
+    them; say(line) hears about a judge that times out."""
     graders = grading.load(graders_path) if graders_path else []
+    if any(g["type"] == "score_model" for g in graders):
+        grading.judge_timeout()  # a bad FTM_JUDGE_TIMEOUT is refused before any answer is generated
     pairs = prompts_and_references(Path(data_path))
     heldout = add_dataset(data_path, check=False)[0]
     targets = [ledger().run(ref) for ref in refs]
@@ -127,19 +128,22 @@ def evaluate(refs: list[str], data_path: str | Path, baseline: bool = False, max
     for target in targets:
         if target["id"] and target["status"] != "succeeded":
             raise InvalidInput(f"run {target['id']} is {target['status']}", "Only succeeded runs can be evaluated.")
-    return [_evaluate_one(target, pairs, heldout["id"], max_new_tokens, graders, judge_url) for target in targets]
+    return [_evaluate_one(target, pairs, heldout["id"], max_new_tokens, graders, judge_url, say) for target in targets]
 
 
 def _evaluate_one(target: dict, pairs: list, dataset_id: str, max_new_tokens: int, graders: list[dict],
-                  judge_url: str | None) -> dict:
+                  judge_url: str | None, say=None) -> dict:
     from .pulls import answering  # a run whose weights were pulled answers here
 
-    summary, generations, grades = run_evaluation(*answering(target), pairs, max_new_tokens, graders, judge_url)
+    summary, generations = run_evaluation(*answering(target), pairs, max_new_tokens)
     row = {"run_id": target["id"], "label": target["id"] or f"base:{target['backend']}:{target['base_model']}",
            "backend": target["backend"], "model_id": target["result_model"] or target["base_model"],
            "base_model": target["base_model"], "dataset_id": dataset_id,
            "graders": json.dumps(graders, ensure_ascii=False) if graders else None, **summary}
-    row["id"] = ledger().add_evaluation(row, generations, grades)
+    row["id"] = ledger().add_evaluation(row, generations)  # stored before grading: a failing judge loses none
+    outputs = [g["output"] for g in generations]
+    grades = grading.grade_all(graders, [(p, r, o) for (p, r), o in zip(pairs, outputs)], judge_url, say)
+    ledger().add_grades(row["id"], grades)
     for generation in generations:
         generation["grades"] = {g["grader"]: g["score"] for g in grades if g["example"] == generation["example"]}
     return {**row, "graders": graders, "grades": ledger().grade_summary(row["id"]), "generations": generations}

@@ -24,10 +24,11 @@ from . import metrics
 from .errors import BackendError, InvalidInput
 
 SUPPORTED = ("string_check", "text_similarity", "score_model")
-_VAR = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _PATH = re.compile(r"[^.\[\]]+|\[\d+\]")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 JUDGE_THREADS = 8
+JUDGE_TIMEOUT_S = 60.0  # per request; FTM_JUDGE_TIMEOUT overrides
+MAX_FILE_BYTES = 16 << 20  # a graders file is a few KB; anything this big is a mistake
 # The reply OpenAI's score_model asks its judge for: reasoning steps, then a number.
 GRADE_FORMAT = {"type": "json_schema", "json_schema": {"name": "grade", "strict": True, "schema": {
     "type": "object", "additionalProperties": False, "required": ["steps", "result"],
@@ -52,11 +53,11 @@ class Grade:
 def load(path: str | Path) -> list[dict]:
     """The graders in a JSON file (one grader object or an array of them), validated."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidInput(f"no graders file {path}", "Give a JSON file of graders with --graders.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raw = json.loads(_read(Path(path)), parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as err:
         raise InvalidInput(f"{path} is not JSON ({err})", "Fix the graders file.") from None
+    except RecursionError:
+        raise InvalidInput(f"{path} is nested too deeply", "Graders are a few levels deep: fix the file.") from None
     graders = raw if isinstance(raw, list) else [raw]
     for i, grader in enumerate(graders):
         check(grader, f"{path}: grader {i + 1}")
@@ -64,6 +65,26 @@ def load(path: str | Path) -> list[dict]:
     if len(set(names)) != len(names):
         raise InvalidInput(f"{path}: two graders share a name", "Give every grader its own name: grades are stored by it.")
     return graders
+
+
+def _read(path: Path) -> str:
+    """The file's text, refusing a folder, a FIFO or a device before opening it (a FIFO blocks)."""
+    import stat
+
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InvalidInput(f"no graders file {path}", "Give a JSON file of graders with --graders.") from None
+    if not stat.S_ISREG(info.st_mode):
+        what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise InvalidInput(f"the graders file {path} is {what}", "Give a JSON file of graders with --graders.")
+    if info.st_size > MAX_FILE_BYTES:
+        raise InvalidInput(f"the graders file {path} is {info.st_size} bytes", "A graders file is a few KB: check the path.")
+    return path.read_text(encoding="utf-8")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def check(grader, where: str) -> None:
@@ -87,9 +108,23 @@ def check(grader, where: str) -> None:
         field = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(f"{where} ({kind}): {field}: {first['msg']}", "Fix the grader to OpenAI's shape.") from None
     threshold = grader.get("pass_threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+    if threshold is not None and not _finite(threshold):
         raise InvalidInput(f"{where} ({kind}): pass_threshold is {threshold!r}", "Give a number.")
+    _check_range(grader, f"{where} ({kind})")
     _check_supported_parts(grader, where)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_range(grader: dict, where: str) -> None:
+    """A score_model's range: two finite numbers, the low one first."""
+    span = grader.get("range")
+    if span is None:
+        return
+    if not (isinstance(span, list) and len(span) == 2 and all(map(_finite, span)) and span[0] < span[1]):
+        raise InvalidInput(f"{where}: range is {json.dumps(span)[:80]}", "Give two increasing numbers, e.g. [0, 1].")
 
 
 def _shapes() -> dict:
@@ -125,14 +160,19 @@ def namespaces(messages: list[dict], reference: str, output: str) -> dict:
 def _json(text: str):
     try:
         value = json.loads(text)
-    except (json.JSONDecodeError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # ValueError: also an integer of over 4300 digits
         return None
     return value if isinstance(value, (dict, list)) else None
 
 
 def render(template: str, ns: dict) -> str:
-    """template with every {{ namespace.path }} replaced; raises MissingVariable."""
-    return _VAR.sub(lambda m: _text(lookup(ns, m.group(1))), template)
+    """template with every {{ namespace.path }} replaced; raises MissingVariable. One pass with
+    str.find, so a template of any size (say, many "{{" and no "}}") is read in linear time."""
+    out, at = [], 0
+    while (start := template.find("{{", at)) >= 0 and (end := template.find("}}", start + 2)) >= 0:
+        out += [template[at:start], _text(lookup(ns, template[start + 2:end].strip()))]
+        at = end + 2
+    return "".join(out) + template[at:]
 
 
 def lookup(ns: dict, path: str):
@@ -189,16 +229,22 @@ UNAVAILABLE = {
 # --- score_model -----------------------------------------------------------------------------------
 
 
+class BadReply(Exception):
+    """The judge answered, but not with a chat completion; the message says what it sent."""
+
+
 class Judge:
     """An openai SDK client for any OpenAI-compatible judge (ftm serve, the stand-in, OpenAI)."""
 
-    def __init__(self, base_url: str | None):
+    def __init__(self, base_url: str | None, say=None):
         import openai
 
         url = base_url or os.environ.get("FTM_JUDGE_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
         key = os.environ.get("FTM_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY") or "ftm-judge"
-        self.client = openai.OpenAI(base_url=url, api_key=key, max_retries=2, timeout=120.0)
+        self.timeout = judge_timeout()
+        self.client = openai.OpenAI(base_url=url, api_key=key, max_retries=1, timeout=self.timeout)
         self.structured = True  # until the server says it has no structured output
+        self.say = say or (lambda line: None)
 
     def ask(self, model: str, messages: list[dict], sampling: dict) -> str:
         """The judge's reply: in OpenAI's grade format where the server supports it."""
@@ -206,7 +252,10 @@ class Judge:
 
         try:
             extra = {"response_format": GRADE_FORMAT} if self.structured else {}
-            reply = self.client.chat.completions.create(model=model, messages=messages, **extra, **sampling)
+            raw = self.client.chat.completions.with_raw_response.create(model=model, messages=messages, **extra, **sampling)
+        except openai.APITimeoutError:
+            self.say(f"the judge {model} gave no answer in {self.timeout:g} s (twice): graded 0")
+            raise BadReply(f"model_grader_timeout: no answer in {self.timeout:g} s") from None
         except openai.APIConnectionError:
             raise BackendError(f"the judge at {self.client.base_url} cannot be reached",
                                "Start it, or point --judge-url (or FTM_JUDGE_BASE_URL) at an OpenAI-compatible server.") from None
@@ -215,7 +264,36 @@ class Judge:
                 raise
             self.structured = False
             return self.ask(model, messages, sampling)
-        return reply.choices[0].message.content or ""
+        return reply_text(raw.content, raw.headers.get("content-type", ""))
+
+
+def judge_timeout() -> float:
+    """Seconds to wait for one judge reply: FTM_JUDGE_TIMEOUT, else JUDGE_TIMEOUT_S."""
+    text = os.environ.get("FTM_JUDGE_TIMEOUT")
+    try:
+        value = float(text) if text else JUDGE_TIMEOUT_S
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidInput(f"FTM_JUDGE_TIMEOUT must be a number of seconds above 0, not {text!r}", "Try FTM_JUDGE_TIMEOUT=60.")
+    return value
+
+
+def reply_text(body: bytes, content_type: str) -> str:
+    """The message content of a chat completion's JSON body; BadReply for anything else."""
+    try:
+        reply = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or an integer of thousands of digits
+        raise BadReply(f"model_grader_parse_error: the judge's answer is not JSON ({content_type or 'no content type'}: "
+                       f"{body[:60]!r})") from None
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise BadReply(f"model_grader_parse_error: the judge's answer has no message content "
+                       f"({json.dumps(reply)[:80]})")
+    return content
 
 
 def score_model(grader: dict, ns: dict, judge: Judge) -> Grade:
@@ -228,8 +306,10 @@ def score_model(grader: dict, ns: dict, judge: Judge) -> Grade:
         text = judge.ask(grader["model"], messages, _sampling(grader.get("sampling_params") or {}))
     except openai.APIStatusError as err:
         return Grade(0.0, f"model_grader_server_error: {err.status_code} {_message(err)}")
+    except BadReply as bad:
+        return Grade(0.0, str(bad))
     value = _score_in(text)
-    if value is None:
+    if value is None or not math.isfinite(value):
         return Grade(0.0, f"model_grader_parse_error: no score in {text[:80]!r}")
     low, high = grader.get("range") or (0.0, 1.0)
     if not low <= value <= high:
@@ -259,7 +339,10 @@ def _score_in(text: str) -> float | None:
     """The `result` of OpenAI's structured judge reply, or a reply that is only a number."""
     parsed = _json(text.strip())
     if isinstance(parsed, dict) and isinstance(parsed.get("result"), (int, float)):
-        return float(parsed["result"])
+        try:
+            return float(parsed["result"])
+        except OverflowError:  # an integer of thousands of digits
+            return None
     return float(text) if _NUMBER.fullmatch(text.strip()) else None
 
 
@@ -271,10 +354,12 @@ def _message(err) -> str:
 # --- grading a whole evaluation ----------------------------------------------------------------------
 
 
-def grade_all(graders: list[dict], answers: list[tuple[list[dict], str, str]], judge_url: str | None = None) -> list[dict]:
-    """A grade row per grader per answer; answers are (prompt messages, reference, output)."""
+def grade_all(graders: list[dict], answers: list[tuple[list[dict], str, str]], judge_url: str | None = None,
+              say=None) -> list[dict]:
+    """A grade row per grader per answer; answers are (prompt messages, reference, output);
+    say(line) hears about a judge that times out."""
     spaces = [namespaces(prompt + [{"role": "assistant", "content": ref}], ref, out) for prompt, ref, out in answers]
-    judge = Judge(judge_url) if any(g["type"] == "score_model" for g in graders) else None
+    judge = Judge(judge_url, say) if any(g["type"] == "score_model" for g in graders) else None
     rows = []
     for grader in graders:
         with ThreadPoolExecutor(JUDGE_THREADS if judge else 1) as pool:

@@ -338,6 +338,11 @@ class Ledger:
             db["grades"].insert_all({**g, "evaluation_id": eval_id} for g in grades)
         return eval_id
 
+    def add_grades(self, evaluation_id: int, grades: list[dict]) -> None:
+        """Record the grades of an evaluation already stored (its generations come first)."""
+        with self.write() as db:
+            db["grades"].insert_all({**g, "evaluation_id": evaluation_id} for g in grades)
+
     def evaluations(self, run_id: str | None = None, label: str | None = None) -> list[dict]:
         if run_id:
             return self._all("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id", [run_id])

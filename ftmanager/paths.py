@@ -20,19 +20,19 @@ def _ensure(path: Path) -> Path:
     return path
 
 
-def where() -> Path:
-    """Where the ftm home directory is (absolute), without creating it."""
+def home() -> Path:
+    """The ftm home directory (absolute), created on first use."""
+    return _ensure(home_path())
+
+
+def home_path() -> Path:
+    """Where the ftm home directory is (absolute), whether or not it exists yet."""
     env = os.environ.get("FTM_HOME")
     if env:
         return Path(env).expanduser().absolute()
     import platformdirs  # imported late: only needed when FTM_HOME is unset
 
     return Path(platformdirs.user_data_dir("ftm", appauthor=False)).absolute()
-
-
-def home() -> Path:
-    """The ftm home directory (absolute), created on first use."""
-    return _ensure(where())
 
 
 def ledger_path() -> Path:

@@ -16,6 +16,11 @@ from .errors import BackendError, InvalidInput
 
 ADAPTER_CONFIG, MODEL_CONFIG = "adapter_config.json", "config.json"
 ZSTD_MAGIC, GZIP_MAGIC = b"\x28\xb5\x2f\xfd", b"\x1f\x8b"
+# An archive unpacks to at most this many times its own size (weights barely compress), and
+# never less than FLOOR_BYTES; `ftm pull --max-size` replaces both, the free disk caps all.
+EXPANSION, FLOOR_BYTES = 10, 256 << 20
+WEIGHTS = (".safetensors", ".bin")
+SAFETENSORS_HEADER_MAX = 100 << 20  # the format's own limit on its JSON header
 
 
 def fetch(impl, run: dict, run_dir: Path, merged: bool) -> Path:
@@ -28,28 +33,70 @@ def fetch(impl, run: dict, run_dir: Path, merged: bool) -> Path:
     out = run_dir / ("merged" if merged else "adapter")
     if out.is_dir() and any(out.iterdir()):
         return model_dir(out, impl.name)
-    return built_in_place(out, lambda tmp: impl.download(run["provider_job_id"], run["result_model"], tmp, merged))
+    return built_in_place(out, lambda tmp: checked(
+        impl.download(run["provider_job_id"], run["result_model"], tmp, merged), impl.name))
 
 
 def unpack(archive: Path, out_dir: Path, provider: str) -> Path:
     """Extract a .tar.zst, .tar.gz or plain .tar into out_dir as a stream (never whole in memory,
-    no member outside out_dir, no links or devices); returns the folder holding the model."""
+    no member outside out_dir, no links or devices, no more bytes than the cap); returns the
+    folder holding the model."""
     import tarfile
 
+    from .downloads import TooBig
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    cap = _unpack_cap(archive)
     with open(archive, "rb") as raw:
         magic = raw.read(4)
         raw.seek(0)
         stream = _decompressed(raw, magic)
         try:
             with tarfile.open(fileobj=stream, mode="r|gz" if magic[:2] == GZIP_MAGIC else "r|") as tar:
-                tar.extractall(out_dir, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as err:
-            raise BackendError(f"the archive {provider} sent is not a readable tar archive ({err})",
+                tar.extractall(out_dir, members=_within(tar, cap, out_dir, provider), filter="data")
+        except TooBig:
+            raise
+        except (tarfile.TarError, OSError, EOFError, ValueError, _zstd_error()) as err:
+            raise BackendError(f"the archive {provider} sent is not a readable tar archive ({str(err)[:120]})",
                                "Run `ftm pull` again; nothing was kept.") from None
         finally:
             stream.close()
     return model_dir(out_dir, provider)
+
+
+def _unpack_cap(archive: Path) -> tuple[int, str]:
+    """(bytes the archive may unpack to, where that number comes from)."""
+    from .downloads import limit
+
+    given = limit()
+    if given is not None:
+        return given, "--max-size"
+    return max(EXPANSION * archive.stat().st_size, FLOOR_BYTES), f"{EXPANSION} times the archive's size"
+
+
+def _within(tar, cap: tuple[int, str], out_dir: Path, provider: str):
+    """tar's members, stopped before the one whose declared size passes the cap or the free disk
+    (tarfile writes exactly what a member declares)."""
+    from .downloads import TooBig, room
+
+    total, (most, source) = 0, cap
+    for member in tar:
+        total += max(member.size, 0)
+        if total > most:
+            raise TooBig(f"the archive {provider} sent unpacks to over {most} bytes ({source})",
+                         "Nothing was kept; pass a larger --max-size if you expect it.")
+        if member.size > room(out_dir):
+            raise TooBig(f"the archive {provider} sent does not fit on the disk ({total} bytes so far)",
+                         "Nothing was kept; free some space and run `ftm pull` again.")
+        yield member
+
+
+def _zstd_error():
+    try:
+        from zstandard import ZstdError
+    except ImportError:
+        return OSError
+    return ZstdError
 
 
 def _decompressed(raw, magic: bytes):
@@ -70,6 +117,48 @@ def model_dir(folder: Path, provider: str) -> Path:
                 return found[0].parent
     raise BackendError(f"what {provider} sent holds no model (no {ADAPTER_CONFIG} or {MODEL_CONFIG})",
                        "Check the run's status with `ftm show`, then run `ftm pull` again.")
+
+
+def checked(folder: Path, provider: str) -> Path:
+    """The folder holding the model in folder, once its files have the shape of a peft adapter
+    (or a Hugging Face model): a JSON-object config beside weights whose headers read."""
+    where = model_dir(folder, provider)
+    config = ADAPTER_CONFIG if (where / ADAPTER_CONFIG).is_file() else MODEL_CONFIG
+    _json_object(where / config, provider)
+    weights = sorted(p for p in where.iterdir() if p.suffix in WEIGHTS and p.is_file())
+    if not weights:
+        raise BackendError(f"what {provider} sent has {config} but no weights (*.safetensors or *.bin)",
+                           "Nothing was kept; check the run with `ftm show`, then run `ftm pull` again.")
+    for path in weights:
+        if path.suffix == ".safetensors":
+            _safetensors_header(path, provider)
+    return where
+
+
+def _json_object(path: Path, provider: str) -> dict:
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise BackendError(f"the {path.name} {provider} sent is not a JSON object",
+                           "Nothing was kept; check the run with `ftm show`, then run `ftm pull` again.")
+    return value
+
+
+def _safetensors_header(path: Path, provider: str) -> None:
+    """Refuse a .safetensors file whose header (8-byte length, then a JSON object) does not read."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        fits = 0 < length <= min(SAFETENSORS_HEADER_MAX, path.stat().st_size - 8)
+        try:
+            header = json.loads(f.read(length)) if fits else None
+        except (ValueError, RecursionError):
+            header = None
+    if not isinstance(header, dict):
+        raise BackendError(f"{path.name} from {provider} is not a readable safetensors file",
+                           "Nothing was kept; run `ftm pull` again.")
 
 
 def size(folder: Path) -> int:

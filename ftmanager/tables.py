@@ -28,7 +28,7 @@ def shipped(name: str) -> Path:
 
 def user_file(name: str) -> Path:
     """$FTM_HOME/<name>: the user's rows for that table."""
-    return paths.where() / name
+    return paths.home_path() / name
 
 
 def read(path: Path, invalid: Invalid) -> dict:

@@ -6,11 +6,13 @@ Also: paths as printable text. Nothing heavy is imported here: `ftm runs` must s
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 UNOWNED_STALE_S = 3600  # a temp file named by no process id (older ftm) is stale after this
@@ -39,6 +41,41 @@ def clear_stale(folder: Path, prefix: str, suffix: str = "") -> None:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         except FileNotFoundError:
             pass  # another writer cleared it first
+
+
+NOTES = "partials"  # under FTM_HOME: one note per temp file being written outside it
+
+
+@contextlib.contextmanager
+def noted(tmp: Path) -> Iterator[Path]:
+    """While tmp (named by owned()) is written outside FTM_HOME, a note under FTM_HOME names it,
+    so that the next ftm command removes it when this process is killed first (sweep_noted)."""
+    from .paths import home
+
+    folder = home() / NOTES
+    folder.mkdir(exist_ok=True)
+    note = folder / f"{os.getpid()}-{uuid.uuid4().hex}"
+    note.write_bytes(os.fsencode(Path(tmp).absolute()))
+    try:
+        yield tmp
+    finally:
+        note.unlink(missing_ok=True)
+
+
+def sweep_noted() -> None:
+    """Remove the temp files that killed ftm processes noted (noted) and left behind."""
+    from .paths import home_path
+
+    for note in (home_path() / NOTES).glob("*-*"):
+        owner = note.name.split("-", 1)[0]
+        if not owner.isdigit() or alive(int(owner)):
+            continue
+        with contextlib.suppress(OSError):
+            left = Path(os.fsdecode(note.read_bytes()))
+            # only a file of that process's own naming: a note never removes anything else
+            if f"{owner}-" in left.name and left.name.startswith(".ftm-") and left.is_file():
+                left.unlink()
+        note.unlink(missing_ok=True)
 
 
 PARTIAL_DIR = ".ftm-partial-"

@@ -134,7 +134,7 @@ def test_score_model_asks_an_openai_compatible_judge_over_http(ftm_home, tmp_pat
     assert "sk-test-judge" not in (ftm_home / "ftm.db").read_bytes().decode("utf-8", "replace")
 
 
-def test_an_unreachable_judge_is_one_line(ftm_home, tmp_path):
+def test_an_unreachable_judge_is_one_line_and_the_answers_are_kept(ftm_home, tmp_path):
     import socket
 
     data = capitals(tmp_path)
@@ -146,7 +146,8 @@ def test_an_unreachable_judge_is_one_line(ftm_home, tmp_path):
     result = ftm("eval", run["id"], "--data", heldout(tmp_path, data), "--graders", graders,
                  "--judge-url", f"http://127.0.0.1:{port}/v1", env={"OPENAI_API_KEY": "sk-x"}, timeout=120)
     assert result.code == 1 and "cannot be reached" in result.err and len(result.err.strip().splitlines()) == 1
-    assert sqlite3.connect(ftm_home / "ftm.db").execute("SELECT count(*) FROM evaluations").fetchone()[0] == 0
+    db = sqlite3.connect(ftm_home / "ftm.db")  # the answers were stored before the judge was asked
+    assert db.execute("SELECT count(*) FROM generations").fetchone()[0] == 3
 
 
 @pytest.mark.parametrize("metric,given,reference,expected", [

@@ -8,12 +8,10 @@ the base-model table's local model for the job's base)."""
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ftmanager import pulls
 from ftmanager.errors import BackendError, InvalidInput
-
-CHUNK = 1 << 20
 
 
 def download(backend, job_id: str, result_model: str | None, out_dir: Path, merged: bool) -> Path:
@@ -21,9 +19,14 @@ def download(backend, job_id: str, result_model: str | None, out_dir: Path, merg
     if not result_model:
         raise InvalidInput(f"Fireworks job {job_id} has made no model yet", "Wait for it: `ftm watch RUN`.")
     account, model_id = _parts(result_model)
-    with backend._answered():
-        urls = backend.client.models.get_download_endpoint(model_id, account_id=account).filename_to_signed_urls
-    if not urls:
+    try:
+        with backend._answered():
+            answer = backend.client.models.get_download_endpoint(model_id, account_id=account)
+    except ValueError:  # the SDK's JSON decoding of a web page or other non-JSON answer
+        raise BackendError(f"Fireworks answered the download endpoint of {result_model} with no JSON",
+                           "Check FIREWORKS_BASE_URL, then run `ftm pull` again.") from None
+    urls = getattr(answer, "filename_to_signed_urls", None)
+    if not isinstance(urls, dict) or not urls:
         raise BackendError(f"Fireworks gives no files for {result_model}", "Try again later: `ftm pull` resumes.")
     if not merged:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -34,7 +37,7 @@ def download(backend, job_id: str, result_model: str | None, out_dir: Path, merg
         base = backend.client.supervised_fine_tuning_jobs.get(job_id).base_model or ""
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".ftm-adapter-") as tmp:
         _fetch_all(urls, Path(tmp))
-        return pulls.merge(Path(tmp), base, out_dir)
+        return pulls.merge(pulls.checked(Path(tmp), "Fireworks"), base, out_dir)
 
 
 def _parts(result_model: str) -> tuple[str, str]:
@@ -45,33 +48,18 @@ def _parts(result_model: str) -> tuple[str, str]:
     return parts[1], parts[3]
 
 
-def _fetch_all(urls: dict[str, str], out_dir: Path) -> None:
-    import httpx
+def _fetch_all(urls: dict, out_dir: Path) -> None:
+    """Every signed URL streamed to its file (no key: the URL is its own permission), every name
+    and link checked before anything is downloaded."""
+    from ftmanager.downloads import check_url, fetch, safe_name
 
-    with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True) as http:
-        for name, url in sorted(urls.items()):
-            _fetch(http, url, out_dir / _safe(name))
+    files = {safe_name(name, "Fireworks"): check_url(url, "Fireworks") for name, url in urls.items()}
+    folders = {parent for path in files for parent in path.parents}
+    clash = next((path for path in files if path in folders), None)
+    if clash is not None:
+        raise BackendError(f"Fireworks named {clash.as_posix()!r} both a file and a folder",
+                           "Nothing was kept; tell the provider, or try `ftm pull` later.")
+    for path, url in sorted(files.items()):
+        (out_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        fetch(url, out_dir / path, "Fireworks")
 
-
-def _safe(name: str) -> Path:
-    """A file name from the provider, refused when it would land outside the folder."""
-    path = PurePosixPath(name)
-    if not name or path.is_absolute() or ".." in path.parts or "\\" in name:
-        raise BackendError(f"Fireworks named a file {name!r}, outside the model's folder", "Nothing was written there.")
-    return Path(*path.parts)
-
-
-def _fetch(http, url: str, target: Path) -> None:
-    """One signed URL streamed to target (no key: the URL is its own permission)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(f".{target.name}.part")
-    try:
-        with http.stream("GET", url) as answer, open(part, "wb") as out:
-            if answer.status_code != 200:
-                raise BackendError(f"downloading {target.name} from Fireworks failed (HTTP {answer.status_code})",
-                                   "The signed URLs expire: run `ftm pull` again for new ones.")
-            for chunk in answer.iter_bytes(CHUNK):
-                out.write(chunk)
-        part.replace(target)
-    finally:
-        part.unlink(missing_ok=True)

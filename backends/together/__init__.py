@@ -223,18 +223,18 @@ class TogetherBackend(HostedBackend):
             self.client.fine_tuning.cancel(job_id)
 
     def download(self, job_id: str, result_model: str | None, out_dir: Path, merged: bool = False) -> Path:
-        """The job's adapter (or merged weights) through the SDK's download manager (streamed to a
-        file, resumed after a dropped connection), then unpacked."""
-        from together.lib import DownloadManager
+        """The job's adapter (or merged weights) streamed to a file (resumed after a dropped
+        connection, capped, every failure one line: ftmanager.downloads), then unpacked."""
+        from urllib.parse import urlencode
 
+        from ftmanager.downloads import fetch
         from ftmanager.pulls import unpack
 
         out_dir.mkdir(parents=True, exist_ok=True)
         archive = out_dir / ".download.tar.zst"
-        url = f"/v1/finetune/download?ft_id={job_id}&checkpoint={'merged' if merged else 'adapter'}"
-        with self._answered():
-            DownloadManager(self.client).download(url=url, output=archive, remote_name=result_model,
-                                                  fetch_metadata=False)
+        query = urlencode({"ft_id": job_id, "checkpoint": "merged" if merged else "adapter"})
+        url = f"{str(self.client.base_url).rstrip('/')}/v1/finetune/download?{query}"  # the SDK's own path
+        fetch(url, archive, self.name, {"Authorization": f"Bearer {self.client.api_key}"})
         try:
             return unpack(archive, out_dir, self.name)
         finally:

@@ -24,11 +24,23 @@ app = typer.Typer(
 from . import runs, use, pull, compare, datasets  # noqa: E402,F401  (order = order in --help)
 from . import standin  # noqa: E402,F401
 from . import serve  # noqa: E402,F401
+from . import ui  # noqa: E402,F401
+
+
+def _sweep() -> None:
+    """Clear what a killed ftm left outside FTM_HOME (a partial export), before any command."""
+    from ..tempfiles import sweep_noted
+
+    try:
+        sweep_noted()
+    except (OSError, FtmError):
+        pass  # an unusable FTM_HOME is the command's to report, not this tidy-up's
 
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1."""
     try:
+        _sweep()
         app()
     except FtmError as err:
         print(f"Error: {err.line()}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -47,7 +48,8 @@ def eval_(
     from .. import evaluation
 
     results = evaluation.evaluate(runs, data, baseline=baseline, max_new_tokens=max_new_tokens,
-                                  graders_path=graders, judge_url=judge_url)
+                                  graders_path=graders, judge_url=judge_url,
+                                  say=lambda line: print(line, file=sys.stderr, flush=True))
     if as_json:
         return emit_json(results)
     print(render_eval(results))

@@ -129,13 +129,16 @@ def runs(
     backend: str = typer.Option(None, "--backend", "-b", help="Only this backend's runs."),
     status: str = typer.Option(None, "--status", "-s", help="Only runs with this status."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="Only runs of this dataset."),
-    limit: int = typer.Option(100, "--limit", "-n", help="Newest N runs (0: all)."),
+    limit: int = typer.Option(100, "--limit", "-n", help="Newest N runs."),
+    every: bool = typer.Option(False, "--all", help="Every run, however many."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """List runs, newest first."""
     from .. import jobs
 
-    rows = jobs.runs(backend=backend, status=status, dataset_ref=dataset, limit=limit or None)
+    if limit < 1:  # SQLite reads a negative LIMIT as none at all: say so rather than list everything
+        raise InvalidInput(f"--limit must be 1 or more, not {limit}", "Try --limit 20, or --all for every run.")
+    rows = jobs.runs(backend=backend, status=status, dataset_ref=dataset, limit=None if every else limit)
     _out(rows, as_json, lambda rows: table([{**r, "dataset": r["dataset_id"][:12]} for r in rows], RUN_COLUMNS))
 
 

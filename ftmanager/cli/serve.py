@@ -47,8 +47,19 @@ def serve(
                            "Pick another with --port, or --port 0 for a free one.") from None
     print(f"ftm serve: OpenAI-compatible fine-tuning and chat on {server.url} (local training)")
     print(f"  export OPENAI_BASE_URL={server.url} OPENAI_API_KEY={'<your key>' if api_key else 'any'}")
-    print(f"  base models: {', '.join(server.service.base_models()[:4])}, ... (edit {user_path()})", flush=True)
+    print(f"  base models: {', '.join(server.service.base_models()[:4])}, ... (edit {user_path()})")
+    print(f"  dashboard: {server.url.removesuffix('/v1')}/" + (" (sign in with the key)" if api_key else ""), flush=True)
+    _keep_runs_moving()
     serve_until_stopped(server, "ftm serve")
+
+
+def _keep_runs_moving() -> None:
+    """Poll unfinished runs in the background as `ftm ui` does, so the dashboard's statuses move."""
+    import threading
+
+    from ..ui.api import keep_synced
+
+    threading.Thread(target=keep_synced, args=(5.0, threading.Event()), daemon=True, name="ftm-sync").start()
 
 
 def _choose(choice: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from pathlib import Path
@@ -36,8 +37,8 @@ def standin(
     from ..standin import faults as fault_specs
     from ..standin import standin as make_standin
 
-    if speed <= 0:
-        raise InvalidInput(f"--speed must be above 0, not {speed:g}", "Try --speed 10.")
+    if not math.isfinite(speed) or speed <= 0:  # NaN compares false with everything: check it first
+        raise InvalidInput(f"--speed must be above 0 and finite, not {speed:g}", "Try --speed 10.")
     if provider not in PROVIDERS:
         raise InvalidInput(f"no stand-in for {provider!r}", f"Choose one of: {', '.join(PROVIDERS)}.")
     extra = {k: v for k, v in (("adapter", adapter), ("merged", merged)) if v is not None}

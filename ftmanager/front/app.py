@@ -42,6 +42,8 @@ class App:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
+        if self.srv.pages is not None and not self._api(scope["path"]):
+            return await self.srv.pages(scope, receive, send)
         try:
             response = await self._answer(scope, receive)
         except ApiError as err:
@@ -54,6 +56,12 @@ class App:
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             response = error_response(ApiError(500, SERVER_ERROR, type="server_error"), self.srv)
         await response(scope, receive, send)
+
+    def _api(self, path: str) -> bool:
+        """Whether path is the API's (or the stand-ins' control), not the pages beside it."""
+        hooks = self.srv.hooks
+        control = hooks is not None and hooks.control_prefix and path.startswith(hooks.control_prefix)
+        return bool(control) or path.startswith(self.srv.prefix + "/")
 
     async def _answer(self, scope, receive) -> Response:
         srv, method, path = self.srv, scope["method"], scope["path"]

@@ -37,7 +37,7 @@ class Server:
                  api_key: str | None = None, data_dir: Path | None = None,
                  max_file_bytes: int = 512 << 20, max_part_bytes: int = 64 << 20,
                  routes: list, prefix: str = "/v1", hooks: Hooks | None = None,
-                 state: State | None = None, error_body=None):
+                 state: State | None = None, error_body=None, pages=None):
         from . import http
         from .app import App
 
@@ -45,6 +45,7 @@ class Server:
         self.state = state or State(Path(data_dir or tempfile.mkdtemp(prefix="ftm-api-")))
         self.service, self.routes, self.api_key = service, routes, api_key
         self.prefix, self.hooks = prefix, hooks
+        self.pages = pages  # an ASGI app for every path outside the API's prefix (ftm serve: the dashboard)
         if error_body is not None:
             self.error_body = error_body
         self.max_file_bytes, self.max_part_bytes = max_file_bytes, max_part_bytes

@@ -35,10 +35,20 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = No
     try:
         state = LedgerState(Path(data_dir) if data_dir else paths.home() / "serve")
         return Server(service, host, port, api_key=api_key, state=state, routes=ROUTES,
-                      max_file_bytes=max_file_bytes, max_part_bytes=max_part_bytes)
+                      max_file_bytes=max_file_bytes, max_part_bytes=max_part_bytes,
+                      pages=_dashboard(host, api_key))
     except BaseException:
         service.close()
         raise
+
+
+def _dashboard(host: str, api_key: str | None):
+    """`ftm ui`'s pages at / beside the API: a server with a key asks for it once (a login), even
+    on loopback, since the pages can cancel runs and chat; off loopback only a loopback-free Host."""
+    from ..ui.app import make_app
+    from ..ui.server import is_loopback
+
+    return make_app(key=api_key, loopback_only=is_loopback(host))
 
 
 def _pool(device: str, max_batch: int):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,9 @@ def start_worker(run_dir: Path, gpus: int, resume: bool) -> None:
                                 stdin=subprocess.DEVNULL, cwd=run_dir, env=worker_environment(dict(os.environ)),
                                 start_new_session=True)
     rundir.write_launch(run_dir, proc.pid)
+    # a long-lived launcher (ftm serve) collects the exit the moment the worker ends, so no
+    # <defunct> worker waits for some later read to reap it; a CLI process exits before this matters
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
 
 
 def worker_command(run_dir: Path, gpus: int, resume: bool) -> list[str]:
