@@ -1,10 +1,10 @@
 """`ftm eval`: answer held-out prompts with each run's model (and the base model), score, record.
 
 Scores (ftmanager.metrics, which the graders use too): exact match, token F1 and ROUGE-L
-(longest common subsequence, rouge-score's) on word tokens, chrF and BLEU through sacrebleu, and the perplexity of the
-reference answers: from the model's own token log-probabilities where the backend gives them
-(local models), else from the provider's validation loss on the run's own validation set (said
-so in `perplexity_source`). Graders in OpenAI's shapes (ftmanager.grading) add a grade each.
+(longest common subsequence, rouge-score's) on word tokens, chrF and BLEU through sacrebleu,
+and the perplexity of the reference answers: from the model's own token log-probabilities
+where the backend gives them (local models), else from the provider's validation loss on the
+run's own validation set (said so in `perplexity_source`). Graders in OpenAI's shapes (ftmanager.grading) add a grade each.
 """
 
 from __future__ import annotations
