@@ -4,7 +4,8 @@ Scores (ftmanager.metrics, which the graders use too): exact match, token F1 and
 (longest common subsequence, rouge-score's) on word tokens, chrF and BLEU through sacrebleu,
 and the perplexity of the reference answers: from the model's own token log-probabilities
 where the backend gives them (local models), else from the provider's validation loss on the
-run's own validation set (said so in `perplexity_source`). Graders in OpenAI's shapes (ftmanager.grading) add a grade each.
+run's own validation set (said so in `perplexity_source`). Graders in OpenAI's shapes
+(ftmanager.grading) add a grade each.
 """
 
 from __future__ import annotations
