@@ -1,6 +1,6 @@
 """OpenAI backend, side by side with the naive alternatives, against the stand-in server.
 
-1. Polling (hosted.py's machinery, shared with bench_providers.py): a job run through
+1. Polling (providers_common.py's machinery, shared with bench_providers.py): a job run through
    `ftmanager.submit(..., wait=True)` (the ledger records every
    poll), with our backoff (2 s doubling to 30 s while validating/queued, 1.5 s while
    running) beside a naive fixed 1 s poll. Reported: API calls per finished job (uploads and
@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import hosted
-from hosted import Provider, bench_polling, control, in_fresh_processes, measured, start_standin
+import providers_common
+from providers_common import Provider, bench_polling, control, in_fresh_processes, measured, start_standin
 
 MODEL = "gpt-4o-mini-2024-07-18"
 OPENAI = Provider("openai", MODEL, {"OPENAI_API_KEY": "sk-bench"}, "OPENAI_BASE_URL", "/fine_tuning/jobs/{id}")
@@ -84,12 +84,12 @@ def bench_upload(gb: float) -> None:
 
 
 def main() -> None:
-    parser = hosted.arguments(**{"skip-upload": "Only the polling part."})
+    parser = providers_common.arguments(**{"skip-upload": "Only the polling part."})
     parser.add_argument("--upload-child", nargs=3, metavar=("MODE", "PATH", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upload_child:
         return upload_child(*args.upload_child)
-    sys.path.insert(0, str(hosted.ROOT))
+    sys.path.insert(0, str(providers_common.ROOT))
     bench_polling(args.speed, args.jobs, OPENAI)
     if not args.skip_upload:
         bench_upload(args.gb)

@@ -1,6 +1,6 @@
 """Hosted providers beyond OpenAI, side by side with the naive alternatives, on their stand-ins.
 
-1. Polling a Together job and a Fireworks job (hosted.py's machinery, each with its provider's
+1. Polling a Together job and a Fireworks job (providers_common.py's machinery, each with its provider's
    phases): API calls per finished job (Together: uploads, limits, price estimate and create;
    Fireworks: dataset create, upload and READY checks, job create; polls) and the seconds from
    the provider's terminal status to the ledger, ftm's backoff beside a naive fixed 1 s poll.
@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import hosted
-from hosted import Provider, bench_polling, folder_bytes, in_fresh_processes, measured, random_adapter, start_standin
+import providers_common
+from providers_common import Provider, bench_polling, folder_bytes, in_fresh_processes, measured, random_adapter, start_standin
 
 TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 # Together: batch "max" makes 20 examples one step an epoch, so a step here stands for 20 of
@@ -145,14 +145,14 @@ def bench_pull(provider: str, gb: float) -> None:
 def _finished_run(folder: Path, provider: Provider) -> str:
     import ftmanager
 
-    data = hosted.write_dataset(folder / "train.jsonl", 20)
+    data = providers_common.write_dataset(folder / "train.jsonl", 20)
     run = ftmanager.submit(str(data), provider.backend, provider.model, hyperparameters={"n_epochs": 1}, wait=True)
     assert run["status"] == "succeeded", run
     return run["id"]
 
 
 def main() -> None:
-    parser = hosted.arguments(**{"skip-polling": "Only the pull part.", "skip-pull": "Only the polling part."})
+    parser = providers_common.arguments(**{"skip-polling": "Only the pull part.", "skip-pull": "Only the polling part."})
     parser.add_argument("--only", choices=sorted(PULLS), help="One provider (default: each).")
     parser.add_argument("--pull-child", nargs=4, metavar=("PROVIDER", "MODE", "RUN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, ContextManager, Iterator, Protocol
 
 from .errors import Unsupported
+from .hyperparameters import Hyperparameters
 
 
 @dataclass
@@ -29,11 +30,14 @@ class RunSpec:
     run_dir: Path  # a directory the backend may write to (worker files, adapters)
     validation_file: Path | None = None
     validation_dataset_id: str | None = None
-    # n_epochs / batch_size / learning_rate_multiplier: int|float or "auto"
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    # n_epochs / batch_size / learning_rate_multiplier (int|float or "auto") and the method
+    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     suffix: str | None = None
     seed: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific (-p key=value)
+
+    def __post_init__(self):
+        self.hyperparameters = Hyperparameters.of(self.hyperparameters)  # a dict (as stored) is read once
 
 
 @dataclass
@@ -249,8 +253,9 @@ class Backend(abc.ABC):
         return False
 
     def resolve(self, spec: RunSpec) -> dict:
-        """Hyperparameters as this backend will use them, before the job starts."""
-        return dict(spec.hyperparameters)
+        """Hyperparameters as this backend will use them, before the job starts (each "auto"
+        through spec.hyperparameters.resolved() with this backend's defaults)."""
+        return spec.hyperparameters.resolved()
 
     @classmethod
     def declared_options(cls) -> dict[str, Option]:

@@ -1,7 +1,7 @@
 """The base-model table: one row per model family, the model's id on each provider and at home.
 
 Shipped as ftmanager/data/base_models.toml; $FTM_HOME/base_models.toml is merged over it row by
-row, field by field. Re-runs map a model through it (`model_on`), and a pulled adapter's base
+row, field by field (both read through ftmanager.tables). Re-runs map a model through it (`model_on`), and a pulled adapter's base
 is found through it (`local_for`). Light: tomllib only, read on every lookup (it is tiny).
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tomltables
+from . import tables
 from .errors import InvalidInput
 
-SHIPPED = Path(__file__).resolve().parent / "data" / "base_models.toml"
+SHIPPED = tables.shipped(tables.BASE_MODELS)
 LOCAL = "local"
 
 
@@ -28,7 +28,7 @@ class Row:
 
 def user_path() -> Path:
     """$FTM_HOME/base_models.toml (read when present, never created)."""
-    return tomltables.user_file(SHIPPED)
+    return tables.user_file(tables.BASE_MODELS)
 
 
 def _invalid(path: Path, err: Exception) -> InvalidInput:
@@ -37,7 +37,7 @@ def _invalid(path: Path, err: Exception) -> InvalidInput:
 
 def table() -> dict[str, Row]:
     """Every row, the user's fields over the shipped ones."""
-    rows, user = tomltables.models(SHIPPED, _invalid)
+    rows, user = tables.models(tables.BASE_MODELS, _invalid)
     for name, fields in user.items():
         rows.setdefault(name, {}).update(fields)
     return {name: _row(name, fields) for name, fields in rows.items()}

@@ -23,7 +23,7 @@ def add_dataset(path: str | Path, name: str | None = None, fmt: str = "auto",
 
     model: validate by that model's rules (default: models.toml's default model).
     check=False stores data that is not for training (held-out prompts) without the
-    training rules (such as OpenAI's minimum of 10 examples).
+    training rules (such as OpenAI's minimum number of examples, facts.MIN_EXAMPLES).
     skip_invalid: store the valid examples; the row's "skipped" lists (line, why) of the rest.
     name: given for content already stored, it renames that dataset (the row's "renamed_from"
     holds the old name).

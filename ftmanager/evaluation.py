@@ -1,22 +1,21 @@
 """`ftm eval`: answer held-out prompts with each run's model (and the base model), score, record.
 
-Scores: exact match, token F1 and ROUGE-L (longest common subsequence) on word tokens, chrF
-and BLEU through sacrebleu, the maintained reference implementation, and the perplexity of the
-reference answers: from the model's own token log-probabilities where the backend gives them
-(local models), else from the provider's validation loss on the run's own validation set (said
-so in `perplexity_source`). Graders in OpenAI's shapes (ftmanager.grading) add a grade each.
+Scores (ftmanager.metrics, which the graders use too): exact match, token F1 and ROUGE-L
+(longest common subsequence, rouge-score's) on word tokens, chrF and BLEU through sacrebleu,
+and the perplexity of the reference answers: from the model's own token log-probabilities
+where the backend gives them (local models), else from the provider's validation loss on the
+run's own validation set (said so in `perplexity_source`). Graders in OpenAI's shapes
+(ftmanager.grading) add a grade each.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import time
-from collections import Counter
 from pathlib import Path
 
-from . import grading
+from . import grading, metrics
 from .catalog import add_dataset
 from .errors import InvalidInput, Unsupported
 from .ledger import ledger
@@ -32,74 +31,19 @@ MEANINGS = {
     "perplexity": "how surprised the model is by the reference answers (lower is better; 1 is certain)",
 }
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def _tokens(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
 
 def _normal(text: str) -> str:
     return " ".join(text.split()).lower()
-
-
-def token_f1(output: str, reference: str) -> float:
-    out, ref = _tokens(output), _tokens(reference)
-    if not out or not ref:
-        return float(out == ref)
-    common = sum((Counter(out) & Counter(ref)).values())
-    if not common:
-        return 0.0
-    precision, recall = common / len(out), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def rouge_l(output: str, reference: str) -> float:
-    """ROUGE-L F1: the longest common subsequence of word tokens."""
-    out, ref = _tokens(output), _tokens(reference)
-    if not out or not ref:
-        return float(out == ref)
-    previous = [0] * (len(ref) + 1)
-    for word in out:
-        current = [0]
-        for j, ref_word in enumerate(ref):
-            current.append(previous[j] + 1 if word == ref_word else max(previous[j + 1], current[j]))
-        previous = current
-    lcs = previous[-1]
-    if not lcs:
-        return 0.0
-    precision, recall = lcs / len(out), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def chrf(output: str, reference: str) -> float:
-    from sacrebleu.metrics import CHRF
-
-    return CHRF().sentence_score(output, [reference]).score / 100.0
-
-
-def bleu(output: str, reference: str) -> float:
-    """Sentence BLEU (sacrebleu, effective order so short answers are not zeroed), in [0, 1]."""
-    from sacrebleu.metrics import BLEU
-
-    return BLEU(effective_order=True).sentence_score(output, [reference]).score / 100.0
-
-
-def corpus_bleu(outputs: list[str], references: list[str]) -> float:
-    """BLEU over the whole held-out set, as papers report it, in [0, 1]."""
-    from sacrebleu.metrics import BLEU
-
-    return BLEU().corpus_score(outputs, [references]).score / 100.0
 
 
 def score(output: str, reference: str) -> dict:
     """Every score of one answer against its reference, each in [0, 1]."""
     return {
         "exact_match": float(_normal(output) == _normal(reference)),
-        "token_f1": token_f1(output, reference),
-        "rouge_l": rouge_l(output, reference),
-        "chrf": chrf(output, reference),
-        "bleu": bleu(output, reference),
+        "token_f1": metrics.token_f1(output, reference),
+        "rouge_l": metrics.rouge_l(output, reference),
+        "chrf": metrics.chrf(output, reference),
+        "bleu": metrics.sentence_bleu(output, reference),
     }
 
 
@@ -134,7 +78,7 @@ def run_evaluation(impl, target: dict, pairs: list, max_new_tokens: int) -> tupl
         generations.append({"example": i, "prompt": json.dumps(prompt, ensure_ascii=False),
                             "reference": reference, "output": output, **score(output, reference)})
     means = {k: sum(g[k] for g in generations) / len(generations) for k in SCORES}
-    means["bleu"] = corpus_bleu(outputs, [reference for _, reference in pairs])
+    means["bleu"] = metrics.corpus_bleu(outputs, [reference for _, reference in pairs])
     ppl, source, each = perplexity(impl, target, pairs)
     for generation, value in zip(generations, each):
         generation["perplexity"] = value

@@ -63,6 +63,12 @@ def out_of_range(name: str, number) -> str | None:
     return None
 
 
+# What OpenAI accepts beside them: a model-name suffix of 1..64 characters, a seed that fits
+# a signed 32-bit integer, and training files of at least 10 examples.
+SUFFIX_MAX = 64
+SEED_MAX = 2**31 - 1
+MIN_EXAMPLES = 10
+
 # OpenAI's "auto" epochs (cookbook): aim for 100..25,000 example-passes, 3 epochs by default.
 TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
 MIN_DEFAULT_EPOCHS, MAX_DEFAULT_EPOCHS = 1, 25

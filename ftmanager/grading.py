@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from . import metrics
 from .errors import BackendError, InvalidInput
 
 SUPPORTED = ("string_check", "text_similarity", "score_model")
@@ -212,33 +213,11 @@ def text_similarity(grader: dict, ns: dict) -> Grade:
     return Grade(METRICS[grader["evaluation_metric"]](given, reference))
 
 
-def _fuzzy(given: str, reference: str) -> float:
-    from rapidfuzz import fuzz
-
-    return fuzz.ratio(given, reference) / 100.0
-
-
-def _bleu(given: str, reference: str) -> float:
-    from sacrebleu.metrics import BLEU
-
-    return BLEU(effective_order=True).sentence_score(given, [reference]).score / 100.0
-
-
-def _gleu(given: str, reference: str) -> float:
-    from nltk.translate.gleu_score import sentence_gleu
-
-    return sentence_gleu([reference.split()], given.split())
-
-
 def _rouge(kind: str):
-    def metric(given: str, reference: str) -> float:
-        from rouge_score import rouge_scorer
-
-        return rouge_scorer.RougeScorer([kind]).score(reference, given)[kind].fmeasure
-    return metric
+    return lambda given, reference: metrics.rouge(kind, given, reference)
 
 
-METRICS = {"fuzzy_match": _fuzzy, "bleu": _bleu, "gleu": _gleu, "rouge_l": _rouge("rougeL"),
+METRICS = {"fuzzy_match": metrics.fuzzy, "bleu": metrics.sentence_bleu, "gleu": metrics.gleu, "rouge_l": _rouge("rougeL"),
            **{f"rouge_{n}": _rouge(f"rouge{n}") for n in range(1, 6)}}
 # What OpenAI computes with its own hosted models or data, which ftm cannot do offline.
 UNAVAILABLE = {

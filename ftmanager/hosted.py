@@ -46,7 +46,7 @@ def poll_scale() -> float:
 
 def price_per_1m(model: str) -> float | None:
     """USD per 1M training tokens from the editable model table (None where it has no price)."""
-    from .data.models import model_info
+    from .data.known_models import model_info
 
     try:
         return model_info(model).price_per_1m_train

@@ -16,8 +16,8 @@ from typing import Callable
 from . import registry
 from . import paths
 from .backend import Backend, Progress, RunSpec, Uploads
-from .facts import (CANCELLED, CREATED, FAILED, HYPERPARAMETERS, PAUSED, QUEUED, RANGES, RUNNING, SUCCEEDED,
-                    is_terminal, out_of_range)
+from .facts import CANCELLED, CREATED, FAILED, PAUSED, QUEUED, RUNNING, SEED_MAX, SUCCEEDED, SUFFIX_MAX, is_terminal
+from .hyperparameters import Hyperparameters
 from .errors import BackendError, FtmError, InvalidInput, Refused, without_userinfo
 from .mapping import Mapped, map_model, map_settings
 from .catalog import dataset, dataset_arg, split_dataset
@@ -26,24 +26,8 @@ from .ledger import ledger
 # --- submitting --------------------------------------------------------------------------
 
 
-def hyperparameter(name: str, value) -> int | float | str:
-    """A hyperparameter value checked against its range: a number, or "auto"."""
-    if value is None or value == "auto":
-        return "auto"
-    kind = RANGES[name][0]
-    try:
-        number = kind(value)
-    except (TypeError, ValueError, OverflowError):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise InvalidInput(f"{name} must be a number or 'auto', not {shown}", "") from None
-    problem = out_of_range(name, number)
-    if problem:
-        raise InvalidInput(problem, "")
-    return number
-
-
 def submit(dataset_ref: str, backend: str, model: str | None = None, *,
-           hyperparameters: dict | None = None, suffix: str | None = None, seed: int | None = None,
+           hyperparameters: Hyperparameters | dict | None = None, suffix: str | None = None, seed: int | None = None,
            validation: str | None = None, split: float | None = None, options: dict | None = None,
            parent_run_id: str | None = None, wait: bool = False, on_update: Callable | None = None) -> dict:
     """Record a run, then start it on the backend. Returns the run (finished if wait)."""
@@ -55,7 +39,7 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
     impl.check_model(model)
     impl.check_options(options or {})
     _check_suffix_seed(suffix, seed)
-    hp = {k: hyperparameter(k, (hyperparameters or {}).get(k)) for k in HYPERPARAMETERS}
+    hp = Hyperparameters.of(hyperparameters)  # checked here, once: the ledger and the backend get this record
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
     rules = impl.name if impl.data_rules else None  # the backend's own data rules, found by its name
     report = _refuse_invalid(train, model, rules)
@@ -63,7 +47,7 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
         _refuse_invalid(valid, model, rules)
     row = {"id": _new_run_id(), "backend": backend, "base_model": model, "dataset_id": train["id"],
            "validation_dataset_id": valid["id"] if valid else None, "split": split_info,
-           "hyperparameters": hp, "options": options or {}, "suffix": suffix, "seed": seed,
+           "hyperparameters": hp.to_dict(), "options": options or {}, "suffix": suffix, "seed": seed,
            "status": CREATED, "parent_run_id": parent_run_id, "start_claim": _claim()}
     spec = _spec(row, train, valid)
     resolved = impl.resolve(spec)
@@ -108,10 +92,10 @@ def _new_run_id() -> str:
 
 
 def _check_suffix_seed(suffix, seed) -> None:
-    if suffix is not None and not 1 <= len(suffix) <= 64:
-        raise InvalidInput(f"--suffix must be 1 to 64 characters, not {len(suffix)}", "")
-    if seed is not None and not 0 <= seed <= 2**31 - 1:
-        raise InvalidInput(f"--seed must be between 0 and 2147483647, not {seed}", "")
+    if suffix is not None and not 1 <= len(suffix) <= SUFFIX_MAX:
+        raise InvalidInput(f"--suffix must be 1 to {SUFFIX_MAX} characters, not {len(suffix)}", "")
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise InvalidInput(f"--seed must be between 0 and {SEED_MAX}, not {seed}", "")
 
 
 def _training_data(dataset_ref, validation, split, seed, model) -> tuple[dict, dict | None, dict | None]:
@@ -147,7 +131,7 @@ def _estimate(impl: Backend, spec: RunSpec, report, resolved: dict) -> float | N
     epochs the backend will train (its own default for "auto")."""
     from . import data
 
-    n_epochs = resolved.get("n_epochs", spec.hyperparameters.get("n_epochs", "auto"))
+    n_epochs = resolved.get("n_epochs", spec.hyperparameters.n_epochs)
     try:
         estimate = data.estimate(report, spec.base_model, n_epochs)
     except FtmError:
@@ -172,7 +156,7 @@ def _spec(run: dict, train: dict, valid: dict | None) -> RunSpec:
         run_dir=paths.runs_dir() / run["id"],  # created by _start, not before the run is recorded
         validation_file=Path(valid["path"]) if valid else None,
         validation_dataset_id=valid["id"] if valid else None,
-        hyperparameters=run["hyperparameters"] or {},
+        hyperparameters=Hyperparameters.of(run["hyperparameters"]),
         suffix=run["suffix"],
         seed=run["seed"],
         options=run["options"] or {},

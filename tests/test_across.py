@@ -114,11 +114,15 @@ def test_lineage_shows_dataset_uploads_runs_reruns_and_models(ftm_home, tmp_path
 
 
 def test_scores_match_hand_computed_values():
-    from ftmanager.evaluation import rouge_l, score, token_f1
+    from ftmanager.evaluation import score
+    from ftmanager.metrics import rouge_l, token_f1
 
     assert token_f1("the cat sat", "the cat sat down") == pytest.approx(2 * 1 * 0.75 / 1.75)
     # LCS of (a b c d) and (a c b d) is 3 tokens long
     assert rouge_l("a b c d", "a c b d") == pytest.approx(0.75)
+    # words in any script count (rouge-score's own tokenizer would drop "café"): LCS 1 of 3 and 2
+    assert rouge_l("café au lait", "Café noir") == pytest.approx(2 * (1 / 3) * 0.5 / (1 / 3 + 0.5))
+    assert rouge_l("", "") == 1.0 and rouge_l("", "x") == 0.0
     assert score("Paris", "paris")["exact_match"] == 1.0
     assert score("Lyon", "Paris") == {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0,
                                       "chrf": pytest.approx(0.0, abs=0.2), "bleu": 0.0}

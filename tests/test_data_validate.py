@@ -287,7 +287,7 @@ def test_the_minimum_number_of_examples_is_the_models_own(tmp_path):
 
 
 def test_a_model_name_ftm_cannot_place_is_refused(tmp_path):
-    from ftmanager.data.models import checked_model
+    from ftmanager.data.known_models import checked_model
 
     with pytest.raises(InvalidInput, match=r"unknown model 'nosuchmodel'.*a local model directory or a hub id"):
         checked_model("nosuchmodel")

@@ -206,7 +206,7 @@ def test_download_refuses_names_outside_the_folder_and_says_when_urls_expired(en
     original = env.routes
     try:
         env.routes = [(m, p, evil if fn is routes.download_endpoint else fn, lock) for m, p, fn, lock in original]
-        with pytest.raises(BackendError, match="named a file '../evil.txt', outside the model's folder"):
+        with pytest.raises(BackendError, match="named a file '../evil.txt', which cannot be a file in the model's folder"):
             backend.download(job_id, model, tmp_path / "other" / "adapter")
         env.routes = [(m, p, stale if fn is routes.download_endpoint else fn, lock) for m, p, fn, lock in original]
         with pytest.raises(BackendError, match=r"downloading adapter_config.json from Fireworks failed \(HTTP 403\)"):

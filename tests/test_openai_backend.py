@@ -225,7 +225,7 @@ def test_polling_backs_off_while_waiting_and_is_quick_while_running(monkeypatch)
 def test_resolve_and_estimate_cost_use_openai_rules_and_the_price_table():
     spec = RunSpec(run_id="run-x", base_model=MODEL, training_file=Path("x"), dataset_id="d",
                    n_examples=12, run_dir=Path("."), hyperparameters={"n_epochs": "auto", "batch_size": 4})
-    assert OpenAIBackend().resolve(spec) == {"n_epochs": 8, "batch_size": 4}  # 100 // 12
+    assert OpenAIBackend().resolve(spec) == {"n_epochs": 8, "batch_size": 4, "learning_rate_multiplier": "auto"}  # 100 // 12
     assert OpenAIBackend().estimate_cost(spec, 2_000_000) == pytest.approx(6.0)
     spec.base_model = "a-model-with-no-price"
     assert OpenAIBackend().estimate_cost(spec, 2_000_000) is None

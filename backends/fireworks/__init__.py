@@ -20,6 +20,7 @@ from pathlib import Path
 from ftmanager.backend import Option, Progress, RunSpec, Uploads
 from ftmanager.errors import InvalidInput, Refused, Unsupported
 from ftmanager.hosted import HostedBackend, ProviderJob, RemoteFile, env_number
+from ftmanager.hyperparameters import Hyperparameters
 
 from .datasets import DATA_RULES
 from .progress import BASE_LEARNING_RATE
@@ -137,11 +138,8 @@ class FireworksBackend(HostedBackend):
 
     def resolve(self, spec: RunSpec) -> dict:
         """Hyperparameters as Fireworks trains with them: its defaults where ftm asks nothing."""
-        hp, opts = dict(spec.hyperparameters), _typed(spec.options)
-        mult = hp.get("learning_rate_multiplier", "auto")
-        hp["n_epochs"] = DEFAULT_EPOCHS if hp.get("n_epochs", "auto") == "auto" else hp["n_epochs"]
-        hp["batch_size"] = hp.get("batch_size", "auto")
-        hp["learning_rate"] = opts.get("learning_rate") or BASE_LEARNING_RATE * (1.0 if mult == "auto" else float(mult))
+        hp, opts = spec.hyperparameters.resolved(n_epochs=DEFAULT_EPOCHS), _typed(spec.options)
+        hp["learning_rate"] = opts.get("learning_rate") or spec.hyperparameters.learning_rate(BASE_LEARNING_RATE)
         hp["learning_rate_multiplier"] = hp["learning_rate"] / BASE_LEARNING_RATE
         hp["lora_r"] = opts.get("lora_r") or DEFAULT_LORA_RANK
         return hp
@@ -216,8 +214,8 @@ def _short(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def _asked_rate(hp: dict, opts: dict) -> bool:
-    return bool(opts.get("learning_rate")) or hp.get("learning_rate_multiplier", "auto") != "auto"
+def _asked_rate(hp: Hyperparameters, opts: dict) -> bool:
+    return bool(opts.get("learning_rate")) or hp.asked("learning_rate_multiplier")
 
 
 def _typed(options: dict) -> dict:

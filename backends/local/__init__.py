@@ -190,7 +190,8 @@ class LocalBackend(Backend):
     def _write_spec(self, run_dir: Path, spec: RunSpec) -> None:
         """spec.json, all the worker knows of its run (written aside, then renamed into place)."""
         data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()}
-        data.update(base_model=spec.base_model or self.default_model, run_dir=str(run_dir))
+        data.update(base_model=spec.base_model or self.default_model, run_dir=str(run_dir),
+                    hyperparameters=spec.hyperparameters.to_dict(), resolved_hyperparameters=self.resolve(spec))
         tmp = run_dir / (rundir.SPEC + ".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(run_dir / rundir.SPEC)

@@ -135,8 +135,7 @@ class OpenAIBackend(HostedBackend):
             raise
 
     def _job_params(self, spec: RunSpec, training: str, validation: str | None) -> dict:
-        hp = {k: v for k, v in spec.hyperparameters.items()
-              if k in HYPERPARAMETERS and v not in (None, "auto")}
+        hp = {k: v for k, v in spec.hyperparameters.to_dict().items() if k in HYPERPARAMETERS and v != "auto"}
         params = {"model": spec.base_model, "training_file": training,
                   "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
                   "metadata": {"ftm_run_id": spec.run_id}}
@@ -330,10 +329,7 @@ class OpenAIBackend(HostedBackend):
 
     def resolve(self, spec: RunSpec) -> dict:
         """n_epochs as OpenAI's "auto" will choose it; batch size and rate stay the provider's."""
-        hp = dict(spec.hyperparameters)
-        if hp.get("n_epochs", "auto") == "auto" and spec.n_examples:
-            hp["n_epochs"] = auto_epochs(spec.n_examples)
-        return hp
+        return spec.hyperparameters.resolved(**({"n_epochs": auto_epochs(spec.n_examples)} if spec.n_examples else {}))
 
     def generate(self, result_model: str | None, result_path: str | None, base_model: str,
                  conversations: list[list[dict]], max_new_tokens: int = 256) -> list[str]:

@@ -274,20 +274,15 @@ class TogetherBackend(HostedBackend):
 
     def resolve(self, spec: RunSpec) -> dict:
         """The settings as the job will use them: epochs by ftm's auto rule, batch "max" for auto."""
-        hp, opts = dict(spec.hyperparameters), spec.options
-        if hp.get("n_epochs", "auto") in (None, "auto"):
-            hp["n_epochs"] = auto_epochs(spec.n_examples) or 1
-        multiplier = hp.get("learning_rate_multiplier", "auto")
-        multiplier = 1.0 if multiplier in (None, "auto") else float(multiplier)
+        hp, opts = spec.hyperparameters.resolved(n_epochs=auto_epochs(spec.n_examples) or 1), spec.options
         rate = opts.get("learning_rate")
-        hp.update(learning_rate=float(rate) if rate is not None else BASE_LEARNING_RATE * multiplier,
+        hp.update(learning_rate=float(rate) if rate is not None else spec.hyperparameters.learning_rate(BASE_LEARNING_RATE),
                   method=opts.get("method", "lora"))
-        hp.setdefault("batch_size", "auto")
         return hp
 
     def price(self, model: str, options: dict | None = None) -> float | None:
         """USD per 1M training tokens from models.toml (full training's price where it has one)."""
-        from ftmanager.data.models import model_info, table
+        from ftmanager.data.known_models import model_info, table
 
         try:
             info = model_info(model)

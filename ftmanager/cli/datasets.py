@@ -30,7 +30,7 @@ def add(
 ):
     """Convert a dataset to canonical chat JSONL, validate it and store it in the ledger."""
     from .. import catalog
-    from ..data.models import checked_model
+    from ..data.known_models import checked_model
 
     row, new = catalog.add_dataset(file, name=name, fmt=fmt, model=checked_model(model), skip_invalid=skip_invalid)
     if as_json:
@@ -59,7 +59,7 @@ def validate(
 ):
     """Report every problem per line, then token statistics and the cost estimate."""
     from .. import data
-    from ..data.models import checked_model
+    from ..data.known_models import checked_model
     from ..data.providers import provider_model, rules
 
     if provider:

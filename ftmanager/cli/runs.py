@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import InvalidInput
-from ..facts import CANCELLED, FAILED, HYPERPARAMETERS, SUCCEEDED
+from ..facts import CANCELLED, FAILED, HYPERPARAMETERS, SUCCEEDED, SUFFIX_MAX
 from . import app
 from .flags import BackendFlags, check_flags
 from .output import emit_json, table
@@ -54,7 +54,7 @@ Model = Annotated[str, typer.Option("--model", "-m", help="Base model (default: 
 Epochs = Annotated[str, typer.Option("--epochs", help="N or auto (the default).")]
 BatchSize = Annotated[str, typer.Option("--batch-size", help="N or auto (the default).")]
 Multiplier = Annotated[str, typer.Option("--learning-rate-multiplier", help="X or auto (the default).")]
-Suffix = Annotated[str, typer.Option("--suffix", help="Added to the model name (1-64 characters).")]
+Suffix = Annotated[str, typer.Option("--suffix", help=f"Added to the model name (1-{SUFFIX_MAX} characters).")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for training and --split.")]
 Params = Annotated[list[str], typer.Option("--param", "-p", help="Backend option key=value (repeatable).")]
 Wait = Annotated[bool, typer.Option("--wait", "-w", help="Follow the run until it ends.")]

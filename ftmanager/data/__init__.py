@@ -7,7 +7,7 @@ Pure functions over files: no SQL and no CLI here (the ledger and `ftm datasets`
 from .canonical import Saved, canonical_line, save, split
 from .export import CannotHold, export
 from .formats import EXPORTS, FORMATS, detect
-from .models import ModelInfo, model_info, resolve_epochs
+from .known_models import ModelInfo, model_info, resolve_epochs
 from .preference import kind_of, require_kind
 from .report import Problem, Report
 from .source import read

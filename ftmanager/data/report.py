@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..facts import MIN_EXAMPLES
+
 # A file with a problem on every line would otherwise hold one object per line in memory:
 # keep this many of each code (the counts stay exact).
 KEEP_PER_CODE = 100
@@ -13,7 +15,7 @@ HINTS = {
     "invalid_json": "each line must be one complete JSON object",
     "content_after_array": "a JSON file holds one array: put every example inside it, or use JSONL",
     "invalid_utf8": "save the file as UTF-8",
-    "too_few_examples": "OpenAI refuses training files with fewer than 10 examples",
+    "too_few_examples": f"OpenAI refuses training files with fewer than {MIN_EXAMPLES} examples",
     "special_token": "OpenAI refuses literal control tokens; remove or reword them",
     "duplicate": "duplicates weigh those examples twice",
     "overlap": "examples in both training and validation sets inflate validation scores",

@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from ..errors import InvalidInput
+from ..facts import MIN_EXAMPLES
 from ..tempfiles import shown
 from .formats import FORMATS, Unconvertible, detect, to_canonical
 
@@ -65,7 +66,7 @@ class Source:
         if b"\0" in body:
             raise self.binary(body.count(b"\n", 0, body.index(b"\0")) + 1)
         if not body.strip():
-            raise InvalidInput(f"{self.name}:1: the file is empty", "Add at least 10 examples, one JSON object per line.")
+            raise InvalidInput(f"{self.name}:1: the file is empty", f"Add at least {MIN_EXAMPLES} examples, one JSON object per line.")
         self.is_array = body.lstrip().startswith(b"[")
 
     def __enter__(self) -> Source:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
 
-from .models import FALLBACK_ENCODING
+from .known_models import FALLBACK_ENCODING
 
 # Where tiktoken fetches each encoding, and the sha256 it checks: the cache file is named by
 # sha1(url) in the cache dir (tiktoken/load.py). Kept here so we can look without fetching.

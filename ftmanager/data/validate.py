@@ -17,18 +17,18 @@ from itertools import islice
 
 import orjson
 
-from ..facts import auto_epochs
+from ..facts import MIN_EXAMPLES, auto_epochs
 from ..tempfiles import shown
 from .checks import check_example
 from .formats import Unconvertible, to_canonical
-from .models import ModelInfo, model_info, resolve_epochs
+from .known_models import ModelInfo, model_info, resolve_epochs
 from .preference import check_pair
 from .report import Report
 from .source import BLANK, BadLine, Source, parse_line, resolve_format, split_lines
 from .tokens import choose, counter
 
 PARALLEL_MIN_BYTES = 8 << 20  # below this, starting worker processes costs more than it saves
-OPENAI_MIN_EXAMPLES, RECOMMENDED_EXAMPLES = 10, 50
+RECOMMENDED_EXAMPLES = 50
 NO_HASH = 0  # in Part.hashes: not checked for duplicates
 
 
@@ -307,9 +307,9 @@ def _finish(report: Report, totals: _Totals, info: ModelInfo, tokenizer) -> None
     n = totals.records
     if info.min_examples and n < info.min_examples:
         report.add(None, "too_few_examples", f"{n} example(s); {info.name} needs at least {info.min_examples}", True)
-    elif not info.known and n < OPENAI_MIN_EXAMPLES:
+    elif not info.known and n < MIN_EXAMPLES:
         # an unknown model may be one of OpenAI's: say so without refusing a local run
-        report.add(None, "too_few_examples", f"{n} example(s); OpenAI needs at least {OPENAI_MIN_EXAMPLES}", False)
+        report.add(None, "too_few_examples", f"{n} example(s); OpenAI needs at least {MIN_EXAMPLES}", False)
     elif n < RECOMMENDED_EXAMPLES:
         report.add(None, "few_examples", f"only {n} examples", False)
     if totals.no_system:

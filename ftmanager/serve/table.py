@@ -10,15 +10,14 @@ A client is never told the server's paths: only "served_models.toml in the serve
 from __future__ import annotations
 
 import logging
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import tomltables
+from .. import tables
 from ..errors import InvalidInput
 from ..front.state import ApiError
 
-SHIPPED = Path(__file__).resolve().parent.parent / "data" / "served_models.toml"
+SHIPPED = tables.shipped(tables.SERVED_MODELS)
 ROW_KEYS = ("local", "options")
 WHERE = "served_models.toml in the server's FTM_HOME"  # what a client is told instead of a path
 log = logging.getLogger("ftm.serve")
@@ -36,7 +35,7 @@ class Served:
 
 def user_path() -> Path:
     """$FTM_HOME/served_models.toml (read when present, never created)."""
-    return tomltables.user_file(SHIPPED)
+    return tables.user_file(tables.SERVED_MODELS)
 
 
 def check() -> dict[str, Served]:
@@ -80,16 +79,7 @@ def table() -> dict[str, Served]:
 
 def _rows(path: Path) -> dict[str, dict]:
     """The checked [models] rows of one file."""
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except IsADirectoryError:
-        raise _bad(path, "is a folder, not a file") from None
-    except OSError as err:
-        raise _bad(path, f"cannot be read ({err.strerror})") from None
-    except UnicodeDecodeError:
-        raise _bad(path, "is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as err:
-        raise _bad(path, f"is not valid TOML ({err})") from None
+    data = tables.read(path, lambda path, err: _bad(path, f"is not valid TOML ({err})"), unreadable=_bad)
     unknown = sorted(set(data) - {"models"})
     if unknown:
         raise _bad(path, f"has an unknown table or key '{unknown[0]}' (only [models.\"NAME\"] rows)")

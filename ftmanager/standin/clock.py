@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..asks import Ask, Done, Piece
+from ..facts import MIN_EXAMPLES, RANGES, auto_epochs
 from ..front.service import Service
 from ..front.state import Job
-from .file_checks import MIN_EXAMPLES, TOKEN, check_file, count_tokens
+from .file_checks import TOKEN, check_file, count_tokens
 
 # Seconds each phase takes at speed 1; --speed divides them.
 PHASES = {"validating_files": 2.0, "queued": 3.0, "step": 0.5}
@@ -239,14 +240,10 @@ def resolve(requested: dict, n_examples: int) -> dict:
     """OpenAI's `auto` hyperparameters for n examples (epochs by its documented rule)."""
     epochs = requested.get("n_epochs", "auto")
     if epochs == "auto":
-        epochs = 3
-        if n_examples * 3 < 100:
-            epochs = min(25, 100 // n_examples)
-        elif n_examples * 3 > 25000:
-            epochs = max(1, 25000 // n_examples)
+        epochs = auto_epochs(n_examples)
     batch = requested.get("batch_size", "auto")
     if batch == "auto":
-        batch = max(1, min(256, n_examples // 500))
+        batch = max(1, min(RANGES["batch_size"][2], n_examples // 500))
     lrm = requested.get("learning_rate_multiplier", "auto")
     return {"n_epochs": epochs, "batch_size": batch,
             "learning_rate_multiplier": 1.8 if lrm == "auto" else lrm}

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-MIN_EXAMPLES = 10
+from ..facts import MIN_EXAMPLES
+
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>",
                   "<|fim_middle|>", "<|fim_suffix|>", "<|endofprompt|>")
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}

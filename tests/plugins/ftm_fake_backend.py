@@ -77,7 +77,7 @@ class FakeBackend(Backend):
         job_id = f"fakejob-{len(list(self.dir.glob('fakejob-*.json'))) + 1}-{spec.run_id}"
         self._save({"id": job_id, "run_id": spec.run_id, "model": spec.base_model, "step": 0,
                     "file": file_id, "training_file": str(spec.training_file),
-                    "hyperparameters": spec.hyperparameters,
+                    "hyperparameters": spec.hyperparameters.to_dict(),
                     "cancelled": False, "paused": False})
         if spec.base_model == "fake-drop":
             raise ConnectionResetError("connection dropped after the job was created")

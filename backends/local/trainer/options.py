@@ -8,6 +8,7 @@ from __future__ import annotations
 from ftmanager.backend import Option
 from ftmanager.errors import InvalidInput
 from ftmanager.facts import auto_epochs
+from ftmanager.hyperparameters import Hyperparameters
 
 from ..modeling.loading import checked_device
 
@@ -108,17 +109,12 @@ def needs_validation(opts: dict, validation_file) -> None:
                            "Submit with --validation FILE or --split 0.1.")
 
 
-def resolve_hyperparameters(hp: dict, options: dict, n_examples: int) -> dict:
-    """n_epochs, batch_size, learning_rate_multiplier and learning_rate as the run uses them."""
-    epochs = hp.get("n_epochs", "auto")
-    epochs = auto_epochs(n_examples) if epochs in (None, "auto") else int(epochs)
-    batch = hp.get("batch_size", "auto")
-    if batch in (None, "auto"):
-        batch = max(1, min(DEFAULT_BATCH_SIZE, n_examples // 4))
-    mult = hp.get("learning_rate_multiplier", "auto")
-    mult = 1.0 if mult in (None, "auto") else float(mult)
+def resolve_hyperparameters(hp: Hyperparameters, options: dict, n_examples: int) -> dict:
+    """n_epochs, batch_size, learning_rate_multiplier and learning_rate as the run uses them
+    (worked out once, at submit: the worker reads them from spec.json)."""
     method = options.get("method", "qlora")
     lr = options.get("learning_rate")
-    lr = float(lr) if lr is not None else (FULL_LEARNING_RATE if method == "full" else BASE_LEARNING_RATE) * mult
-    return {"n_epochs": epochs, "batch_size": int(batch), "learning_rate_multiplier": mult, "learning_rate": lr,
-            "method": method}
+    base = FULL_LEARNING_RATE if method == "full" else BASE_LEARNING_RATE
+    resolved = hp.resolved(n_epochs=auto_epochs(n_examples), batch_size=max(1, min(DEFAULT_BATCH_SIZE, n_examples // 4)),
+                           learning_rate_multiplier=1.0)
+    return {**resolved, "learning_rate": float(lr) if lr is not None else hp.learning_rate(base), "method": method}

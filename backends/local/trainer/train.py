@@ -24,7 +24,7 @@ from torch import nn
 from ..modeling import encoding, loading as models, templates
 from . import batching, rundir
 from .kernels import attend_per_example, fuse_lora
-from .options import resolve_hyperparameters, resolve_options
+from .options import resolve_options
 from ftmanager.errors import InvalidInput
 from ftmanager.facts import PAUSED, RUNNING
 
@@ -82,13 +82,13 @@ def train(run: Run, resume: bool) -> None:
     tok = models.load_tokenizer(base_path)
     template = prompt_format(run, tok)
     model = models.trainable(base_path, run.device, run.opts, run.seed, ckpt / weights(run) if ckpt else None)
-    train_set, n_examples = encode_file(run, tok, run.spec["training_file"], template)
+    train_set = encode_file(run, tok, run.spec["training_file"], template)[0]
     valid = encode_file(run, tok, run.spec["validation_file"], template)[0] if run.spec.get("validation_file") else []
     collate = batching.collator(run.opts["packing"], tok.pad_token_id, run.device)
     save = lambda out: models.save(model, tok, out, template)  # noqa: E731  (adapter or whole model)
 
     # How long: n_epochs passes over the examples, batch_size examples per optimizer step
-    hp = resolve_hyperparameters(run.spec.get("hyperparameters") or {}, run.opts, n_examples)
+    hp = run.spec["resolved_hyperparameters"]  # resolved once, by the backend at submit
     epochs, batch_size = hp["n_epochs"], hp["batch_size"]
     total = epochs * batching.steps_per_epoch(len(train_set), batch_size)
     run.report("hyperparameters", hyperparameters={**hp, "template": template, "seed": run.seed},

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import time
 
+from ...facts import RANGES, SEED_MAX, SUFFIX_MAX, out_of_range
 from ..state import ApiError, Job, new_id
-
-_RANGES = {  # name: (types, low, high, exclusive low)
-    "n_epochs": ((int,), 1, 50, False),
-    "batch_size": ((int,), 1, 256, False),
-    "learning_rate_multiplier": ((int, float), 0, None, True),
-}
 
 
 def job_from_request(srv, body: dict) -> Job:
@@ -61,16 +56,16 @@ def _refuse_integrations(integrations) -> None:
 
 
 def _suffix(suffix):
-    if suffix is not None and (not isinstance(suffix, str) or not 1 <= len(suffix) <= 64):
-        raise ApiError(400, "'suffix' must be a string of 1 to 64 characters.", param="suffix")
+    if suffix is not None and (not isinstance(suffix, str) or not 1 <= len(suffix) <= SUFFIX_MAX):
+        raise ApiError(400, f"'suffix' must be a string of 1 to {SUFFIX_MAX} characters.", param="suffix")
     return suffix
 
 
 def _seed(seed) -> int:
     if seed is None:
-        return int(time.time()) % 2**31  # OpenAI picks one and reports it
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**31 - 1:
-        raise ApiError(400, "'seed' must be an integer from 0 to 2147483647.", param="seed")
+        return int(time.time()) % (SEED_MAX + 1)  # OpenAI picks one and reports it
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
+        raise ApiError(400, f"'seed' must be an integer from 0 to {SEED_MAX}.", param="seed")
     return seed
 
 
@@ -102,11 +97,11 @@ def _hyperparameters(body: dict) -> dict:
     if not isinstance(hp, dict):
         raise ApiError(400, f"'{where}' must be an object.", param=where)
     out = {}
-    for name, (types, low, high, exclusive) in _RANGES.items():
+    for name, (kind, *_bounds) in RANGES.items():
         value = hp.get(name, "auto")
+        types = (int,) if kind is int else (int, float)  # a whole number is a fine multiplier
         ok = value == "auto" or (isinstance(value, types) and not isinstance(value, bool)
-                                 and (value > low if exclusive else value >= low)
-                                 and (high is None or value <= high))
+                                 and out_of_range(name, value) is None)
         if not ok:
             raise ApiError(400, f"Invalid value for {name}: {value!r}.", param=f"{where}.{name}")
         out[name] = value

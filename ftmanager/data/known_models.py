@@ -1,18 +1,17 @@
-"""What ftm knows about base models (models.toml beside this file, merged with the user's) and
-OpenAI's billing rules (its epoch rule is ftmanager.facts')."""
+"""What ftm knows about base models (models.toml beside this file, merged with the user's, read
+through ftmanager.tables) and OpenAI's billing rules (its epoch rule is ftmanager.facts')."""
 
 from __future__ import annotations
 
-import os
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .. import tables
 from ..errors import InvalidInput
-from ..facts import auto_epochs, out_of_range
+from ..facts import RANGES, auto_epochs, out_of_range
 
-SHIPPED = Path(__file__).with_name("models.toml")
+SHIPPED = tables.shipped(tables.MODELS)
 FALLBACK_ENCODING = "cl100k_base"
 
 @dataclass(frozen=True)
@@ -31,28 +30,19 @@ class ModelInfo:
 
 def user_table_path() -> Path:
     """$FTM_HOME/models.toml (not created: only read when the user made it)."""
-    env = os.environ.get("FTM_HOME")
-    if env:
-        return Path(env).expanduser() / "models.toml"
-    import platformdirs  # late: only when FTM_HOME is unset
-
-    return Path(platformdirs.user_data_dir("ftm", appauthor=False)) / "models.toml"
+    return tables.user_file(tables.MODELS)
 
 
-def _load(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise InvalidInput(f"{path}: {e}", "Fix the TOML syntax in that file.") from None
+def _invalid(path: Path, err: Exception) -> InvalidInput:
+    return InvalidInput(f"{path}: {err}", "Fix the TOML syntax in that file.")
 
 
 @lru_cache(maxsize=8)
 def _table(user_path: str, user_mtime: float) -> dict:
     """Shipped table with the user's merged over it, field by field (cached per user file)."""
-    table = _load(SHIPPED)
+    table = tables.read(SHIPPED, _invalid)
     if user_mtime >= 0:
-        user = _load(Path(user_path))
+        user = tables.read(Path(user_path), _invalid)
         table["default_model"] = user.get("default_model", table["default_model"])
         for name, fields in user.get("models", {}).items():
             table["models"].setdefault(name, {}).update(fields)
@@ -136,5 +126,6 @@ def resolve_epochs(n_epochs, n_examples: int) -> int:
     except (TypeError, ValueError):
         value = 0
     if out_of_range("n_epochs", value) or str(value) != str(n_epochs).strip():
-        raise InvalidInput(f"n_epochs must be 1-50 or auto, not {n_epochs!r}", "Pass a whole number of epochs or auto.")
+        _kind, low, high, _exclusive = RANGES["n_epochs"]
+        raise InvalidInput(f"n_epochs must be {low}-{high} or auto, not {n_epochs!r}", "Pass a whole number of epochs or auto.")
     return value
