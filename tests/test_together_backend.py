@@ -161,6 +161,7 @@ def test_cancel_keeps_togethers_word_until_the_job_is_cancelled(env, chat_file, 
     run = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "--json").json()
     job = env.state.jobs[run["provider_job_id"]]
     wait_until(lambda: env.service.refresh(job) or job.status == "queued")
+    assert ftm("sync").code == 0  # the ledger has seen it queued (submit's own poll may have seen it pending)
     cancelled = ftm("cancel", run["id"], "--json")
     assert cancelled.code == 0, cancelled
     assert cancelled.json()["status"] == "queued"  # cancel_requested is no end yet
