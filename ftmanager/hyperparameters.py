@@ -17,7 +17,8 @@ from .facts import HYPERPARAMETERS, RANGES, out_of_range
 AUTO = "auto"
 SUPERVISED = "supervised"
 # Each training method and the settings it takes beyond the common three.
-METHODS: dict[str, tuple[str, ...]] = {SUPERVISED: ()}
+DPO = "dpo"
+METHODS: dict[str, tuple[str, ...]] = {SUPERVISED: (), DPO: ("beta",)}
 
 
 def checked(name: str, value) -> int | float | str:
