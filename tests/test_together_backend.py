@@ -140,7 +140,7 @@ def test_definite_refusals_fail_the_run_in_one_line(env, chat_file, ftm_home, mo
 def test_openai_models_and_bad_options_are_refused_before_anything_is_recorded(env, chat_file, ftm_home):
     openai_model = ftm("submit", chat_file, "-b", "together", "-m", "gpt-4o-mini")
     assert openai_model.code == 1 and f"--model {MODEL}" in openai_model.err
-    qlora = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "--method", "qlora")
+    qlora = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "-p", "method=qlora")
     assert qlora.code == 1 and "method must be lora or full" in qlora.err
     assert ftm("runs", "--json").json() == [] and env.requests[("POST", "/files")] == 0
 
