@@ -20,7 +20,7 @@ def home(ftm_home):
 
 
 LOCAL_OPTIONS = {"learning_rate": "1e-4", "lora_r": "8", "lora_alpha": "16", "lora_dropout": "0.1",
-                 "target_modules": "q_proj,v_proj", "method": "qlora", "max_length": "512", "packing": "true"}
+                 "target_modules": "q_proj,v_proj", "training_type": "qlora", "max_length": "512", "packing": "true"}
 
 
 def parent(backend: str, model: str, options: dict | None = None, resolved: dict | None = None) -> dict:
@@ -48,9 +48,19 @@ def test_an_openai_run_goes_to_together_on_the_tables_model_with_what_it_resolve
 def test_local_options_carry_to_together_by_name_and_qlora_becomes_lora():
     run = parent("local", "HuggingFaceTB/SmolLM2-135M-Instruct", LOCAL_OPTIONS)
     out = map_settings(run, registry.load("local"), registry.load("together"), {}, {})
-    assert out.options == {k: v for k, v in {**LOCAL_OPTIONS, "method": "lora"}.items() if k != "packing"}
-    assert "method=qlora -> lora (together has no qlora)" in out.notes
+    carried = {("method" if k == "training_type" else k): v for k, v in LOCAL_OPTIONS.items() if k != "packing"}
+    assert out.options == {**carried, "method": "lora"}
+    assert "training_type=qlora -> lora (together has no qlora)" in out.notes
     assert out.dropped == ["packing=true (together has no such option)"]
+
+
+def test_an_old_local_runs_method_is_read_as_its_training_type():
+    """Local's training_type was called method: old runs' rows still re-run as they trained."""
+    run = parent("local", "HuggingFaceTB/SmolLM2-135M-Instruct", {"method": "qlora"}, resolved={"method": "qlora"})
+    local = map_settings(run, registry.load("local"), registry.load("local"), {}, {})
+    assert local.options == {"training_type": "qlora"} and local.dropped == []
+    together = map_settings(run, registry.load("local"), registry.load("together"), {}, {})
+    assert together.options == {"method": "lora"}
 
 
 def test_a_model_with_no_together_row_is_one_line_naming_the_table():
@@ -62,7 +72,8 @@ def test_together_full_training_goes_home_as_full_and_fireworks_says_it_cannot()
     run = parent("together", MODEL, {"method": "full", "learning_rate": "2e-5", "max_length": "4096"})
     model, home = mapped(run, "local")
     assert model == "meta-llama/Llama-3.1-8B-Instruct"  # the same weights, at home
-    assert home.options == {"method": "full", "learning_rate": "2e-5", "max_length": "4096"}
+    assert home.options == {"training_type": "full", "learning_rate": "2e-5", "max_length": "4096"}
+    assert "method=full -> training_type (local's name for it)" in home.notes
     model, fw = mapped(run, "fireworks")
     assert model == "accounts/fireworks/models/llama-v3p1-8b-instruct"
     assert fw.options == {"learning_rate": "2e-5", "max_context_length": "4096"}

@@ -26,7 +26,7 @@ from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused
 from .modeling.loading import check_base
 from .trainer import rundir
 from .trainer.launch import start_worker, wait_gone
-from .trainer.options import (BASE_LEARNING_RATE, FULL_LEARNING_RATE, OPTIONS, needs_validation,
+from .trainer.options import (BASE_LEARNING_RATE, FULL_LEARNING_RATE, OPTIONS, needs_validation, renamed,
                       resolve_hyperparameters, resolve_options)
 
 # bitsandbytes logs, on importing on a CPU with AVX512-BF16, that it could not fetch a fused
@@ -51,7 +51,7 @@ class LocalBackend(Backend):
 
     def check_options(self, options: dict) -> None:
         """Refuse unknown options and bad values at submit, before the run is recorded."""
-        super().check_options(options)
+        super().check_options(renamed(options))  # -p method=qlora: training_type's old name
         resolve_options(options)
 
     def start(self, spec: RunSpec, uploads: Uploads) -> str:

@@ -103,7 +103,7 @@ def train(run: Run, resume: bool) -> None:
     step, best = restore(ckpt, opt, sched, run.opts) if ckpt else (0, Best(run.opts))
     if ckpt:
         run.event(f"Resumed from checkpoint at step {step}/{total}")
-    run.event(f"Fine-tuning started ({hp['method']}): {len(train_set)} examples, {epochs} epochs, {total} steps "
+    run.event(f"Fine-tuning started ({run.opts['training_type']}): {len(train_set)} examples, {epochs} epochs, {total} steps "
               f"on {run.device}" + (f" x {run.world} processes (DDP)" if run.world > 1 else ""))
 
     # The loop: one optimizer step per batch, validation where asked, a checkpoint per epoch
@@ -321,7 +321,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def weights(run: Run) -> str:
     """The folder name of what the run trains: the LoRA adapter, or the whole model."""
-    return "model" if run.opts["method"] == "full" else "adapter"
+    return "model" if run.opts["training_type"] == "full" else "adapter"
 
 
 def checkpoint(run: Run, save, opt, sched, step: int, best: Best) -> None:
