@@ -105,3 +105,34 @@ def test_rerun_maps_the_model_through_the_users_table_and_refuses_what_it_cannot
     assert f"model={MODEL} (the fake row)" in rerun.err
     compared = ftm("compare", first["id"], child["id"], "--json").json()["runs"]
     assert [(r["backend"], r["method"]) for r in compared] == [("fake", None), ("together", "lora")]
+
+
+def dpo_parent(backend: str, model: str, asked: dict, resolved: dict | None = None) -> dict:
+    run = parent(backend, model, resolved=resolved)
+    run["hyperparameters"].update(asked)
+    return run
+
+
+def test_a_dpo_run_carries_its_method_and_beta_by_name_to_every_backend():
+    run = dpo_parent("openai", "gpt-4o-mini-2024-07-18", {"method": "dpo", "beta": "auto"},
+                     resolved={"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.8, "beta": 0.1})
+    _model, out = mapped(run, "together")
+    assert out.hyperparameters["method"] == "dpo" and out.hyperparameters["beta"] == 0.1
+    assert "beta=0.1 (resolved from auto)" in out.notes
+    imported = dpo_parent("together", MODEL, {"method": "dpo", "dpo_beta": 0.4})  # Together's own name
+    home = map_settings(imported, registry.load("together"), registry.load("openai"), {}, {})
+    assert (home.hyperparameters["method"], home.hyperparameters["beta"]) == ("dpo", 0.4)
+
+
+def test_a_dpo_run_re_runs_with_its_beta_and_a_new_one_overrides(env, tmp_path):
+    import sdk_backends as kit
+
+    prefs = kit.preferences(tmp_path / "prefs.jsonl")
+    first = ftm("submit", prefs, "-b", "together", "-m", MODEL, "--method", "dpo", "--beta", "0.3", "--json")
+    assert first.code == 0, first
+    again = ftm("rerun", first.json()["id"], "-b", "together", "--json")
+    over = ftm("rerun", first.json()["id"], "-b", "together", "--beta", "0.7", "--json")
+    assert again.code == 0 and over.code == 0, (again, over)
+    sent = [env.state.jobs[r.json()["provider_job_id"]].asked["training_method"] for r in (again, over)]
+    assert [(s["method"], s["dpo_beta"]) for s in sent] == [("dpo", 0.3), ("dpo", 0.7)]
+    assert "method=dpo" in again.err
