@@ -166,8 +166,7 @@ class Backend(abc.ABC):
     def check_method(self, method: str, model: str) -> None:
         """Refuse, in one line, a training method this backend (or this model) cannot run."""
         if method not in self.methods:
-            raise Unsupported(f"the {self.name} backend has no {method} training",
-                              f"Use a backend that has it: {', '.join(_backends_with(method)) or 'none yet'}.")
+            raise Unsupported(f"the {self.name} backend has no {method} training", "Use a backend that has it.")
 
     @abc.abstractmethod
     def start(self, spec: RunSpec, uploads: Uploads) -> str:
@@ -283,16 +282,3 @@ class Backend(abc.ABC):
                 f"Options it takes: {known} (see `ftm backends`).",
             )
 
-
-def _backends_with(method: str) -> list[str]:
-    """The installed backends that run method (for the refusal's hint)."""
-    from . import registry
-
-    found = []
-    for name in registry.names():
-        try:
-            if method in registry.load(name).methods:
-                found.append(name)
-        except Exception:  # a plugin that fails to load names nothing
-            continue
-    return found

@@ -18,7 +18,7 @@ from . import paths
 from .backend import Backend, Progress, RunSpec, Uploads
 from .facts import CANCELLED, CREATED, FAILED, PAUSED, QUEUED, RUNNING, SEED_MAX, SUCCEEDED, SUFFIX_MAX, is_terminal
 from .hyperparameters import Hyperparameters
-from .errors import BackendError, FtmError, InvalidInput, Refused, without_userinfo
+from .errors import BackendError, FtmError, InvalidInput, Refused, Unsupported, without_userinfo
 from .mapping import Mapped, map_model, map_settings
 from .catalog import dataset, dataset_arg, split_dataset
 from .ledger import ledger
@@ -40,7 +40,7 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
     impl.check_options(options or {})
     _check_suffix_seed(suffix, seed)
     hp = Hyperparameters.of(hyperparameters)  # checked here, once: the ledger and the backend get this record
-    impl.check_method(hp.method, model)
+    _check_method(impl, hp.method, model)
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
     _require_kind(hp.method, train, valid)
     rules = impl.name if impl.data_rules else None  # the backend's own data rules, found by its name
@@ -133,6 +133,22 @@ def _training_data(dataset_ref, validation, split, seed, model) -> tuple[dict, d
         train, valid = split_dataset(train, split, seed)
         return train, valid, {"fraction": split, "seed": seed}
     return train, None, None
+
+
+def _check_method(impl: Backend, method: str, model: str) -> None:
+    """The backend's refusal of a method it cannot run, naming the backends that can."""
+    try:
+        impl.check_method(method, model)
+    except Unsupported as err:
+        able = [name for name in registry.names() if method in _methods_of(name)]
+        raise Unsupported(err.what, f"Use a backend that has it: {', '.join(able) or 'none yet'}.") from None
+
+
+def _methods_of(name: str) -> tuple[str, ...]:
+    try:
+        return registry.load(name).methods
+    except Exception:  # noqa: BLE001  (a plugin that does not load runs nothing)
+        return ()
 
 
 def _require_kind(method: str, train: dict, valid: dict | None) -> None:
