@@ -43,7 +43,7 @@ def map_settings(parent: dict, source, target, hp_overrides: dict, option_overri
             value = resolved[key]
             out.notes.append(f"{key}={value} (resolved by {source.name} from auto)")
         out.hyperparameters[key] = value
-    _map_method(asked, resolved, out)
+    _map_method({"method": parent.get("method"), **asked}, resolved, out)
     _map_options(parent.get("options") or {}, source, target, out)
     out.hyperparameters.update({k: v for k, v in hp_overrides.items() if v is not None})
     out.options.update(option_overrides)
@@ -58,7 +58,7 @@ def _map_method(asked: dict, resolved: dict, out: Mapped) -> None:
     """The parent's training method and its own settings (beta), by name, resolved where asked "auto"."""
     from .hyperparameters import METHODS, SUPERVISED
 
-    method = asked.get("method") or SUPERVISED
+    method = asked.get("method") or SUPERVISED  # an imported run's own column says it too
     if method == SUPERVISED or method not in METHODS:
         return
     out.hyperparameters["method"] = method
