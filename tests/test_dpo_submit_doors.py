@@ -83,7 +83,8 @@ def test_a_backend_without_dpo_refuses_before_anything(env, prefs, monkeypatch):
     monkeypatch.setenv("FIREWORKS_API_KEY", "fw-test-key")
     monkeypatch.setenv("FIREWORKS_ACCOUNT_ID", "acct")
     line = refused(env, prefs, "-b", "fireworks", "--method", "dpo")
-    assert "the fireworks backend has no dpo training" in line and "openai" in line and "together" in line
+    assert "the fireworks backend has no dpo training yet (Fireworks runs DPO as its own dpoJobs resource" in line
+    assert "Use a backend that has it: " in line and "openai" in line and "together" in line
 
 
 @pytest.mark.parametrize("broken, said", [
