@@ -18,8 +18,9 @@ from . import paths
 from .backend import Backend, Progress, RunSpec, Uploads
 from .facts import CANCELLED, CREATED, FAILED, PAUSED, QUEUED, RUNNING, SEED_MAX, SUCCEEDED, SUFFIX_MAX, is_terminal
 from .hyperparameters import Hyperparameters
-from .errors import BackendError, FtmError, InvalidInput, Refused, Unsupported, without_userinfo
+from .errors import BackendError, FtmError, InvalidInput, Refused, without_userinfo
 from .mapping import Mapped, map_model, map_settings
+from .methods import check_method, refuse_chain, require_kind, trained_from
 from .catalog import dataset, dataset_arg, split_dataset
 from .ledger import ledger
 
@@ -40,9 +41,9 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
     impl.check_options(options or {})
     _check_suffix_seed(suffix, seed)
     hp = Hyperparameters.of(hyperparameters)  # checked here, once: the ledger and the backend get this record
-    _check_method(impl, hp.method, model)
+    check_method(impl, hp.method, model)
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
-    _require_kind(hp.method, train, valid)
+    require_kind(hp.method, train, valid)
     rules = impl.name if impl.data_rules else None  # the backend's own data rules, found by its name
     report = _refuse_invalid(train, model, rules)
     if valid and rules:
@@ -79,7 +80,7 @@ def rerun(ref: str, backend: str, model: str | None = None, *,
 
         check_rerun(parent)
     source, target = registry.load(parent["backend"]), registry.load(backend)
-    _refuse_chain(parent, target)
+    refuse_chain(parent, target)
     mapped = map_settings(parent, source, target, hyperparameters or {}, options or {})
     model = model or map_model(parent, target, mapped)
     run = submit(
@@ -91,22 +92,6 @@ def rerun(ref: str, backend: str, model: str | None = None, *,
     )
     ledger().add_event(run["id"], f"re-run of {parent['id']} ({parent['backend']}): {mapped.summary()}")
     return (watch(run["id"], on_update) if wait else run), mapped
-
-
-def trained_from(model: str) -> dict | None:
-    """The ledger's run whose result is model (an SFT run a DPO run builds on), or None."""
-    return next((m for m in ledger().models() if m["kind"] == "model" and m["model_id"] == model), None)
-
-
-def _refuse_chain(parent: dict, target) -> None:
-    """A run trained on top of an earlier run's model cannot move to another backend alone:
-    that model lives on the parent's provider. Say to re-run the chain one link at a time."""
-    upstream = trained_from(parent["base_model"])
-    if upstream and target.name != parent["backend"]:
-        raise InvalidInput(
-            f"run {parent['id']} trained on top of {upstream['run_id']}'s model, which {target.name} does not have",
-            f"Re-run {upstream['run_id']} on {target.name} first, then submit this dataset "
-            f"(--method {(parent.get('hyperparameters') or {}).get('method', 'supervised')}) on its result.")
 
 
 def _new_run_id() -> str:
@@ -133,33 +118,6 @@ def _training_data(dataset_ref, validation, split, seed, model) -> tuple[dict, d
         train, valid = split_dataset(train, split, seed)
         return train, valid, {"fraction": split, "seed": seed}
     return train, None, None
-
-
-def _check_method(impl: Backend, method: str, model: str) -> None:
-    """The backend's refusal of a method it cannot run, naming the backends that can."""
-    try:
-        impl.check_method(method, model)
-    except Unsupported as err:
-        able = [name for name in registry.names() if method in _methods_of(name)]
-        raise Unsupported(err.what, f"Use a backend that has it: {', '.join(able) or 'none yet'}.") from None
-
-
-def _methods_of(name: str) -> tuple[str, ...]:
-    try:
-        return registry.load(name).methods
-    except Exception:  # noqa: BLE001  (a plugin that does not load runs nothing)
-        return ()
-
-
-def _require_kind(method: str, train: dict, valid: dict | None) -> None:
-    """Refuse, before anything is uploaded or recorded, data of the wrong kind for the method:
-    preference pairs for DPO, chat examples otherwise (the validation set too)."""
-    from .data import require_kind
-
-    wanted, purpose = ("preference", "a DPO run") if method == "dpo" else ("chat", f"a {method} run")
-    require_kind(train, wanted, purpose)
-    if valid:
-        require_kind(valid, wanted, f"{purpose}'s validation set")
 
 
 def _refuse_invalid(ds: dict, model: str, provider: str | None = None):
