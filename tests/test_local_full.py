@@ -90,9 +90,11 @@ def test_the_training_type_is_an_option_checked_at_submit(tmp_path, tiny_llama):
     backend = LocalBackend()
     assert "--training-type" in ftm("submit", "--help").out
     types = [backend.resolve(tiny_spec(tmp_path, tiny_llama, **options))["training_type"]
-             for options in ({"quantize": "true"}, {}, {"training_type": "full"}, {"training_type": "LoRA"},
-                             {"method": "full"})]  # method: its old name, as old commands and runs say it
-    assert types == ["qlora", "lora", "full", "lora", "full"]  # tiny_spec says quantize=false unless told
+             for options in ({"quantize": "true"}, {}, {"training_type": "full"}, {"training_type": "LoRA"})]
+    assert types == ["qlora", "lora", "full", "lora"]  # tiny_spec says quantize=false unless told
+    old = tiny_spec(tmp_path, tiny_llama)
+    old.options["method"] = "full"  # training_type's old name, as old commands and runs say it
+    assert backend.resolve(old)["training_type"] == "full"
     backend.check_options({"method": "full"})
     full = tiny_spec(tmp_path, tiny_llama, training_type="full", learning_rate_multiplier=2)
     full.options.pop("learning_rate")

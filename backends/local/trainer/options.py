@@ -8,9 +8,10 @@ from __future__ import annotations
 from ftmanager.backend import Option
 from ftmanager.errors import InvalidInput
 from ftmanager.facts import auto_epochs
-from ftmanager.hyperparameters import Hyperparameters
+from ftmanager.hyperparameters import AUTO, DPO, Hyperparameters
 
 from ..modeling.loading import checked_device
+from .dpo import LOSSES, Settings
 
 # The base learning rate that --learning-rate-multiplier scales: a common LoRA rate, and for
 # full fine-tuning (every weight moves) HF Trainer's default, which the classic walk-throughs keep.
@@ -39,9 +40,13 @@ SPECS: dict[str, tuple] = {
                                "auto: chat, or alpaca for a model without one")),
     "keep": (str, "last", "the run's model: last, or best (lowest validation loss; needs validation data)"),
     "early_stopping": (int, 0, "stop after N validation passes without a lower loss (0: never)"),
+    "dpo_loss": (str, "sigmoid", "DPO runs: sigmoid (DPO), robust (robust DPO) or ipo (IPO)"),
+    "label_smoothing": (float, 0.0, "DPO runs: the chance a preference is flipped, in [0, 0.5) (cDPO)"),
 }
+DPO_OPTIONS = ("dpo_loss", "label_smoothing")
+DEFAULT_BETA = 0.1  # OpenAI's and TRL's beta when "auto"
 CHOICES = {"training_type": ("qlora", "lora", "full"), "template": ("auto", "chat", "alpaca", "plain"),
-           "keep": ("last", "best")}
+           "keep": ("last", "best"), "dpo_loss": LOSSES}
 
 # The declaration ftm offers (`ftm backends`, the flags of `ftm submit`): "modules" is typed as text.
 OPTIONS = {name: Option(help_, str if kind == "modules" else kind, default)
@@ -102,6 +107,7 @@ def resolve_options(options: dict) -> dict:
         if out[name] not in allowed:
             raise InvalidInput(f"option {name} must be one of {', '.join(allowed)}, not {out[name]!r}",
                                f"Use e.g. -p {name}={allowed[0]}.")
+    Settings(loss=out["dpo_loss"], label_smoothing=out["label_smoothing"])  # refuses what DPO cannot use
     out["device"] = checked_device(out["device"])
     out["training_type"] = _training_type(out, asked=options)
     out["quantize"] = out["training_type"] == "qlora"
@@ -126,6 +132,16 @@ def needs_validation(opts: dict, validation_file) -> None:
                            "Submit with --validation FILE or --split 0.1.")
 
 
+def check_method(hp: Hyperparameters, asked: dict, opts: dict) -> None:
+    """Refuse DPO's options on a supervised run, and DPO over several processes (not built)."""
+    given = [name for name in DPO_OPTIONS if name in asked]
+    if given and hp.method != DPO:
+        raise InvalidInput(f"option {', '.join(given)} is for DPO runs, and this run is {hp.method}",
+                           "Add --method dpo, or leave the option out.")
+    if hp.method == DPO and opts["gpus"] > 1:
+        raise InvalidInput("local DPO runs in one process", "Use -p gpus=1.")
+
+
 def resolve_hyperparameters(hp: Hyperparameters, options: dict, n_examples: int) -> dict:
     """n_epochs, batch_size, learning_rate_multiplier and learning_rate as the run uses them
     (worked out once, at submit: the worker reads them from spec.json)."""
@@ -134,5 +150,7 @@ def resolve_hyperparameters(hp: Hyperparameters, options: dict, n_examples: int)
     base = FULL_LEARNING_RATE if training_type == "full" else BASE_LEARNING_RATE
     resolved = hp.resolved(n_epochs=auto_epochs(n_examples), batch_size=max(1, min(DEFAULT_BATCH_SIZE, n_examples // 4)),
                            learning_rate_multiplier=1.0)
+    if hp.method == DPO and resolved.get("beta", AUTO) == AUTO:
+        resolved["beta"] = DEFAULT_BETA
     return {**resolved, "learning_rate": float(lr) if lr is not None else hp.learning_rate(base),
             "training_type": training_type}
