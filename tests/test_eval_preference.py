@@ -48,3 +48,15 @@ def test_preference_accuracy_of_a_local_run_against_its_base(ftm_home, tmp_path,
     assert [g["reference"] for g in tuned["generations"]] == ["4", "6", "red"]  # the chosen answers
     shown = ftm("eval", run["id"], "--data", heldout, "--max-new-tokens", "2", timeout=300)
     assert shown.code == 0 and "preference_accuracy" in shown.out
+
+
+def test_a_local_dpo_run_beats_its_base_on_the_pairs_it_learned(ftm_home, tmp_path, tiny_llama):  # noqa: F811
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", [pair(*p) for p in PAIRS] * 4)
+    run = ftm("submit", prefs, "-b", "local", "-m", tiny_llama, "--method", "dpo", "--beta", "0.5", "--epochs", "3",
+              "--batch-size", "4", "--learning-rate-multiplier", "20", "--no-quantize", "-p", "device=cpu",
+              "--wait", "--json", timeout=300)
+    assert run.code == 0, run
+    heldout = write_jsonl(tmp_path / "heldout.jsonl", [pair(*p) for p in PAIRS])
+    tuned = ftm("eval", run.json()["id"], "--data", heldout, "--max-new-tokens", "2", "--json", timeout=300).json()[0]
+    grades = {g["grader"]: g["mean"] for g in tuned["grades"]}
+    assert grades["preference_accuracy"] == 1.0  # DPO widened every pair's margin past the base's
