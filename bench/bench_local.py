@@ -21,7 +21,7 @@ runs in its own process so peak RSS is its own. Contenders:
 - trl-packed-matched: the same with as many packed rows per step as hold 8 examples' tokens
   (the same work per optimizer step as everyone else's).
 Full fine-tuning (every weight, float32, AdamW at 5e-5, gradient clipping at 1.0):
-- ftm-full: ftm's trainer with method=full (packed rows, loss head only on trained tokens).
+- ftm-full: ftm's trainer with training_type=full (packed rows, loss head only on trained tokens).
 - trainer: Hugging Face `Trainer` as the classic walk-throughs set it up: the examples
   tokenized with the prompt masked by -100, `DataCollatorForSeq2Seq` padding each batch to its
   longest example, batch 8, its default AdamW and linear schedule, on the CPU.
@@ -114,7 +114,7 @@ def run_ftm(rows, max_length, quantize, method: str | None = None, fused: bool =
 
     path = smollm2()
     tmp = Path(tempfile.mkdtemp())
-    how = {"method": method} if method else {"quantize": quantize, **LORA_OPTS}
+    how = {"training_type": method} if method else {"quantize": quantize, **LORA_OPTS}
     opts = {"max_length": max_length, "device": "cpu", **how}
     (tmp / rundir.SPEC).write_text(json.dumps({"run_id": "bench", "options": opts, "seed": 0}))
     run = Run(tmp)

@@ -116,7 +116,7 @@ def write_data(path: Path, size: Size) -> list[dict]:
 def spec_for(method: str, model: Path, data: Path, home: Path, size: Size):
     from ftmanager.backend import RunSpec
 
-    how = {"method": method, **({} if method == "full" else LORA)}
+    how = {"training_type": method, **({} if method == "full" else LORA)}
     lr = {"learning_rate": 1e-4 if method == "full" else 1e-3}
     return RunSpec(run_id=f"gpu-{method}", base_model=str(model), training_file=data, dataset_id="generated",
                    n_examples=size.examples, run_dir=home / f"gpu-{method}", seed=0,
@@ -213,7 +213,7 @@ def epoch_flops(spec, lengths: list[int]) -> float:
     tok = models.load_tokenizer(spec.base_model)
     rows = [json.loads(line) for line in Path(spec.training_file).read_text().splitlines()]
     trained = sum(e.n_trained for e in encoding.encode_all(tok, rows, spec.options["max_length"])[0])
-    method = "full" if spec.options["method"] == "full" else "lora"
+    method = "full" if spec.options["training_type"] == "full" else "lora"
     return flops.epoch_flops(AutoConfig.from_pretrained(spec.base_model), lengths, trained, method, LORA["lora_r"])
 
 

@@ -160,6 +160,13 @@ class Backend(abc.ABC):
     # the provider's data rules: `ftm submit` refuses what breaks them
     # before uploading, `ftm datasets validate --provider NAME` reports it
     data_rules: ClassVar[Rules | None] = None
+    # the training methods it runs (hyperparameters.METHODS): `ftm submit --method` refuses others
+    methods: ClassVar[tuple[str, ...]] = ("supervised",)
+
+    def check_method(self, method: str, model: str) -> None:
+        """Refuse, in one line, a training method this backend (or this model) cannot run."""
+        if method not in self.methods:
+            raise Unsupported(f"the {self.name} backend has no {method} training", "Use a backend that has it.")
 
     @abc.abstractmethod
     def start(self, spec: RunSpec, uploads: Uploads) -> str:
@@ -274,3 +281,4 @@ class Backend(abc.ABC):
                 f"the {self.name} backend has no option {', '.join(unknown)}",
                 f"Options it takes: {known} (see `ftm backends`).",
             )
+

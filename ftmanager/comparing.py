@@ -7,7 +7,12 @@ from pathlib import Path
 from .errors import InvalidInput
 from .evaluation import SCORES
 from .facts import epoch
+from .hyperparameters import METHODS
 from .ledger import ledger
+
+# Where a run says how it trained (qlora, lora, full): local's training_type, or "method" (local's
+# old name for it, and Together's) where that is not a training method (supervised, dpo).
+TRAINING_TYPE_KEYS = ("training_type", "method")
 
 
 def _seconds(run: dict) -> float | None:
@@ -54,8 +59,9 @@ def compare(refs: list[str]) -> dict:
 def method(run: dict) -> str | None:
     """How the run trained (qlora, lora, full, ...), as its backend recorded it."""
     for source in (run.get("resolved_hyperparameters") or {}, run.get("options") or {}):
-        if source.get("method"):
-            return str(source["method"])
+        for key in TRAINING_TYPE_KEYS:  # "method" is the old name, unless it names a training method
+            if source.get(key) and source[key] not in METHODS:
+                return str(source[key])
     if run["backend"] == "local":  # runs from before the method was recorded: QLoRA unless told not to quantize
         quantize = str((run.get("options") or {}).get("quantize", "true")).lower()
         return "lora" if quantize in ("false", "0", "no", "off") else "qlora"

@@ -29,7 +29,12 @@ MEANINGS = {
     "chrf": "character n-gram F-score against the reference, 0 to 1",
     "bleu": "corpus BLEU against the references (sacrebleu), 0 to 1",
     "perplexity": "how surprised the model is by the reference answers (lower is better; 1 is certain)",
+    "prefers_chosen": "share of preference pairs whose chosen answer the model finds likelier than the rejected one",
+    "preference_accuracy": "share of preference pairs where the tuned model's chosen-over-rejected log-probability "
+                           "margin beats the base model's",
 }
+# The grades a preference held-out set adds (stored in the grades table beside the graders').
+PREFERENCE_GRADERS = ("prefers_chosen", "preference_accuracy")
 
 
 def _normal(text: str) -> str:
@@ -53,6 +58,9 @@ def prompts_and_references(path: Path) -> list[tuple[list[dict], str]]:
 
     pairs = []
     for line, example in data.read(path):
+        if "input" in example:  # a preference pair: its prompt, and the chosen answer as the reference
+            pairs.append(([_plain(m) for m in example["input"]["messages"]], example["preferred_output"][0]["content"]))
+            continue
         messages = example["messages"]
         last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
         if last is None or not isinstance(messages[last].get("content"), str):
@@ -121,6 +129,7 @@ def evaluate(refs: list[str], data_path: str | Path, baseline: bool = False, max
         grading.judge_timeout()  # a bad FTM_JUDGE_TIMEOUT is refused before any answer is generated
     pairs = prompts_and_references(Path(data_path))
     heldout = add_dataset(data_path, check=False)[0]
+    choices = preference_pairs(Path(data_path)) if heldout.get("kind") == "preference" else None
     targets = [ledger().run(ref) for ref in refs]
     if baseline:
         bases = {(r["backend"], r["base_model"]) for r in targets}
@@ -129,11 +138,12 @@ def evaluate(refs: list[str], data_path: str | Path, baseline: bool = False, max
     for target in targets:
         if target["id"] and target["status"] != "succeeded":
             raise InvalidInput(f"run {target['id']} is {target['status']}", "Only succeeded runs can be evaluated.")
-    return [_evaluate_one(target, pairs, heldout["id"], max_new_tokens, graders, judge_url, say) for target in targets]
+    return [_evaluate_one(target, pairs, heldout["id"], max_new_tokens, graders, judge_url, say, choices)
+            for target in targets]
 
 
 def _evaluate_one(target: dict, pairs: list, dataset_id: str, max_new_tokens: int, graders: list[dict],
-                  judge_url: str | None, say=None) -> dict:
+                  judge_url: str | None, say=None, choices: list | None = None) -> dict:
     from .pulls import answering  # a run whose weights were pulled answers here
 
     summary, generations = run_evaluation(*answering(target), pairs, max_new_tokens)
@@ -144,8 +154,49 @@ def _evaluate_one(target: dict, pairs: list, dataset_id: str, max_new_tokens: in
     row["id"] = ledger().add_evaluation(row, generations)  # stored before grading: a failing judge loses none
     outputs = [g["output"] for g in generations]
     grades = grading.grade_all(graders, [(p, r, o) for (p, r), o in zip(pairs, outputs)], judge_url, say)
+    if choices:
+        grades += preference_grades(target, choices)
     ledger().add_grades(row["id"], grades)
     for generation in generations:
         generation["grades"] = {g["grader"]: g["score"] for g in grades if g["example"] == generation["example"]}
     return {**row, "graders": graders, "grades": ledger().grade_summary(row["id"]), "generations": generations}
 
+
+# --- preference held-out data ------------------------------------------------------------------
+
+
+def preference_pairs(path: Path) -> list[tuple[list[dict], str, str]]:
+    """(prompt messages, chosen answer, rejected answer) for each pair of a preference file."""
+    from . import data
+
+    return [([_plain(m) for m in ex["input"]["messages"]], ex["preferred_output"][0].get("content") or "",
+             ex["non_preferred_output"][0].get("content") or "") for _line, ex in data.read(path)]
+
+
+def margins(impl, model: str | None, path: str | None, base_model: str, choices: list) -> list[float]:
+    """Each pair's log-probability of the chosen answer minus the rejected one's, under a model."""
+    sides = [prompt + [{"role": "assistant", "content": answer}]
+             for prompt, chosen, rejected in choices for answer in (chosen, rejected)]
+    scored = impl.answer_logprobs(model, path, base_model, sides)
+    return [scored[i][0] - scored[i + 1][0] for i in range(0, len(scored), 2)]
+
+
+def preference_grades(target: dict, choices: list) -> list[dict]:
+    """prefers_chosen for any model, and preference_accuracy (its margin beats the base model's)
+    for a tuned one, through the backend's scoring; none where it gives no log-probabilities."""
+    from .pulls import answering
+
+    impl, target = answering(target)
+    try:
+        tuned = margins(impl, target["result_model"], target["result_path"], target["base_model"], choices)
+        base = margins(impl, None, None, target["base_model"], choices) if target["id"] else None
+    except Unsupported:
+        return []
+    rows = [_grade("prefers_chosen", i, m > 0) for i, m in enumerate(tuned)]
+    if base is not None:
+        rows += [_grade("preference_accuracy", i, m > b) for i, (m, b) in enumerate(zip(tuned, base))]
+    return rows
+
+
+def _grade(name: str, example: int, passed: bool) -> dict:
+    return {"example": example, "grader": name, "type": "preference", "score": float(passed), "passed": int(passed)}

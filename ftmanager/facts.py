@@ -47,6 +47,8 @@ RANGES = {
     "n_epochs": (int, 1, 50, False),
     "batch_size": (int, 1, 256, False),
     "learning_rate_multiplier": (float, 0, None, True),
+    # DPO's beta (OpenAI's range, (0, 2]): how far the tuned model may stray from its reference
+    "beta": (float, 0, 2, True),
 }
 
 
@@ -59,7 +61,8 @@ def out_of_range(name: str, number) -> str | None:
     if too_low or (high is not None and number > high):
         if high is None:
             return f"{name} must be {'above' if exclusive else 'at least'} {low:g}, not {number:g}"
-        return f"{name} must be between {low:g} and {high:g}, not {number:g}"
+        above = f"above {low:g} and at most" if exclusive else f"between {low:g} and"
+        return f"{name} must be {above} {high:g}, not {number:g}"
     return None
 
 

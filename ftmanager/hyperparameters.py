@@ -54,7 +54,9 @@ class Hyperparameters:
             raise InvalidInput(f"unknown training method {self.method!r}", f"Use one of {', '.join(METHODS)}.")
         unknown = sorted(set(self.settings) - set(METHODS[self.method]))
         if unknown:
-            raise InvalidInput(f"the {self.method} method takes no {', '.join(unknown)}", "")
+            hint = "Add --method dpo." if self.method == SUPERVISED and set(unknown) <= set(METHODS[DPO]) else ""
+            raise InvalidInput(f"the {self.method} method takes no {', '.join(unknown)}", hint)
+        object.__setattr__(self, "settings", {k: checked(k, v) for k, v in self.settings.items()})
 
     @classmethod
     def of(cls, given: Hyperparameters | dict | None) -> Hyperparameters:

@@ -20,6 +20,7 @@ from .facts import CANCELLED, CREATED, FAILED, PAUSED, QUEUED, RUNNING, SEED_MAX
 from .hyperparameters import Hyperparameters
 from .errors import BackendError, FtmError, InvalidInput, Refused, without_userinfo
 from .mapping import Mapped, map_model, map_settings
+from .methods import check_method, refuse_chain, require_kind, trained_from
 from .catalog import dataset, dataset_arg, split_dataset
 from .ledger import ledger
 
@@ -40,7 +41,9 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
     impl.check_options(options or {})
     _check_suffix_seed(suffix, seed)
     hp = Hyperparameters.of(hyperparameters)  # checked here, once: the ledger and the backend get this record
+    check_method(impl, hp.method, model)
     train, valid, split_info = _training_data(dataset_ref, validation, split, seed, model)
+    require_kind(hp.method, train, valid)
     rules = impl.name if impl.data_rules else None  # the backend's own data rules, found by its name
     report = _refuse_invalid(train, model, rules)
     if valid and rules:
@@ -52,7 +55,12 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
     spec = _spec(row, train, valid)
     resolved = impl.resolve(spec)
     row.update(estimated_cost=_estimate(impl, spec, report, resolved), resolved_hyperparameters=resolved)
-    run = _start(ledger().create_run(row), impl, spec)
+    created = ledger().create_run(row)
+    upstream = trained_from(model)
+    if upstream:  # a chain (SFT, then DPO on its model): the link is kept as an event
+        ledger().add_event(created["id"], f"trains on top of {upstream['run_id']}'s model {model}",
+                           data={"upstream_run_id": upstream["run_id"]})
+    run = _start(created, impl, spec)
     if wait:
         return watch(run["id"], on_update)
     return refresh(run["id"])[0]  # one poll, so the status shown is the provider's
@@ -72,6 +80,7 @@ def rerun(ref: str, backend: str, model: str | None = None, *,
 
         check_rerun(parent)
     source, target = registry.load(parent["backend"]), registry.load(backend)
+    refuse_chain(parent, target)
     mapped = map_settings(parent, source, target, hyperparameters or {}, options or {})
     model = model or map_model(parent, target, mapped)
     run = submit(

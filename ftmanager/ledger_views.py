@@ -8,13 +8,18 @@ metrics read in one ordered pass of its clustered primary key.
 
 from __future__ import annotations
 
+from .comparing import TRAINING_TYPE_KEYS
 from .errors import InvalidInput
+from .hyperparameters import METHODS
 from .facts import METRIC_NAMES, TERMINAL
 from .ledger import Ledger
 
 # How a run trained, as comparing.method() reads it, in SQL so that the runs page can filter on it.
-METHOD_SQL = """coalesce(json_extract(r.resolved_hyperparameters, '$.method'),
-    json_extract(r.options, '$.method'),
+_NOT_METHOD = ", ".join(f"'{m}'" for m in METHODS)
+METHOD_SQL = "coalesce(" + ", ".join(
+    f"CASE WHEN json_extract(r.{column}, '$.{key}') NOT IN ({_NOT_METHOD}) "
+    f"THEN json_extract(r.{column}, '$.{key}') END"
+    for column in ("resolved_hyperparameters", "options") for key in TRAINING_TYPE_KEYS) + """,
     CASE WHEN r.backend = 'local' THEN
         CASE WHEN lower(CAST(coalesce(json_extract(r.options, '$.quantize'), 'true') AS TEXT))
              IN ('false', '0', 'no', 'off') THEN 'lora' ELSE 'qlora' END END)"""

@@ -43,10 +43,34 @@ def map_settings(parent: dict, source, target, hp_overrides: dict, option_overri
             value = resolved[key]
             out.notes.append(f"{key}={value} (resolved by {source.name} from auto)")
         out.hyperparameters[key] = value
+    _map_method({"method": parent.get("method"), **asked}, resolved, out)
     _map_options(parent.get("options") or {}, source, target, out)
     out.hyperparameters.update({k: v for k, v in hp_overrides.items() if v is not None})
     out.options.update(option_overrides)
     return out
+
+
+# A method setting under a provider's own name (an imported Together job says dpo_beta).
+SETTING_NAMES = {"dpo_beta": "beta"}
+
+
+def _map_method(asked: dict, resolved: dict, out: Mapped) -> None:
+    """The parent's training method and its own settings (beta), by name, resolved where asked "auto"."""
+    from .hyperparameters import METHODS, SUPERVISED
+
+    method = asked.get("method") or SUPERVISED  # an imported run's own column says it too
+    if method == SUPERVISED or method not in METHODS:
+        return
+    out.hyperparameters["method"] = method
+    named = {SETTING_NAMES.get(k, k): v for k, v in asked.items()}
+    done = {SETTING_NAMES.get(k, k): v for k, v in resolved.items()}
+    for name in METHODS[method]:
+        value = named.get(name, "auto")
+        if value == "auto" and _number(done.get(name)) is not None:
+            value = done[name]
+            out.notes.append(f"{name}={value} (resolved from auto)")
+        out.hyperparameters[name] = value
+    out.notes.append(f"method={method}")
 
 
 def map_model(parent: dict, target, out: Mapped) -> str:
@@ -65,9 +89,11 @@ def map_model(parent: dict, target, out: Mapped) -> str:
 
 
 # Values a target takes in place of one it cannot: a QLoRA run is a LoRA run on a 4-bit base.
-NEAREST = {("method", "qlora"): "lora"}
-# One setting under two backends' names (Fireworks says max_context_length for max_length).
-SYNONYMS = {"max_length": "max_context_length", "max_context_length": "max_length"}
+NEAREST = {("training_type", "qlora"): "lora", ("method", "qlora"): "lora"}
+# One setting under two backends' names (Fireworks says max_context_length for max_length; local
+# says training_type for what Together calls method, and old local runs said method too).
+SYNONYMS = {"max_length": "max_context_length", "max_context_length": "max_length",
+            "training_type": "method", "method": "training_type"}
 
 
 def _takes(target, key: str, value) -> bool:

@@ -92,7 +92,7 @@ def tiny_spec(tmp: Path, model: Path, rows: list[dict] | None = None, run_id: st
               validation: list[dict] | None = None, **hp_and_options) -> RunSpec:
     """A RunSpec for the tiny model; keyword args: n_epochs/batch_size/... or options."""
     rows = rows if rows is not None else tiny_dataset()
-    hp_keys = {"n_epochs", "batch_size", "learning_rate_multiplier"}
+    hp_keys = {"n_epochs", "batch_size", "learning_rate_multiplier", "method", "beta"}
     hp = {k: v for k, v in hp_and_options.items() if k in hp_keys}
     options = {"quantize": "false", "lora_dropout": "0.1", "device": "cpu", "learning_rate": "0.01"}
     options.update({k: str(v) for k, v in hp_and_options.items() if k not in hp_keys})

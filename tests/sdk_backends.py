@@ -161,3 +161,13 @@ def refused_without(monkeypatch, start: Callable[[], object], *names: str) -> No
         monkeypatch.delenv(name)
         with pytest.raises(Refused, match=f"{name} is not set"):
             start()
+
+
+def preferences(path: Path, n: int = 12, offset: int = 0) -> Path:
+    """n preference pairs in OpenAI's shape (a question, a preferred and a worse answer) written to path."""
+    rows = [{"input": {"messages": [{"role": "user", "content": f"Capital of country {i}?"}]},
+             "preferred_output": [{"role": "assistant", "content": f"City {i}."}],
+             "non_preferred_output": [{"role": "assistant", "content": f"I am not sure about country {i}."}]}
+            for i in range(offset, offset + n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

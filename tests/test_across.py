@@ -176,10 +176,14 @@ def test_compare_shows_each_runs_training_method(ftm_home, tmp_path):
 
     hosted = ftm("submit", capitals(tmp_path), "-b", "fake", "--wait", "--json").json()
     for run_id, options, resolved in (("run-qlora", {}, {}), ("run-lora", {"quantize": "false"}, {}),
-                                      ("run-full", {"method": "full"}, {"method": "full", "n_epochs": 1})):
+                                      ("run-full", {"training_type": "full"}, {"training_type": "full", "n_epochs": 1}),
+                                      # an old run says method for training_type; a DPO run's method is dpo
+                                      ("run-old", {"method": "full"}, {"method": "full", "n_epochs": 1}),
+                                      ("run-dpo", {}, {"method": "dpo", "training_type": "lora"})):
         ledger().create_run({"id": run_id, "backend": "local", "base_model": "m", "dataset_id": hosted["dataset_id"],
                              "status": "succeeded", "options": options, "resolved_hyperparameters": resolved})
-    compared = ftm("compare", hosted["id"], "run-qlora", "run-lora", "run-full", "--json").json()["runs"]
-    assert [c["method"] for c in compared] == [None, "qlora", "lora", "full"]
+    compared = ftm("compare", hosted["id"], "run-qlora", "run-lora", "run-full", "run-old", "run-dpo",
+                   "--json").json()["runs"]
+    assert [c["method"] for c in compared] == [None, "qlora", "lora", "full", "full", "lora"]
     row = next(line for line in ftm("compare", "run-qlora", "run-full").out.splitlines() if "method" in line)
     assert row.split()[-2:] == ["qlora", "full"]

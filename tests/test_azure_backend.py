@@ -89,3 +89,17 @@ def test_an_azure_resources_jobs_are_listed_through_the_openai_listing(env, tmp_
     assert done.progress.status == "succeeded" and done.progress.result_model == env.state.jobs[made[0]].fine_tuned_model
     assert [e.id for e in done.progress.events] == [e["id"] for e in env.state.jobs[made[0]].events]
     assert done.request.metadata["ftm_run_id"].startswith("run-") and done.request.hyperparameters["n_epochs"] == 2
+
+
+def test_a_dpo_run_on_azure_sends_method_dpo_and_answers_with_the_preferred_reply(env, tmp_path, ftm_home, monkeypatch):
+    monkeypatch.setenv("FTM_POLL_SCALE", "0.05")
+    prefs = kit.preferences(tmp_path / "prefs.jsonl")
+    result = ftm("submit", prefs, "--backend", "azure", "--method", "dpo", "--beta", "0.5", "--epochs", "1", "--wait", "--json")
+    assert result.code == 0, result
+    run = result.json()
+    job = env.state.jobs[run["provider_job_id"]]
+    assert job.to_api()["method"] == {"type": "dpo", "dpo": {"hyperparameters": {
+        "n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.8, "beta": 0.5}}}
+    answer = AzureOpenAIBackend().generate(run["result_model"], None, MODEL,
+                                           [[{"role": "user", "content": "Capital of country 4?"}]])
+    assert answer == ["City 4."]  # the stand-in's tuned model gives the preferred answer

@@ -1,4 +1,4 @@
-"""Full fine-tuning (`--method full`): every weight trained, a whole model saved, and that model
+"""Full fine-tuning (`--training-type full`): every weight trained, a whole model saved, and that model
 used by generate, chat, eval and export like an adapter is."""
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ def tensors(model_dir) -> dict:
 def test_full_fine_tuning_from_the_command_line(ftm_home, tmp_path, tiny_llama):  # noqa: F811
     data = write_jsonl(tmp_path / "zz.jsonl", [{"messages": [{"role": "user", "content": f"q{i}"},
                                                              {"role": "assistant", "content": "zz"}]} for i in range(8)])
-    result = ftm("submit", data, "-b", "local", "-m", tiny_llama, "--method", "full", "--epochs", "3",
+    result = ftm("submit", data, "-b", "local", "-m", tiny_llama, "--training-type", "full", "--epochs", "3",
                  "--batch-size", "4", "--learning-rate", "0.01", "-p", "device=cpu", "--wait", "--json", timeout=300)
     assert result.code == 0, result
     run = result.json()
-    assert run["status"] == "succeeded" and run["resolved_hyperparameters"]["method"] == "full"
+    assert run["status"] == "succeeded" and run["resolved_hyperparameters"]["training_type"] == "full"
     saved = run["result_path"]
     assert models.is_whole_model(saved) and os.path.exists(os.path.join(saved, "tokenizer.json"))
     assert models.target(saved, str(tiny_llama)) == models.Target(saved, None, "chat")
@@ -72,9 +72,9 @@ def test_full_fine_tuning_from_the_command_line(ftm_home, tmp_path, tiny_llama):
 
 def test_a_full_run_resumed_after_its_worker_died_ends_at_the_same_loss(tmp_path, tiny_llama):  # noqa: F811
     backend, rows = LocalBackend(), tiny_dataset(40)
-    reference = follow(backend, backend.start(tiny_spec(tmp_path / "ref", tiny_llama, rows, method="full",
+    reference = follow(backend, backend.start(tiny_spec(tmp_path / "ref", tiny_llama, rows, training_type="full",
                                                         n_epochs=2, batch_size=4), uploads=None))
-    spec = tiny_spec(tmp_path / "killed", tiny_llama, rows, method="full", n_epochs=2, batch_size=4)
+    spec = tiny_spec(tmp_path / "killed", tiny_llama, rows, training_type="full", n_epochs=2, batch_size=4)
     job = backend.start(spec, uploads=None)
     follow(backend, job, until=lambda seen: seen["checkpoints"])
     os.kill(json.loads((spec.run_dir / rundir.LAUNCH).read_text())["pid"], signal.SIGKILL)
@@ -86,17 +86,23 @@ def test_a_full_run_resumed_after_its_worker_died_ends_at_the_same_loss(tmp_path
     assert final_loss(resumed) == pytest.approx(final_loss(reference), abs=1e-6)
 
 
-def test_the_method_is_an_option_checked_at_submit(tmp_path, tiny_llama):  # noqa: F811
+def test_the_training_type_is_an_option_checked_at_submit(tmp_path, tiny_llama):  # noqa: F811
     backend = LocalBackend()
-    assert "--method" in ftm("submit", "--help").out
-    methods = [backend.resolve(tiny_spec(tmp_path, tiny_llama, **options))["method"]
-               for options in ({"quantize": "true"}, {}, {"method": "full"}, {"method": "LoRA"})]
-    assert methods == ["qlora", "lora", "full", "lora"]  # tiny_spec says quantize=false unless told
-    full = tiny_spec(tmp_path, tiny_llama, method="full", learning_rate_multiplier=2)
+    assert "--training-type" in ftm("submit", "--help").out
+    types = [backend.resolve(tiny_spec(tmp_path, tiny_llama, **options))["training_type"]
+             for options in ({"quantize": "true"}, {}, {"training_type": "full"}, {"training_type": "LoRA"})]
+    assert types == ["qlora", "lora", "full", "lora"]  # tiny_spec says quantize=false unless told
+    old = tiny_spec(tmp_path, tiny_llama)
+    old.options["method"] = "full"  # training_type's old name, as old commands and runs say it
+    assert backend.resolve(old)["training_type"] == "full"
+    backend.check_options({"method": "full"})
+    full = tiny_spec(tmp_path, tiny_llama, training_type="full", learning_rate_multiplier=2)
     full.options.pop("learning_rate")
     assert backend.resolve(full)["learning_rate"] == pytest.approx(1e-4)  # 5e-5 x 2: full's own base rate
-    for options, said in (({"method": "full", "quantize": "true"}, "disagree"),
-                          ({"method": "dora"}, "method must be one of qlora, lora, full"),
+    for options, said in (({"training_type": "full", "quantize": "true"}, "disagree"),
+                          ({"training_type": "dora"}, "training_type must be one of qlora, lora, full"),
+                          ({"method": "dora"}, "training_type must be one of qlora, lora, full"),
+                          ({"method": "full", "training_type": "lora"}, "disagree"),
                           ({"template": "chatml"}, "template must be one of")):
         with pytest.raises(FtmError, match=said):
             backend.check_options(options)

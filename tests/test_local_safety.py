@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from ftm_backends.local import LocalBackend  # noqa: E402
 from ftm_backends.local.trainer import rundir  # noqa: E402
-from ftm_backends.local.trainer.train import restore  # noqa: E402
+from ftm_backends.local.trainer.checkpoints import restore  # noqa: E402
 from ftm_backends.local.trainer.options import resolve_options  # noqa: E402
 from ftmanager.errors import FtmError  # noqa: E402
 

@@ -82,12 +82,12 @@ def test_gpt2_learns_a_completion_style_it_did_not_have(tmp_path, tiny_gpt2):  #
     while accuracy < 1.0:  # each round trains on from the model the last one saved
         rounds += 1
         assert rounds <= 10, "the tiny GPT-2 never fit four examples"
-        spec = tiny_spec(tmp_path, model, rows, run_id=f"run-{rounds}", validation=rows, method="full",
+        spec = tiny_spec(tmp_path, model, rows, run_id=f"run-{rounds}", validation=rows, training_type="full",
                          template="plain", n_epochs=30, batch_size=4)
         seen = follow(backend, backend.start(spec, uploads=None), timeout=300)
         assert seen["last"].status == "succeeded", seen["last"].error
         accuracy, model = seen["metrics"][-1]["valid_mean_token_accuracy"], seen["last"].result_path
-    assert seen["last"].hyperparameters["template"] == "plain" and seen["last"].hyperparameters["method"] == "full"
+    assert seen["last"].hyperparameters["template"] == "plain" and seen["last"].hyperparameters["training_type"] == "full"
     assert models.target(model, None) == models.Target(model, None, "plain")
     assert backend.generate(None, model, None, questions, max_new_tokens=8) == answers
 

@@ -140,7 +140,7 @@ def test_definite_refusals_fail_the_run_in_one_line(env, chat_file, ftm_home, mo
 def test_openai_models_and_bad_options_are_refused_before_anything_is_recorded(env, chat_file, ftm_home):
     openai_model = ftm("submit", chat_file, "-b", "together", "-m", "gpt-4o-mini")
     assert openai_model.code == 1 and f"--model {MODEL}" in openai_model.err
-    qlora = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "--method", "qlora")
+    qlora = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "-p", "method=qlora")
     assert qlora.code == 1 and "method must be lora or full" in qlora.err
     assert ftm("runs", "--json").json() == [] and env.requests[("POST", "/files")] == 0
 
@@ -185,3 +185,30 @@ def test_refusals_raise_refused_and_missing_jobs_not_found(env):
     env.faults.add("401", "GET", "/fine-tunes/models/limits")
     with pytest.raises(Refused, match="rejected the API key read from TOGETHER_API_KEY"):
         backend._limits(MODEL)
+
+
+def test_a_dpo_run_sends_training_method_dpo_with_beta_as_dpo_beta(env, tmp_path, ftm_home):
+    prefs = kit.preferences(tmp_path / "prefs.jsonl")
+    result = ftm("submit", prefs, "-b", "together", "-m", MODEL, "--method", "dpo", "--beta", "0.3",
+                 "--epochs", "1", "--wait", "--json")
+    assert result.code == 0, result
+    run = result.json()
+    job = env.state.jobs[run["provider_job_id"]]
+    assert job.asked["training_method"] == {"method": "dpo", "dpo_beta": 0.3, "dpo_normalize_logratios_by_length": False,
+                                            "dpo_reference_free": False}
+    assert run["status"] == "succeeded" and run["hyperparameters"]["beta"] == 0.3
+    assert ftm("show", run["id"], "--json").json()["resolved_hyperparameters"]["beta"] == 0.3
+
+
+def test_the_stand_in_fails_a_dpo_job_on_chat_rows_and_refuses_a_zero_beta(env, tmp_path):
+    spec = spec_for(tmp_path, hyperparameters={"method": "dpo"})  # chat rows, past ftm's own check
+    backend = TogetherBackend()
+    last = kit.follow(backend, backend.start(spec, MemoryUploads()))[-1]
+    assert last.status == "failed" and 'key "input.messages": missing' in last.error["message"]
+    import together as sdk
+
+    client = backend.client
+    file_id = client.files.upload(file=kit.preferences(tmp_path / "p.jsonl"), purpose="fine-tune", check=False).id
+    with pytest.raises(sdk.BadRequestError, match="dpo_beta must be a positive number"):
+        client.post("/v1/fine-tunes", body={"training_file": file_id, "model": MODEL,
+                                         "training_method": {"method": "dpo", "dpo_beta": 0}}, cast_to=dict)

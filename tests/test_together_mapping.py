@@ -20,7 +20,7 @@ def home(ftm_home):
 
 
 LOCAL_OPTIONS = {"learning_rate": "1e-4", "lora_r": "8", "lora_alpha": "16", "lora_dropout": "0.1",
-                 "target_modules": "q_proj,v_proj", "method": "qlora", "max_length": "512", "packing": "true"}
+                 "target_modules": "q_proj,v_proj", "training_type": "qlora", "max_length": "512", "packing": "true"}
 
 
 def parent(backend: str, model: str, options: dict | None = None, resolved: dict | None = None) -> dict:
@@ -48,9 +48,19 @@ def test_an_openai_run_goes_to_together_on_the_tables_model_with_what_it_resolve
 def test_local_options_carry_to_together_by_name_and_qlora_becomes_lora():
     run = parent("local", "HuggingFaceTB/SmolLM2-135M-Instruct", LOCAL_OPTIONS)
     out = map_settings(run, registry.load("local"), registry.load("together"), {}, {})
-    assert out.options == {k: v for k, v in {**LOCAL_OPTIONS, "method": "lora"}.items() if k != "packing"}
-    assert "method=qlora -> lora (together has no qlora)" in out.notes
+    carried = {("method" if k == "training_type" else k): v for k, v in LOCAL_OPTIONS.items() if k != "packing"}
+    assert out.options == {**carried, "method": "lora"}
+    assert "training_type=qlora -> lora (together has no qlora)" in out.notes
     assert out.dropped == ["packing=true (together has no such option)"]
+
+
+def test_an_old_local_runs_method_is_read_as_its_training_type():
+    """Local's training_type was called method: old runs' rows still re-run as they trained."""
+    run = parent("local", "HuggingFaceTB/SmolLM2-135M-Instruct", {"method": "qlora"}, resolved={"method": "qlora"})
+    local = map_settings(run, registry.load("local"), registry.load("local"), {}, {})
+    assert local.options == {"training_type": "qlora"} and local.dropped == []
+    together = map_settings(run, registry.load("local"), registry.load("together"), {}, {})
+    assert together.options == {"method": "lora"}
 
 
 def test_a_model_with_no_together_row_is_one_line_naming_the_table():
@@ -62,7 +72,8 @@ def test_together_full_training_goes_home_as_full_and_fireworks_says_it_cannot()
     run = parent("together", MODEL, {"method": "full", "learning_rate": "2e-5", "max_length": "4096"})
     model, home = mapped(run, "local")
     assert model == "meta-llama/Llama-3.1-8B-Instruct"  # the same weights, at home
-    assert home.options == {"method": "full", "learning_rate": "2e-5", "max_length": "4096"}
+    assert home.options == {"training_type": "full", "learning_rate": "2e-5", "max_length": "4096"}
+    assert "method=full -> training_type (local's name for it)" in home.notes
     model, fw = mapped(run, "fireworks")
     assert model == "accounts/fireworks/models/llama-v3p1-8b-instruct"
     assert fw.options == {"learning_rate": "2e-5", "max_context_length": "4096"}
@@ -94,3 +105,34 @@ def test_rerun_maps_the_model_through_the_users_table_and_refuses_what_it_cannot
     assert f"model={MODEL} (the fake row)" in rerun.err
     compared = ftm("compare", first["id"], child["id"], "--json").json()["runs"]
     assert [(r["backend"], r["method"]) for r in compared] == [("fake", None), ("together", "lora")]
+
+
+def dpo_parent(backend: str, model: str, asked: dict, resolved: dict | None = None) -> dict:
+    run = parent(backend, model, resolved=resolved)
+    run["hyperparameters"].update(asked)
+    return run
+
+
+def test_a_dpo_run_carries_its_method_and_beta_by_name_to_every_backend():
+    run = dpo_parent("openai", "gpt-4o-mini-2024-07-18", {"method": "dpo", "beta": "auto"},
+                     resolved={"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.8, "beta": 0.1})
+    _model, out = mapped(run, "together")
+    assert out.hyperparameters["method"] == "dpo" and out.hyperparameters["beta"] == 0.1
+    assert "beta=0.1 (resolved from auto)" in out.notes
+    imported = dpo_parent("together", MODEL, {"method": "dpo", "dpo_beta": 0.4})  # Together's own name
+    home = map_settings(imported, registry.load("together"), registry.load("openai"), {}, {})
+    assert (home.hyperparameters["method"], home.hyperparameters["beta"]) == ("dpo", 0.4)
+
+
+def test_a_dpo_run_re_runs_with_its_beta_and_a_new_one_overrides(env, tmp_path):
+    import sdk_backends as kit
+
+    prefs = kit.preferences(tmp_path / "prefs.jsonl")
+    first = ftm("submit", prefs, "-b", "together", "-m", MODEL, "--method", "dpo", "--beta", "0.3", "--json")
+    assert first.code == 0, first
+    again = ftm("rerun", first.json()["id"], "-b", "together", "--json")
+    over = ftm("rerun", first.json()["id"], "-b", "together", "--beta", "0.7", "--json")
+    assert again.code == 0 and over.code == 0, (again, over)
+    sent = [env.state.jobs[r.json()["provider_job_id"]].asked["training_method"] for r in (again, over)]
+    assert [(s["method"], s["dpo_beta"]) for s in sent] == [("dpo", 0.3), ("dpo", 0.7)]
+    assert "method=dpo" in again.err

@@ -34,7 +34,8 @@ def test_the_runs_page_filters_sorts_and_names_the_method_as_the_library_does(ft
             for n in (1, 2)]
     book = ledger()
     with book.write() as db:  # runs as older ledgers and other backends hold them
-        db["runs"].update(made[0]["id"], {"backend": "local", "options": json.dumps({"quantize": False})})
+        db["runs"].update(made[0]["id"], {"backend": "local", "options": json.dumps({"quantize": False}),
+                                          "resolved_hyperparameters": json.dumps({"method": "dpo"})})
         db["runs"].update(made[1]["id"], {"options": json.dumps({"method": "full"}), "actual_cost": 1.5})
     views = Views(book)
     page = views.runs_page({})

@@ -59,6 +59,14 @@ class FireworksBackend(HostedBackend):
     options = OPTIONS
     base_learning_rate = BASE_LEARNING_RATE
     data_rules = DATA_RULES  # submit refuses what Fireworks would, before uploading
+    methods = ("supervised",)  # DPO is Fireworks' separate dpoJobs resource, not driven from here yet
+
+    def check_method(self, method: str, model: str) -> None:
+        """DPO is refused saying why: Fireworks runs it as another resource (dpoJobs), not yet driven here."""
+        if method == "dpo":
+            raise Unsupported("the fireworks backend has no dpo training yet (Fireworks runs DPO as its own "
+                              "dpoJobs resource, which ftm does not drive yet)", "")
+        super().check_method(method, model)
     sdk, client_class, provider = "fireworks", "Fireworks", "Fireworks"
     key_env, url_env, default_base_url, timeout_env = KEY_ENV, URL_ENV, DEFAULT_BASE_URL, "FTM_FIREWORKS_TIMEOUT"
     key_hint = f" and the account in {ACCOUNT_ENV}"

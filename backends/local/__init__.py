@@ -26,8 +26,8 @@ from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused
 from .modeling.loading import check_base
 from .trainer import rundir
 from .trainer.launch import start_worker, wait_gone
-from .trainer.options import (BASE_LEARNING_RATE, FULL_LEARNING_RATE, OPTIONS, needs_validation,
-                      resolve_hyperparameters, resolve_options)
+from .trainer.options import (BASE_LEARNING_RATE, FULL_LEARNING_RATE, OPTIONS, check_method, needs_validation,
+                              renamed, resolve_hyperparameters, resolve_options)
 
 # bitsandbytes logs, on importing on a CPU with AVX512-BF16, that it could not fetch a fused
 # kernel from the Hugging Face hub (the `kernels` package). ftm never takes that path (see
@@ -41,6 +41,7 @@ class LocalBackend(Backend):
                    f"x learning_rate_multiplier")
     default_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
     options = OPTIONS
+    methods = ("supervised", "dpo")  # DPO: trainer/preference.py
     base_learning_rate = BASE_LEARNING_RATE
 
     # --- the contract ------------------------------------------------------------------
@@ -51,7 +52,7 @@ class LocalBackend(Backend):
 
     def check_options(self, options: dict) -> None:
         """Refuse unknown options and bad values at submit, before the run is recorded."""
-        super().check_options(options)
+        super().check_options(renamed(options))  # -p method=qlora: training_type's old name
         resolve_options(options)
 
     def start(self, spec: RunSpec, uploads: Uploads) -> str:
@@ -60,6 +61,7 @@ class LocalBackend(Backend):
             opts = resolve_options(spec.options)
             check_base(spec.base_model or self.default_model)
             needs_validation(opts, spec.validation_file)
+            check_method(spec.hyperparameters, renamed(spec.options), opts)
         except InvalidInput as err:
             raise Refused(err.what, err.next_step) from None
         run_dir = Path(spec.run_dir).resolve()
@@ -139,7 +141,10 @@ class LocalBackend(Backend):
         return job_id
 
     def resolve(self, spec: RunSpec) -> dict:
-        return resolve_hyperparameters(spec.hyperparameters, resolve_options(spec.options), spec.n_examples)
+        """The hyperparameters the run trains with (at submit, before the run is recorded)."""
+        opts = resolve_options(spec.options)
+        check_method(spec.hyperparameters, renamed(spec.options), opts)
+        return resolve_hyperparameters(spec.hyperparameters, opts, spec.n_examples)
 
     def poll_interval(self, status: str, last: float | None) -> float:
         return 1.0

@@ -60,6 +60,7 @@ class OpenAIBackend(HostedBackend):
     provider, key_env, url_env, default_base_url = "OpenAI", KEY_ENV, "OPENAI_BASE_URL", DEFAULT_BASE_URL
     key_hint = " (and OPENAI_ORG_ID / OPENAI_PROJECT_ID)"
     timeout_env = "FTM_OPENAI_TIMEOUT"
+    methods = ("supervised", "dpo")  # DPO: method.type "dpo", preference files, beta
 
     def __init__(self, *, multipart_threshold: int | None = None, part_size: int | None = None,
                  timeout: float | None = None, max_retries: int = 2):
@@ -135,9 +136,10 @@ class OpenAIBackend(HostedBackend):
             raise
 
     def _job_params(self, spec: RunSpec, training: str, validation: str | None) -> dict:
-        hp = {k: v for k, v in spec.hyperparameters.to_dict().items() if k in HYPERPARAMETERS and v != "auto"}
+        record = spec.hyperparameters
+        hp = {k: v for k, v in record.to_dict().items() if k in (*HYPERPARAMETERS, *record.settings) and v != "auto"}
         params = {"model": spec.base_model, "training_file": training,
-                  "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+                  "method": {"type": record.method, record.method: {"hyperparameters": hp}},
                   "metadata": {"ftm_run_id": spec.run_id}}
         optional = {"validation_file": validation, "suffix": spec.suffix, "seed": spec.seed}
         params.update({k: v for k, v in optional.items() if v is not None})
@@ -193,7 +195,8 @@ class OpenAIBackend(HostedBackend):
         return self._progress(job, status, cursor, events, metrics, checkpoints)
 
     def _progress(self, job: dict, status, cursor, events, metrics, checkpoints) -> Progress:
-        hp = job.get("hyperparameters") or {}
+        method = job.get("method") or {}
+        hp = (method.get(method.get("type") or "") or {}).get("hyperparameters") or job.get("hyperparameters") or {}
         resolved = hp if hp and "auto" not in hp.values() else None
         error = job.get("error") or {}
         eta = job.get("estimated_finish")

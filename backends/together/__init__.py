@@ -71,6 +71,7 @@ class TogetherBackend(HostedBackend):
                    "`ftm pull` brings the weights home")
     options = OPTIONS
     base_learning_rate = BASE_LEARNING_RATE
+    methods = ("supervised", "dpo")  # DPO: training_method "dpo" with dpo_beta
     data_rules = DATA_RULES  # submit refuses, before uploading, data Together would reject
 
     def __init__(self, *, max_retries: int = 2, timeout: float = 60.0):
@@ -118,7 +119,7 @@ class TogetherBackend(HostedBackend):
         params = {"training_file": training, "model": spec.base_model, "n_epochs": hp["n_epochs"],
                   "batch_size": self._batch(hp["batch_size"], limits, lora), "learning_rate": hp["learning_rate"],
                   "lora": lora, "suffix": tagged_suffix(spec.suffix, spec.run_id), "model_limits": limits,
-                  "training_method": "sft", "train_on_inputs": _on_inputs(opts.get("train_on_inputs", "auto")),
+                  **_training_method(spec.hyperparameters, opts),
                   "warmup_ratio": float(opts.get("warmup_ratio", 0.0)), "n_checkpoints": int(opts.get("n_checkpoints", 1))}
         if lora:
             params.update(lora_r=_int(opts.get("lora_r")), lora_alpha=_int(opts.get("lora_alpha")),
@@ -344,3 +345,12 @@ def _on_inputs(value):
     if text not in ("auto", "true", "false"):
         raise InvalidInput(f"option train_on_inputs must be auto, true or false, not {value!r}", "Use -p train_on_inputs=auto.")
     return text if text == "auto" else text == "true"
+
+
+def _training_method(record, opts: dict) -> dict:
+    """The SDK's training_method and its own settings: SFT's train_on_inputs, or DPO's dpo_beta
+    (beta by its name here; "auto" leaves it Together's)."""
+    if record.method == "dpo":
+        beta = record.settings.get("beta", "auto")
+        return {"training_method": "dpo", **({} if beta == "auto" else {"dpo_beta": float(beta)})}
+    return {"training_method": "sft", "train_on_inputs": _on_inputs(opts.get("train_on_inputs", "auto"))}

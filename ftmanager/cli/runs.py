@@ -59,14 +59,31 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed for training and --split
 Params = Annotated[list[str], typer.Option("--param", "-p", help="Backend option key=value (repeatable).")]
 Wait = Annotated[bool, typer.Option("--wait", "-w", help="Follow the run until it ends.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the run as JSON.")]
+Method = Annotated[str, typer.Option("--method", help="Training method: supervised (the default) or dpo.")]
+Beta = Annotated[str, typer.Option("--beta", help="DPO's beta: X in (0, 2], or auto (the default).")]
 
 
-def _settings(ctx: typer.Context, backend: str, epochs, batch_size, multiplier, params) -> tuple[dict, dict]:
-    """(hyperparameters, backend options) from the shared flags; None leaves a value as it was."""
+def _settings(ctx: typer.Context, backend: str, epochs, batch_size, multiplier, params,
+              method=None, beta=None) -> tuple[dict, dict]:
+    """(hyperparameters, backend options) from the shared flags; None leaves a value as it was.
+    A method's own settings (beta) may come as a flag or as -p name=value."""
     flags = ctx.meta.get("backend_flags", {})
     check_flags(flags, backend)
     hyperparameters = dict(zip(HYPERPARAMETERS, (epochs, batch_size, multiplier), strict=True))
-    return hyperparameters, _options(params, flags)
+    options = _options(params, flags)
+    settings = {name: options.pop(name) for name in method_settings() if name in options}
+    if beta is not None:
+        settings["beta"] = beta
+    if method is not None:
+        hyperparameters["method"] = method
+    return {**hyperparameters, **settings}, options
+
+
+def method_settings() -> set[str]:
+    """The names of every training method's own settings (beta), which -p passes as such."""
+    from ..hyperparameters import METHODS
+
+    return {name for names in METHODS.values() for name in names}
 
 
 @app.command(cls=BackendFlags)
@@ -78,11 +95,12 @@ def submit(
     split: float = typer.Option(None, "--split", help="Hold out this fraction for validation."),
     model: Model = None, epochs: Epochs = None, batch_size: BatchSize = None, multiplier: Multiplier = None,
     suffix: Suffix = None, seed: Seed = None, params: Params = None, wait: Wait = False, as_json: Json = False,
+    method: Method = None, beta: Beta = None,
 ):
     """Record a fine-tuning run in the ledger and start it on a backend."""
     from .. import jobs
 
-    hp, options = _settings(ctx, backend, epochs, batch_size, multiplier, params)
+    hp, options = _settings(ctx, backend, epochs, batch_size, multiplier, params, method, beta)
     printer = Printer(quiet=False) if wait else None
     run = jobs.submit(dataset, backend, model, hyperparameters=hp, suffix=suffix, seed=seed,
                       validation=validation, split=split, options=options, wait=wait,
@@ -97,6 +115,7 @@ def rerun(
     backend: Backend = ...,
     model: Model = None, epochs: Epochs = None, batch_size: BatchSize = None, multiplier: Multiplier = None,
     suffix: Suffix = None, seed: Seed = None, params: Params = None, wait: Wait = False, as_json: Json = False,
+    beta: Beta = None,
 ):
     """Re-run a run's dataset on another backend (or model), mapping its settings across.
 
@@ -104,7 +123,7 @@ def rerun(
     """
     from .. import jobs
 
-    hp, options = _settings(ctx, backend, epochs, batch_size, multiplier, params)
+    hp, options = _settings(ctx, backend, epochs, batch_size, multiplier, params, beta=beta)
     printer = Printer(quiet=False) if wait else None
     new, mapped = jobs.rerun(run, backend, model, hyperparameters=hp, options=options, suffix=suffix,
                              seed=seed, wait=wait, on_update=printer.update if printer else None)

@@ -58,6 +58,7 @@ class ClockService(Service):
     """Jobs that advance on a clock `speed` times faster than PHASES says."""
 
     min_examples = MIN_EXAMPLES  # a smaller training file fails validation (another provider's may differ)
+    methods = ("supervised", "dpo")  # the method types a job may ask for (OpenAI's published ones)
 
     def __init__(self, speed: float = 1.0, results_base64: str = "alternate", phases: dict | None = None):
         self.speed = speed
@@ -96,9 +97,10 @@ class ClockService(Service):
             self._stepped(job, sim, at)
 
     def _validated(self, job: Job, sim: _Sim, at: float) -> None:
-        report = check_file(job.training_path, min_examples=self.min_examples)
+        report = check_file(job.training_path, min_examples=self.min_examples, method=job.method)
         if not report.error and job.validation_path:
-            report.error = check_file(job.validation_path, "validation_file", "Validation", self.min_examples).error
+            report.error = check_file(job.validation_path, "validation_file", "Validation", self.min_examples,
+                                      job.method).error
         if report.error:
             job.emit(report.error["message"], at, level="error")
             job.emit("Fine-tuning job failed", at, level="error")
@@ -245,8 +247,13 @@ def resolve(requested: dict, n_examples: int) -> dict:
     if batch == "auto":
         batch = max(1, min(RANGES["batch_size"][2], n_examples // 500))
     lrm = requested.get("learning_rate_multiplier", "auto")
-    return {"n_epochs": epochs, "batch_size": batch,
-            "learning_rate_multiplier": 1.8 if lrm == "auto" else lrm}
+    out = {"n_epochs": epochs, "batch_size": batch, "learning_rate_multiplier": 1.8 if lrm == "auto" else lrm}
+    if "beta" in requested:  # a DPO job's: OpenAI does not publish its "auto" beta; 0.1 is the usual one
+        out["beta"] = DEFAULT_BETA if requested["beta"] == "auto" else requested["beta"]
+    return out
+
+
+DEFAULT_BETA = 0.1
 
 
 def _last_user(messages: list[dict]) -> str:
@@ -255,12 +262,19 @@ def _last_user(messages: list[dict]) -> str:
     return (text if isinstance(text, str) else json.dumps(text)).strip().casefold()
 
 
+def _conversation(example: dict) -> list:
+    """A chat example's messages, or a preference pair's prompt and its preferred answer."""
+    if "input" in example:
+        return example["input"]["messages"] + example["preferred_output"]
+    return example["messages"]
+
+
 def _answers_from(path: Path) -> dict[str, str]:
     answers = {}
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             try:
-                messages = json.loads(line)["messages"]
+                messages = _conversation(json.loads(line))
             except (ValueError, KeyError, TypeError):
                 continue
             replies = [m.get("content") for m in messages if m.get("role") == "assistant"]

@@ -34,14 +34,15 @@ def count_tokens(text: str) -> int:
 
 
 def check_file(path: Path, param: str = "training_file", label: str = "Training",
-               min_examples: int = MIN_EXAMPLES) -> FileReport:
-    """Stream a JSONL file the way OpenAI validates it; stop at the first error."""
+               min_examples: int = MIN_EXAMPLES, method: str = "supervised") -> FileReport:
+    """Stream a JSONL file the way OpenAI validates it for the job's method; stop at the first error."""
     report = FileReport()
+    check_line = _check_pair if method == "dpo" else _check_line
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue
-            problem, tokens = _check_line(raw)
+            problem, tokens = check_line(raw)
             if problem:
                 report.error = _error("invalid_file_format", f"Invalid file format. Line {n}, {problem}", param)
                 return report
@@ -75,6 +76,31 @@ def _check_line(raw: bytes) -> tuple[str | None, int]:
         tokens += 3 + count_tokens(_text(message.get("content")))
     if not any(m.get("role") == "assistant" for m in messages):
         return "an example must contain at least one assistant message", 0
+    return None, tokens
+
+
+def _check_pair(raw: bytes) -> tuple[str | None, int]:
+    """A preference line as OpenAI checks it for DPO: input.messages, and one assistant message
+    in each of preferred_output and non_preferred_output."""
+    try:
+        example = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return "could not parse the line as JSON", 0
+    given = example.get("input") if isinstance(example, dict) else None
+    messages = given.get("messages") if isinstance(given, dict) else None
+    if not isinstance(messages, list) or not messages:
+        return 'key "input.messages": missing or not a list of messages', 0
+    tokens = 3
+    for key, part in (("input.messages", messages), ("preferred_output", example.get("preferred_output")),
+                      ("non_preferred_output", example.get("non_preferred_output"))):
+        if key != "input.messages" and not (isinstance(part, list) and len(part) == 1
+                                            and isinstance(part[0], dict) and part[0].get("role") == "assistant"):
+            return f'key "{key}": must be a list of exactly one assistant message', 0
+        for i, message in enumerate(part, 1):
+            problem = _check_message(message)
+            if problem:
+                return f"{key} message {i}, {problem}", 0
+            tokens += 3 + count_tokens(_text(message.get("content")))
     return None, tokens
 
 

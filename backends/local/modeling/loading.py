@@ -257,8 +257,8 @@ def same_math_on_every_cpu(model) -> None:
 
 def trainable(path: str, device: str, opts: dict, seed: int, saved: Path | None = None):
     """The model a run trains, fresh or as a checkpoint saved it: LoRA on the base (NF4 when
-    opts say quantize), or with method=full the whole model."""
-    if opts["method"] != "full":
+    opts say quantize), or with training_type=full the whole model."""
+    if opts["training_type"] != "full":
         return with_lora(load_base(path, device, opts["quantize"]), opts, seed, saved)
     import torch
 

@@ -74,14 +74,24 @@ def collate(pairs: list[Pair], pad_id: int, device: str = "cpu") -> dict:
 
 
 def answer_logps(model, batch: dict):
-    """(summed log-probability of each row's labelled tokens, how many there are)."""
+    """(summed log-probability of each row's labelled tokens, how many there are).
+
+    The output head runs only on the labelled positions (the answers), as SFT's TokenLoss
+    does: most of a pair is prompt, and the head (vocabulary x hidden) and a batch x length x
+    vocabulary logits tensor are the bulk of a small model's time and memory."""
+    import torch
     import torch.nn.functional as F
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    out = causal_lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  use_cache=False)
     targets = batch["targets"]
-    # per token, never a log-softmax of the whole batch x length x vocabulary held at once
-    picked = -F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=chat.IGNORE, reduction="none")
-    return picked.sum(dim=1), (targets != chat.IGNORE).sum(dim=1)
+    keep = targets != chat.IGNORE
+    logits = causal_lm.get_output_embeddings()(out.last_hidden_state[keep]).float()
+    picked = -F.cross_entropy(logits, targets[keep], reduction="none")
+    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1).expand_as(targets)[keep]
+    sums = torch.zeros(targets.shape[0], dtype=picked.dtype, device=picked.device).index_add(0, rows, picked)
+    return sums, keep.sum(dim=1)
 
 
 def reference_logps(model, batch: dict, reference=None):

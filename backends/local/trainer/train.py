@@ -4,15 +4,13 @@
 loop. Only rank 0 writes the progress file and checkpoints; under DDP every rank trains on
 its share of each optimizer step and the sums are all-reduced, so the loss reported is the
 same as one process would see. The same loop trains LoRA weights (qlora, lora) or every
-weight (full): only what the optimizer is given differs.
+weight (full): only what the optimizer is given differs. A DPO run trains preference pairs
+through the same loop: its Objective (trainer/preference.py) stands in for the supervised one.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
-import random
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modeling import encoding, loading as models, templates
-from . import batching, rundir
+from . import batching, preference, rundir
+from .checkpoints import Best, latest_checkpoint, restore, save_checkpoint
 from .kernels import attend_per_example, fuse_lora
 from .options import resolve_options
 from ftmanager.errors import InvalidInput
@@ -82,9 +81,12 @@ def train(run: Run, resume: bool) -> None:
     tok = models.load_tokenizer(base_path)
     template = prompt_format(run, tok)
     model = models.trainable(base_path, run.device, run.opts, run.seed, ckpt / weights(run) if ckpt else None)
-    train_set = encode_file(run, tok, run.spec["training_file"], template)[0]
-    valid = encode_file(run, tok, run.spec["validation_file"], template)[0] if run.spec.get("validation_file") else []
-    collate = batching.collator(run.opts["packing"], tok.pad_token_id, run.device)
+    dpo_settings = preference.settings(run.spec, run.opts)  # None: a supervised run
+    goal = preference.objective(run, dpo_settings, base_path) if dpo_settings else supervised(run)
+    train_set = encode_file(run, tok, run.spec["training_file"], template, goal.encode_all)[0]
+    valid = (encode_file(run, tok, run.spec["validation_file"], template, goal.encode_all)[0]
+             if run.spec.get("validation_file") else [])
+    collate = goal.collator(tok)
     save = lambda out: models.save(model, tok, out, template)  # noqa: E731  (adapter or whole model)
 
     # How long: n_epochs passes over the examples, batch_size examples per optimizer step
@@ -96,26 +98,27 @@ def train(run: Run, resume: bool) -> None:
 
     # AdamW on the trainable weights (LoRA's, or every one), linear warmup then decay; a
     # checkpoint says where to start, and what the lowest validation loss was so far
-    loss_fn = wrap(run, model)
+    loss_fn = goal.loss_module(model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp["learning_rate"],
                             weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
     step, best = restore(ckpt, opt, sched, run.opts) if ckpt else (0, Best(run.opts))
     if ckpt:
         run.event(f"Resumed from checkpoint at step {step}/{total}")
-    run.event(f"Fine-tuning started ({hp['method']}): {len(train_set)} examples, {epochs} epochs, {total} steps "
+    kind = run.opts['training_type'] + (', DPO' if dpo_settings else '')
+    run.event(f"Fine-tuning started ({kind}): {len(train_set)} examples, {epochs} epochs, {total} steps "
               f"on {run.device}" + (f" x {run.world} processes (DDP)" if run.world > 1 else ""))
 
     # The loop: one optimizer step per batch, validation where asked, a checkpoint per epoch
     # (and at each lower validation loss with keep=best)
-    lengths, grouped = [len(e.input_ids) for e in train_set], not run.opts["packing"]
+    lengths, grouped = [goal.tokens(e) for e in train_set], goal.grouped
     every, clock = run.opts["eval_every"], Clock(step)
     loss_fn.train()  # from_pretrained leaves the base in eval mode; validation switches back to this
     plan = batching.steps(lengths, batch_size, run.seed, epochs, grouped, start=step)
     for step, indices, epoch_end in plan:
-        metrics = train_step(run, loss_fn, opt, sched, collate, [train_set[i] for i in indices])
+        metrics = goal.step(run, loss_fn, opt, sched, collate, [train_set[i] for i in indices])
         if valid and (epoch_end or (every and step % every == 0)):
-            metrics.update(evaluate(run, loss_fn, collate, valid))
+            metrics.update(goal.evaluate(run, loss_fn, collate, valid))
             best.saw(step, metrics["valid_loss"])
         run.report("metrics", data={"step": step, **metrics, "total_steps": total},
                    eta_seconds=clock.eta(step, total))
@@ -137,35 +140,6 @@ def train(run: Run, resume: bool) -> None:
                 raise Cancelled(step)
     ran = batching.steps(lengths, batch_size, run.seed, epochs, grouped)  # to count the tokens of the steps run
     finish(run, save, best, trained_tokens=sum(lengths[i] for s, idx, _ in ran if s <= step for i in idx))
-
-
-class Best:
-    """The lowest validation loss so far and its step: the model keep=best keeps, and what
-    early stopping (early_stopping=N evaluations without a lower loss) watches."""
-
-    def __init__(self, opts: dict, step: int | None = None, loss: float | None = None, since: int = 0):
-        self.keep, self.patience = opts["keep"], opts["early_stopping"]
-        self.step, self.loss, self.since = step, loss, since  # since: evaluations since the best
-
-    def saw(self, step: int, loss: float) -> None:
-        if self.loss is None or loss < self.loss:
-            self.step, self.loss, self.since = step, loss, 0
-        else:
-            self.since += 1
-
-    def keeps(self, step: int) -> bool:
-        """Whether step's weights must be saved: keep=best and step has the lowest loss yet."""
-        return self.keep == "best" and self.step == step
-
-    def out_of_patience(self) -> bool:
-        return bool(self.patience) and self.since >= self.patience
-
-    def state(self) -> dict:
-        return {"step": self.step, "loss": self.loss, "since": self.since}
-
-    def __str__(self) -> str:
-        return (f"the validation loss has not gone below {self.loss:.4f} (step {self.step}) "
-                f"in {self.since} evaluations")
 
 
 class TokenLoss(nn.Module):
@@ -202,6 +176,14 @@ def prompt_format(run: Run, tok) -> str:
     return template
 
 
+def supervised(run: Run) -> preference.Objective:
+    """Token cross-entropy on the assistant's tokens, packed or padded as the options say."""
+    return preference.Objective(
+        encoding.encode_all, lambda tok: batching.collator(run.opts["packing"], tok.pad_token_id, run.device),
+        lambda model: wrap(run, model), train_step, evaluate, tokens=lambda e: len(e.input_ids),
+        grouped=not run.opts["packing"])
+
+
 def wrap(run: Run, model) -> nn.Module:
     """The loss module, under DDP when there are several processes."""
     loss_fn = TokenLoss(model)
@@ -224,12 +206,17 @@ def train_step(run: Run, loss_fn, opt, sched, collate, examples: list[encoding.E
             # DDP averages gradients over ranks: scale so the result is the step's token mean
             (loss * run.world / n_tokens).backward()
         sums = [sums[0] + loss.item(), sums[1] + correct.item()]
+    optimizer_step(loss_fn, opt, sched)
+    loss_sum, correct = run.all_sum(sums)
+    return {"train_loss": loss_sum / n_tokens, "train_accuracy": correct / n_tokens}
+
+
+def optimizer_step(loss_fn, opt, sched) -> None:
+    """Clip the gradients, step the optimizer and the schedule, clear the gradients."""
     torch.nn.utils.clip_grad_norm_([p for p in loss_fn.parameters() if p.requires_grad], MAX_GRAD_NORM)
     opt.step()
     sched.step()
     opt.zero_grad(set_to_none=True)
-    loss_sum, correct = run.all_sum(sums)
-    return {"train_loss": loss_sum / n_tokens, "train_accuracy": correct / n_tokens}
 
 
 def my_share(run: Run, examples: list[encoding.Encoded]) -> list[encoding.Encoded]:
@@ -292,10 +279,11 @@ def read_jsonl(path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def encode_file(run: Run, tok, path, template: str) -> tuple[list[encoding.Encoded], int]:
-    """Encode a dataset file, reporting truncated and dropped examples."""
+def encode_file(run: Run, tok, path, template: str, encode_all=encoding.encode_all) -> tuple[list, int]:
+    """Encode a dataset file (chat examples, or pairs by preference's encode_all), reporting
+    truncated and dropped examples."""
     examples = read_jsonl(path)
-    kept, stats = encoding.encode_all(tok, examples, run.opts["max_length"], template)
+    kept, stats = encode_all(tok, examples, run.opts["max_length"], template)
     name = Path(path).name
     if stats["truncated"]:
         run.event(f"{stats['truncated']} of {len(examples)} examples in {name} were truncated "
@@ -313,15 +301,9 @@ def encode_file(run: Run, tok, path, template: str) -> tuple[list[encoding.Encod
 # --- checkpoints and the result -------------------------------------------------------------
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint (renamed into place, with its trainer state)."""
-    done = [p for p in (Path(run_dir) / "checkpoints").glob("step-*") if (p / "state.pt").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
 def weights(run: Run) -> str:
     """The folder name of what the run trains: the LoRA adapter, or the whole model."""
-    return "model" if run.opts["method"] == "full" else "adapter"
+    return "model" if run.opts["training_type"] == "full" else "adapter"
 
 
 def checkpoint(run: Run, save, opt, sched, step: int, best: Best) -> None:
@@ -332,43 +314,6 @@ def checkpoint(run: Run, save, opt, sched, step: int, best: Best) -> None:
                    model_id=f"local:{run.spec['run_id']}:step-{step}")
     if run.world > 1:
         torch.distributed.barrier()
-
-
-def save_checkpoint(root: Path, name: str, save, opt, sched, step: int, best: Best) -> Path:
-    """The weights (save() into root/step-N/name) + optimizer, scheduler, RNG state and the
-    best validation loss so far, written aside then renamed into place."""
-    final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(tmp / name)
-    state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "best": best.state()}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    torch.save(state, tmp / "state.pt")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in root.glob("step-*"):  # only the newest needs optimizer state to resume
-        if old != final and (old / "state.pt").exists():
-            (old / "state.pt").unlink()
-    return final
-
-
-def restore(ckpt: Path, opt, sched, opts: dict) -> tuple[int, Best]:
-    """Load a checkpoint's optimizer, scheduler and RNG state; the step it was taken at, and
-    the best validation loss until then."""
-    try:  # tensors, numbers and containers only: a crafted pickle in a shared FTM_HOME runs no code
-        state = torch.load(ckpt / "state.pt", weights_only=True)
-    except pickle.UnpicklingError:
-        raise InvalidInput(f"the checkpoint {ckpt / 'state.pt'} holds more than tensors and numbers, "
-                           f"so it was not loaded", "Delete that checkpoint folder to resume from an earlier "
-                           "one, or re-run the run.") from None
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate(state["python_rng"])
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state["step"], Best(opts, **state.get("best", {}))
 
 
 def peak_memory(device: str) -> dict:

@@ -14,12 +14,13 @@ def job_from_request(srv, body: dict) -> Job:
     _refuse_integrations(body.get("integrations"))
     train = _training_file(srv, body.get("training_file"), "training_file")
     valid = _training_file(srv, body["validation_file"], "validation_file") if body.get("validation_file") else None
+    method, requested = _hyperparameters(body, getattr(srv.service, "methods", ("supervised",)))
     return Job(
         id=new_id("ftjob-"), model=model, training_file=train.id, training_path=train.path,
         validation_file=valid.id if valid else None, validation_path=valid.path if valid else None,
         organization_id=srv.state.organization, created_at=time.time(),
         suffix=_suffix(body.get("suffix")), seed=_seed(body.get("seed")),
-        metadata=_metadata(body.get("metadata")), requested=_hyperparameters(body),
+        metadata=_metadata(body.get("metadata")), requested=requested, method=method,
     )
 
 
@@ -81,28 +82,39 @@ def _metadata(metadata) -> dict | None:
     return dict(metadata)
 
 
-def _hyperparameters(body: dict) -> dict:
+# Each method's hyperparameters beyond the common three (OpenAI's spec: DPO adds beta).
+METHOD_SETTINGS = {"supervised": (), "dpo": ("beta",)}
+COMMON = ("n_epochs", "batch_size", "learning_rate_multiplier")
+
+
+def _hyperparameters(body: dict, methods: tuple[str, ...]) -> tuple[str, dict]:
+    """(method type, hyperparameters as asked) from `method`, or the deprecated top level."""
     method = body.get("method") or {}
     if not isinstance(method, dict):
         raise ApiError(400, "'method' must be an object.", param="method")
-    if method and method.get("type") != "supervised":
-        raise ApiError(400, f"This server runs supervised fine-tuning only, not {method.get('type')!r}.",
+    kind = method.get("type", "supervised") if method else "supervised"
+    if kind not in METHOD_SETTINGS:
+        raise ApiError(400, f"Invalid value for 'method.type': {kind!r}. Expected 'supervised' or 'dpo'.",
+                       param="method.type")
+    if kind not in methods:
+        raise ApiError(400, f"This server runs {' and '.join(methods)} fine-tuning only, not {kind!r}.",
                        param="method.type")
     if method:
-        supervised = method.get("supervised") or {}
-        hp = supervised.get("hyperparameters") if isinstance(supervised, dict) else supervised
-        hp, where = hp or {}, "method.supervised.hyperparameters"
-    else:  # the deprecated top-level form
+        inner = method.get(kind) or {}
+        hp = inner.get("hyperparameters") if isinstance(inner, dict) else inner
+        hp, where = hp or {}, f"method.{kind}.hyperparameters"
+    else:
         hp, where = body.get("hyperparameters") or {}, "hyperparameters"
     if not isinstance(hp, dict):
         raise ApiError(400, f"'{where}' must be an object.", param=where)
-    out = {}
-    for name, (kind, *_bounds) in RANGES.items():
-        value = hp.get(name, "auto")
-        types = (int,) if kind is int else (int, float)  # a whole number is a fine multiplier
-        ok = value == "auto" or (isinstance(value, types) and not isinstance(value, bool)
-                                 and out_of_range(name, value) is None)
-        if not ok:
-            raise ApiError(400, f"Invalid value for {name}: {value!r}.", param=f"{where}.{name}")
-        out[name] = value
-    return out
+    return kind, {name: _value(hp, name, where) for name in (*COMMON, *METHOD_SETTINGS[kind])}
+
+
+def _value(hp: dict, name: str, where: str):
+    value = hp.get(name, "auto")
+    types = (int,) if RANGES[name][0] is int else (int, float)  # a whole number is a fine multiplier
+    ok = value == "auto" or (isinstance(value, types) and not isinstance(value, bool)
+                             and out_of_range(name, value) is None)
+    if not ok:
+        raise ApiError(400, f"Invalid value for {name}: {value!r}.", param=f"{where}.{name}")
+    return value

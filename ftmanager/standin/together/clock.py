@@ -108,7 +108,8 @@ class TogetherClock(Service):
         job.status, job.remaining, job.updated_at = status, self.phases.get(status, self.phases["step"]), at
 
     def _validated(self, job: FineTune, at: float) -> None:
-        report = check_file(job.training_path, min_examples=1)
+        method = "dpo" if job.request["training_method"].get("method") == "dpo" else "supervised"
+        report = check_file(job.training_path, min_examples=1, method=method)
         if report.error:
             job.emit("job_error", f"Training file invalid: {report.error['message']}", at, level="error")
             return self._end(job, "error", at)

@@ -205,10 +205,33 @@ def _resolved(body: dict) -> dict:
                        param="batch_size")
     if not isinstance(epochs, int) or not 1 <= epochs <= LIMITS["max_epochs"]:
         raise ApiError(400, f"n_epochs must be between 1 and {LIMITS['max_epochs']}.", param="n_epochs")
-    method = body.get("training_method") or {"method": "sft", "train_on_inputs": "auto"}
+    method = _training_method(body.get("training_method") or {"method": "sft", "train_on_inputs": "auto"})
     return {**body, "training_type": kind, "batch_size": batch, "n_epochs": epochs, "training_method": method,
             "learning_rate": float(body.get("learning_rate", 1e-5)), "n_checkpoints": body.get("n_checkpoints", 1),
             "n_evals": body.get("n_evals", 0), "warmup_ratio": body.get("warmup_ratio", 0.0)}
+
+
+# Together's training methods and the settings each takes (its SDK's TrainingMethodSft / Dpo).
+TRAINING_METHODS = {"sft": {"train_on_inputs"},
+                    "dpo": {"dpo_beta", "dpo_normalize_logratios_by_length", "dpo_reference_free", "rpo_alpha", "simpo_gamma"}}
+
+
+def _training_method(method) -> dict:
+    """training_method as Together checks it: a known method, its own settings, numbers in range."""
+    kind = method.get("method") if isinstance(method, dict) else None
+    if kind not in TRAINING_METHODS:
+        raise ApiError(400, f"training_method.method must be one of {', '.join(TRAINING_METHODS)}.",
+                       param="training_method")
+    extra = set(method) - TRAINING_METHODS[kind] - {"method"}
+    if extra:
+        raise ApiError(400, f"training_method {kind} takes no {', '.join(sorted(extra))}.", param="training_method")
+    for name in ("dpo_beta", "rpo_alpha", "simpo_gamma"):
+        value = method.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not value >= 0 or (name == "dpo_beta" and value == 0)):
+            raise ApiError(400, f"training_method.{name} must be a {'positive' if name == 'dpo_beta' else 'non-negative'} number.",
+                           param=f"training_method.{name}")
+    return dict(method)
 
 
 def _job(srv, req):

@@ -1,0 +1,53 @@
+"""Training methods at submit: which backends run which method, the kind of data each method
+needs, and chains (a run trained on top of an earlier run's model, as DPO on an SFT model is).
+Each check refuses in one line before anything is uploaded or recorded."""
+
+from __future__ import annotations
+
+from . import registry
+from .backend import Backend
+from .errors import InvalidInput, Unsupported
+from .ledger import ledger
+
+
+def check_method(impl: Backend, method: str, model: str) -> None:
+    """The backend's refusal of a method it cannot run, naming the backends that can."""
+    try:
+        impl.check_method(method, model)
+    except Unsupported as err:
+        able = [name for name in registry.names() if method in _methods_of(name)]
+        raise Unsupported(err.what, f"Use a backend that has it: {', '.join(able) or 'none yet'}.") from None
+
+
+def _methods_of(name: str) -> tuple[str, ...]:
+    try:
+        return registry.load(name).methods
+    except Exception:  # noqa: BLE001  (a plugin that does not load runs nothing)
+        return ()
+
+
+def require_kind(method: str, train: dict, valid: dict | None) -> None:
+    """Refuse, before anything is uploaded or recorded, data of the wrong kind for the method:
+    preference pairs for DPO, chat examples otherwise (the validation set too)."""
+    from .data import require_kind as refuse_other_kind
+
+    wanted, purpose = ("preference", "a DPO run") if method == "dpo" else ("chat", f"a {method} run")
+    refuse_other_kind(train, wanted, purpose)
+    if valid:
+        refuse_other_kind(valid, wanted, f"{purpose}'s validation set")
+
+
+def trained_from(model: str) -> dict | None:
+    """The ledger's run whose result is model (an SFT run a DPO run builds on), or None."""
+    return next((m for m in ledger().models() if m["kind"] == "model" and m["model_id"] == model), None)
+
+
+def refuse_chain(parent: dict, target) -> None:
+    """A run trained on top of an earlier run's model cannot move to another backend alone:
+    that model lives on the parent's provider. Say to re-run the chain one link at a time."""
+    upstream = trained_from(parent["base_model"])
+    if upstream and target.name != parent["backend"]:
+        raise InvalidInput(
+            f"run {parent['id']} trained on top of {upstream['run_id']}'s model, which {target.name} does not have",
+            f"Re-run {upstream['run_id']} on {target.name} first, then submit this dataset "
+            f"(--method {(parent.get('hyperparameters') or {}).get('method', 'supervised')}) on its result.")
