@@ -83,3 +83,19 @@ def test_a_paused_dpo_run_resumes_from_its_checkpoint_and_ends_where_an_unpaused
     assert f"Resumed from checkpoint at step {step}/40" in [e.message for e in done["events"]]
     last = lambda seen: [m for m in seen["metrics"] if m["step"] == 40][-1]["train_loss"]  # noqa: E731
     assert last(done) == pytest.approx(last(reference), abs=1e-6)
+
+
+def test_the_worker_reads_beta_from_the_record_and_the_loss_from_the_options(tmp_path, tiny_llama):  # noqa: F811
+    from ftm_backends.local.trainer import dpo, preference
+    from ftm_backends.local.trainer.options import resolve_options
+
+    backend = LocalBackend()
+    auto = tiny_spec(tmp_path, tiny_llama, pairs(), method="dpo", dpo_loss="ipo", label_smoothing="0.2")
+    resolved = backend.resolve(auto)
+    assert (resolved["method"], resolved["beta"]) == ("dpo", 0.1)  # "auto": OpenAI's and TRL's default
+    chosen = preference.settings({"resolved_hyperparameters": resolved}, resolve_options(auto.options))
+    assert chosen == dpo.Settings(beta=0.1, loss="ipo", label_smoothing=0.2)
+    given = backend.resolve(tiny_spec(tmp_path, tiny_llama, pairs(), method="dpo", beta=1.5))
+    assert given["beta"] == 1.5
+    assert preference.settings({"resolved_hyperparameters": backend.resolve(tiny_spec(tmp_path, tiny_llama))},
+                               resolve_options({})) is None  # a supervised run
