@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from fixtures_local import tiny_llama, tiny_spec  # noqa: F401  (fixture)
+from fixtures_local import tiny_llama, tiny_spec, wide_tiny_llama  # noqa: F401  (fixture)
 
 pytest.importorskip("peft")
 
@@ -83,3 +83,31 @@ def test_a_paused_dpo_run_resumes_from_its_checkpoint_and_ends_where_an_unpaused
     assert f"Resumed from checkpoint at step {step}/40" in [e.message for e in done["events"]]
     last = lambda seen: [m for m in seen["metrics"] if m["step"] == 40][-1]["train_loss"]  # noqa: E731
     assert last(done) == pytest.approx(last(reference), abs=1e-6)
+
+
+def test_the_worker_reads_beta_from_the_record_and_the_loss_from_the_options(tmp_path, tiny_llama):  # noqa: F811
+    from ftm_backends.local.trainer import dpo, preference
+    from ftm_backends.local.trainer.options import resolve_options
+
+    backend = LocalBackend()
+    auto = tiny_spec(tmp_path, tiny_llama, pairs(), method="dpo", dpo_loss="ipo", label_smoothing="0.2")
+    resolved = backend.resolve(auto)
+    assert (resolved["method"], resolved["beta"]) == ("dpo", 0.1)  # "auto": OpenAI's and TRL's default
+    chosen = preference.settings({"resolved_hyperparameters": resolved}, resolve_options(auto.options))
+    assert chosen == dpo.Settings(beta=0.1, loss="ipo", label_smoothing=0.2)
+    given = backend.resolve(tiny_spec(tmp_path, tiny_llama, pairs(), method="dpo", beta=1.5))
+    assert given["beta"] == 1.5
+    assert preference.settings({"resolved_hyperparameters": backend.resolve(tiny_spec(tmp_path, tiny_llama))},
+                               resolve_options({})) is None  # a supervised run
+
+
+def test_a_qlora_dpo_run_trains_on_the_4bit_base(tmp_path, wide_tiny_llama):  # noqa: F811
+    backend = LocalBackend()
+    spec = tiny_spec(tmp_path, wide_tiny_llama, pairs(), method="dpo", beta=0.5, n_epochs=4, batch_size=4,
+                     quantize="true")  # qlora: tiny_spec says quantize=false unless told
+    seen = follow(backend, backend.start(spec, uploads=None), timeout=300)
+    assert seen["last"].status == "succeeded", seen["last"].error
+    assert any("(qlora, DPO)" in e.message for e in seen["events"])
+    written = figures(spec.run_dir)
+    assert written[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)
+    assert written[-1]["rewards/margins"] > written[0]["rewards/margins"] + 0.02
