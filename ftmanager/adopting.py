@@ -21,7 +21,7 @@ from .facts import TERMINAL, iso
 from .ledger import ledger, now
 from .tempfiles import clear_stale, owned, shown
 
-RERUNNABLE = (None, "supervised", "sft")  # methods `ftm rerun` can send elsewhere today (sft: Together's word)
+RERUNNABLE = (None, "supervised", "sft", "dpo")  # methods `ftm rerun` can send elsewhere (sft: Together's word)
 RUN_ID_TAIL = re.compile(r"(?:^|-)(run-[0-9a-f]{8})$")  # ftm's run id, as it ends a job's suffix
 TMP_PREFIX = ".ftm-import-"
 

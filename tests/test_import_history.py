@@ -34,6 +34,7 @@ HISTORY = {
              {"training_file": "gone", "status": "failed"},
              {"training_file": "locked", "status": "cancelled", "method": "dpo",
               "hyperparameters": {"beta": 0.1, "n_epochs": 2}},
+             {"training_file": "train", "method": "reinforcement"},
              {"training_file": "train", "events": 250, "suffix": "support", "metadata": {"team": "help"}}],
 }
 
@@ -51,14 +52,14 @@ def test_a_seeded_account_comes_in_whole(env):
     server, made = env
     server.requests.clear()
     summary = adopting.import_history("openai")
-    assert len(summary.adopted) == 123 and server.requests[("GET", "/fine_tuning/jobs")] == 2  # two pages
+    assert len(summary.adopted) == 124 and server.requests[("GET", "/fine_tuning/jobs")] == 2  # two pages
     newest = jobs.show(made[-1])
     assert len(newest["events"]) == 250 and newest["metadata"] == {"team": "help"} and newest["suffix"] == "support"
     assert [c["step"] for c in newest["checkpoints"]] == [246, 247, 248]
-    failed, dpo = jobs.show(made[-3]), jobs.show(made[-2])
+    failed, dpo, rft = jobs.show(made[-4]), jobs.show(made[-3]), jobs.show(made[-2])
     assert (failed["status"], failed["error_code"]) == ("failed", "invalid_training_file")
     assert (dpo["status"], dpo["method"], dpo["hyperparameters"]["beta"]) == ("cancelled", "dpo", 0.1)
-    assert summary.not_rerunnable == {"dpo": [dpo["id"]]}
+    assert summary.not_rerunnable == {"reinforcement": [rft["id"]]}  # DPO re-runs; reinforcement not yet
     gone = next(f for f in HISTORY["files"] if f["name"] == "gone")
     missing = {m["run_id"]: m for m in summary.missing}
     assert missing[failed["id"]]["filename"] is None and missing[dpo["id"]]["filename"] == "locked.jsonl"
