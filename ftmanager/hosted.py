@@ -258,6 +258,25 @@ class HostedBackend(Backend):
                                f"Check the network and {self.url_env}, then run the command again; "
                                "nothing was lost.") from None
 
+    # --- files, for `ftm import` (the SDKs shaped like OpenAI's: files.retrieve, files.content) ---
+
+    def remote_file(self, file_id: str) -> RemoteFile | None:
+        """The file's name, size and purpose (None once deleted)."""
+        f = self._found(lambda: self.client.files.retrieve(file_id), answered=True)
+        return RemoteFile(f.id, f.filename, f.bytes, f.purpose) if f is not None else None
+
+    def fetch_file(self, file_id: str, dest) -> bool:
+        """Stream the file's content to dest; False where the provider refuses it (OpenAI: 400 "Not
+        allowed to download files of purpose: ...") or lost it (404, or Together's empty answer)."""
+        try:
+            with self._answered(), self.client.files.with_streaming_response.content(file_id) as answer:
+                with open(dest, "wb") as out:
+                    for chunk in answer.iter_bytes():
+                        out.write(chunk)
+        except (NotFound, Refused):
+            return False
+        return os.path.getsize(dest) > 0
+
     def _found(self, call, answered: bool = False):
         """call()'s answer, or None where the provider has no such object (its 404). answered:
         a provider that does not answer is one line, as in _answered (else it propagates)."""

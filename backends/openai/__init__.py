@@ -14,9 +14,9 @@ import time
 from contextlib import suppress
 
 from ftmanager.backend import Checkpoint, Event, Progress, RunSpec, Uploads
-from ftmanager.errors import NotFound, Refused
+from ftmanager.errors import Refused
 from ftmanager.facts import HYPERPARAMETERS, SUCCEEDED, auto_epochs, is_terminal
-from ftmanager.hosted import HostedBackend, JobRequest, ProviderJob, RemoteFile, env_number, price_per_1m, usd
+from ftmanager.hosted import HostedBackend, JobRequest, ProviderJob, env_number, price_per_1m, usd
 
 from .sdk import FileWindow, metric, parse_results
 
@@ -298,22 +298,6 @@ class OpenAIBackend(HostedBackend):
         created = job.get("created_at")
         return ProviderJob(job_id=job["id"], created_at=float(created) if created is not None else None,
                            request=request, progress=None, status=job.get("status"), raw=job)
-
-    def remote_file(self, file_id: str) -> RemoteFile | None:
-        """The file's name, size and purpose (None once deleted)."""
-        f = self._found(lambda: self.client.files.retrieve(file_id), answered=True)
-        return RemoteFile(f.id, f.filename, f.bytes, f.purpose) if f is not None else None
-
-    def fetch_file(self, file_id: str, dest) -> bool:
-        """Stream the file's content to dest; False where OpenAI refuses it (400) or lost it (404)."""
-        try:
-            with self._answered(), self.client.files.with_streaming_response.content(file_id) as answer:
-                with open(dest, "wb") as out:
-                    for chunk in answer.iter_bytes():
-                        out.write(chunk)
-        except (NotFound, Refused):  # "Not allowed to download files of purpose: ...", or deleted
-            return False
-        return True
 
     # --- the rest of the contract ------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from ftmanager.backend import Option, Progress, RunSpec, Rules, Uploads
 from ftmanager.errors import FtmError, InvalidInput, NotFound, Refused, Unsupported
 from ftmanager.facts import SUCCEEDED, auto_epochs, is_terminal
-from ftmanager.hosted import HostedBackend, ProviderJob, RemoteFile, usd
+from ftmanager.hosted import HostedBackend, ProviderJob, usd
 
 from . import listing, progress
 
@@ -235,19 +235,6 @@ class TogetherBackend(HostedBackend):
         with self._answered():
             job = self.client.fine_tuning.retrieve(job_id).to_dict()
         return self.caught_up(listing.provider_job(job, BASE_LEARNING_RATE))
-
-    def remote_file(self, file_id: str) -> RemoteFile | None:
-        f = self._found(lambda: self.client.files.retrieve(file_id), answered=True)
-        return RemoteFile(f.id, f.filename, f.bytes, f.purpose) if f is not None else None
-
-    def fetch_file(self, file_id: str, dest) -> bool:
-        """Stream the file to dest; False where Together no longer has it or refuses it."""
-        try:
-            with self._answered(), self.client.files.with_streaming_response.content(file_id) as answer:
-                listing.stream_to(answer, dest)
-        except (NotFound, Refused):
-            return False
-        return Path(dest).stat().st_size > 0  # a deleted file's content comes back empty
 
     # --- the rest of the contract ------------------------------------------------------------
 

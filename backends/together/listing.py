@@ -24,8 +24,3 @@ def provider_job(job: dict, base_rate: float) -> ProviderJob:
                        progress=None, status=job.get("status"), raw=job)
 
 
-def stream_to(answer, dest) -> None:
-    """Write a streamed answer's bytes to dest."""
-    with open(dest, "wb") as out:
-        for chunk in answer.iter_bytes():
-            out.write(chunk)
