@@ -306,8 +306,25 @@ def m009_imported_runs(db) -> None:
                " WHERE imported_at IS NOT NULL")
 
 
+def m010_named_metrics(db) -> None:
+    # A run's per-step figures beyond the fixed columns of `metrics` (DPO's rewards/margins, a
+    # provider's own names), one row per run, name and step. A long table rather than a column per
+    # figure: providers choose these names, so a new one needs no migration and a hostile one no
+    # DDL. The key (run_id, name, step) WITHOUT ROWID clusters one figure of one run in step order,
+    # so its curve or its last value is a single range read, as a column of `metrics` is.
+    db.execute(
+        """CREATE TABLE "metric_values" (
+   "run_id" TEXT REFERENCES "runs"("id"),
+   "name" TEXT,
+   "step" INTEGER,
+   "value" REAL,
+   PRIMARY KEY ("run_id", "name", "step")
+) WITHOUT ROWID"""
+    )
+
+
 MIGRATIONS = [m001_initial, m002_evaluations, m003_core, m004_serve, m005_grades, m006_exports,
-              m007_dataset_kind, m008_serve_jobs_are_runs, m009_imported_runs]  # append-only
+              m007_dataset_kind, m008_serve_jobs_are_runs, m009_imported_runs, m010_named_metrics]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 

@@ -126,6 +126,13 @@ CREATE TABLE "grades" (
    "passed" INTEGER,
    "error" TEXT
 );
+CREATE TABLE "metric_values" (
+   "run_id" TEXT REFERENCES "runs"("id"),
+   "name" TEXT,
+   "step" INTEGER,
+   "value" REAL,
+   PRIMARY KEY ("run_id", "name", "step")
+) WITHOUT ROWID;
 CREATE TABLE "metrics" (
    "run_id" TEXT REFERENCES "runs"("id"),
    "step" INTEGER,
@@ -521,3 +528,32 @@ def test_m008_moves_what_serve_said_ahead_of_a_run_onto_the_run(tmp_path):
                     "run-s": ("succeeded", None), "run-q": ("queued", None)}  # an ended run keeps its own end
     refused = [j for j in book.api_jobs() if j["id"] == "ftjob-f"][0]
     assert "status" not in refused and refused["error"] == {"code": "invalid_training_file"}
+
+
+def test_a_ledger_at_m009_upgrades_keeping_its_metrics_and_takes_figures_by_name(tmp_path):
+    import sqlite_utils
+
+    from ftmanager import migrations
+    from ftmanager.backend import Progress
+    from ftmanager.ledger import Ledger
+
+    home = tmp_path / "old-home"
+    home.mkdir()
+    db = sqlite_utils.Database(home / "ftm.db")
+    before = sqlite_utils.Migrations("ftm")
+    for fn in migrations.MIGRATIONS[: migrations.MIGRATIONS.index(migrations.m010_named_metrics)]:
+        before(name=fn.__name__)(fn)
+    before.apply(db)
+    db["datasets"].insert({"id": "d" * 64, "name": "x"})
+    db["runs"].insert({"id": "run-old", "dataset_id": "d" * 64, "status": "succeeded", "backend": "openai"})
+    db["metrics"].insert_all([{"run_id": "run-old", "step": s, "train_loss": 1 / s} for s in (1, 2, 3)])
+    db.conn.close()
+    book = Ledger(home / "ftm.db")
+    assert [(m["step"], m["train_loss"]) for m in book.metrics("run-old")] == [(1, 1.0), (2, 0.5), (3, 1 / 3)]
+    assert book.metric_summary("run-old")["final_train_loss"] == 1 / 3  # and no figures: nothing else shown
+    assert not [k for k in book.metric_summary("run-old") if "/" in k]
+    book.record("run-old", Progress(status="succeeded", metrics=[{"step": 3, "rewards/margins": 0.25}]))
+    assert book.metrics("run-old")[-1] == {"run_id": "run-old", "step": 3, "train_loss": 1 / 3, "train_accuracy": None,
+                                           "valid_loss": None, "valid_mean_token_accuracy": None, "full_valid_loss": None,
+                                           "full_valid_mean_token_accuracy": None, "rewards/margins": 0.25}
+    assert book.metric_curve("run-old", "rewards/margins") == [(3, 0.25)]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ftmanager import paths
 from ftmanager.backend import Backend, Checkpoint, Event, Progress, RunSpec, Uploads
-from ftmanager.facts import (CANCELLED, FAILED, METRIC_NAMES, PAUSED, QUEUED, RUNNING, SUCCEEDED,
+from ftmanager.facts import (CANCELLED, FAILED, PAUSED, QUEUED, RUNNING, SUCCEEDED,
                              is_terminal)
 from ftmanager.errors import BackendError, InvalidInput, NotFound, Refused
 
@@ -247,7 +247,8 @@ def apply_record(prog: Progress, cursor: dict, pos: int, rec: dict) -> None:
         prog.events.append(Event(f"local-evt-{pos}", t, rec["message"], rec.get("level", "info")))
     elif kind == "metrics":
         data = rec["data"]
-        prog.metrics.append({k: v for k, v in data.items() if k == "step" or k in METRIC_NAMES})
+        # every figure but the run's length: DPO's rewards/* and logps/* go to the ledger by name
+        prog.metrics.append({k: v for k, v in data.items() if k != "total_steps"})
         cursor["total_steps"], cursor["eta"] = data.get("total_steps"), rec.get("eta_seconds")
         cursor["last_metrics"] = prog.metrics[-1]
     elif kind == "checkpoint":

@@ -7,6 +7,8 @@ import base64
 import csv
 import io
 
+from ftmanager.figures import number
+
 # Metric names as the ledger keeps them: OpenAI's events say train_mean_token_accuracy where
 # its results file says train_accuracy; both are the same number.
 _METRIC_ALIASES = {"train_mean_token_accuracy": "train_accuracy"}
@@ -48,10 +50,12 @@ class FileWindow(io.RawIOBase):
 
 
 def metric(data: dict) -> dict:
-    """A metrics event's (or checkpoint's) data under the ledger's metric names."""
+    """A metrics event's (or checkpoint's) data under the ledger's metric names. Every key is kept
+    (a DPO job's figures beside the loss, as OpenAI names them): the ledger keeps what is a number."""
     out = {_METRIC_ALIASES.get(k, k): v for k, v in data.items() if k != "total_steps" and v is not None}
     if "step" in out:
-        out["step"] = int(out["step"])
+        step = number(out["step"])  # a step that is not a whole number is no step: the ledger skips it
+        out["step"] = int(step) if step is not None and step.is_integer() else None
     return out
 
 
@@ -63,9 +67,10 @@ def parse_results(raw: bytes) -> list[dict]:
     rows = []
     for row in csv.DictReader(io.StringIO(text.decode("utf-8"))):
         values = {_METRIC_ALIASES.get(k.strip(), k.strip()): _number(v) for k, v in row.items() if k}
-        if values.get("step") is None:
+        step = number(values.get("step"))
+        if step is None or not step.is_integer():
             continue
-        values["step"] = int(values["step"])
+        values["step"] = int(step)
         rows.append({k: v for k, v in values.items() if v is not None})
     return rows
 

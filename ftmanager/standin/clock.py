@@ -23,6 +23,22 @@ from .file_checks import TOKEN, check_file, count_tokens
 # Seconds each phase takes at speed 1; --speed divides them.
 PHASES = {"validating_files": 2.0, "queued": 3.0, "step": 0.5}
 OWNER = "ftm-standin"  # the org part of the ft: ids this server makes
+CHECKPOINT_METRICS = ("train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
+
+
+def dpo_figures(step: int, total: int, validation: bool = False) -> dict:
+    """A DPO job's metrics event data at step: the loss falls from ln 2 as the reward margin grows.
+    The reward names are this stand-in's own (OpenAI documents only that a DPO job's figures come
+    under `data` beside `step`); ftm's local trainer names the same figures as TRL does."""
+    margin = 2.0 * (1 - math.exp(-3.0 * step / total))
+    out = {"step": step, "train_loss": round(math.log1p(math.exp(-margin)), 6),
+           "train_reward_margin": round(margin, 6), "train_reward_accuracy": round(min(1.0, 0.5 + margin / 3), 6),
+           "train_chosen_reward": round(margin / 2, 6), "train_rejected_reward": round(-margin / 2, 6)}
+    if validation:
+        out.update(valid_loss=round(math.log1p(math.exp(-0.9 * margin)), 6),
+                   valid_reward_margin=round(0.9 * margin, 6),
+                   valid_reward_accuracy=round(min(1.0, 0.5 + 0.9 * margin / 3), 6))
+    return out
 
 
 def play(clocked, speed: float, going, boundary) -> None:
@@ -134,7 +150,10 @@ class ClockService(Service):
         sim.remaining = self.phases["step"]
 
     def _metrics(self, job: Job, sim: _Sim) -> dict:
-        """A loss that falls smoothly from about 2.4 towards 0.15, the same for every run."""
+        """A loss that falls smoothly from about 2.4 towards 0.15, the same for every run; a DPO
+        job's loss and reward figures instead."""
+        if job.method == "dpo":
+            return dpo_figures(sim.step, sim.total_steps, bool(job.validation_path))
         loss = 0.15 + 2.25 * math.exp(-4.0 * sim.step / sim.total_steps)
         out = {"step": sim.step, "train_loss": round(loss, 6),
                "train_mean_token_accuracy": round(1 - loss / 3, 6)}
@@ -145,8 +164,9 @@ class ClockService(Service):
 
     def _checkpoint(self, job: Job, sim: _Sim, metrics: dict, at: float) -> None:
         model_id = f"{self._model_id(job)}:ckpt-step-{sim.step}"
-        extra = {k: v for k, v in metrics.items() if k != "step"}
-        if job.validation_path:
+        # a checkpoint's metrics are the spec's fixed fields, whatever else the step reported
+        extra = {k: v for k, v in metrics.items() if k in CHECKPOINT_METRICS}
+        if job.validation_path and "valid_mean_token_accuracy" in metrics:
             extra.update(full_valid_loss=metrics["valid_loss"],
                          full_valid_mean_token_accuracy=metrics["valid_mean_token_accuracy"])
         for gone in job.add_checkpoint(sim.step, model_id, extra, at):
@@ -176,7 +196,7 @@ class ClockService(Service):
         for e in job.events:
             if e["type"] == "metrics":
                 d = e["data"]
-                cells = [d["step"], d["train_loss"], d["train_mean_token_accuracy"],
+                cells = [d["step"], d["train_loss"], d.get("train_mean_token_accuracy", ""),
                          d.get("valid_loss", ""), d.get("valid_mean_token_accuracy", "")]
                 rows.append(",".join(str(c) for c in cells))
         path = self.state.new_path("results-")

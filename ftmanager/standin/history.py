@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import InvalidInput
 from ..front.state import Job, new_id
+from .clock import dpo_figures
 
 STATUSES = ("succeeded", "failed", "cancelled")
 FOREVER = 10**9  # a refused download stays refused
@@ -88,8 +89,10 @@ def _history(job: Job, spec: dict, created: float, status: str) -> None:
     steps = n - 2
     for step in range(1, steps + 1):
         at = created + 10 + step
-        job.emit(f"Step {step}/{steps}: training loss={1 / step:.4f}", at, type="metrics",
-                 data={"step": step, "train_loss": 1 / step, "train_mean_token_accuracy": 0.5, "total_steps": steps})
+        data = {"step": step, "train_loss": 1 / step, "train_mean_token_accuracy": 0.5, "total_steps": steps}
+        if job.method == "dpo":  # a preference job's reward figures beside its loss
+            data |= {k: v for k, v in dpo_figures(step, steps).items() if k not in data}
+        job.emit(f"Step {step}/{steps}: training loss={1 / step:.4f}", at, type="metrics", data=data)
     end = created + 20 + steps
     for k in range(min(int(spec.get("checkpoints", 3 if status == "succeeded" else 0)), steps)):
         step = steps - k
