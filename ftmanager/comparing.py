@@ -86,9 +86,11 @@ def _scores(store, run_id: str) -> dict:
     return out
 
 
-def plot(refs: list[str], out: Path, by: str = "step") -> Path:
-    """Train (solid) and validation (dashed) loss of every run on one PNG, by step or by epoch."""
+def plot(refs: list[str], out: Path, by: str = "step", metric: str | None = None) -> Path:
+    """Train (solid) and validation (dashed) loss of every run on one PNG, by step or by epoch;
+    or one named metric (a DPO run's rewards/margins, ...) where metric is given."""
     store = ledger()
+    curves = (("train_loss", "-"), ("valid_loss", "--")) if metric is None else ((metric, "-"),)
     try:
         import matplotlib
 
@@ -98,23 +100,35 @@ def plot(refs: list[str], out: Path, by: str = "step") -> Path:
         raise InvalidInput("plotting needs matplotlib", "Install it: pip install 'ftm[plot]'.") from None
     if by not in ("step", "epoch"):
         raise InvalidInput(f"--by must be step or epoch, not {by!r}", "")
+    lines = _lines(store, refs, by, curves)
+    if metric is not None and not lines:
+        raise InvalidInput(f"none of these runs reports a metric called {metric!r}",
+                           "See the names under `ftm show RUN` (a DPO run's rewards/margins, ...).")
     fig, ax = plt.subplots(figsize=(9, 5))
-    for ref in refs:
-        run = store.run(ref)
-        scale = _epoch_scale(store, run) if by == "epoch" else 1.0
-        for metric, style in (("train_loss", "-"), ("valid_loss", "--")):
-            points = store.metric_curve(run["id"], metric)
-            if points:
-                ax.plot([s * scale for s, _ in points], [v for _, v in points], style,
-                        label=f"{run['id']} {run['backend']} {metric}")
+    for xs, ys, style, label in lines:
+        ax.plot(xs, ys, style, label=label)
     ax.set_xlabel(by)
-    ax.set_ylabel("loss")
+    ax.set_ylabel(metric or "loss")
     ax.set_title("ftm compare")
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _lines(store, refs: list[str], by: str, curves) -> list[tuple]:
+    """(xs, ys, style, label) of each run's curve of each metric it has points of."""
+    lines = []
+    for ref in refs:
+        run = store.run(ref)
+        scale = _epoch_scale(store, run) if by == "epoch" else 1.0
+        for metric, style in curves:
+            points = store.metric_curve(run["id"], metric)
+            if points:
+                lines.append(([s * scale for s, _ in points], [v for _, v in points], style,
+                              f"{run['id']} {run['backend']} {metric}"))
+    return lines
 
 
 def _epoch_scale(store, run: dict) -> float:

@@ -103,3 +103,7 @@ def test_a_dpo_run_on_azure_sends_method_dpo_and_answers_with_the_preferred_repl
     answer = AzureOpenAIBackend().generate(run["result_model"], None, MODEL,
                                            [[{"role": "user", "content": "Capital of country 4?"}]])
     assert answer == ["City 4."]  # the stand-in's tuned model gives the preferred answer
+    from ftmanager.ledger import ledger
+
+    sent = [e["data"]["train_reward_margin"] for e in job.events if e["type"] == "metrics"]
+    assert [v for _, v in ledger().metric_curve(run["id"], "train_reward_margin")] == sent  # the DPO figures, by name

@@ -34,6 +34,22 @@ def test_a_dpo_run_sends_method_dpo_with_beta_and_records_it(env, tmp_path, ftm_
     assert run["hyperparameters"] == {"n_epochs": 1, "batch_size": "auto", "learning_rate_multiplier": "auto",
                                       "method": "dpo", "beta": 0.25}
     assert run["status"] == "succeeded" and run["result_model"].startswith(f"ft:{MODEL}:")
+    _dpo_figures_recorded(job, run["id"])
+
+
+def _dpo_figures_recorded(job, run_id: str) -> None:
+    """Every numeric key of the job's metrics events beyond the fixed columns is in the ledger under
+    the name the provider sent, and `ftm show` lists their last values."""
+    from ftmanager.ledger import ledger
+
+    sent = [e["data"] for e in job.events if e["type"] == "metrics"]
+    assert sent and "train_reward_margin" in sent[0]
+    assert ledger().metric_curve(run_id, "train_reward_margin") == [(d["step"], d["train_reward_margin"]) for d in sent]
+    assert ledger().metric_summary(run_id)["final_train_reward_accuracy"] == sent[-1]["train_reward_accuracy"]
+    shown = ftm("show", run_id)
+    assert shown.code == 0 and "figures (last value):" in shown.out
+    last = shown.out.split("figures (last value):")[1].split("\n\n")[0].split()
+    assert last[last.index("train_reward_margin") + 1] == f"{sent[-1]['train_reward_margin']:.4f}"
 
 
 def test_beta_by_p_and_auto_beta_are_resolved_by_the_provider(env, tmp_path, ftm_home):
@@ -83,3 +99,11 @@ def test_dpo_on_an_sft_model_is_recorded_as_a_chain(env, tmp_path, ftm_home, cha
     away = ftm("rerun", run["id"], "-b", "together")
     assert away.code == 1 and len(away.err.strip().splitlines()) == 1
     assert f"Re-run {sft.json()['id']} on together first" in away.err
+    plot = tmp_path / "margins.png"
+    compared = ftm("compare", sft.json()["id"], run["id"], "--plot", plot, "--metric", "train_reward_margin")
+    assert compared.code == 0, compared
+    assert "final_train_reward_margin" in compared.out and f"train_reward_margin curves written to {plot}" in compared.out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sft_only = ftm("compare", sft.json()["id"], sft.json()["id"], "--plot", tmp_path / "no.png", "--metric", "rewards/margins")
+    assert sft_only.code == 1 and "none of these runs reports a metric called 'rewards/margins'" in sft_only.err
+    assert not (tmp_path / "no.png").exists()

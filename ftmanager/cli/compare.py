@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import InvalidInput
 from . import app
 from .output import emit_json, table
 
@@ -16,20 +17,24 @@ def compare(
     runs: list[str] = typer.Argument(..., help="Two or more run ids."),
     plot: Path = typer.Option(None, "--plot", help="Also draw the loss curves into this PNG."),
     by: str = typer.Option("step", "--by", help="Align the curves by step or epoch."),
+    metric: str = typer.Option(None, "--metric",
+                               help="Plot this metric instead of the losses (e.g. a DPO run's rewards/margins)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Compare runs: settings (differences marked), outcome, cost, losses, evaluation scores."""
     from .. import comparing
     from .display import render_compare
 
+    if metric and not plot:
+        raise InvalidInput("--metric chooses what --plot draws", "Add --plot FILE.png.")
     result = comparing.compare(runs)
     if plot:
-        comparing.plot(runs, plot, by)
+        comparing.plot(runs, plot, by, metric)
     if as_json:
         return emit_json({**result, "plot": str(plot) if plot else None})
     print(render_compare(result))
     if plot:
-        print(f"Loss curves written to {plot}")
+        print(f"{'Loss curves' if metric is None else metric + ' curves'} written to {plot}")
 
 
 @app.command("eval")

@@ -46,7 +46,20 @@ def _metrics(rows: list[dict]) -> list[str]:
         out.append(f"train_loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, best {min(losses):.4f}")
     if valid:
         out.append(f"valid_loss: last {valid[-1]:.4f}, best {min(valid):.4f}")
-    return out
+    return out + _figures(rows)
+
+
+def _figures(rows: list[dict]) -> list[str]:
+    """The last value of each figure beyond the table's columns (a DPO run's rewards/margins, ...)."""
+    from ..figures import NOT_FIGURES, SHOWN, ordered
+
+    last = {}
+    for row in rows:
+        last.update({k: v for k, v in row.items() if k not in NOT_FIGURES and v is not None})
+    if not last:
+        return []
+    width = max(len(name) for name in last)
+    return ["", "figures (last value):"] + [f"  {name:<{width}}  {last[name]:.4f}" for name in ordered(last)[:SHOWN]]
 
 
 def render_compare(result: dict) -> str:

@@ -37,12 +37,14 @@ def health() -> dict:
 
 
 def curves(run_ref: str, points: int = CURVE_POINTS) -> dict:
-    """Each metric of a run by step, thinned by LTTB to about `points`, and epochs per step."""
+    """Each metric of a run by step (its other figures by name among them), thinned by LTTB to
+    about `points`, and epochs per step."""
     v = views()
     run = v.run_row(run_ref)
     points = max(10, min(int(points), 20_000))
     series = {}
-    for name, (xs, ys) in v.metric_columns(run["id"]).items():
+    columns = v.metric_columns(run["id"]) | v.book.figure_columns(run["id"])  # a DPO run's rewards/* too
+    for name, (xs, ys) in columns.items():
         kept_x, kept_y = lttb(xs, ys, points)
         series[name] = {"x": kept_x, "y": kept_y, "n": len(xs)}
     return {"run_id": run["id"], "series": series, "epochs_per_step": _epochs_per_step(run)}

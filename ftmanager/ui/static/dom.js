@@ -124,4 +124,14 @@ function byToggle(by, onChange, canEpoch) {
 
 const LOSSES = ["train_loss", "valid_loss", "full_valid_loss"];
 const ACCURACIES = ["train_accuracy", "train_mean_token_accuracy", "valid_mean_token_accuracy", "full_valid_mean_token_accuracy"];
+// A DPO run's reward figures, by what their names say: the local trainer's are TRL's (rewards/margins,
+// valid_rewards/accuracies), a provider's its own (train_reward_margin, ...).
+const REWARD_CHARTS = [["Reward margins", /margin/], ["Reward accuracy", /reward.*accurac/]];
+
+function chartSpecs(curves) {
+  // [title, series names]: loss and accuracy always; a reward chart where the run has such figures.
+  const names = Object.keys(curves.series);
+  const rewards = REWARD_CHARTS.map(([title, pattern]) => [title, names.filter((n) => pattern.test(n)).sort()]);
+  return [["Loss", LOSSES], ["Accuracy", ACCURACIES], ...rewards.filter(([, found]) => found.length)];
+}
 

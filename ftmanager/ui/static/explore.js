@@ -26,7 +26,8 @@ async function comparePage(_, params) {
     el("p", {class: "muted"}, differ.size ? "Highlighted: the settings that differ." : "Every setting is the same."),
     el("table", {id: "compare"}, el("thead", {}, el("tr", {}, el("th", {}, "field"), runIds.map((id) => el("th", {}, runLink(id))))), el("tbody", {}, rows)),
     el("h2", {}, "Curves"), byToggle(by, (v) => { location.hash = "#/compare?ids=" + runIds.join(",") + "&by=" + v; }, canEpoch),
-    chart("Loss", lines(LOSSES), by), chart("Accuracy", lines(ACCURACIES), by),
+    chartSpecs({series: Object.assign({}, ...runIds.map((id) => data.curves[id].series))})
+      .map(([title, names]) => chart(title, lines(names), by)),
     el("h2", {}, "Answers side by side"),
     answers.length ? el("table", {id: "answers"}, el("thead", {}, el("tr", {}, el("th", {}, "prompt"), el("th", {}, "reference"), runIds.map((id) => el("th", {}, id)))), el("tbody", {}, answers))
       : el("p", {class: "muted"}, "None of these runs has been evaluated: ftm eval RUN... --data held-out.jsonl")));

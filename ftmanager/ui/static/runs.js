@@ -84,7 +84,7 @@ async function runPage(id, params) {
   const run = detail.run;
   const charts = el("div", {id: "curves"},
     byToggle(by, (value) => { location.hash = "#/run/" + encodeURIComponent(run.id) + "?by=" + value; }, !!curves.epochs_per_step),
-    chart("Loss", curveLines(curves, LOSSES, "", by), by), chart("Accuracy", curveLines(curves, ACCURACIES, "", by), by));
+    chartSpecs(curves).map(([title, names]) => chart(title, curveLines(curves, names, "", by), by)));
   main.replaceChildren(el("div", {},
     el("h1", {}, "Run ", el("span", {id: "run-id"}, run.id), " ", el("span", {id: "run-status"}, statusBadge(run.status))),
     actionButtons(run, detail.actions),
@@ -116,8 +116,8 @@ function follow(run, by) {
     if (live.updated_at === updated) return;
     updated = live.updated_at;
     const curves = await api("runs/" + encodeURIComponent(run.id) + "/curves");
-    const boxes = [["Loss", LOSSES], ["Accuracy", ACCURACIES]].map(([title, names]) => {
-      const box = main.querySelector(`.chart[data-title=${title}]`);
+    const boxes = chartSpecs(curves).map(([title, names]) => {
+      const box = main.querySelector(`.chart[data-title="${title}"]`);
       return box && box.update ? box.update(curveLines(curves, names, "", by)) : false;
     });
     if (!boxes.every(Boolean)) route();
