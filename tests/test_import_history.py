@@ -13,6 +13,7 @@ from sdk_backends import aimed, served
 from test_openai_cli import spawn
 
 from ftmanager import adopting, jobs
+from ftmanager.facts import METRIC_NAMES
 from ftmanager.ledger import ledger
 from ftmanager.standin import standin
 from ftmanager.standin.history import seed
@@ -59,6 +60,9 @@ def test_a_seeded_account_comes_in_whole(env):
     failed, dpo, rft = jobs.show(made[-4]), jobs.show(made[-3]), jobs.show(made[-2])
     assert (failed["status"], failed["error_code"]) == ("failed", "invalid_training_file")
     assert (dpo["status"], dpo["method"], dpo["hyperparameters"]["beta"]) == ("cancelled", "dpo", 0.1)
+    sent = [e["data"] for e in server.state.jobs[dpo["provider_job_id"]].events if e["type"] == "metrics"]
+    assert [m["train_reward_margin"] for m in dpo["metrics"]] == [d["train_reward_margin"] for d in sent]  # kept by name
+    assert not set(newest["metrics"][0]) - {"run_id", "step", *METRIC_NAMES}  # a supervised job: nothing more
     assert summary.not_rerunnable == {"reinforcement": [rft["id"]]}  # DPO re-runs; reinforcement not yet
     gone = next(f for f in HISTORY["files"] if f["name"] == "gone")
     missing = {m["run_id"]: m for m in summary.missing}

@@ -111,3 +111,27 @@ def test_a_qlora_dpo_run_trains_on_the_4bit_base(tmp_path, wide_tiny_llama):  # 
     written = figures(spec.run_dir)
     assert written[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)
     assert written[-1]["rewards/margins"] > written[0]["rewards/margins"] + 0.02
+
+
+def test_a_dpo_run_through_ftm_keeps_its_reward_figures_in_the_ledger_and_ftm_show(ftm_home, tmp_path, tiny_llama):  # noqa: F811
+    from conftest import ftm
+    from fixtures_local import write_jsonl
+
+    from ftmanager import paths
+    from ftmanager.ledger import ledger
+
+    data, valid = write_jsonl(tmp_path / "pairs.jsonl", pairs()), write_jsonl(tmp_path / "valid.jsonl", pairs(4))
+    done = ftm("submit", data, "-b", "local", "--model", tiny_llama, "--method", "dpo", "--beta", "0.5", "--epochs", "1",
+               "--batch-size", "4", "--no-quantize", "-p", "device=cpu", "--validation", valid, "--wait", "--json",
+               timeout=300)
+    assert done.code == 0 and done.json()["status"] == "succeeded", done
+    run_id = done.json()["id"]
+    written = figures(paths.run_dir(run_id))
+    assert ledger().metric_curve(run_id, "rewards/margins") == [(m["step"], m["rewards/margins"]) for m in written]
+    assert ledger().metric_curve(run_id, "valid_rewards/accuracies")[-1] == (2, written[-1]["valid_rewards/accuracies"])
+    shown = ftm("show", run_id)
+    assert shown.code == 0, shown
+    lines = shown.out.split("figures (last value):")[1].split("\n\n")[0].split("\n")
+    assert lines[1].split() == ["rewards/margins", f"{written[-1]['rewards/margins']:.4f}"]  # DPO's first, in order
+    assert {line.split()[0] for line in lines[1:]} == DPO_FIGURES - {"train_loss"} | {
+        "valid_rewards/margins", "valid_rewards/accuracies"}
