@@ -194,8 +194,8 @@ class ClockService(Service):
     def _results_file(self, job: Job, sim: _Sim):
         rows = ["step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"]
         for e in job.events:
-            if e["type"] == "metrics":
-                d = e["data"]
+            d = e["data"]
+            if e["type"] == "metrics" and "step" in d and "train_loss" in d:  # a test may have sent others
                 cells = [d["step"], d["train_loss"], d.get("train_mean_token_accuracy", ""),
                          d.get("valid_loss", ""), d.get("valid_mean_token_accuracy", "")]
                 rows.append(",".join(str(c) for c in cells))
