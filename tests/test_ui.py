@@ -237,3 +237,20 @@ def test_a_dataset_shows_its_statistics_histogram_report_and_lineage(book, site,
     text = page.locator("main").inner_text()
     assert "few_examples" in text and "tokens p5 / p50 / p95" in text
     assert book["two"] in text and book["three"] in text and "train-train" in text and "train-valid" in text
+
+
+def test_a_dpo_run_charts_its_reward_margins_and_accuracy_beside_the_loss(book, site, page, tmp_path):
+    pairs = [{"input": {"messages": [{"role": "user", "content": f"q{i}"}]},
+              "preferred_output": [{"role": "assistant", "content": "yes"}],
+              "non_preferred_output": [{"role": "assistant", "content": "no"}]} for i in range(10)]
+    data = _write(tmp_path / "pairs.jsonl", pairs)
+    run = json.loads(run_ftm(book["env"], "submit", data, "-b", "fake", "--method", "dpo", "--wait", "--json").stdout)
+    page.goto(f"{site}#/run/{run['id']}")
+    page.locator(".chart[data-title='Reward margins'] canvas").wait_for()
+    titles = page.locator(".chart").evaluate_all("charts => charts.map((c) => c.dataset.title)")
+    assert titles == ["Loss", "Accuracy", "Reward margins", "Reward accuracy"]
+    assert page.locator(".chart[data-title='Reward margins']").get_attribute("data-points") == "rewards/margins=3"
+    assert page.locator(".chart[data-title='Reward accuracy']").get_attribute("data-points") == "rewards/accuracies=3"
+    page.goto(f"{site}#/run/{book['two']}")  # a supervised run: no reward charts
+    page.locator(".chart[data-title=Loss] canvas").wait_for()
+    assert page.locator(".chart").count() == 2

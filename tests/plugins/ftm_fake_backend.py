@@ -42,6 +42,7 @@ class FakeBackend(Backend):
     options = {"note": Option("any text; recorded, otherwise ignored"),
                "loud": Option("print more (a flag made from a declared bool)", bool, False)}
     account = "fake://provider"
+    methods = ("supervised", "dpo")  # a DPO job reports TRL's reward figures beside its loss
 
     def __init__(self):
         self.dir = Path(os.environ["FTM_FAKE_DIR"])
@@ -125,6 +126,8 @@ class FakeBackend(Backend):
             if status == "running":
                 n = script[: job["step"] + 1].count("running")
                 progress.metrics.append({"step": n, "train_loss": 2.0 / n, "train_accuracy": 0.2 * n})
+                if job["hyperparameters"].get("method") == "dpo":
+                    progress.metrics[-1].update({"rewards/margins": 0.5 * n, "rewards/accuracies": 0.25 + 0.25 * n})
                 progress.checkpoints.append(Checkpoint(step=n, model_id=f"fake:{job_id}:ckpt-step-{n}"))
         if status == "succeeded":
             progress.result_model = f"fake:{job_id}"
