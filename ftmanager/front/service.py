@@ -49,6 +49,11 @@ class Service(abc.ABC):
         """The snapshot an alias names (gpt-4o-mini -> gpt-4o-mini-2024-07-18); others unchanged."""
         return ALIASES.get(model, model)
 
+    def can_train_on(self, model: str) -> bool:
+        """Whether a job may start from model (a snapshot name): a base model, or an ft: model
+        this server made."""
+        return model in self.base_models() or (model.startswith("ft:") and model in self.state.models)
+
     @abc.abstractmethod
     def start(self, job: Job) -> None:
         """Begin work on a job just created (status validating_files)."""
