@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 from .. import jobs
@@ -54,9 +55,16 @@ def trained_base(upstream: dict) -> str:
     if (result / "config.json").exists():
         return str(result)
     merged = paths.home() / "serve" / "merged" / upstream["run_id"]
-    if not (merged / "config.json").exists():
-        shutil.rmtree(merged, ignore_errors=True)  # a merge cut short
-        registry.get("local").export(str(result), upstream["base_model"], str(merged), merge=True)
+    if not (merged / "config.json").exists():  # merged beside it, then moved: two jobs may race here
+        scratch = merged.with_name(f"{merged.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            registry.get("local").export(str(result), upstream["base_model"], str(scratch), merge=True)
+            scratch.rename(merged)  # whole or not at all; never over another job's merge
+        except OSError:
+            if not (merged / "config.json").exists():  # the other job's merge did not win the race
+                raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return str(merged)
 
 

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from .. import jobs
-from ..front.service import ALIASES, Service
+from ..front.service import ALIASES, Service, base_of
 from ..front.state import ApiError, Job
 from ..errors import FtmError
 from ..facts import HYPERPARAMETERS, TERMINAL, epoch, iso
@@ -36,11 +36,6 @@ def fine_tuned_name(base: str, suffix: str | None, run_id: str, owner: str = OWN
     """OpenAI's ft:<base>:<owner>:<suffix>:<id>, whose id is the ledger run's own (a model trained
     on an ft: model is named after that model's base, as OpenAI names it)."""
     return f"ft:{base_of(base)}:{owner}:{suffix or ''}:{run_id.removeprefix('run-')}"
-
-
-def base_of(model: str) -> str:
-    """The base-model name an ft: name starts from (a base name itself unchanged)."""
-    return model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else model
 
 
 def private(message: str, job: Job) -> str:
