@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 
+import httpx
+import jsonschema
 import openai
 import pytest
 
 from fixtures_local import tiny_llama  # noqa: F401  (fixture)
 from ftmanager.ledger import ledger
 from ftmanager.serve import serve
+from test_standin_spec import SPEC_PATH
 from test_serve_jobs import BASE, KEY, rows, tiny_table, wait  # noqa: F401  (fixture)
 
 pytest.importorskip("peft")
@@ -29,6 +32,15 @@ def pairs(n: int = 8) -> bytes:
 
 def dpo(**hp) -> dict:
     return {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 4, **hp}}}
+
+
+def assert_spec_job(server, job_id: str) -> None:
+    """The job as sent, valid against OpenAI's FineTuningJob schema (method.dpo included)."""
+    spec = json.loads(SPEC_PATH.read_text())
+    sent = httpx.get(f"{server.url}/fine_tuning/jobs/{job_id}", headers={"Authorization": f"Bearer {KEY}"}).json()
+    schema = {"$ref": "#/components/schemas/FineTuningJob", "components": spec["components"]}
+    errors = [f"{list(e.path)}: {e.message}" for e in jsonschema.Draft4Validator(schema).iter_errors(sent)]
+    assert not errors and sent["method"]["dpo"]["hyperparameters"]["beta"] == 0.1, errors
 
 
 def finished(c, job_id: str):
@@ -52,6 +64,7 @@ def test_a_dpo_job_trains_reports_and_answers_and_dpo_runs_on_an_sft_model(tiny_
         run = ledger().run(server.state.run_ids[job.id])
         assert run["hyperparameters"]["method"] == "dpo" and run["hyperparameters"]["beta"] == 0.1
         assert job.method.type == "dpo" and job.method.dpo.hyperparameters.n_epochs == 1
+        assert_spec_job(server, job.id)
         metrics = [e.data for e in c.fine_tuning.jobs.list_events(job.id).data if e.type == "metrics"]
         assert metrics[0]["step"] == metrics[0]["total_steps"] == 2 and "train_loss" in metrics[0]
         assert c.fine_tuning.jobs.checkpoints.list(job.id).data
