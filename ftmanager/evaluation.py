@@ -35,7 +35,6 @@ MEANINGS = {
                            "margin beats the base model's",
     "win_rate": "share of prompts where the judge scored the model's answer above its base model's, ties half "
                 "(each answer scored alone against the chosen answer: no position bias; a judge may still favour long answers)",
-    "judge_score": "the --judge model's score of each answer against the chosen answer, 1 to 10",
 }
 # The grades a preference held-out set adds (stored in the grades table beside the graders').
 PREFERENCE_GRADERS = ("prefers_chosen", "preference_accuracy")
@@ -56,24 +55,47 @@ def score(output: str, reference: str) -> dict:
     }
 
 
-def prompts_and_references(path: Path) -> list[tuple[list[dict], str]]:
-    """(prompt messages, reference answer) for each held-out example: the last assistant turn."""
+def heldout_examples(path: Path) -> list[tuple]:
+    """(prompt, reference) per held-out chat, or (prompt, chosen, rejected) per preference pair;
+    a file of neither, or of both, is refused in one line before anything is generated."""
     from . import data
 
-    pairs = []
-    for line, example in data.read(path):
-        if "input" in example:  # a preference pair: its prompt, and the chosen answer as the reference
-            pairs.append(([_plain(m) for m in example["input"]["messages"]], example["preferred_output"][0]["content"]))
-            continue
-        messages = example["messages"]
-        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
-        if last is None or not isinstance(messages[last].get("content"), str):
-            raise InvalidInput(f"{path}:{line}: no assistant answer to score against",
-                               "End each held-out example with the reference assistant message.")
-        pairs.append(([_plain(m) for m in messages[:last]], messages[last]["content"]))
-    if not pairs:
-        raise InvalidInput(f"{path} has no examples", "Give a JSONL file of held-out chats.")
-    return pairs
+    examples = [_preference(path, line, ex) if "input" in ex else _chat(path, line, ex) for line, ex in data.read(path)]
+    if not examples:
+        raise InvalidInput(f"{path} has no examples", "Give a JSONL file of held-out chats or preference pairs.")
+    if len({len(e) for e in examples}) > 1:
+        raise InvalidInput(f"{path} mixes chats and preference pairs", "Give one kind of example per file.")
+    return examples
+
+
+def _chat(path: Path, line: int, example: dict) -> tuple[list[dict], str]:
+    messages = example.get("messages")
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None) \
+        if isinstance(messages, list) else None
+    if last is None or not isinstance(messages[last].get("content"), str):
+        raise InvalidInput(f"{path}:{line}: no assistant answer to score against",
+                           "End each held-out example with the reference assistant message.")
+    return [_plain(m) for m in messages[:last]], messages[last]["content"]
+
+
+def _preference(path: Path, line: int, example: dict) -> tuple[list[dict], str, str]:
+    """A pair's prompt, chosen answer and rejected answer; refused where ftm eval cannot use it."""
+    prompt = example["input"].get("messages") if isinstance(example["input"], dict) else None
+    if not isinstance(prompt, list) or not any(isinstance(m, dict) and m.get("role") == "user" for m in prompt):
+        raise InvalidInput(f"{path}:{line}: the pair's prompt has no user message",
+                           "Give each pair input.messages with a user turn.")
+    chosen, rejected = (_text_answer(example.get(side)) for side in ("preferred_output", "non_preferred_output"))
+    if chosen is None or rejected is None:
+        which = "chosen (preferred_output)" if chosen is None else "rejected (non_preferred_output)"
+        raise InvalidInput(f"{path}:{line}: the pair's {which} answer is not an assistant message of text",
+                           "Give each side one assistant message with text content.")
+    return [_plain(m) for m in prompt], chosen, rejected
+
+
+def _text_answer(side) -> str | None:
+    first = side[0] if isinstance(side, list) and side and isinstance(side[0], dict) else None
+    content = first.get("content") if first else None
+    return content if isinstance(content, str) else None
 
 
 def _plain(message: dict) -> dict:
@@ -131,10 +153,11 @@ def evaluate(refs: list[str], data_path: str | Path, baseline: bool = False, max
     them; judge (a model name) adds the default win-rate judge; say(line) hears what is skipped."""
     say = say or (lambda line: None)
     graders = _graders(graders_path, judge)
-    pairs = prompts_and_references(Path(data_path))
-    heldout = add_dataset(data_path, check=False)[0]
-    choices = preference_pairs(Path(data_path)) if heldout.get("kind") == "preference" else None
+    examples = heldout_examples(Path(data_path))
+    pairs = [(example[0], example[1]) for example in examples]
+    choices = examples if len(examples[0]) == 3 else None
     judges = _win_rate_judges(graders, choices, judge, data_path, say)
+    heldout = add_dataset(data_path, check=False)[0]
     targets = [ledger().run(ref) for ref in refs]
     for target in targets:
         if target["status"] != "succeeded":
@@ -186,14 +209,6 @@ def _evaluate_one(target: dict, pairs: list, dataset_id: str, max_new_tokens: in
 
 
 # --- preference held-out data ------------------------------------------------------------------
-
-
-def preference_pairs(path: Path) -> list[tuple[list[dict], str, str]]:
-    """(prompt messages, chosen answer, rejected answer) for each pair of a preference file."""
-    from . import data
-
-    return [([_plain(m) for m in ex["input"]["messages"]], ex["preferred_output"][0].get("content") or "",
-             ex["non_preferred_output"][0].get("content") or "") for _line, ex in data.read(path)]
 
 
 def margins(impl, model: str | None, path: str | None, base_model: str, choices: list) -> list[float]:

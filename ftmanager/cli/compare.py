@@ -79,7 +79,8 @@ def render_eval(results: list[dict]) -> str:
 def _describe(grader: dict) -> str:
     """A grader in a few words: its type and what it checks."""
     if grader["type"] == "score_model":
-        return f"the judge {grader['model']} (score_model)"
+        low, high = grader.get("range") or (0, 1)
+        return f"the judge {grader['model']} (score_model, {low:g} to {high:g})"
     how = grader.get("operation") or grader.get("evaluation_metric")
     return f"{grader['type']} {how} of {grader['input']} against {grader['reference']}"
 
