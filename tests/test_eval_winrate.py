@@ -39,7 +39,8 @@ def prefs(tmp_path, rows=PAIRS):
 
 def trained_on(tmp_path, name: str, answers: dict[str, str]) -> str:
     """A fake run that answers these questions so (and "I do not know." to the rest, as its base does)."""
-    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in answers.items()]
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            for q, a in answers.items()]
     rows += [{"messages": [{"role": "user", "content": f"filler {i}"}, {"role": "assistant", "content": "x"}]}
              for i in range(10)]
     run = ftm("submit", write_jsonl(tmp_path / f"{name}.jsonl", rows), "-b", "fake", "--wait", "--json")
@@ -125,7 +126,8 @@ def test_a_run_that_gives_the_chosen_answers_wins_and_ties_count_half(ftm_home, 
     base = result.json()[2]
     assert {g["grader"]: g["mean"] for g in base["grades"]}["judge_score"] == 1.0  # "I do not know." scored 1
     # the judge saw each pair's chosen answer as the reference, and each model's answer alone
-    assert {(p, a) for _, p, a in Judge.seen} >= {(c, c) for _, c, _ in PAIRS} | {(c, "I do not know.") for _, c, _ in PAIRS}
+    expected = {(c, c) for _, c, _ in PAIRS} | {(c, "I do not know.") for _, c, _ in PAIRS}
+    assert {(p, a) for _, p, a in Judge.seen} >= expected
     assert len(Judge.seen) == 12  # 4 prompts x 3 models, one answer per request
     db = sqlite3.connect(ftm_home / "ftm.db")
     rows = db.execute("SELECT example, score, error FROM grades WHERE grader = 'win_rate' AND evaluation_id = ? "

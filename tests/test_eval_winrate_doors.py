@@ -96,7 +96,8 @@ def test_a_bad_held_out_file_for_a_win_rate_is_one_line_and_nothing_is_evaluated
     }
     for i, (needle, rows) in enumerate(files.items()):
         path = write_jsonl(tmp_path / f"odd{i}.jsonl", rows)
-        result = ftm("eval", run, "--data", path, "--judge", "fair", "--judge-url", judge, env={"OPENAI_API_KEY": "sk-j"})
+        result = ftm("eval", run, "--data", path, "--judge", "fair", "--judge-url", judge,
+                     env={"OPENAI_API_KEY": "sk-j"})
         assert result.code == 1 and result.err.startswith("Error: ") and needle in result.err, (needle, result)
         assert len(result.err.strip().splitlines()) == 1, result
     assert counts(ftm_home) == {"evaluations": 0, "generations": 0, "grades": 0} and Judge.seen == []
