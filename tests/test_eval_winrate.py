@@ -155,3 +155,37 @@ def test_without_a_judge_the_win_rate_is_skipped_and_the_output_says_how_to_get_
     assert result.code == 0, result
     assert "win rate skipped: give --judge MODEL" in result.err
     assert win_rates(result) == [None] and len(result.json()) == 1  # no base model asked for, none evaluated
+
+
+def judge_training_file(tmp_path) -> str:
+    """What the stand-in's judge model answers: a 10 for each chosen answer, a 1 for "I do not know."
+    (the stand-in replies with its training file's answer to the same last user message)."""
+    from ftmanager.evaluation import JUDGE_PROMPT
+    from ftmanager.grading import namespaces, render
+
+    rows = []
+    for question, chosen, _ in PAIRS:
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": chosen}]
+        for answer, score in ((chosen, 10), ("I do not know.", 1)):
+            asked = render(JUDGE_PROMPT[1]["content"], namespaces(messages, chosen, answer))
+            rows.append({"messages": [{"role": "user", "content": asked},
+                                      {"role": "assistant", "content": json.dumps({"steps": [], "result": score})}]})
+    return write_jsonl(tmp_path / "judge.jsonl", rows + [{"messages": [
+        {"role": "user", "content": f"filler {i}"}, {"role": "assistant", "content": "1"}]} for i in range(2)])
+
+
+def test_the_openai_stand_in_judges_the_default_prompt(ftm_home, tmp_path, monkeypatch):
+    from ftmanager.standin import standin
+
+    matching = trained_on(tmp_path, "matching", {q: c for q, c, _ in PAIRS})
+    with standin(speed=50) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-judge")
+        monkeypatch.setenv("FTM_POLL_SCALE", "0.05")
+        judged = ftm("submit", judge_training_file(tmp_path), "-b", "openai", "-m", "gpt-4o-mini-2024-07-18",
+                     "--wait", "--json", env={"OPENAI_BASE_URL": server.url})
+        assert judged.code == 0, judged
+        result = ftm("eval", matching, "--data", prefs(tmp_path), "--judge", judged.json()["result_model"],
+                     "--judge-url", server.url, "--json")
+    assert result.code == 0, result
+    assert win_rates(result) == [1.0, None]
+    assert [{g["grader"]: g["mean"] for g in r["grades"]}["judge_score"] for r in result.json()] == [10.0, 1.0]
