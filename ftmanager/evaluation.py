@@ -284,6 +284,9 @@ def _win_rate_judges(graders: list[dict], choices, judge: str | None, data_path,
                                "or grade chats with a score_model grader in --graders.")
         return []
     judges = [g for g in graders if g["type"] == "score_model"]
+    taken = {g["name"] for g in graders} & {win_rate_name(g, judges) for g in judges}
+    if taken:
+        raise InvalidInput(f"a grader is named {taken.pop()}, the name of a win rate grade", "Rename that grader.")
     if not judges:
         say("win rate skipped: give --judge MODEL (an OpenAI-compatible chat model; --judge-url for its server) "
             "or a score_model grader with --graders to compare each model's answers with its base model's")

@@ -2,7 +2,7 @@
 words, a score out of its range, 500s, or nothing in time, or that echoes an answer's injected
 "result" back, gives no win: each prompt is a tie with the reason recorded, and every evaluation is
 complete. Answers built to break the judge's JSON reach it intact. An empty or odd preference file,
-or a chat file given for a win rate, is one line with nothing evaluated."""
+a chat file given for a win rate, or a grader named like a win rate, is one line with nothing evaluated."""
 
 from __future__ import annotations
 
@@ -100,4 +100,9 @@ def test_a_bad_held_out_file_for_a_win_rate_is_one_line_and_nothing_is_evaluated
                      env={"OPENAI_API_KEY": "sk-j"})
         assert result.code == 1 and result.err.startswith("Error: ") and needle in result.err, (needle, result)
         assert len(result.err.strip().splitlines()) == 1, result
+    clash = tmp_path / "clash.json"  # a grader named like the win rate it would be stored beside
+    clash.write_text(json.dumps({"type": "string_check", "name": "win_rate", "operation": "eq",
+                                 "input": "{{ sample.output_text }}", "reference": "{{ item.reference }}"}))
+    result = ftm("eval", run, "--data", prefs(tmp_path), "--graders", clash, "--judge", "fair", "--judge-url", judge)
+    assert result.code == 1 and "a grader is named win_rate" in result.err, result
     assert counts(ftm_home) == {"evaluations": 0, "generations": 0, "grades": 0} and Judge.seen == []
