@@ -3,12 +3,22 @@
     python bench/bench_dpo.py                  # 32 pairs, CPU
     python bench/bench_dpo.py --n 64 --device cuda
 
-Both train LoRA (r=16, alpha=32, dropout 0.05, all linear layers) on a float32 base with the
-adapter switched off as the reference, the sigmoid loss at beta 0.1, 8 pairs per optimizer
-step, AdamW at 2e-4, one epoch. TRL runs with its documented defaults except where they would
-make the two differ: bf16 and gradient checkpointing off (ftm uses neither here), no logging
-or saving. Each contender runs in its own process, so its peak memory is its own (peak RSS on
-the CPU; peak allocated GPU memory on CUDA). Prints pairs per second, peak memory and the ratio.
+All train LoRA (r=16, alpha=32, dropout 0.05, all linear layers) on a float32 base with the
+adapter switched off as the reference, the sigmoid loss at beta 0.1, 8 pairs per optimizer step,
+one epoch over the same pairs. Three contenders, each in its own process, so its peak memory is
+its own (peak RSS on the CPU; peak allocated GPU memory on CUDA):
+
+- ftm: AdamW at 2e-4.
+- trl (matched): DPOTrainer at ftm's settings: learning rate 2e-4, bf16 and gradient
+  checkpointing off (ftm uses neither here), no saving.
+- trl-defaults: DPOTrainer as DPOConfig() comes in trl 1.16.0, given only the output folder, one
+  epoch (the default is 3: pairs per second is what we compare) and `use_cpu` on the CPU (its
+  bf16 default refuses to start there without it). So: bf16 mixed precision on (the default is
+  `not fp16`), gradient checkpointing on, precompute_ref_log_probs off (the reference pass runs
+  every step), fused AdamW at 1e-6, 8 pairs per device, max_length 1024, logging every 10 steps,
+  saving every 500; the model given by path, which DPOTrainer loads in float32.
+
+Prints pairs per second, peak memory, final loss, and ftm's ratio to each TRL contender.
 """
 
 from __future__ import annotations
@@ -76,31 +86,47 @@ def run_ftm(rows: list[dict], device: str) -> dict:
     return {"seconds": time.time() - t0, "pairs": len(encoded), "loss": figures["train_loss"]}
 
 
-def run_trl(rows: list[dict], device: str) -> dict:
+def trl_data(rows: list[dict]):
     from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": r["input"]["messages"], "chosen": r["preferred_output"],
+                               "rejected": r["non_preferred_output"]} for r in rows])
+
+
+def train_trl(model, config, rows: list[dict]) -> dict:
+    """DPOTrainer with our LoRA on these pairs, timed over training alone."""
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from ftm_backends.local.modeling import loading as models
 
-    path = smollm2()
-    tok = models.load_tokenizer(path)
-    config = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
-                       learning_rate=LR, beta=BETA, loss_type=["sigmoid"], max_length=MAX_LENGTH,
-                       bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=device == "cpu",
-                       report_to="none", save_strategy="no", logging_steps=1, dataloader_num_workers=0)
-    data = Dataset.from_list([{"prompt": r["input"]["messages"], "chosen": r["preferred_output"],
-                               "rejected": r["non_preferred_output"]} for r in rows])
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
-    trainer = DPOTrainer(model=model, args=config, train_dataset=data, processing_class=tok,
+    tok = models.load_tokenizer(smollm2())
+    trainer = DPOTrainer(model=model, args=config, train_dataset=trl_data(rows), processing_class=tok,
                          peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA))
     t0 = time.time()
     result = trainer.train()
     return {"seconds": time.time() - t0, "pairs": len(rows), "loss": result.training_loss}
 
 
-CONTENDERS = {"ftm": run_ftm, "trl": run_trl}
+def run_trl(rows: list[dict], device: str) -> dict:
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig
+
+    config = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
+                       learning_rate=LR, beta=BETA, loss_type=["sigmoid"], max_length=MAX_LENGTH,
+                       bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=device == "cpu",
+                       report_to="none", save_strategy="no", logging_steps=1, dataloader_num_workers=0)
+    return train_trl(AutoModelForCausalLM.from_pretrained(smollm2(), dtype="float32"), config, rows)
+
+
+def run_trl_defaults(rows: list[dict], device: str) -> dict:
+    from trl import DPOConfig
+
+    config = DPOConfig(output_dir=tempfile.mkdtemp(), num_train_epochs=1, use_cpu=device == "cpu")
+    return train_trl(smollm2(), config, rows)  # by path: DPOTrainer's own loading (float32 unless told)
+
+
+CONTENDERS = {"ftm": run_ftm, "trl": run_trl, "trl-defaults": run_trl_defaults}
 
 
 def one(name: str, n: int, device: str) -> dict:
@@ -133,13 +159,15 @@ def main() -> None:
             sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"{name}: {json.dumps(results[name])}", flush=True)
-    ftm, trl = results["ftm"], results["trl"]
     print(f"\n{args.n} pairs, SmolLM2-135M LoRA, {args.device}")
-    print(f"{'':6}{'pairs/s':>10}{'peak MB':>10}{'final loss':>12}")
+    print(f"{'':14}{'pairs/s':>10}{'peak MB':>10}{'final loss':>12}")
     for name, r in results.items():
-        print(f"{name:6}{r['pairs_per_s']:>10.2f}{r['peak_memory_mb']:>10.0f}{r['loss']:>12.4f}")
-    print(f"ftm/trl: {ftm['pairs_per_s'] / trl['pairs_per_s']:.2f}x the pairs per second, "
-          f"{ftm['peak_memory_mb'] / trl['peak_memory_mb']:.2f}x the peak memory")
+        print(f"{name:14}{r['pairs_per_s']:>10.2f}{r['peak_memory_mb']:>10.0f}{r['loss']:>12.4f}")
+    ftm = results["ftm"]
+    for name in ("trl", "trl-defaults"):
+        other = results[name]
+        print(f"ftm/{name}: {ftm['pairs_per_s'] / other['pairs_per_s']:.2f}x the pairs per second, "
+              f"{ftm['peak_memory_mb'] / other['peak_memory_mb']:.2f}x the peak memory")
 
 
 if __name__ == "__main__":

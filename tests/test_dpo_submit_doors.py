@@ -100,19 +100,3 @@ def test_a_pair_with_a_field_missing_or_wrong_is_refused_by_line(env, tmp_path, 
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     line = refused(env, path, "-b", "openai", "--method", "dpo")
     assert said in line and "broken.jsonl:4:" in line
-
-
-def test_ftm_serve_answers_a_dpo_job_with_a_400_naming_method_type(ftm_home, tmp_path):
-    """Real local training has no DPO behind `ftm serve` yet: a clear 400, not a supervised job."""
-    import openai
-
-    from ftmanager.serve import serve
-
-    with serve(port=0, api_key=KEY) as srv:
-        client = openai.OpenAI(base_url=srv.url, api_key=KEY, max_retries=0)
-        file_id = client.files.create(file=preferences(tmp_path / "p.jsonl").open("rb"), purpose="fine-tune").id
-        with pytest.raises(openai.BadRequestError) as caught:
-            client.fine_tuning.jobs.create(model=srv.service.base_models()[0], training_file=file_id,
-                                           method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
-        assert caught.value.body["param"] == "method.type" and "not 'dpo'" in caught.value.body["message"]
-        assert client.fine_tuning.jobs.list().data == []

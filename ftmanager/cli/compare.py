@@ -47,13 +47,15 @@ def eval_(
                                  help="JSON file of graders in OpenAI's shapes (string_check, text_similarity, score_model)."),
     judge_url: str = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL for score_model judges "
                                   "(default: FTM_JUDGE_BASE_URL, else OPENAI_BASE_URL; key: FTM_JUDGE_API_KEY or OPENAI_API_KEY)."),
+    judge: str = typer.Option(None, "--judge", help="On preference data: a judge model that scores every answer "
+                              "against the chosen one, giving each run's win_rate against its base model."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON, generations included."),
 ):
     """Answer held-out prompts with each run's model; score, grade, record and show them side by side."""
     from .. import evaluation
 
     results = evaluation.evaluate(runs, data, baseline=baseline, max_new_tokens=max_new_tokens,
-                                  graders_path=graders, judge_url=judge_url,
+                                  graders_path=graders, judge_url=judge_url, judge=judge,
                                   say=lambda line: print(line, file=sys.stderr, flush=True))
     if as_json:
         return emit_json(results)
@@ -64,7 +66,7 @@ def render_eval(results: list[dict]) -> str:
     """The scores and grades of each model as a table, what they mean, then every answer."""
     from ..evaluation import MEANINGS, SCORES
 
-    names = [g["grader"] for g in results[0]["grades"]]
+    names = list(dict.fromkeys(g["grader"] for r in results for g in r["grades"]))  # a base has no win_rate
     rows = [{"label": r["label"], "n": r["n_examples"], **{k: r[k] for k in SCORES},
              "perplexity": _perplexity(r), **{g["grader"]: g["mean"] for g in r["grades"]}} for r in results]
     lines = [table(rows, ["label", "n", *SCORES, "perplexity", *names]), ""]
@@ -72,6 +74,7 @@ def render_eval(results: list[dict]) -> str:
     if any(r["perplexity_source"] == "validation_loss" for r in results):
         lines.append("  perplexity*: exp(the provider's validation loss on the run's own validation set), not this data")
     lines += [f"  {g['name']}: mean grade of {_describe(g)}" for g in results[0]["graders"]]
+    lines += [f"  {n}: {MEANINGS['win_rate']}" for n in names if n.startswith("win_rate")]
     for i, generation in enumerate(results[0]["generations"]):
         lines += ["", f"[{i}] reference: {generation['reference']}"]
         lines += [f"    {r['label']}: {_one_line(r['generations'][i]['output'])}" for r in results]
@@ -81,7 +84,8 @@ def render_eval(results: list[dict]) -> str:
 def _describe(grader: dict) -> str:
     """A grader in a few words: its type and what it checks."""
     if grader["type"] == "score_model":
-        return f"the judge {grader['model']} (score_model)"
+        low, high = grader.get("range") or (0, 1)
+        return f"the judge {grader['model']} (score_model, {low:g} to {high:g})"
     how = grader.get("operation") or grader.get("evaluation_metric")
     return f"{grader['type']} {how} of {grader['input']} against {grader['reference']}"
 

@@ -32,6 +32,11 @@ OUTPUT_LIMITS = {"gpt-4o-mini-2024-07-18": 16384, "gpt-4o-2024-08-06": 16384, "g
 ALIASES = {re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4})$", "", name): name for name in FINE_TUNABLE}
 
 
+def base_of(model: str) -> str:
+    """The base-model name an ft: name starts from (any other name unchanged)."""
+    return model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else model
+
+
 class Service(abc.ABC):
     """Runs fine-tuning jobs for the front and answers chat requests for their models."""
 
@@ -48,6 +53,11 @@ class Service(abc.ABC):
     def snapshot(self, model: str) -> str:
         """The snapshot an alias names (gpt-4o-mini -> gpt-4o-mini-2024-07-18); others unchanged."""
         return ALIASES.get(model, model)
+
+    def can_train_on(self, model: str) -> bool:
+        """Whether a job may start from model (a snapshot name): a base model, or an ft: model
+        this server made."""
+        return model in self.base_models() or (model.startswith("ft:") and model in self.state.models)
 
     @abc.abstractmethod
     def start(self, job: Job) -> None:
@@ -103,8 +113,7 @@ class Service(abc.ABC):
     def max_completion_tokens(self, model: str) -> int | None:
         """The most tokens one answer of model may hold (None: no limit known); an ft: model has
         its base's."""
-        base = model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else model
-        return OUTPUT_LIMITS.get(self.snapshot(base))
+        return OUTPUT_LIMITS.get(self.snapshot(base_of(model)))
 
     def fingerprint(self, model: str) -> str:
         """OpenAI's system_fingerprint: fp_ and a digest of what answers for model (the same

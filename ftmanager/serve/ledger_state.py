@@ -13,10 +13,17 @@ from pathlib import Path
 
 from ..front.state import File, Job, State
 from ..facts import epoch, iso
+from ..hyperparameters import METHODS, SUPERVISED
 from ..ledger import ledger
 
 ORGANIZATION = "org-ftm"  # who owns what this server trains (owned_by, organization_id)
 JOB_FIELDS = ("model", "training_file", "validation_file", "suffix", "seed", "metadata")
+
+
+def method_of(requested: dict) -> str:
+    """A job's method from what it asked: a method's own settings are asked only by its jobs
+    (each recorded, "auto" included), so the row needs no column of its own."""
+    return next((m for m, own in METHODS.items() if own and set(own) <= set(requested)), SUPERVISED)
 
 
 class LedgerState(State):
@@ -38,6 +45,7 @@ class LedgerState(State):
         job = Job(id=row["id"], training_path=paths["training_file"], validation_path=paths["validation_file"],
                   organization_id=self.organization, created_at=epoch(row["created_at"]),
                   requested=row["hyperparameters"] or {}, **{f: row[f] for f in JOB_FIELDS})
+        job.method = method_of(job.requested)
         if row["run_id"]:
             self.run_ids[job.id] = row["run_id"]
         if row["result_file"]:

@@ -19,10 +19,11 @@ from functools import partial
 from pathlib import Path
 
 from .. import jobs
-from ..front.service import ALIASES, Service
+from ..front.service import ALIASES, Service, base_of
 from ..front.state import ApiError, Job
 from ..errors import FtmError
 from ..facts import HYPERPARAMETERS, TERMINAL, epoch, iso
+from ..hyperparameters import METHODS
 from . import models, table
 from .jobview import checkpoint, event, own_events, results_csv
 from .ledger_state import LedgerState
@@ -32,8 +33,9 @@ log = logging.getLogger("ftm.serve")
 
 
 def fine_tuned_name(base: str, suffix: str | None, run_id: str, owner: str = OWNER) -> str:
-    """OpenAI's ft:<base>:<owner>:<suffix>:<id>, whose id is the ledger run's own."""
-    return f"ft:{base}:{owner}:{suffix or ''}:{run_id.removeprefix('run-')}"
+    """OpenAI's ft:<base>:<owner>:<suffix>:<id>, whose id is the ledger run's own (a model trained
+    on an ft: model is named after that model's base, as OpenAI names it)."""
+    return f"ft:{base_of(base)}:{owner}:{suffix or ''}:{run_id.removeprefix('run-')}"
 
 
 def private(message: str, job: Job) -> str:
@@ -49,10 +51,27 @@ def private(message: str, job: Job) -> str:
     return message
 
 
+def _check_kinds(job: Job) -> None:
+    """A 400 naming the file whose examples are not the kind the job's method trains on
+    (preference pairs for DPO, chat examples otherwise), before the job is recorded."""
+    from ..standin.file_checks import file_kind
+
+    wanted = "preference" if job.method == "dpo" else "chat"
+    for param, path, file_id in (("training_file", job.training_path, job.training_file),
+                                 ("validation_file", job.validation_path, job.validation_file)):
+        kind = file_kind(path) if path is not None and path.exists() else None
+        if kind not in (None, wanted):
+            raise ApiError(400, f"File {file_id} holds {kind} examples, but a {job.method} job trains on "
+                           f"{wanted} examples. Upload a {wanted} file, or use method type "
+                           f"'{'dpo' if kind == 'preference' else 'supervised'}'.",
+                           param=param, code="invalid_file_format")
+
+
 class LocalService(Service):
     """Jobs trained by the local backend; chat answered by the model pool."""
 
     default_temperature = 0.0  # greedy: the same question, the same answer
+    methods = ("supervised", "dpo")  # both train locally (DPO: backends/local/trainer/preference.py)
     state: LedgerState
 
     def __init__(self, pool=None, owner: str = OWNER, make_pool=None):
@@ -96,23 +115,39 @@ class LocalService(Service):
     # --- jobs ----------------------------------------------------------------------------
 
     def start(self, job: Job) -> None:
-        if job.model.startswith("ft:"):
-            self.state.save_job(job)
-            return self._fail(job, "unsupported_model", "ftm serve cannot continue training an ft: "
-                              "model yet; start a job from its base model instead", "model")
-        served = table.lookup(job.model)
+        _check_kinds(job)
+        upstream = self._upstream(job.model)
+        served = table.lookup(base_of(job.model))
         if models.config(self._target(job.model).base) is None:  # refused now, not failed in a worker
             from .answers import cannot_load
 
             raise cannot_load(job.model)
         self.state.save_job(job)
-        self._pending[job.id] = self._submits.submit(self._submit, job, served)
+        self._pending[job.id] = self._submits.submit(self._submit, job, served, upstream)
 
-    def _submit(self, job: Job, served) -> None:
-        from .imports import submit
+    def can_train_on(self, model: str) -> bool:
+        return model in self.base_models() or self._upstream(model) is not None
+
+    def _upstream(self, model: str) -> dict | None:
+        """The ledger's row for an ft: model one of this server's jobs trained (OpenAI's SFT,
+        then DPO on its model), or None for any other name."""
+        if not model.startswith("ft:"):
+            return None
+        try:
+            row = models.row_for(model)
+        except ApiError:  # unknown, or a name two runs answer to
+            return None
+        return row if row["step"] is None and row["run_id"] in self.state.run_ids.values() else None
+
+    def _submit(self, job: Job, served, upstream: str | None) -> None:
+        from .imports import file_problem, submit
 
         try:
-            run_id = submit(job, served, self.state.files)
+            problem = file_problem(job)
+            if problem:
+                with self.state.lock:
+                    return self._fail(job, "invalid_training_file", problem["message"], problem["param"])
+            run_id = submit(job, served, self.state.files, upstream)
         except Exception as err:  # noqa: BLE001 - any file we cannot import fails its job, not the server
             message = private(err.line(), job) if isinstance(err, FtmError) else "The training file could not be read."
             log.info("job %s: training file refused (%s)", job.id, type(err).__name__)
@@ -197,7 +232,7 @@ class LocalService(Service):
         job.status = "validating_files" if shown["status"] == "created" else shown["status"]
         job.finished_at = job.error = None  # a run resumed after it ended is unfinished again
         hp = shown.get("resolved_hyperparameters") or {}
-        job.resolved = {k: hp[k] for k in HYPERPARAMETERS if k in hp} or None
+        job.resolved = {k: hp[k] for k in (*HYPERPARAMETERS, *METHODS[job.method]) if k in hp} or None
         job.events = own_events(job) + [event(e, shown, ft) for e in shown["events"]]
         for e in job.events:
             e["message"] = private(e["message"], job)

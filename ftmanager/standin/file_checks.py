@@ -55,6 +55,22 @@ def check_file(path: Path, param: str = "training_file", label: str = "Training"
     return report
 
 
+def file_kind(path: Path, longest: int = 1 << 20) -> str | None:
+    """"preference" or "chat" by the keys of a file's first example (None when it shows neither),
+    reading at most `longest` bytes of it: what a job's method is checked against before it is made."""
+    with open(path, "rb") as fh:
+        raw = fh.read(longest).lstrip().split(b"\n", 1)[0]
+    try:
+        example = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(example, dict):
+        return None
+    if "preferred_output" in example or "non_preferred_output" in example or "input" in example:
+        return "preference"
+    return "chat" if "messages" in example else None
+
+
 def _error(code: str, message: str, param: str) -> dict:
     return {"code": code, "message": message, "param": param}
 

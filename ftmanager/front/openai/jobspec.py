@@ -28,7 +28,7 @@ def _model(srv, model) -> str:
     if not isinstance(model, str) or not model:
         raise ApiError(400, "Missing required parameter: 'model'.", param="model")
     model = srv.service.snapshot(model)  # fine-tunes are named after the snapshot, as OpenAI names them
-    if model in srv.service.base_models() or (model.startswith("ft:") and model in srv.state.models):
+    if srv.service.can_train_on(model):
         return model
     raise srv.service.unknown_model(model, 400)
 
@@ -93,21 +93,35 @@ def _hyperparameters(body: dict, methods: tuple[str, ...]) -> tuple[str, dict]:
     if not isinstance(method, dict):
         raise ApiError(400, "'method' must be an object.", param="method")
     kind = method.get("type", "supervised") if method else "supervised"
-    if kind not in METHOD_SETTINGS:
-        raise ApiError(400, f"Invalid value for 'method.type': {kind!r}. Expected 'supervised' or 'dpo'.",
+    if not isinstance(kind, str) or kind not in METHOD_SETTINGS:
+        raise ApiError(400, f"Invalid value for 'method.type': {_shown(kind)}. Expected 'supervised' or 'dpo'.",
                        param="method.type")
     if kind not in methods:
         raise ApiError(400, f"This server runs {' and '.join(methods)} fine-tuning only, not {kind!r}.",
                        param="method.type")
     if method:
+        _only(method, ("type", kind), "method")
         inner = method.get(kind) or {}
+        if isinstance(inner, dict):
+            _only(inner, ("hyperparameters",), f"method.{kind}")
         hp = inner.get("hyperparameters") if isinstance(inner, dict) else inner
         hp, where = hp or {}, f"method.{kind}.hyperparameters"
     else:
         hp, where = body.get("hyperparameters") or {}, "hyperparameters"
     if not isinstance(hp, dict):
         raise ApiError(400, f"'{where}' must be an object.", param=where)
-    return kind, {name: _value(hp, name, where) for name in (*COMMON, *METHOD_SETTINGS[kind])}
+    names = (*COMMON, *METHOD_SETTINGS[kind])
+    _only(hp, names, where)
+    return kind, {name: _value(hp, name, where) for name in names}
+
+
+def _only(given: dict, known: tuple[str, ...], where: str) -> None:
+    """OpenAI's 400 for a key the object does not take (a key of another method's included)."""
+    unknown = next((k for k in given if k not in known), None)
+    if unknown is not None:
+        shown = _shown(unknown, quoted=False)
+        raise ApiError(400, f"Unrecognized request argument supplied: {where}.{shown}. "
+                       f"'{where}' takes {', '.join(known)}.", param=f"{where}.{shown}")
 
 
 def _value(hp: dict, name: str, where: str):
@@ -116,5 +130,11 @@ def _value(hp: dict, name: str, where: str):
     ok = value == "auto" or (isinstance(value, types) and not isinstance(value, bool)
                              and out_of_range(name, value) is None)
     if not ok:
-        raise ApiError(400, f"Invalid value for {name}: {value!r}.", param=f"{where}.{name}")
+        raise ApiError(400, f"Invalid value for {name}: {_shown(value)}.", param=f"{where}.{name}")
     return value
+
+
+def _shown(value, quoted: bool = True) -> str:
+    """A client's value in a message, cut short: a hostile one may be megabytes long."""
+    text = repr(value) if quoted else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
