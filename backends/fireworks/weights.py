@@ -34,7 +34,7 @@ def download(backend, job_id: str, result_model: str | None, out_dir: Path, merg
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with backend._answered():
-        base = backend.client.supervised_fine_tuning_jobs.get(job_id).base_model or ""
+        base = backend._job(job_id).base_model or ""  # of either resource
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".ftm-adapter-") as tmp:
         _fetch_all(urls, Path(tmp))
         return pulls.merge(pulls.checked(Path(tmp), "Fireworks"), base, out_dir)
