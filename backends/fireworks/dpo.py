@@ -18,7 +18,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from ftmanager.backend import RunSpec
-from ftmanager.errors import InvalidInput
+from ftmanager.errors import BackendError, InvalidInput
 
 PREFIX = "dpoJobs/"
 DEFAULT_BETA, MAX_BETA = 0.1, 0.5
@@ -84,7 +84,27 @@ def start(backend, run_id: str, params: dict, job_id: str, beta: float) -> str:
 def as_job(job) -> SimpleNamespace:
     """A dpoJob read as a supervised job is (its trainingConfig's fields at the top, no progress or
     update time: the SDK's DpoJob has neither), with its method and beta: so that progress.py and
-    listing.py read both resources one way."""
+    listing.py read both resources one way. An answer that is no DPO job is one line."""
+    try:
+        view = _view(job)
+    except (AttributeError, TypeError):  # the SDK builds its models unchecked: a list, text, wrong types
+        view = None
+    if view is None or not _shaped(view):
+        raise BackendError(f"Fireworks answered with something that is no DPO job: {str(job)[:80]!r}",
+                           "Check FIREWORKS_BASE_URL, then run the command again; nothing was lost.")
+    return view
+
+
+def _shaped(view: SimpleNamespace) -> bool:
+    """Whether what ftm reads of the job has the types the SDK's DpoJob declares."""
+    from datetime import datetime
+
+    times = all(isinstance(t, (datetime, type(None))) for t in (view.create_time, view.completed_time))
+    return isinstance(view.name, str) and isinstance(view.state, (str, type(None))) and times and \
+        (view.status is None or hasattr(view.status, "message"))
+
+
+def _view(job) -> SimpleNamespace:
     config, loss = job.training_config, job.loss_config
 
     def get(name):
@@ -94,6 +114,6 @@ def as_job(job) -> SimpleNamespace:
     return SimpleNamespace(
         name=job.name, state=job.state, status=job.status, dataset=job.dataset, evaluation_dataset=None,
         create_time=job.create_time, update_time=None, completed_time=job.completed_time, job_progress=None,
-        method="dpo", beta=beta, **{name: get(name) for name in (
+        method="dpo", beta=beta if isinstance(beta, (int, float)) else None, **{name: get(name) for name in (
             "base_model", "output_model", "epochs", "learning_rate", "lora_rank", "batch_size_samples",
             "max_context_length")})
