@@ -109,6 +109,7 @@ def test_import_sees_the_accounts_dpo_jobs_and_they_re_run(env, tmp_path):
     summary = adopting.import_history("fireworks")
     adopted = {a["job_id"]: a for a in summary.adopted}
     assert adopted["dpoJobs/by-hand"]["method"] == "dpo" and summary.not_rerunnable == {}
+    assert adopting.import_history("fireworks", job="by-hand").already == ["dpoJobs/by-hand"]  # its bare id too
     run = jobs.show("dpoJobs/by-hand")
     assert (run["status"], run["hyperparameters"]["beta"], run["resolved_hyperparameters"]["beta"]) == ("succeeded", 0.25, 0.25)
     assert ledger().dataset(run["dataset_id"])["kind"] == "preference"

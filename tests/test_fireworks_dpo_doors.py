@@ -11,6 +11,7 @@ import time
 
 import fireworks
 import pytest
+import sdk_backends as kit
 from conftest import ftm
 from sdk_backends import MemoryUploads, aimed, follow, make_spec, preferences, served
 
@@ -65,6 +66,15 @@ def test_pairs_and_settings_fireworks_refuses_are_one_line_before_any_upload(env
         assert result.code == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and said in lines[0], result
     assert env.requests[("POST", f"/accounts/{ACCOUNT}/datasets")] == 0 and env.requests[("POST", f"/accounts/{ACCOUNT}/dpoJobs")] == 0
     assert ftm("runs", "--json").json() == []
+
+
+DPO = kit.Hosted(FireworksBackend, fireworks.InternalServerError, ("POST", f"/accounts/{ACCOUNT}/dpoJobs"),
+                 lambda srv, run_id: [k for k in srv.state.jobs if k == f"dpoJobs/{job_id_for(run_id)}"])
+
+
+@kit.each_create_fault(kit.lost_answer_leaves_one_job, kit.failing_create_is_no_refusal)
+def test_one_dpo_job_per_run_whatever_happens_to_the_create(env, tmp_path, check):
+    check(DPO, env, pair_spec(tmp_path, offset=700))  # find() asks the dpoJobs resource too
 
 
 def test_a_dpo_job_id_taken_on_another_dataset_is_refused(env, tmp_path):

@@ -198,7 +198,10 @@ class FireworksBackend(HostedBackend):
         from .listing import provider_job
 
         with self._answered():
-            return self.caught_up(provider_job(self._job(job_id)))
+            found = self._found(lambda: self._job(job_id))
+            if found is None and not dpo.is_dpo(job_id):  # a DPO job's id as Fireworks shows it, bare
+                found = self._job(dpo.PREFIX + job_id)
+            return self.caught_up(provider_job(found))
 
     def remote_file(self, file_id: str) -> RemoteFile | None:
         """A dataset (Fireworks keeps no filename or size of what was uploaded: its display name)."""
