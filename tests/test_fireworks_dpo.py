@@ -69,6 +69,18 @@ def test_a_dpo_run_is_a_dpo_job_with_beta_followed_to_its_model_and_pulled(env, 
         assert (home / name).read_bytes() == (adapter / name).read_bytes()
 
 
+def test_dpo_on_an_sft_runs_model_warm_starts_from_it_as_a_chain(env, tmp_path, chat_file):
+    sft = jobs.submit(str(chat_file), "fireworks", suffix="sft", wait=True)
+    assert sft["status"] == "succeeded", sft
+    dpo = jobs.submit(str(preferences(tmp_path / "p.jsonl", offset=20)), "fireworks", sft["result_model"],
+                      hyperparameters={"method": "dpo", "beta": 0.15}, wait=True)
+    config = env.service.requests[dpo["provider_job_id"]]["trainingConfig"]
+    assert config["warmStartFrom"] == sft["result_model"] and "baseModel" not in config  # on top of the addon
+    assert dpo["status"] == "succeeded" and env.state.jobs[dpo["provider_job_id"]].model == MODEL
+    events = jobs.show(dpo["id"])["events"]
+    assert any(f"trains on top of {sft['id']}'s model" in e["message"] for e in events)
+
+
 def test_auto_beta_is_sent_as_point_one_and_recorded(env, tmp_path):
     run = jobs.submit(str(preferences(tmp_path / "p.jsonl", offset=50)), "fireworks",
                       hyperparameters={"method": "dpo"})

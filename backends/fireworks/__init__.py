@@ -131,7 +131,7 @@ class FireworksBackend(HostedBackend):
     def _job_params(self, spec: RunSpec, train: str, valid: str | None) -> dict:
         hp, opts = self.resolve(spec), _typed(spec.options)
         given = spec.hyperparameters
-        params = {"dataset": train, "base_model": spec.base_model, "evaluation_dataset": valid,
+        params = {"dataset": train, **self._starting_point(spec.base_model), "evaluation_dataset": valid,
                   "display_name": f"ftm {spec.run_id}" + (f" {spec.suffix}" if spec.suffix else ""),
                   "output_model": resource_id(opts.get("output_model") or f"{spec.suffix or 'ftm'}-{spec.run_id}"),
                   "epochs": hp["n_epochs"], "lora_rank": hp["lora_r"],
@@ -139,6 +139,16 @@ class FireworksBackend(HostedBackend):
                   "batch_size_samples": hp["batch_size"] if hp["batch_size"] != "auto" else None,
                   "max_context_length": opts.get("max_context_length"), "early_stop": opts.get("early_stop")}
         return {k: v for k, v in params.items() if v is not None}
+
+    def _starting_point(self, model: str) -> dict:
+        """base_model, or warm_start_from for a LoRA addon of the account (an earlier run's model,
+        as DPO after SFT trains on): Fireworks trains on top of an addon only when named so."""
+        _, account, _, model_id = model.split("/")
+        if account == "fireworks":  # Fireworks' own catalogue holds base models
+            return {"base_model": model}
+        found = self._found(lambda: self.client.models.get(model_id, account_id=account), answered=True)
+        addon = found is not None and found.kind in ("HF_PEFT_ADDON", "HF_TEFT_ADDON")
+        return {"warm_start_from" if addon else "base_model": model}
 
     def resolve(self, spec: RunSpec) -> dict:
         """Hyperparameters as Fireworks trains with them: its defaults where ftm asks nothing."""

@@ -115,5 +115,5 @@ def _view(job) -> SimpleNamespace:
         name=job.name, state=job.state, status=job.status, dataset=job.dataset, evaluation_dataset=None,
         create_time=job.create_time, update_time=None, completed_time=job.completed_time, job_progress=None,
         method="dpo", beta=beta if isinstance(beta, (int, float)) else None, **{name: get(name) for name in (
-            "base_model", "output_model", "epochs", "learning_rate", "lora_rank", "batch_size_samples",
-            "max_context_length")})
+            "base_model", "warm_start_from", "output_model", "epochs", "learning_rate", "lora_rank",
+            "batch_size_samples", "max_context_length")})

@@ -20,7 +20,7 @@ def provider_job(job) -> ProviderJob:
              "beta": getattr(job, "beta", None)}
     options = {"lora_r": job.lora_rank, "learning_rate": rate, "max_context_length": job.max_context_length}
     request = JobRequest(
-        base_model=job.base_model or "", method=getattr(job, "method", "supervised"),
+        base_model=job.base_model or job.warm_start_from or "", method=getattr(job, "method", "supervised"),
         hyperparameters={k: v for k, v in asked.items() if v is not None}, metadata={},
         training_file=job.dataset or None, validation_file=job.evaluation_dataset or None,
         options={k: v for k, v in options.items() if v is not None})

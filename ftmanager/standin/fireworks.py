@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import fireworks_dpo as dpo
 from .clock import ClockService
-from .fireworks_common import (DEFAULTS, MIN_EXAMPLES, RESOURCE_ID, Dataset, checked_rate, create_dataset,
+from .fireworks_common import (DEFAULTS, MIN_EXAMPLES, RESOURCE_ID, Dataset, base_of, checked_rate, create_dataset,
                                dataset_download_endpoint, delete_dataset, error_body, failed, get_dataset,
                                list_datasets, list_page, output_model, ready_dataset, stamp, upload_dataset,
                                whole_numbers)
@@ -157,9 +157,10 @@ def create_job(srv, req):
     if job_id in srv.state.jobs:
         raise failed(409, f"SupervisedFineTuningJob accounts/{account}/supervisedFineTuningJobs/{job_id} already exists")
     asked = _checked_request(srv, account, job_id, body)
+    base = base_of(srv, account, asked)
     train = ready_dataset(srv, account, asked["dataset"], "dataset")
     valid = ready_dataset(srv, account, asked["evaluationDataset"], "evaluationDataset") if asked.get("evaluationDataset") else None
-    job = Job(id=job_id, model=asked["baseModel"], training_file=train.name, training_path=train.path,
+    job = Job(id=job_id, model=base, training_file=train.name, training_path=train.path,
               validation_file=valid.name if valid else None, validation_path=valid.path if valid else None,
               organization_id=account, created_at=time.time(),
               requested={"n_epochs": asked["epochs"], "batch_size": asked.get("batchSizeSamples", "auto"),
@@ -175,8 +176,6 @@ def _checked_request(srv, account: str, job_id: str, body: dict) -> dict:
     unknown = sorted(set(body) - JOB_FIELDS)
     if unknown:
         raise failed(400, f"unknown field {unknown[0]!r} in SupervisedFineTuningJob")
-    if body.get("baseModel") not in srv.service.base_models():
-        raise failed(400, f"base model {body.get('baseModel')!r} is not available for fine-tuning")
     asked = {**DEFAULTS, **body}
     whole_numbers(asked, ("epochs", "loraRank", "batchSizeSamples", "maxContextLength"))
     checked_rate(asked)

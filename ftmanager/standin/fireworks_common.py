@@ -69,6 +69,22 @@ def output_model(account: str, given, job_id: str) -> str:
     return f"accounts/{account}/models/{model_id}"
 
 
+def base_of(srv, account: str, asked: dict) -> str:
+    """The base model a job trains: its baseModel from the catalogue, or the base of the LoRA addon
+    it warm-starts from (the output model of a completed job of the account); else the 400 or 404."""
+    warm, base = asked.get("warmStartFrom"), asked.get("baseModel")
+    if warm and base:
+        raise failed(400, "only one of baseModel and warmStartFrom may be given")
+    if warm:
+        prefix = f"accounts/{account}/models/"
+        if not isinstance(warm, str) or not warm.startswith(prefix):
+            raise failed(400, f"warmStartFrom must be a model of the account, {prefix}ID")
+        return srv.service.output_model(account, warm[len(prefix):]).model
+    if base not in srv.service.base_models():
+        raise failed(400, f"base model {base!r} is not available for fine-tuning")
+    return base
+
+
 class Dataset:
     """A dataset of one account: created with its count, then its file, then READY."""
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..front.state import Job
-from .fireworks_common import (DEFAULTS, PREFERENCE, RESOURCE_ID, checked_rate, failed, list_page, output_model,
+from .fireworks_common import (DEFAULTS, PREFERENCE, RESOURCE_ID, base_of, checked_rate, failed, list_page, output_model,
                                ready_dataset, whole_numbers)
 
 RESOURCE = "dpoJobs"
@@ -60,9 +60,10 @@ def create_job(srv, req):
     if key(job_id) in srv.state.jobs:
         raise failed(409, f"DpoJob accounts/{account}/{RESOURCE}/{job_id} already exists")
     asked = _checked(srv, account, job_id, body)
-    train = ready_dataset(srv, account, asked["dataset"], "dataset", PREFERENCE)
     config = asked["trainingConfig"]
-    job = Job(id=key(job_id), model=config["baseModel"], training_file=train.name, training_path=train.path,
+    base = base_of(srv, account, config)
+    train = ready_dataset(srv, account, asked["dataset"], "dataset", PREFERENCE)
+    job = Job(id=key(job_id), model=base, training_file=train.name, training_path=train.path,
               organization_id=account, created_at=time.time(), method="dpo",
               requested={"n_epochs": config["epochs"], "batch_size": config.get("batchSizeSamples", "auto"),
                          "learning_rate_multiplier": "auto", "beta": asked["lossConfig"]["dpo"]["beta"]})
@@ -81,8 +82,6 @@ def _checked(srv, account: str, job_id: str, body: dict) -> dict:
     unknown = sorted(set(config) - TRAINING_FIELDS)
     if unknown:
         raise failed(400, f"unknown field {unknown[0]!r} in DpoJob.trainingConfig")
-    if config.get("baseModel") not in srv.service.base_models():
-        raise failed(400, f"trainingConfig.baseModel {config.get('baseModel')!r} is not available for fine-tuning")
     config = {**DEFAULTS, **config}
     whole_numbers(config, ("epochs", "loraRank", "batchSizeSamples", "maxContextLength"), "trainingConfig.")
     checked_rate(config, "trainingConfig.")
