@@ -11,7 +11,7 @@ import pytest
 from conftest import ftm
 from sdk_backends import aimed, preferences, served
 
-from ftmanager import adopting, jobs
+from ftmanager import adopting, jobs, registry
 from ftmanager.ledger import ledger
 from ftmanager.standin import standin
 
@@ -79,6 +79,10 @@ def test_dpo_on_an_sft_runs_model_warm_starts_from_it_as_a_chain(env, tmp_path, 
     assert dpo["status"] == "succeeded" and env.state.jobs[dpo["provider_job_id"]].model == MODEL
     events = jobs.show(dpo["id"])["events"]
     assert any(f"trains on top of {sft['id']}'s model" in e["message"] for e in events)
+    from ftm_backends.fireworks import weights  # a merged pull merges into the addon's own base
+
+    _, account, _, model_id = dpo["result_model"].split("/")
+    assert weights._addon_base(registry.get("fireworks"), account, model_id) == MODEL
 
 
 def test_auto_beta_is_sent_as_point_one_and_recorded(env, tmp_path):
