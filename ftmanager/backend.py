@@ -113,6 +113,23 @@ class Option:
         return f"{self.help} (default: {shown})"
 
 
+def renamed(options: dict, old_names: dict[str, str]) -> dict:
+    """options with each option's old spelling (old_names: old -> new) under its new name; both
+    given and differing is refused in one line. A backend that renames an option keeps taking
+    the old name this way, and its old runs' records read as before."""
+    from .errors import InvalidInput
+
+    out = dict(options)
+    for old, new in old_names.items():
+        if old in out:
+            value = out.pop(old)
+            if new in out and str(out[new]).lower() != str(value).lower():
+                raise InvalidInput(f"options {old}={value} and {new}={out[new]} disagree ({old} is the old "
+                                   f"name of {new})", f"Give -p {new} alone.")
+            out.setdefault(new, value)
+    return out
+
+
 class Uploads(Protocol):
     """The ledger's record of files already sent to a provider account (given by jobs.py)."""
 

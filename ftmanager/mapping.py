@@ -90,10 +90,10 @@ def map_model(parent: dict, target, out: Mapped) -> str:
 
 # Values a target takes in place of one it cannot: a QLoRA run is a LoRA run on a 4-bit base.
 NEAREST = {("training_type", "qlora"): "lora", ("method", "qlora"): "lora"}
-# One setting under two backends' names (Fireworks says max_context_length for max_length; local
-# says training_type for what Together calls method, and old local runs said method too).
-SYNONYMS = {"max_length": "max_context_length", "max_context_length": "max_length",
-            "training_type": "method", "method": "training_type"}
+# One setting under two backends' names (Fireworks says max_context_length for max_length), or
+# under an old name: local and Together both said method for what is now training_type, so old
+# runs' options carry method=qlora|lora|full.
+SYNONYMS = {"max_length": "max_context_length", "max_context_length": "max_length", "method": "training_type"}
 
 
 def _takes(target, key: str, value) -> bool:

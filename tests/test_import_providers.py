@@ -55,7 +55,7 @@ def test_a_together_account_made_by_hand_comes_in(tg, tmp_path, chat_file):
     assert summary.downloaded == [file_id]
     run = jobs.show(job.id)
     assert (run["status"], run["method"], run["base_model"]) == ("succeeded", "sft", TG_MODEL)
-    assert run["hyperparameters"]["n_epochs"] == 2 and run["options"]["method"] == "lora"
+    assert run["hyperparameters"]["n_epochs"] == 2 and run["options"]["training_type"] == "lora"
     assert run["result_model"] == done.model_output_name and run["metrics"] and run["events"]
     assert [json.loads(line) for line in open(ledger().dataset(run["dataset_id"])["path"])] == \
         [json.loads(line) for line in chat(12).splitlines()]

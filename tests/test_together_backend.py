@@ -71,7 +71,7 @@ def test_a_together_run_records_what_an_openai_run_records(env, chat_file, tmp_p
     assert all(m["train_loss"] > 0 for m in shown["metrics"]) and shown["metrics"][1]["valid_loss"] > 0
     assert [c["model_id"] for c in shown["checkpoints"]] == [f"{job.id}:2", f"{job.id}:4"]
     resolved = shown["resolved_hyperparameters"]
-    assert (resolved["n_epochs"], resolved["batch_size"], resolved["method"], resolved["lora_r"]) == (2, 8, "lora", 8)
+    assert (resolved["n_epochs"], resolved["batch_size"], resolved["training_type"], resolved["lora_r"]) == (2, 8, "lora", 8)
     assert resolved["learning_rate"] == pytest.approx(1e-5) and resolved["learning_rate_multiplier"] == pytest.approx(1)
     assert shown["trained_tokens"] == job.token_count * 2
     assert shown["actual_cost"] == pytest.approx(job.token_count * 2 * 0.48 / 1e6)
@@ -140,9 +140,23 @@ def test_definite_refusals_fail_the_run_in_one_line(env, chat_file, ftm_home, mo
 def test_openai_models_and_bad_options_are_refused_before_anything_is_recorded(env, chat_file, ftm_home):
     openai_model = ftm("submit", chat_file, "-b", "together", "-m", "gpt-4o-mini")
     assert openai_model.code == 1 and f"--model {MODEL}" in openai_model.err
-    qlora = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "-p", "method=qlora")
-    assert qlora.code == 1 and "method must be lora or full" in qlora.err
+    qlora = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "--training-type", "qlora")
+    assert qlora.code == 1 and "option training_type must be lora or full, not 'qlora'" in qlora.err
+    old = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "-p", "method=qlora")  # the old name: the same check
+    assert old.code == 1 and "option training_type must be lora or full, not 'qlora'" in old.err
+    both = ftm("submit", chat_file, "-b", "together", "-m", MODEL, "-p", "method=full", "-p", "training_type=lora")
+    assert both.code == 1 and "options method=full and training_type=lora disagree" in both.err
     assert ftm("runs", "--json").json() == [] and env.requests[("POST", "/files")] == 0
+
+
+def test_full_training_by_its_name_or_its_old_one(env, tmp_path):
+    """training_type=full trains every weight; -p method=full, its old name, still does."""
+    backend = TogetherBackend()
+    for offset, options in enumerate(({"training_type": "full"}, {"method": "full"})):
+        spec = spec_for(tmp_path, options=options, offset=50 * offset)
+        backend.check_options(spec.options)
+        assert backend.resolve(spec)["training_type"] == "full"
+        assert env.state.jobs[backend.start(spec, MemoryUploads())].asked["training_type"] == {"type": "Full"}
 
 
 def test_data_together_would_reject_is_refused_before_uploading(env, tmp_path, ftm_home):

@@ -48,19 +48,22 @@ def test_an_openai_run_goes_to_together_on_the_tables_model_with_what_it_resolve
 def test_local_options_carry_to_together_by_name_and_qlora_becomes_lora():
     run = parent("local", "HuggingFaceTB/SmolLM2-135M-Instruct", LOCAL_OPTIONS)
     out = map_settings(run, registry.load("local"), registry.load("together"), {}, {})
-    carried = {("method" if k == "training_type" else k): v for k, v in LOCAL_OPTIONS.items() if k != "packing"}
-    assert out.options == {**carried, "method": "lora"}
+    carried = {k: v for k, v in LOCAL_OPTIONS.items() if k != "packing"}
+    assert out.options == {**carried, "training_type": "lora"}
     assert "training_type=qlora -> lora (together has no qlora)" in out.notes
     assert out.dropped == ["packing=true (together has no such option)"]
 
 
 def test_an_old_local_runs_method_is_read_as_its_training_type():
-    """Local's training_type was called method: old runs' rows still re-run as they trained."""
+    """Local's and Together's training_type was called method: old runs' rows still re-run as they trained."""
     run = parent("local", "HuggingFaceTB/SmolLM2-135M-Instruct", {"method": "qlora"}, resolved={"method": "qlora"})
     local = map_settings(run, registry.load("local"), registry.load("local"), {}, {})
     assert local.options == {"training_type": "qlora"} and local.dropped == []
     together = map_settings(run, registry.load("local"), registry.load("together"), {}, {})
-    assert together.options == {"method": "lora"}
+    assert together.options == {"training_type": "lora"}
+    old_together = parent("together", MODEL, {"method": "full"}, resolved={"method": "full"})
+    home = map_settings(old_together, registry.load("together"), registry.load("together"), {}, {})
+    assert home.options == {"training_type": "full"} and "method=full -> training_type (together's name for it)" in home.notes
 
 
 def test_a_model_with_no_together_row_is_one_line_naming_the_table():
@@ -69,16 +72,15 @@ def test_a_model_with_no_together_row_is_one_line_naming_the_table():
 
 
 def test_together_full_training_goes_home_as_full_and_fireworks_says_it_cannot():
-    run = parent("together", MODEL, {"method": "full", "learning_rate": "2e-5", "max_length": "4096"})
+    run = parent("together", MODEL, {"training_type": "full", "learning_rate": "2e-5", "max_length": "4096"})
     model, home = mapped(run, "local")
     assert model == "meta-llama/Llama-3.1-8B-Instruct"  # the same weights, at home
     assert home.options == {"training_type": "full", "learning_rate": "2e-5", "max_length": "4096"}
-    assert "method=full -> training_type (local's name for it)" in home.notes
     model, fw = mapped(run, "fireworks")
     assert model == "accounts/fireworks/models/llama-v3p1-8b-instruct"
     assert fw.options == {"learning_rate": "2e-5", "max_context_length": "4096"}
     assert "max_length=4096 -> max_context_length (fireworks's name for it)" in fw.notes
-    assert fw.dropped == ["method=full (fireworks has no such option)"]
+    assert fw.dropped == ["training_type=full (fireworks has no such option)"]
 
 
 def test_together_to_openai_turns_the_rate_into_a_multiplier_and_drops_lora_settings():

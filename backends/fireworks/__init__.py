@@ -1,5 +1,5 @@
-"""The Fireworks AI backend: a dataset per content, a supervised fine-tuning job per run, the
-adapter brought home by `ftm pull`.
+"""The Fireworks AI backend: a dataset per content, a supervised fine-tuning job (or a DPO job,
+dpo.py) per run, the adapter brought home by `ftm pull`.
 
 Talks to FIREWORKS_BASE_URL (default api.fireworks.ai) for the account FIREWORKS_ACCOUNT_ID
 with FIREWORKS_API_KEY through the official SDK (`fireworks-ai`), imported only when a job is
@@ -7,7 +7,7 @@ started or followed. What makes an interrupted start safe: Fireworks lets the cl
 each resource's id, so a run's job id is derived from our run id (`ftm-run-...`) and a dataset's
 from its sha256. A create that may or may not have happened is simply sent again: a 409 says an
 earlier attempt made it, and `ftm sync` finds a job by asking for that id. Fireworks reports no
-step metrics for SFT jobs through its API: its states and progress become events.
+step metrics for its jobs through its API: their states and progress become events.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ftmanager.errors import InvalidInput, Refused, Unsupported
 from ftmanager.hosted import HostedBackend, ProviderJob, RemoteFile, env_number
 from ftmanager.hyperparameters import Hyperparameters
 
+from . import dpo
 from .datasets import DATA_RULES
 from .progress import BASE_LEARNING_RATE
 
@@ -50,23 +51,16 @@ def job_id_for(run_id: str) -> str:
 
 
 class FireworksBackend(HostedBackend):
-    """Supervised fine-tuning jobs on Fireworks AI through the official SDK."""
+    """Supervised fine-tuning and DPO jobs on Fireworks AI through the official SDK."""
 
     name = "fireworks"
-    description = (f"Fireworks AI's supervised fine-tuning (LoRA; base learning rate {BASE_LEARNING_RATE:g} "
+    description = (f"Fireworks AI's supervised fine-tuning and DPO (LoRA; base learning rate {BASE_LEARNING_RATE:g} "
                    "x learning_rate_multiplier); `ftm pull` brings the adapter home")
     default_model = "accounts/fireworks/models/llama-v3p1-8b-instruct"
     options = OPTIONS
     base_learning_rate = BASE_LEARNING_RATE
     data_rules = DATA_RULES  # submit refuses what Fireworks would, before uploading
-    methods = ("supervised",)  # DPO is Fireworks' separate dpoJobs resource, not driven from here yet
-
-    def check_method(self, method: str, model: str) -> None:
-        """DPO is refused saying why: Fireworks runs it as another resource (dpoJobs), not yet driven here."""
-        if method == "dpo":
-            raise Unsupported("the fireworks backend has no dpo training yet (Fireworks runs DPO as its own "
-                              "dpoJobs resource, which ftm does not drive yet)", "")
-        super().check_method(method, model)
+    methods = ("supervised", "dpo")  # DPO: Fireworks' own dpoJobs resource (dpo.py)
     sdk, client_class, provider = "fireworks", "Fireworks", "Fireworks"
     key_env, url_env, default_base_url, timeout_env = KEY_ENV, URL_ENV, DEFAULT_BASE_URL, "FTM_FIREWORKS_TIMEOUT"
     key_hint = f" and the account in {ACCOUNT_ENV}"
@@ -112,6 +106,8 @@ class FireworksBackend(HostedBackend):
             vid = spec.validation_dataset_id or f"{spec.dataset_id}-validation"
             valid = ensure_dataset(self, spec.validation_file, vid, uploads)
         params, job_id = self._job_params(spec, train, valid), job_id_for(spec.run_id)
+        if spec.hyperparameters.method == "dpo":
+            return dpo.start(self, spec.run_id, params, job_id, self.resolve(spec)["beta"])
         jobs = self.client.with_options(max_retries=0).supervised_fine_tuning_jobs
 
         def create() -> str:
@@ -124,9 +120,9 @@ class FireworksBackend(HostedBackend):
         return self.create_once(create, self.find, spec.run_id)
 
     def _ours(self, job_id: str, dataset: str) -> str:
-        """The job a 409 says exists: ours when it trains on our dataset."""
+        """The job a 409 says exists (of either resource): ours when it trains on our dataset."""
         with self._answered():
-            job = self.client.supervised_fine_tuning_jobs.get(job_id)
+            job = self._job(job_id)
         if job.dataset != dataset:
             raise Refused(f"Fireworks already has a job {job_id} on another dataset ({job.dataset})",
                           "Another ledger made it: re-run this run (`ftm rerun`) to get a new run id.")
@@ -135,7 +131,7 @@ class FireworksBackend(HostedBackend):
     def _job_params(self, spec: RunSpec, train: str, valid: str | None) -> dict:
         hp, opts = self.resolve(spec), _typed(spec.options)
         given = spec.hyperparameters
-        params = {"dataset": train, "base_model": spec.base_model, "evaluation_dataset": valid,
+        params = {"dataset": train, **self._starting_point(spec.base_model), "evaluation_dataset": valid,
                   "display_name": f"ftm {spec.run_id}" + (f" {spec.suffix}" if spec.suffix else ""),
                   "output_model": resource_id(opts.get("output_model") or f"{spec.suffix or 'ftm'}-{spec.run_id}"),
                   "epochs": hp["n_epochs"], "lora_rank": hp["lora_r"],
@@ -144,40 +140,65 @@ class FireworksBackend(HostedBackend):
                   "max_context_length": opts.get("max_context_length"), "early_stop": opts.get("early_stop")}
         return {k: v for k, v in params.items() if v is not None}
 
+    def _starting_point(self, model: str) -> dict:
+        """base_model, or warm_start_from for a LoRA addon of the account (an earlier run's model,
+        as DPO after SFT trains on): Fireworks trains on top of an addon only when named so."""
+        _, account, _, model_id = model.split("/")
+        if account == "fireworks":  # Fireworks' own catalogue holds base models
+            return {"base_model": model}
+        found = self._found(lambda: self.client.models.get(model_id, account_id=account), answered=True)
+        addon = found is not None and found.kind in ("HF_PEFT_ADDON", "HF_TEFT_ADDON")
+        return {"warm_start_from" if addon else "base_model": model}
+
     def resolve(self, spec: RunSpec) -> dict:
         """Hyperparameters as Fireworks trains with them: its defaults where ftm asks nothing."""
         hp, opts = spec.hyperparameters.resolved(n_epochs=DEFAULT_EPOCHS), _typed(spec.options)
         hp["learning_rate"] = opts.get("learning_rate") or spec.hyperparameters.learning_rate(BASE_LEARNING_RATE)
         hp["learning_rate_multiplier"] = hp["learning_rate"] / BASE_LEARNING_RATE
         hp["lora_r"] = opts.get("lora_r") or DEFAULT_LORA_RANK
+        if spec.hyperparameters.method == "dpo":
+            hp["beta"] = dpo.checked_beta(spec, opts)
         return hp
 
+    def _job(self, job_id: str):
+        """The job of either resource, as a supervised job reads (dpo.as_job)."""
+        if dpo.is_dpo(job_id):
+            return dpo.as_job(self.client.dpo_jobs.get(dpo.short(job_id)))
+        return self.client.supervised_fine_tuning_jobs.get(job_id)
+
     def find(self, run_id: str) -> str | None:
-        """The job of an interrupted start: asked for by the id it would have."""
-        job_id = job_id_for(run_id)
-        found = self._found(lambda: self.client.supervised_fine_tuning_jobs.get(job_id), answered=True)
-        return job_id if found is not None else None
+        """The job of an interrupted start: asked for by the id it would have, as a supervised job
+        and then as a DPO job (the run id alone does not say which it started)."""
+        for job_id in (job_id_for(run_id), dpo.PREFIX + job_id_for(run_id)):
+            if self._found(lambda named=job_id: self._job(named), answered=True) is not None:
+                return job_id
+        return None
 
     def poll(self, job_id: str, cursor: dict) -> Progress:
         """The job's state (in OpenAI's words, Fireworks' kept in each event) and progress."""
         with self._answered():
-            job = self.client.supervised_fine_tuning_jobs.get(job_id)
+            job = self._job(job_id)
         from .progress import progress
 
         return progress(job, dict(cursor or {}))
 
     def cancel(self, job_id: str) -> None:
         with self._answered():
-            self.client.supervised_fine_tuning_jobs.cancel(job_id, body={})
+            if dpo.is_dpo(job_id):
+                self.client.dpo_jobs.cancel(dpo.short(job_id), body={})
+            else:
+                self.client.supervised_fine_tuning_jobs.cancel(job_id, body={})
 
     # --- the account's existing jobs ---------------------------------------------------------
 
     def jobs(self, page: int = 100):
-        """Every supervised fine-tuning job of the account (every page token), newest first."""
+        """Every supervised fine-tuning and DPO job of the account (every page token), newest first."""
         from .listing import provider_job
 
+        size = min(page, 200)
         with self._answered():  # iterating the SDK's page follows nextPageToken
-            listed = [provider_job(j) for j in self.client.supervised_fine_tuning_jobs.list(page_size=min(page, 200))]
+            listed = [provider_job(j) for j in self.client.supervised_fine_tuning_jobs.list(page_size=size)]
+            listed += [provider_job(dpo.as_job(j)) for j in self.client.dpo_jobs.list(page_size=size)]
         yield from sorted(listed, key=lambda j: j.created_at or 0, reverse=True)
 
     def caught_up(self, job: ProviderJob) -> ProviderJob:
@@ -187,7 +208,10 @@ class FireworksBackend(HostedBackend):
         from .listing import provider_job
 
         with self._answered():
-            return self.caught_up(provider_job(self.client.supervised_fine_tuning_jobs.get(job_id)))
+            found = self._found(lambda: self._job(job_id))
+            if found is None and not dpo.is_dpo(job_id):  # a DPO job's id as Fireworks shows it, bare
+                found = self._job(dpo.PREFIX + job_id)
+            return self.caught_up(provider_job(found))
 
     def remote_file(self, file_id: str) -> RemoteFile | None:
         """A dataset (Fireworks keeps no filename or size of what was uploaded: its display name)."""

@@ -1,5 +1,5 @@
-"""Fireworks' supervised fine-tuning jobs as ftm records a provider's job (`ftm import fireworks`),
-and a dataset's file fetched back through its signed download URL."""
+"""Fireworks' supervised fine-tuning and DPO jobs as ftm records a provider's job (`ftm import
+fireworks`), and a dataset's file fetched back through its signed download URL."""
 
 from __future__ import annotations
 
@@ -7,22 +7,25 @@ from pathlib import Path
 
 from ftmanager.hosted import JobRequest, ProviderJob
 
+from .dpo import job_ref
 from .progress import BASE_LEARNING_RATE
 
 
 def provider_job(job) -> ProviderJob:
-    """A listed job (the SDK's SupervisedFineTuningJob): its request; progress read later."""
+    """A listed job (the SDK's SupervisedFineTuningJob, or a DpoJob read by dpo.as_job): its
+    request; progress read later."""
     rate = job.learning_rate
     asked = {"n_epochs": job.epochs, "batch_size": job.batch_size_samples,
-             "learning_rate_multiplier": rate / BASE_LEARNING_RATE if rate else None}
+             "learning_rate_multiplier": rate / BASE_LEARNING_RATE if rate else None,
+             "beta": getattr(job, "beta", None)}
     options = {"lora_r": job.lora_rank, "learning_rate": rate, "max_context_length": job.max_context_length}
     request = JobRequest(
-        base_model=job.base_model or "", method="supervised",  # DPO jobs are another resource (dpo_jobs)
+        base_model=job.base_model or job.warm_start_from or "", method=getattr(job, "method", "supervised"),
         hyperparameters={k: v for k, v in asked.items() if v is not None}, metadata={},
         training_file=job.dataset or None, validation_file=job.evaluation_dataset or None,
         options={k: v for k, v in options.items() if v is not None})
     created = job.create_time.timestamp() if job.create_time else None
-    return ProviderJob(job_id=(job.name or "").rsplit("/", 1)[-1], created_at=created, request=request,
+    return ProviderJob(job_id=job_ref(job.name), created_at=created, request=request,
                        progress=None, status=str(job.state) if job.state else None, raw=None)
 
 

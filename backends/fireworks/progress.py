@@ -25,7 +25,7 @@ ERROR_STATES = ("JOB_STATE_FAILED", "JOB_STATE_EXPIRED")
 
 
 def progress(job, cursor: dict) -> Progress:
-    """The Progress of one GET of a supervised fine-tuning job, given the cursor of the last."""
+    """The Progress of one GET of a job (a DPO job read by dpo.as_job), given the cursor of the last."""
     state = job.state or "JOB_STATE_UNSPECIFIED"
     status = STATUSES.get(state) or cursor.get("status") or QUEUED
     events = _state_events(job, state, cursor) + _epoch_events(job, cursor)
@@ -76,7 +76,8 @@ def _resolved(job) -> dict | None:
     rate = job.learning_rate
     hp = {"n_epochs": job.epochs, "batch_size": job.batch_size_samples, "learning_rate": rate,
           "learning_rate_multiplier": rate / BASE_LEARNING_RATE if rate else None,
-          "lora_r": job.lora_rank, "max_context_length": job.max_context_length}
+          "lora_r": job.lora_rank, "max_context_length": job.max_context_length,
+          "beta": getattr(job, "beta", None)}  # a DPO job's (dpo.as_job)
     return {k: v for k, v in hp.items() if v is not None}
 
 

@@ -34,10 +34,17 @@ def download(backend, job_id: str, result_model: str | None, out_dir: Path, merg
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with backend._answered():
-        base = backend.client.supervised_fine_tuning_jobs.get(job_id).base_model or ""
+        base = backend._job(job_id).base_model or _addon_base(backend, account, model_id)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".ftm-adapter-") as tmp:
         _fetch_all(urls, Path(tmp))
         return pulls.merge(pulls.checked(Path(tmp), "Fireworks"), base, out_dir)
+
+
+def _addon_base(backend, account: str, model_id: str) -> str:
+    """The base model an addon trained on top of another addon (a warm-started job names none) is
+    on, as its model says."""
+    details = backend.client.models.get(model_id, account_id=account).peft_details
+    return (details.base_model if details is not None else None) or ""
 
 
 def _parts(result_model: str) -> tuple[str, str]:

@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ftmanager.backend import Option, Progress, RunSpec, Rules, Uploads
+from ftmanager.backend import Option, Progress, RunSpec, Rules, Uploads, renamed
 from ftmanager.errors import FtmError, InvalidInput, NotFound, Refused, Unsupported
 from ftmanager.facts import SUCCEEDED, auto_epochs, is_terminal
 from ftmanager.hosted import HostedBackend, ProviderJob, usd
@@ -26,10 +26,13 @@ DEFAULT_BASE_URL = "https://api.together.ai"
 BASE_LEARNING_RATE = 1e-5  # Together's default rate: what learning_rate_multiplier scales
 MAX_SUFFIX = 40  # Together's limit; the run id takes 13 of them
 METRICS_EVERY = 10  # quiet polls between asks for step metrics while a job trains
-METHODS = ("lora", "full")
+TRAINING_TYPES = ("lora", "full")
+# Old spellings still taken: training_type was called method until the training method (supervised,
+# dpo) took that name; old commands and old runs' options say -p method=full.
+OLD_NAMES = {"method": "training_type"}
 OPTIONS = {
     "learning_rate": Option(f"learning rate outright (default: {BASE_LEARNING_RATE:g} x learning_rate_multiplier)", float),
-    "method": Option("lora, or full (every weight; no adapter to pull, only merged weights)", str, "lora"),
+    "training_type": Option("lora, or full (every weight; no adapter to pull, only merged weights)", str, "lora"),
     "lora_r": Option("LoRA rank (default: the model's, from Together's limits)", int),
     "lora_alpha": Option("LoRA alpha (default: twice the rank)", int),
     "lora_dropout": Option("dropout on the LoRA input", float, 0.0),
@@ -114,10 +117,10 @@ class TogetherBackend(HostedBackend):
         return self._found(lambda: self.client.files.retrieve(file_id)) is not None
 
     def _job_params(self, spec: RunSpec, training: str, validation: str | None, limits) -> dict:
-        hp, opts = self.resolve(spec), spec.options
-        lora = hp["method"] == "lora"
+        hp, opts = self.resolve(spec), renamed(spec.options, OLD_NAMES)
+        lora = hp["training_type"] == "lora"
         params = {"training_file": training, "model": spec.base_model, "n_epochs": hp["n_epochs"],
-                  "batch_size": self._batch(hp["batch_size"], limits, lora), "learning_rate": hp["learning_rate"],
+                  "batch_size": self._batch(hp["batch_size"], limits, lora, hp.get("method") == "dpo"), "learning_rate": hp["learning_rate"],
                   "lora": lora, "suffix": tagged_suffix(spec.suffix, spec.run_id), "model_limits": limits,
                   **_training_method(spec.hyperparameters, opts),
                   "warmup_ratio": float(opts.get("warmup_ratio", 0.0)), "n_checkpoints": int(opts.get("n_checkpoints", 1))}
@@ -132,12 +135,16 @@ class TogetherBackend(HostedBackend):
         return params
 
     @staticmethod
-    def _batch(batch, limits, lora: bool):
-        """batch_size within the model's limits ("max" for auto): Together refuses any other."""
+    def _batch(batch, limits, lora: bool, dpo: bool = False):
+        """batch_size within the model's limits ("max" for auto): Together refuses any other (a
+        DPO run's has a lower maximum of its own, max_batch_size_dpo)."""
         if batch in (None, "auto"):
             return "max"
         bounds = limits.lora_training if lora else limits.full_training
-        return max(bounds.min_batch_size, min(bounds.max_batch_size, int(batch))) if bounds else int(batch)
+        if not bounds:
+            return int(batch)
+        most = bounds.max_batch_size_dpo if dpo and bounds.max_batch_size_dpo else bounds.max_batch_size
+        return max(bounds.min_batch_size, min(most, int(batch)))
 
     def _create(self, spec: RunSpec, params: dict) -> str:
         """Create the job; after an ambiguous failure, look for it before creating again."""
@@ -216,7 +223,7 @@ class TogetherBackend(HostedBackend):
 
     def _cost(self, job: dict, tokens: int | None) -> float | None:
         full = (job.get("training_type") or {}).get("type") == "Full"
-        return usd(tokens, self.price(job.get("model") or "", {"method": "full" if full else "lora"}))
+        return usd(tokens, self.price(job.get("model") or "", {"training_type": "full" if full else "lora"}))
 
     # --- the account's existing jobs ---------------------------------------------------------
 
@@ -262,10 +269,11 @@ class TogetherBackend(HostedBackend):
 
     def resolve(self, spec: RunSpec) -> dict:
         """The settings as the job will use them: epochs by ftm's auto rule, batch "max" for auto."""
-        hp, opts = spec.hyperparameters.resolved(n_epochs=auto_epochs(spec.n_examples) or 1), spec.options
+        opts = renamed(spec.options, OLD_NAMES)
+        hp = spec.hyperparameters.resolved(n_epochs=auto_epochs(spec.n_examples) or 1)
         rate = opts.get("learning_rate")
         hp.update(learning_rate=float(rate) if rate is not None else spec.hyperparameters.learning_rate(BASE_LEARNING_RATE),
-                  method=opts.get("method", "lora"))
+                  training_type=opts.get("training_type", "lora"))
         return hp
 
     def price(self, model: str, options: dict | None = None) -> float | None:
@@ -277,7 +285,8 @@ class TogetherBackend(HostedBackend):
             fields = table()["models"].get(info.entry or "", {})
         except (FtmError, OSError, ValueError):  # an unreadable table: no price rather than no poll
             return None
-        price = fields.get("full_train_usd_per_1m") if (options or {}).get("method") == "full" else None
+        full = renamed(options or {}, OLD_NAMES).get("training_type") == "full"
+        price = fields.get("full_train_usd_per_1m") if full else None
         return float(price) if price is not None else info.price_per_1m_train
 
     def check_model(self, model: str) -> None:
@@ -293,10 +302,11 @@ class TogetherBackend(HostedBackend):
 
     def check_options(self, options: dict) -> None:
         """Refuse unknown options and values Together never takes, before the run is recorded."""
+        options = renamed(options, OLD_NAMES)  # -p method=full: training_type's old name
         super().check_options(options)
-        if options.get("method", "lora") not in METHODS:
-            raise InvalidInput(f"option method must be lora or full, not {options['method']!r}",
-                               "Together trains LoRA adapters or every weight (-p method=full).")
+        if options.get("training_type", "lora") not in TRAINING_TYPES:
+            raise InvalidInput(f"option training_type must be lora or full, not {options['training_type']!r}",
+                               "Together trains LoRA adapters or every weight (-p training_type=full).")
         for name in ("lora_r", "lora_alpha", "max_length", "n_checkpoints", "n_evals"):
             if options.get(name) is not None and (_int(options[name]) or 0) < 1:
                 raise InvalidInput(f"option {name} must be a whole number of at least 1", f"Use e.g. -p {name}=8.")

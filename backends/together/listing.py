@@ -7,7 +7,7 @@ from ftmanager.hosted import JobRequest, ProviderJob
 from .progress import hyperparameters, when
 
 ASKED = ("n_epochs", "batch_size", "learning_rate_multiplier")
-OPTIONS = ("method", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "warmup_ratio", "learning_rate")
+OPTIONS = ("training_type", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "warmup_ratio", "learning_rate")
 
 
 def provider_job(job: dict, base_rate: float) -> ProviderJob:

@@ -101,7 +101,7 @@ def hyperparameters(job: dict, base_rate: float) -> dict:
     rate = job.get("learning_rate")
     out = {"n_epochs": job.get("n_epochs"), "batch_size": job.get("batch_size"), "learning_rate": rate,
            "learning_rate_multiplier": rate / base_rate if isinstance(rate, (int, float)) else None,
-           "method": "full" if kind.get("type") == "Full" else "lora" if kind else None,
+           "training_type": "full" if kind.get("type") == "Full" else "lora" if kind else None,
            "lora_r": kind.get("lora_r"), "lora_alpha": kind.get("lora_alpha"), "lora_dropout": kind.get("lora_dropout"),
            "target_modules": kind.get("lora_trainable_modules"), "warmup_ratio": job.get("warmup_ratio"),
            "beta": (job.get("training_method") or {}).get("dpo_beta")}  # DPO's, under ftm's name

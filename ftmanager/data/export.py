@@ -173,6 +173,17 @@ def preference_to_together(example: dict) -> dict:
     return {"input": {"messages": example["input"]["messages"]}, **{side: example[side] for side in SIDES}}
 
 
+def preference_to_fireworks(example: dict) -> dict:
+    """Fireworks' DPO rows, as its DPO docs give them: OpenAI's shape, the input's messages of roles
+    system, user and assistant in text (its tools list kept, as the docs' example has one; no tool
+    turns or calls), each answer one assistant message of text."""
+    _plain(example["input"]["messages"], "fireworks' DPO input")
+    for side in SIDES:
+        _plain(example[side], f"fireworks' {side}")
+    return {"input": {"messages": example["input"]["messages"], **_tools(example)},
+            **{side: example[side] for side in SIDES}}
+
+
 def preference_to_trl(example: dict) -> dict:
     """TRL's conversational preference row with an explicit prompt (tool arguments as objects)."""
     prompt = to_trl({"messages": example["input"]["messages"], **_tools(example)})
@@ -190,6 +201,6 @@ def _tools(example: dict) -> dict:
 PREFERENCE_WRITERS = {
     "openai": lambda example: example,
     "together": preference_to_together,
-    "fireworks": lambda example: example,  # Fireworks' DPO datasets are OpenAI's preference rows
+    "fireworks": preference_to_fireworks,
     "trl": preference_to_trl,
 }

@@ -5,7 +5,7 @@ Light: no torch here, so `ftm backends` and submit-time checks stay fast.
 
 from __future__ import annotations
 
-from ftmanager.backend import Option
+from ftmanager.backend import Option, renamed as renamed_options
 from ftmanager.errors import InvalidInput
 from ftmanager.facts import auto_epochs
 from ftmanager.hyperparameters import AUTO, DPO, Hyperparameters
@@ -59,15 +59,7 @@ OLD_NAMES = {"method": "training_type"}
 
 def renamed(options: dict) -> dict:
     """options with each old spelling under its new name (both given and differing: refused)."""
-    out = dict(options)
-    for old, new in OLD_NAMES.items():
-        if old in out:
-            value = out.pop(old)
-            if new in out and str(out[new]).lower() != str(value).lower():
-                raise InvalidInput(f"options {old}={value} and {new}={out[new]} disagree ({old} is the old "
-                                   f"name of {new})", f"Give -p {new} alone.")
-            out.setdefault(new, value)
-    return out
+    return renamed_options(options, OLD_NAMES)
 
 
 def _coerce(name: str, value):
