@@ -38,16 +38,6 @@ def require_kind(method: str, train: dict, valid: dict | None) -> None:
 
 
 def trained_from(model: str) -> dict | None:
-    """The ledger's run whose result is model (an SFT run a DPO run builds on), or None."""
+    """The ledger's model row whose model id is model (an SFT run's a DPO run builds on), or None."""
     return next((m for m in ledger().models() if m["kind"] == "model" and m["model_id"] == model), None)
 
-
-def refuse_chain(parent: dict, target) -> None:
-    """A run trained on top of an earlier run's model cannot move to another backend alone:
-    that model lives on the parent's provider. Say to re-run the chain one link at a time."""
-    upstream = trained_from(parent["base_model"])
-    if upstream and target.name != parent["backend"]:
-        raise InvalidInput(
-            f"run {parent['id']} trained on top of {upstream['run_id']}'s model, which {target.name} does not have",
-            f"Re-run {upstream['run_id']} on {target.name} first, then submit this dataset "
-            f"(--method {(parent.get('hyperparameters') or {}).get('method', 'supervised')}) on its result.")
