@@ -61,11 +61,8 @@ def test_local_dpo_on_a_local_sft_run_starts_from_its_weights(ftm_home, tmp_path
     assert {r["id"]: r["base_run_id"] for r in by_model}[on_top["id"]] == sft["id"]
 
 
-def test_a_dpo_run_on_an_openai_sft_run_reruns_locally_as_a_chain(env, tmp_path, chat_file, tiny_llama):  # noqa: F811
-    sft = ok(ftm("submit", chat_file, "-b", "openai", "--epochs", "1", "--wait", "--json"))
-    prefs = preferences(tmp_path / "prefs.jsonl")
-    dpo = ok(ftm("submit", prefs, "-b", "openai", "-m", sft["result_model"], "--method", "dpo", "--epochs", "1",
-                 "--wait", "--json"))
+def test_a_dpo_run_on_an_openai_sft_run_reruns_locally_as_a_chain(env, tmp_path, tiny_llama):  # noqa: F811
+    sft, dpo = openai_chain(tmp_path)
     assert dpo["base_run_id"] == sft["id"]
     again = ftm("rerun", dpo["id"], "-b", "local", "-m", tiny_llama, *LOCAL, "--wait", "--json", timeout=300)
     last = ok(again)
@@ -75,27 +72,45 @@ def test_a_dpo_run_on_an_openai_sft_run_reruns_locally_as_a_chain(env, tmp_path,
     assert set(local) == {link["id"], last["id"]} and link["status"] == "succeeded"
     assert last["base_run_id"] == link["id"] and last["base_model"] == link["result_model"]
     assert f"{link['id']}  re-run of {sft['id']}" in again.err and f"on top of {link['id']}" in again.err
-    lineage = ftm("datasets", "lineage", prefs)
+    lineage = ftm("datasets", "lineage", dpo["dataset_id"])
     assert f"on top of {link['id']} (SFT)" in lineage.out and "(preference, 12 examples" in lineage.out
     # a second re-run reuses the succeeded SFT link, and says so
-    twice = ftm("rerun", dpo["id"], "-b", "local", "-m", tiny_llama, *LOCAL, "--json")
+    twice = ftm("rerun", dpo["id"], "-b", "local", "-m", tiny_llama, *LOCAL, "--wait", "--json", timeout=300)
     assert twice.code == 0, twice
-    assert "existing re-run" in twice.err and twice.json()["base_run_id"] == link["id"]
-    assert len(ok(ftm("runs", "-b", "local", "--json"))) == 3
-    ftm("watch", twice.json()["id"], timeout=300)
+    assert f"{link['id']}  re-run of {sft['id']}: an existing re-run, succeeded, reused" in twice.err
+    assert twice.json()["base_run_id"] == link["id"] and len(ok(ftm("runs", "-b", "local", "--json"))) == 3
 
 
-def test_the_waiting_link_is_cancelled_when_its_upstream_fails(env, tmp_path, chat_file):
-    sft = ok(ftm("submit", chat_file, "-b", "openai", "--epochs", "1", "--wait", "--json"))
-    dpo = ok(ftm("submit", preferences(tmp_path / "p.jsonl"), "-b", "openai", "-m", sft["result_model"],
+def openai_chain(tmp_path) -> tuple[dict, dict]:
+    """An SFT run on the OpenAI stand-in and a DPO run on top of its ft: model."""
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"{i} plus {i}?"},
+                                                     {"role": "assistant", "content": f"{2 * i}"}]}) + "\n"
+                            for i in range(12)))
+    sft = ok(ftm("submit", chat, "-b", "openai", "--epochs", "1", "--wait", "--json"))
+    dpo = ok(ftm("submit", preferences(tmp_path / "prefs.jsonl"), "-b", "openai", "-m", sft["result_model"],
                  "--method", "dpo", "--epochs", "1", "--wait", "--json"))
-    # the SFT link fails on the stand-in: an epoch count the stand-in refuses is... rather, the bad local base
-    again = ftm("rerun", dpo["id"], "-b", "local", "-m", "no-such-org/no-such-model", *LOCAL, "--json")
+    return sft, dpo
+
+
+def broken_model(tmp_path):
+    """A folder that looks like a model at submit (a config.json) and fails the worker at once."""
+    folder = tmp_path / "broken-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+def test_the_waiting_link_is_cancelled_when_its_upstream_fails(env, tmp_path):
+    sft, dpo = openai_chain(tmp_path)
+    again = ftm("rerun", dpo["id"], "-b", "local", "-m", broken_model(tmp_path), *LOCAL, "--json")
     assert again.code == 0, again
     waiting = again.json()
-    assert waiting["status"] in ("queued", "cancelled")
-    done = ok(ftm("watch", waiting["id"], "--json", timeout=300)) if False else None
-    ftm("watch", waiting["id"], timeout=300)
+    assert waiting["status"] == "queued" and waiting["base_run_id"] and not waiting["provider_job_id"]
+    watched = ftm("watch", waiting["id"], timeout=300)
+    assert watched.code == 4, watched  # cancelled
     shown = ok(ftm("show", waiting["id"], "--json"))
-    assert shown["status"] == "cancelled"
-    assert any("cancelled before it started" in e["message"] and "failed" in e["message"] for e in shown["events"])
+    link = ok(ftm("show", waiting["base_run_id"], "--json"))
+    assert link["status"] == "failed" and shown["status"] == "cancelled" and not shown["provider_job_id"]
+    assert any(f"cancelled before it started: the run it trains on top of, {link['id']}, failed" in e["message"]
+               for e in shown["events"])
