@@ -16,14 +16,14 @@ from ftmanager.standin import standin
 pytest.importorskip("peft")
 
 KEY = "sk-test-" + "ch4" * 8
-server = served(standin, speed=60)
+server = served(standin, speed=500)
 LOCAL = ("-p", "device=cpu", "--no-quantize", "--batch-size", "4")
 
 
 @pytest.fixture
 def env(server, monkeypatch, ftm_home):
-    return aimed(server, monkeypatch, {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": KEY},
-                 unset=("OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "FTM_POLL_SCALE"))
+    return aimed(server, monkeypatch, {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": KEY, "FTM_POLL_SCALE": "0.02"},
+                 unset=("OPENAI_ORG_ID", "OPENAI_PROJECT_ID"))
 
 
 def ok(res):
