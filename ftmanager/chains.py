@@ -167,16 +167,19 @@ def rerun_chain(parent: dict, target, model: str | None, *, hyperparameters: dic
     on top of its result: started now, or recorded waiting for it. Refused whole, in one line,
     before anything is recorded, where target cannot run a link."""
     from . import jobs
-    from .mapping import map_settings
     from . import registry
+    from .hyperparameters import Hyperparameters
+    from .mapping import map_settings
 
     try:
         up = _upstream(parent)
     except InvalidInput as err:
         raise InvalidInput(f"run {parent['id']} cannot be re-run: {err.what}", "Submit its dataset anew.") from None
     _check_links(parent, target, model)
-    link, link_mapped = _upstream_link(up, target, model, options)
     mapped = map_settings(parent, registry.load(parent["backend"]), target, hyperparameters, options)
+    target().check_options(mapped.options)  # this link's settings refused before the first link is made
+    Hyperparameters.of(mapped.hyperparameters)
+    link, link_mapped = _upstream_link(up, target, model, options)
     mapped = ChainMapped(mapped.hyperparameters, mapped.options, mapped.notes, mapped.dropped, (link, link_mapped))
     mapped.notes.append(f"model=the model of {link['id']} (the re-run of {up['id']})")
     run = jobs.submit(parent["dataset_id"], target.name, None, hyperparameters=mapped.hyperparameters,

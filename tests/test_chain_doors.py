@@ -82,6 +82,10 @@ def test_a_rerun_to_a_backend_without_dpo_records_neither_link(env, tmp_path, mo
     refused = ftm("rerun", dpo["id"], "-b", "fireworks")
     assert refused.code == 1 and len(refused.err.strip().splitlines()) == 1, refused
     assert "the fireworks backend has no dpo training" in refused.err
+    # a setting the DPO link cannot take is refused before the SFT link is made, too
+    for flags in (["--beta", "5"], ["--epochs", "0"], ["-p", "colour=blue"]):
+        bad = ftm("rerun", dpo["id"], "-b", "fake", *flags)
+        assert bad.code == 1 and len(bad.err.strip().splitlines()) == 1, bad
     assert len(runs()) == 2
 
 
