@@ -17,26 +17,7 @@ from .errors import InvalidInput, NotFound
 from .facts import CANCELLED, CREATED, QUEUED, SUCCEEDED, is_terminal
 from .ledger import ledger, now
 from .mapping import Mapped
-
-METHOD_LABELS = {"supervised": "SFT", "dpo": "DPO"}
-
-
-def method_of(run: dict) -> str:
-    """The run's training method as ftm names it (supervised when none is said)."""
-    return (run.get("hyperparameters") or {}).get("method") or run.get("method") or "supervised"
-
-
-def label(run_id: str | None) -> str | None:
-    """'run-x (SFT)': the upstream run as `ftm show` and lineage name it."""
-    if not run_id:
-        return None
-    try:
-        run = ledger().run(run_id)
-    except NotFound:
-        return f"{run_id} (deleted)"
-    method = method_of(run)
-    return f"{run_id} ({METHOD_LABELS.get(method, method)})"
-
+from .methods import method_of
 
 # --- submitting on top of a run ----------------------------------------------------------
 
@@ -162,11 +143,11 @@ def needs_chain(parent: dict, target: str) -> bool:
 
 
 def rerun_chain(parent: dict, target, model: str | None, *, hyperparameters: dict, options: dict,
-                suffix, seed) -> tuple[dict, ChainMapped]:
+                suffix, seed, submit: Callable, rerun: Callable) -> tuple[dict, ChainMapped]:
     """Re-run parent's upstream on target (or reuse a succeeded re-run of it there), then parent
     on top of its result: started now, or recorded waiting for it. Refused whole, in one line,
-    before anything is recorded, where target cannot run a link."""
-    from . import jobs
+    before anything is recorded, where target cannot run a link. submit and rerun are jobs'
+    (handed in: jobs imports this module)."""
     from . import registry
     from .hyperparameters import Hyperparameters
     from .mapping import map_settings
@@ -179,10 +160,10 @@ def rerun_chain(parent: dict, target, model: str | None, *, hyperparameters: dic
     mapped = map_settings(parent, registry.load(parent["backend"]), target, hyperparameters, options)
     target().check_options(mapped.options)  # this link's settings refused before the first link is made
     Hyperparameters.of(mapped.hyperparameters)
-    link, link_mapped = _upstream_link(up, target, model, options)
+    link, link_mapped = _upstream_link(up, target, model, options, rerun)
     mapped = ChainMapped(mapped.hyperparameters, mapped.options, mapped.notes, mapped.dropped, (link, link_mapped))
     mapped.notes.append(f"model=the model of {link['id']} (the re-run of {up['id']})")
-    run = jobs.submit(parent["dataset_id"], target.name, None, hyperparameters=mapped.hyperparameters,
+    run = submit(parent["dataset_id"], target.name, None, hyperparameters=mapped.hyperparameters,
                       suffix=suffix if suffix is not None else parent["suffix"],
                       seed=seed if seed is not None else parent["seed"], validation=parent["validation_dataset_id"],
                       options=mapped.options, parent_run_id=parent["id"], after=link)
@@ -199,15 +180,13 @@ def _check_links(parent: dict, target, model: str | None) -> None:
         link = ledger().run(link["base_run_id"]) if link.get("base_run_id") else None
 
 
-def _upstream_link(up: dict, target, model: str | None, options: dict) -> tuple[dict, Mapped | None]:
+def _upstream_link(up: dict, target, model: str | None, options: dict, rerun: Callable) -> tuple[dict, Mapped | None]:
     """The re-run of up on target a chain builds on: an existing succeeded one, or a new one."""
-    from . import jobs
-
     done = [c for c in ledger().children(up["id"]) if c["backend"] == target.name and c["status"] == SUCCEEDED
             and c["result_model"] and (model is None or c["base_model"] == model)]
     if done:
         return done[-1], None
-    return jobs.rerun(up["id"], target.name, model, options=options)
+    return rerun(up["id"], target.name, model, options=options)
 
 
 def first_status(after: dict | None, claim: Callable[[], dict]) -> dict:

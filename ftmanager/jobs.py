@@ -21,9 +21,9 @@ from .hyperparameters import Hyperparameters
 from .errors import BackendError, FtmError, InvalidInput, Refused, without_userinfo
 from . import chains
 from .mapping import Mapped, map_model, map_settings
-from .methods import check_method, require_kind
+from .methods import check_method, label, require_kind
 from .catalog import dataset, dataset_arg, split_dataset
-from .ledger import ledger
+from .ledger import ledger, now as _now
 
 # --- submitting --------------------------------------------------------------------------
 
@@ -85,7 +85,7 @@ def rerun(ref: str, backend: str, model: str | None = None, *,
     source, target = registry.load(parent["backend"]), registry.load(backend)
     if chains.needs_chain(parent, backend):  # on top of an earlier run's model: that run first
         run, mapped = chains.rerun_chain(parent, target, model, hyperparameters=hyperparameters or {},
-                                         options=options or {}, suffix=suffix, seed=seed)
+                                         options=options or {}, suffix=suffix, seed=seed, submit=submit, rerun=rerun)
     else:
         mapped = map_settings(parent, source, target, hyperparameters or {}, options or {})
         model = model or map_model(parent, target, mapped)
@@ -239,12 +239,6 @@ def _unconfirmed(run: dict, impl: Backend, err: Exception) -> BackendError:
         f"could not confirm that run {run['id']} started on {impl.name} ({detail.rstrip('.')})",
         "Run `ftm sync` to find the job or start it; it is never created twice.",
     )
-
-
-def _now() -> str:
-    from .ledger import now
-
-    return now()
 
 
 # --- following ---------------------------------------------------------------------------
@@ -403,7 +397,7 @@ def show(ref: str) -> dict:
     run = ledger().run(ref)
     return {
         **run,
-        "on_top_of": chains.label(run.get("base_run_id")),
+        "on_top_of": label(run.get("base_run_id")),
         "events": ledger().events(run["id"]),
         "metrics": ledger().metrics(run["id"]),
         "checkpoints": ledger().checkpoints(run["id"]),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from . import registry
 from .backend import Backend
-from .errors import InvalidInput, Unsupported
+from .errors import InvalidInput, NotFound, Unsupported
 from .ledger import ledger
 
 
@@ -41,3 +41,22 @@ def trained_from(model: str) -> dict | None:
     """The ledger's model row whose model id is model (an SFT run's a DPO run builds on), or None."""
     return next((m for m in ledger().models() if m["kind"] == "model" and m["model_id"] == model), None)
 
+
+METHOD_LABELS = {"supervised": "SFT", "dpo": "DPO"}
+
+
+def method_of(run: dict) -> str:
+    """The run's training method as ftm names it (supervised when none is said)."""
+    return (run.get("hyperparameters") or {}).get("method") or run.get("method") or "supervised"
+
+
+def label(run_id: str | None) -> str | None:
+    """'run-x (SFT)': the upstream run as `ftm show` and lineage name it."""
+    if not run_id:
+        return None
+    try:
+        run = ledger().run(run_id)
+    except NotFound:
+        return f"{run_id} (deleted)"
+    method = method_of(run)
+    return f"{run_id} ({METHOD_LABELS.get(method, method)})"
