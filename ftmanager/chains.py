@@ -17,15 +17,13 @@ from .errors import InvalidInput, NotFound
 from .facts import CANCELLED, CREATED, QUEUED, SUCCEEDED, is_terminal
 from .ledger import ledger, now
 from .mapping import Mapped
-from .methods import method_of
+from .methods import check_method, method_of, trained_from
 
 # --- submitting on top of a run ----------------------------------------------------------
 
 
 def upstream_of(model: str) -> dict | None:
     """The ledger's run whose model `model` names (its result model, or its run id), or None."""
-    from .methods import trained_from
-
     found = trained_from(model)
     if found:
         return ledger().run(found["run_id"])
@@ -164,16 +162,14 @@ def rerun_chain(parent: dict, target, model: str | None, *, hyperparameters: dic
     mapped = ChainMapped(mapped.hyperparameters, mapped.options, mapped.notes, mapped.dropped, (link, link_mapped))
     mapped.notes.append(f"model=the model of {link['id']} (the re-run of {up['id']})")
     run = submit(parent["dataset_id"], target.name, None, hyperparameters=mapped.hyperparameters,
-                      suffix=suffix if suffix is not None else parent["suffix"],
-                      seed=seed if seed is not None else parent["seed"], validation=parent["validation_dataset_id"],
-                      options=mapped.options, parent_run_id=parent["id"], after=link)
+                 suffix=suffix if suffix is not None else parent["suffix"],
+                 seed=seed if seed is not None else parent["seed"], validation=parent["validation_dataset_id"],
+                 options=mapped.options, parent_run_id=parent["id"], after=link)
     return run, mapped
 
 
 def _check_links(parent: dict, target, model: str | None) -> None:
     """Refuse, before any link is recorded, a chain with a link target cannot train."""
-    from .methods import check_method
-
     impl, link = target(), parent
     while link:
         check_method(impl, method_of(link), model or impl.default_model or "")

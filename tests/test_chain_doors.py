@@ -103,6 +103,16 @@ def test_the_waiting_link_cancelled_by_hand_never_starts(env, tmp_path):
     assert any(f"cancelled while waiting for {link}" in e["message"] for e in shown["events"])
 
 
+def test_a_succeeded_rerun_of_the_sft_run_is_reused_and_said_so(env, tmp_path):
+    sft, dpo = openai_chain(tmp_path)
+    first = ok(ftm("rerun", dpo["id"], "-b", "fake", "--wait", "--json"))
+    twice = ftm("rerun", dpo["id"], "-b", "fake", "--wait", "--json")
+    assert twice.code == 0, twice
+    assert f"{first['base_run_id']}  re-run of {sft['id']}: an existing re-run, succeeded, reused" in twice.err
+    assert twice.json()["base_run_id"] == first["base_run_id"] and twice.json()["status"] == "succeeded"
+    assert len(runs(backend="fake")) == 3  # one SFT link, two DPO runs on top of it
+
+
 def test_the_upstream_failing_cancels_the_waiting_link(env, tmp_path):
     sft, dpo = openai_chain(tmp_path)
     again = ok(ftm("rerun", dpo["id"], "-b", "fake", "-m", "fake-fail", "--json"))
