@@ -147,7 +147,6 @@ def rerun_chain(parent: dict, target, model: str | None, *, hyperparameters: dic
     before anything is recorded, where target cannot run a link. submit and rerun are jobs'
     (handed in: jobs imports this module)."""
     from . import registry
-    from .hyperparameters import Hyperparameters
     from .mapping import map_settings
 
     try:
@@ -156,16 +155,17 @@ def rerun_chain(parent: dict, target, model: str | None, *, hyperparameters: dic
         raise InvalidInput(f"run {parent['id']} cannot be re-run: {err.what}", "Submit its dataset anew.") from None
     _check_links(parent, target, model)
     mapped = map_settings(parent, registry.load(parent["backend"]), target, hyperparameters, options)
-    target().check_options(mapped.options)  # this link's settings refused before the first link is made
-    Hyperparameters.of(mapped.hyperparameters)
-    link, link_mapped = _upstream_link(up, target, model, options, rerun)
+    link_args = dict(hyperparameters=mapped.hyperparameters, options=mapped.options, parent_run_id=parent["id"],
+                     suffix=suffix if suffix is not None else parent["suffix"],
+                     seed=seed if seed is not None else parent["seed"], validation=parent["validation_dataset_id"])
+    link = _reusable(up, target, model)
+    if not link:  # this link checked in full (settings, data by target's rules) before the first is made
+        planned = {**up, "status": QUEUED, "base_model": model or _root_model(up, target)}
+        submit(parent["dataset_id"], target.name, None, after=planned, dry_run=True, **link_args)
+    link, link_mapped = (link, None) if link else rerun(up["id"], target.name, model, options=options)
     mapped = ChainMapped(mapped.hyperparameters, mapped.options, mapped.notes, mapped.dropped, (link, link_mapped))
     mapped.notes.append(f"model=the model of {link['id']} (the re-run of {up['id']})")
-    run = submit(parent["dataset_id"], target.name, None, hyperparameters=mapped.hyperparameters,
-                 suffix=suffix if suffix is not None else parent["suffix"],
-                 seed=seed if seed is not None else parent["seed"], validation=parent["validation_dataset_id"],
-                 options=mapped.options, parent_run_id=parent["id"], after=link)
-    return run, mapped
+    return submit(parent["dataset_id"], target.name, None, after=link, **link_args), mapped
 
 
 def _check_links(parent: dict, target, model: str | None) -> None:
@@ -176,13 +176,21 @@ def _check_links(parent: dict, target, model: str | None) -> None:
         link = ledger().run(link["base_run_id"]) if link.get("base_run_id") else None
 
 
-def _upstream_link(up: dict, target, model: str | None, options: dict, rerun: Callable) -> tuple[dict, Mapped | None]:
-    """The re-run of up on target a chain builds on: an existing succeeded one, or a new one."""
+def _reusable(up: dict, target, model: str | None) -> dict | None:
+    """A succeeded re-run of up on target (on model, where given) for a chain to build on."""
     done = [c for c in ledger().children(up["id"]) if c["backend"] == target.name and c["status"] == SUCCEEDED
             and c["result_model"] and (model is None or c["base_model"] == model)]
-    if done:
-        return done[-1], None
-    return rerun(up["id"], target.name, model, options=options)
+    return done[-1] if done else None
+
+
+def _root_model(up: dict, target) -> str:
+    """The base model the chain's first link will train on target (as a re-run maps it)."""
+    from .mapping import map_model
+
+    root = up
+    while root.get("base_run_id"):  # _upstream has checked the chain: no loop, nothing missing
+        root = ledger().run(root["base_run_id"])
+    return map_model(root, target, Mapped({}, {}))
 
 
 def first_status(after: dict | None, claim: Callable[[], dict]) -> dict:

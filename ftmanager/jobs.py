@@ -32,8 +32,9 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
            hyperparameters: Hyperparameters | dict | None = None, suffix: str | None = None, seed: int | None = None,
            validation: str | None = None, split: float | None = None, options: dict | None = None,
            parent_run_id: str | None = None, wait: bool = False, on_update: Callable | None = None,
-           after: dict | None = None) -> dict:
-    """Record a run, then start it on the backend. Returns the run (finished if wait).
+           after: dict | None = None, dry_run: bool = False) -> dict:
+    """Record a run, then start it on the backend. Returns the run (finished if wait; with
+    dry_run, the row it would record, after every check, and nothing recorded).
 
     A model that is a ledger run's (its result, or its run id) makes a chain link on top of that
     run; after: the upstream link of a re-run chain, which the run waits for until it succeeds."""
@@ -61,6 +62,8 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
     spec = _spec(row, train, valid)
     resolved = impl.resolve(spec)
     row.update(estimated_cost=_estimate(impl, spec, report, resolved), resolved_hyperparameters=resolved)
+    if dry_run:
+        return row
     created = ledger().create_run(row)
     chains.record_link(created, upstream)
     run = created if chains.waiting(created) else _start(created, impl, spec)
