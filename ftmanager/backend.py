@@ -35,6 +35,9 @@ class RunSpec:
     suffix: str | None = None
     seed: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific (-p key=value)
+    # base_model is an earlier run's model that answers locally: {"run_id", "result_path", "base_model"}
+    # as the local backend loads it (an adapter on its base, or a whole model), so a chain needs no export
+    base_weights: dict[str, Any] | None = None
 
     def __post_init__(self):
         self.hyperparameters = Hyperparameters.of(self.hyperparameters)  # a dict (as stored) is read once

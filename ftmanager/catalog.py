@@ -197,5 +197,7 @@ def _run_node(run: dict) -> dict:
               for c in ledger().checkpoints(run["id"]) if c["model_id"]]
     if run["result_model"]:
         models.append({"model_id": run["result_model"], "kind": "model", "path": run["result_path"]})
-    return {"run": {k: run[k] for k in ("id", "backend", "base_model", "status", "provider_job_id")},
-            "models": models, "reruns": [_run_node(c) for c in ledger().children(run["id"])]}
+    from .methods import label
+
+    return {"run": {k: run[k] for k in ("id", "backend", "base_model", "status", "provider_job_id", "base_run_id")},
+            "on_top_of": label(run.get("base_run_id")), "models": models, "reruns": [_run_node(c) for c in ledger().children(run["id"])]}

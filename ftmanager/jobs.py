@@ -19,10 +19,11 @@ from .backend import Backend, Progress, RunSpec, Uploads
 from .facts import CANCELLED, CREATED, FAILED, PAUSED, QUEUED, RUNNING, SEED_MAX, SUCCEEDED, SUFFIX_MAX, is_terminal
 from .hyperparameters import Hyperparameters
 from .errors import BackendError, FtmError, InvalidInput, Refused, without_userinfo
+from . import chains
 from .mapping import Mapped, map_model, map_settings
-from .methods import check_method, refuse_chain, require_kind, trained_from
+from .methods import check_method, label, require_kind
 from .catalog import dataset, dataset_arg, split_dataset
-from .ledger import ledger
+from .ledger import ledger, now as _now
 
 # --- submitting --------------------------------------------------------------------------
 
@@ -30,11 +31,16 @@ from .ledger import ledger
 def submit(dataset_ref: str, backend: str, model: str | None = None, *,
            hyperparameters: Hyperparameters | dict | None = None, suffix: str | None = None, seed: int | None = None,
            validation: str | None = None, split: float | None = None, options: dict | None = None,
-           parent_run_id: str | None = None, wait: bool = False, on_update: Callable | None = None) -> dict:
-    """Record a run, then start it on the backend. Returns the run (finished if wait)."""
+           parent_run_id: str | None = None, wait: bool = False, on_update: Callable | None = None,
+           after: dict | None = None, dry_run: bool = False) -> dict:
+    """Record a run, then start it on the backend. Returns the run (finished if wait; with
+    dry_run, the row it would record, after every check, and nothing recorded).
+
+    A model that is a ledger run's (its result, or its run id) makes a chain link on top of that
+    run; after: the upstream link of a re-run chain, which the run waits for until it succeeds."""
     ledger().writable()
     impl = registry.get(backend)
-    model = model or impl.default_model
+    model, upstream = chains.link_base(after) if after else chains.base_for(model or impl.default_model or "")
     if not model:
         raise InvalidInput(f"the {backend} backend needs a base model", "Give one with --model.")
     impl.check_model(model)
@@ -51,16 +57,16 @@ def submit(dataset_ref: str, backend: str, model: str | None = None, *,
     row = {"id": _new_run_id(), "backend": backend, "base_model": model, "dataset_id": train["id"],
            "validation_dataset_id": valid["id"] if valid else None, "split": split_info,
            "hyperparameters": hp.to_dict(), "options": options or {}, "suffix": suffix, "seed": seed,
-           "status": CREATED, "parent_run_id": parent_run_id, "start_claim": _claim()}
+           "parent_run_id": parent_run_id, "base_run_id": upstream["id"] if upstream else None,
+           **chains.first_status(after, _claim)}
     spec = _spec(row, train, valid)
     resolved = impl.resolve(spec)
     row.update(estimated_cost=_estimate(impl, spec, report, resolved), resolved_hyperparameters=resolved)
+    if dry_run:
+        return row
     created = ledger().create_run(row)
-    upstream = trained_from(model)
-    if upstream:  # a chain (SFT, then DPO on its model): the link is kept as an event
-        ledger().add_event(created["id"], f"trains on top of {upstream['run_id']}'s model {model}",
-                           data={"upstream_run_id": upstream["run_id"]})
-    run = _start(created, impl, spec)
+    chains.record_link(created, upstream)
+    run = created if chains.waiting(created) else _start(created, impl, spec)
     if wait:
         return watch(run["id"], on_update)
     return refresh(run["id"])[0]  # one poll, so the status shown is the provider's
@@ -80,16 +86,16 @@ def rerun(ref: str, backend: str, model: str | None = None, *,
 
         check_rerun(parent)
     source, target = registry.load(parent["backend"]), registry.load(backend)
-    refuse_chain(parent, target)
-    mapped = map_settings(parent, source, target, hyperparameters or {}, options or {})
-    model = model or map_model(parent, target, mapped)
-    run = submit(
-        parent["dataset_id"], backend, model, hyperparameters=mapped.hyperparameters,
-        suffix=suffix if suffix is not None else parent["suffix"],
-        seed=seed if seed is not None else parent["seed"],
-        validation=parent["validation_dataset_id"], options=mapped.options,
-        parent_run_id=parent["id"], on_update=on_update, wait=False,
-    )
+    if chains.needs_chain(parent, backend):  # on top of an earlier run's model: that run first
+        run, mapped = chains.rerun_chain(parent, target, model, hyperparameters=hyperparameters or {},
+                                         options=options or {}, suffix=suffix, seed=seed, submit=submit, rerun=rerun)
+    else:
+        mapped = map_settings(parent, source, target, hyperparameters or {}, options or {})
+        model = model or map_model(parent, target, mapped)
+        run = submit(parent["dataset_id"], backend, model, hyperparameters=mapped.hyperparameters,
+                     suffix=suffix if suffix is not None else parent["suffix"],
+                     seed=seed if seed is not None else parent["seed"],
+                     validation=parent["validation_dataset_id"], options=mapped.options, parent_run_id=parent["id"])
     ledger().add_event(run["id"], f"re-run of {parent['id']} ({parent['backend']}): {mapped.summary()}")
     return (watch(run["id"], on_update) if wait else run), mapped
 
@@ -169,6 +175,7 @@ def _spec(run: dict, train: dict, valid: dict | None) -> RunSpec:
         suffix=run["suffix"],
         seed=run["seed"],
         options=run["options"] or {},
+        base_weights=chains.base_weights(run),
     )
 
 
@@ -237,12 +244,6 @@ def _unconfirmed(run: dict, impl: Backend, err: Exception) -> BackendError:
     )
 
 
-def _now() -> str:
-    from .ledger import now
-
-    return now()
-
-
 # --- following ---------------------------------------------------------------------------
 
 
@@ -280,6 +281,10 @@ def refresh(ref: str) -> tuple[dict, Progress | None]:
     if is_terminal(run["status"]):
         return run, None
     impl = registry.get(run["backend"])
+    if chains.waiting(run):  # a chain link: its upstream polled first, then it may start
+        run = chains.advance(run, refresh)
+        if run["status"] != CREATED:
+            return run, None
     if not run["provider_job_id"]:
         run = _recover(run, impl)
         if not run["provider_job_id"]:
@@ -326,6 +331,8 @@ def cancel(ref: str, *, at_once: bool = False) -> dict:
     run = ledger().run(ref)
     if is_terminal(run["status"]):
         raise InvalidInput(f"run {run['id']} already {run['status']}", "Nothing to cancel.")
+    if chains.waiting(run):
+        return chains.cancel_waiting(run)
     impl = registry.get(run["backend"])
     if not run["provider_job_id"]:
         job_id = impl.find(run["id"])
@@ -389,10 +396,11 @@ def runs(backend=None, status=None, dataset_ref=None, limit=None) -> list[dict]:
 
 
 def show(ref: str) -> dict:
-    """A run with its events, metrics and checkpoints."""
+    """A run with its events, metrics and checkpoints (and the run it trains on top of)."""
     run = ledger().run(ref)
     return {
         **run,
+        "on_top_of": label(run.get("base_run_id")),
         "events": ledger().events(run["id"]),
         "metrics": ledger().metrics(run["id"]),
         "checkpoints": ledger().checkpoints(run["id"]),
@@ -418,8 +426,6 @@ def backends() -> list[dict]:
         rows.append({"name": name, "description": cls.description,
                      "default_model": cls.default_model, "options": options})
     return rows
-
-
 
 
 # --- using the result --------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from . import registry
 from .backend import Backend
-from .errors import InvalidInput, Unsupported
+from .errors import InvalidInput, NotFound, Unsupported
 from .ledger import ledger
 
 
@@ -38,16 +38,25 @@ def require_kind(method: str, train: dict, valid: dict | None) -> None:
 
 
 def trained_from(model: str) -> dict | None:
-    """The ledger's run whose result is model (an SFT run a DPO run builds on), or None."""
+    """The ledger's model row whose model id is model (an SFT run's a DPO run builds on), or None."""
     return next((m for m in ledger().models() if m["kind"] == "model" and m["model_id"] == model), None)
 
 
-def refuse_chain(parent: dict, target) -> None:
-    """A run trained on top of an earlier run's model cannot move to another backend alone:
-    that model lives on the parent's provider. Say to re-run the chain one link at a time."""
-    upstream = trained_from(parent["base_model"])
-    if upstream and target.name != parent["backend"]:
-        raise InvalidInput(
-            f"run {parent['id']} trained on top of {upstream['run_id']}'s model, which {target.name} does not have",
-            f"Re-run {upstream['run_id']} on {target.name} first, then submit this dataset "
-            f"(--method {(parent.get('hyperparameters') or {}).get('method', 'supervised')}) on its result.")
+METHOD_LABELS = {"supervised": "SFT", "dpo": "DPO"}
+
+
+def method_of(run: dict) -> str:
+    """The run's training method as ftm names it (supervised when none is said)."""
+    return (run.get("hyperparameters") or {}).get("method") or run.get("method") or "supervised"
+
+
+def label(run_id: str | None) -> str | None:
+    """'run-x (SFT)': the upstream run as `ftm show` and lineage name it."""
+    if not run_id:
+        return None
+    try:
+        run = ledger().run(run_id)
+    except NotFound:
+        return f"{run_id} (deleted)"
+    method = method_of(run)
+    return f"{run_id} ({METHOD_LABELS.get(method, method)})"

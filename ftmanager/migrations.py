@@ -323,8 +323,19 @@ def m010_named_metrics(db) -> None:
     )
 
 
+def m011_chains(db) -> None:
+    """A run trained on top of an earlier run's model names that run: SFT, then DPO on its result.
+    Runs recorded before this say it by their base model being another run's result model."""
+    db["runs"].add_column("base_run_id", str)
+    db.execute("""UPDATE runs AS r SET base_run_id = (SELECT u.id FROM runs AS u
+                    WHERE u.result_model = r.base_model AND u.id != r.id ORDER BY u.created_at LIMIT 1)
+                  WHERE r.base_run_id IS NULL""")
+    db.execute("CREATE INDEX idx_runs_base_run ON runs (base_run_id)")
+
+
 MIGRATIONS = [m001_initial, m002_evaluations, m003_core, m004_serve, m005_grades, m006_exports,
-              m007_dataset_kind, m008_serve_jobs_are_runs, m009_imported_runs, m010_named_metrics]  # append-only
+              m007_dataset_kind, m008_serve_jobs_are_runs, m009_imported_runs, m010_named_metrics,
+              m011_chains]  # append-only
 VERSION = len(MIGRATIONS)  # kept in PRAGMA user_version: a fast "is the schema current?"
 
 

@@ -178,7 +178,7 @@ CREATE TABLE "runs" (
    "started_at" TEXT,
    "finished_at" TEXT,
    "updated_at" TEXT
-, "start_claim" TEXT, "method" TEXT, "metadata" TEXT, "imported_at" TEXT, "imported_from" TEXT, "missing_data" TEXT);
+, "start_claim" TEXT, "method" TEXT, "metadata" TEXT, "imported_at" TEXT, "imported_from" TEXT, "missing_data" TEXT, "base_run_id" TEXT);
 CREATE TABLE "uploads" (
    "id" INTEGER PRIMARY KEY,
    "dataset_id" TEXT REFERENCES "datasets"("id"),
@@ -208,6 +208,7 @@ CREATE UNIQUE INDEX "idx_grades_evaluation_id_grader_example"
     ON "grades" ("evaluation_id", "grader", "example");
 CREATE INDEX "idx_runs_backend"
     ON "runs" ("backend");
+CREATE INDEX idx_runs_base_run ON runs (base_run_id);
 CREATE INDEX "idx_runs_created_at"
     ON "runs" ("created_at");
 CREATE INDEX "idx_runs_dataset_id"

@@ -8,9 +8,10 @@ from .output import _cell, table
 
 FIELDS = ("id", "backend", "base_model", "method", "status", "provider_job_id", "imported_at", "imported_from",
           "dataset_id", "missing_data",
-          "validation_dataset_id", "split", "suffix", "seed", "parent_run_id", "result_model",
+          "validation_dataset_id", "split", "suffix", "seed", "parent_run_id", "on_top_of", "result_model",
           "result_path", "trained_tokens", "estimated_cost", "actual_cost",
           "created_at", "started_at", "finished_at")
+LABELS = {"on_top_of": "on top of"}  # the run whose model this one trained on: "run-x (SFT)"
 METRIC_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
 
 
@@ -20,7 +21,7 @@ def _value(v) -> str:
 
 def render_run(info: dict) -> str:
     """The run's fields, error, hyperparameters, a metrics summary, checkpoints and events."""
-    lines = [f"{k:>22}: {_value(info[k])}" for k in FIELDS if info.get(k) not in (None, "", {})]
+    lines = [f"{LABELS.get(k, k):>22}: {_value(info[k])}" for k in FIELDS if info.get(k) not in (None, "", {})]
     if info.get("error_message") or info.get("error_code"):
         param = f" (param: {info['error_param']})" if info.get("error_param") else ""
         lines.append(f"{'error':>22}: {info.get('error_code') or ''}: {info['error_message']}{param}")
@@ -79,7 +80,8 @@ def render_lineage(tree: dict, indent: str = "") -> str:
     """dataset -> uploads, derived datasets, runs -> models and re-runs, as an indented tree."""
     ds = tree["dataset"]
     split = f", {ds['split']}" if ds.get("split") else ""
-    lines = [f"{indent}dataset {ds['id'][:12]} {ds['name']} ({ds['n_examples']} examples{split})"]
+    kind = f"{ds['kind']}, " if ds.get("kind") else ""
+    lines = [f"{indent}dataset {ds['id'][:12]} {ds['name']} ({kind}{ds['n_examples']} examples{split})"]
     for up in tree["uploads"]:
         lines.append(f"{indent}  upload {up['file_id']} on {up['backend']} ({up['account']})")
     lines += [f"{indent}  {exported(e)}" for e in tree.get("exports", ())]
@@ -99,7 +101,8 @@ def exported(e: dict) -> str:
 def _render_run(node: dict, indent: str, label: str = "run") -> str:
     r = node["run"]
     lines = [f"{indent}{label} {r['id']} {r['backend']} {r['base_model']} {r['status']}"
-             + (f" (job {r['provider_job_id']})" if r.get("provider_job_id") else "")]
+             + (f" (job {r['provider_job_id']})" if r.get("provider_job_id") else "")
+             + (f" on top of {node['on_top_of']}" if node.get("on_top_of") else "")]
     lines += [f"{indent}  {m['kind']} {m['model_id']}" for m in node["models"]]
     lines += [_render_run(child, indent + "  ", "re-run") for child in node["reruns"]]
     return "\n".join(lines)

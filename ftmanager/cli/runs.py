@@ -127,7 +127,13 @@ def rerun(
     printer = Printer(quiet=False) if wait else None
     new, mapped = jobs.rerun(run, backend, model, hyperparameters=hp, options=options, suffix=suffix,
                              seed=seed, wait=wait, on_update=printer.update if printer else None)
-    print(f"Re-run of {new['parent_run_id']}: {mapped.summary()}", file=sys.stderr)
+    upstream = getattr(mapped, "upstream", None)  # a chain: the link it trains on top of, first
+    if upstream:
+        link, link_mapped = upstream
+        how = link_mapped.summary() if link_mapped else f"an existing re-run, {link['status']}, reused"
+        print(f"{link['id']}  re-run of {link['parent_run_id']}: {how}", file=sys.stderr)
+    print(f"Re-run of {new['parent_run_id']}: {mapped.summary()}"
+          + (f" (on top of {new['base_run_id']}, {new['status']})" if upstream else ""), file=sys.stderr)
     _report(new, wait, as_json, printer)
 
 

@@ -11,7 +11,9 @@ Each poll moves a job one step along a script chosen by the base model's name:
   fake-drop     start() creates the job, then the "connection drops" (an ambiguous error)
   fake-lost     start() raises NotFound the first time (a lookup that failed: not a refusal),
                 then goes as fake-ok
+  fake:JOB      the model a fake job trained (a DPO run on top of an SFT run): goes as fake-ok
 Any other model is refused at submit by check_model(). A job that ends reports when it ended.
+DPO runs (preference data) go the same way as supervised ones.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class FakeBackend(Backend):
         os.replace(tmp, self._path(job["id"]))
 
     def check_model(self, model: str) -> None:
-        if model not in SCRIPTS and model != "fake-refuse":
+        if model not in SCRIPTS and model != "fake-refuse" and not model.startswith("fake:"):
             raise InvalidInput(f"the fake provider has no model {model}", f"Choose one of: {', '.join(SCRIPTS)}.")
 
     def start(self, spec, uploads) -> str:
@@ -110,7 +112,7 @@ class FakeBackend(Backend):
 
     def poll(self, job_id: str, cursor: dict) -> Progress:
         job = self._load(job_id)
-        script = SCRIPTS[job["model"]]
+        script = SCRIPTS.get(job["model"], SCRIPTS["fake-ok"])  # a fake: model trains as fake-ok does
         if not job["cancelled"] and not job["paused"]:
             job["step"] = min(job["step"] + 1, len(script) - 1)
             self._save(job)

@@ -149,6 +149,42 @@ def base_of(result_path: str | None, base_model: str | None) -> str:
     return resolve(base_model)
 
 
+def start_from(spec: dict, run_dir: Path) -> str:
+    """The from_pretrained() directory a run trains from: its base model, or the model of the
+    earlier run it builds on (spec's base_weights), with that run's adapter merged into its base
+    once, into this run's folder. Merged rather than stacked: a QLoRA link quantizes the SFT
+    weights on load, and DPO's reference (the adapter switched off) is then the SFT model."""
+    weights = spec.get("base_weights")
+    if not weights:
+        return resolve(spec["base_model"])
+    where = target(weights.get("result_path"), weights.get("base_model"))
+    if not where.adapter:  # a whole model (full fine-tuning, or pulled merged weights)
+        return where.base
+    out = Path(run_dir) / "base"
+    with _locked(Path(run_dir)):  # one merge, whichever of a run's processes comes first
+        if not (out / "config.json").exists():
+            _merge_into(where, out)
+    return str(out)
+
+
+def _merge_into(where: Target, out: Path) -> None:
+    """where's adapter merged into its base, saved at out with the adapter's tokenizer (atomically)."""
+    import torch
+    from peft import PeftModel
+
+    has_tok = (Path(where.adapter) / "tokenizer_config.json").exists()
+    tok = load_tokenizer(where.adapter if has_tok else where.base)
+    model = load_base(where.base, "cpu", quantize=False, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, where.adapter).merge_and_unload()
+    tmp = Path(tempfile.mkdtemp(prefix=".base-", dir=out.parent))
+    try:
+        merged.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        tmp.rename(out)  # atomic: a resumed run sees no merged base or a whole one
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 OPENAI_PREFIXES = ("ft:", "gpt-", "chatgpt-", "o1", "o3", "o4", "davinci-", "babbage-")
 
 

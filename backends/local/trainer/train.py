@@ -77,7 +77,7 @@ def train(run: Run, resume: bool) -> None:
     # The model, and the examples as token ids with labels on the trained tokens only, written in
     # the model's chat template or, for a base model without one, a prompt format
     ckpt = latest_checkpoint(run.dir) if resume else None
-    base_path = models.resolve(run.spec["base_model"])
+    base_path = models.start_from(run.spec, run.dir)  # an earlier run's model where the run builds on one
     tok = models.load_tokenizer(base_path)
     template = prompt_format(run, tok)
     model = models.trainable(base_path, run.device, run.opts, run.seed, ckpt / weights(run) if ckpt else None)
