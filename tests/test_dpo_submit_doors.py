@@ -80,8 +80,8 @@ def test_an_unknown_method_is_one_line(env, prefs):
 
 
 def test_a_backend_without_dpo_refuses_before_anything(env, prefs):
-    line = refused(env, prefs, "-b", "fake", "--method", "dpo")  # the test plugin trains supervised only
-    assert "the fake backend has no dpo training" in line
+    line = refused(env, prefs, "-b", "fake-sft", "--method", "dpo")  # the test plugin's supervised-only provider
+    assert "the fake-sft backend has no dpo training" in line
     assert "Use a backend that has it: " in line and all(b in line for b in ("openai", "together", "fireworks"))
 
 

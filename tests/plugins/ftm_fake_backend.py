@@ -171,3 +171,12 @@ class FakeBackend(Backend):
 
     def poll_interval(self, status: str, last: float | None) -> float:
         return 0.01
+
+
+class SupervisedOnlyBackend(FakeBackend):
+    """The fake provider without DPO: what a submit or a chain's re-run meets on a backend that
+    trains supervised only (every real backend has DPO now)."""
+
+    name = "fake-sft"
+    description = "The scripted fake provider, supervised fine-tuning only"
+    methods = ("supervised",)
