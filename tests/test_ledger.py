@@ -460,18 +460,10 @@ def test_paths_inside_ftm_home_are_stored_relative_and_read_back_absolute(ftm_ho
 def test_m003_moves_start_claims_to_their_column_and_makes_home_paths_relative(tmp_path):
     import json
 
-    import sqlite_utils
-
     from ftmanager import migrations
     from ftmanager.ledger import Ledger
 
-    home = tmp_path / "old-home"
-    home.mkdir()
-    db = sqlite_utils.Database(home / "ftm.db")
-    before = sqlite_utils.Migrations("ftm")
-    for fn in migrations.MIGRATIONS[: migrations.MIGRATIONS.index(migrations.m003_core)]:
-        before(name=fn.__name__)(fn)
-    before.apply(db)
+    home, db = ledger_before(tmp_path, migrations.m003_core)
     db["datasets"].insert({"id": "d" * 64, "name": "x", "path": str(home / "datasets" / "d.jsonl"), "source": "/data/x.jsonl"})
     claim = {"host": "h", "pid": 1, "since": 1.0}
     db["runs"].insert({"id": "run-1", "dataset_id": "d" * 64, "status": "created", "result_path": str(home / "runs" / "a"),
@@ -501,18 +493,10 @@ def test_a_finished_threads_connection_closes_with_it(ftm_home):
 
 
 def test_m008_moves_what_serve_said_ahead_of_a_run_onto_the_run(tmp_path):
-    import sqlite_utils
-
     from ftmanager import migrations
     from ftmanager.ledger import Ledger
 
-    home = tmp_path / "old-home"
-    home.mkdir()
-    db = sqlite_utils.Database(home / "ftm.db")
-    before = sqlite_utils.Migrations("ftm")
-    for fn in migrations.MIGRATIONS[: migrations.MIGRATIONS.index(migrations.m008_serve_jobs_are_runs)]:
-        before(name=fn.__name__)(fn)
-    before.apply(db)
+    home, db = ledger_before(tmp_path, migrations.m008_serve_jobs_are_runs)
     db["datasets"].insert({"id": "d" * 64, "name": "x"})
     for run_id, status in (("run-c", "running"), ("run-p", "running"), ("run-s", "succeeded"), ("run-q", "queued")):
         db["runs"].insert({"id": run_id, "dataset_id": "d" * 64, "status": status})
@@ -532,19 +516,11 @@ def test_m008_moves_what_serve_said_ahead_of_a_run_onto_the_run(tmp_path):
 
 
 def test_a_ledger_at_m009_upgrades_keeping_its_metrics_and_takes_figures_by_name(tmp_path):
-    import sqlite_utils
-
     from ftmanager import migrations
     from ftmanager.backend import Progress
     from ftmanager.ledger import Ledger
 
-    home = tmp_path / "old-home"
-    home.mkdir()
-    db = sqlite_utils.Database(home / "ftm.db")
-    before = sqlite_utils.Migrations("ftm")
-    for fn in migrations.MIGRATIONS[: migrations.MIGRATIONS.index(migrations.m010_named_metrics)]:
-        before(name=fn.__name__)(fn)
-    before.apply(db)
+    home, db = ledger_before(tmp_path, migrations.m010_named_metrics)
     db["datasets"].insert({"id": "d" * 64, "name": "x"})
     db["runs"].insert({"id": "run-old", "dataset_id": "d" * 64, "status": "succeeded", "backend": "openai"})
     db["metrics"].insert_all([{"run_id": "run-old", "step": s, "train_loss": 1 / s} for s in (1, 2, 3)])
@@ -558,3 +534,39 @@ def test_a_ledger_at_m009_upgrades_keeping_its_metrics_and_takes_figures_by_name
                                            "valid_loss": None, "valid_mean_token_accuracy": None, "full_valid_loss": None,
                                            "full_valid_mean_token_accuracy": None, "rewards/margins": 0.25}
     assert book.metric_curve("run-old", "rewards/margins") == [(3, 0.25)]
+
+
+def ledger_before(tmp_path, migration):
+    """(home, its database) as a ledger was before `migration`: every earlier one applied, no later."""
+    import sqlite_utils
+
+    from ftmanager import migrations
+
+    home = tmp_path / "old-home"
+    home.mkdir()
+    db = sqlite_utils.Database(home / "ftm.db")
+    before = sqlite_utils.Migrations("ftm")
+    for fn in migrations.MIGRATIONS[: migrations.MIGRATIONS.index(migration)]:
+        before(name=fn.__name__)(fn)
+    before.apply(db)
+    return home, db
+
+
+def test_a_ledger_at_m010_upgrades_naming_the_run_each_run_trained_on_top_of(tmp_path):
+    from ftmanager import migrations
+    from ftmanager.ledger import Ledger
+
+    home, db = ledger_before(tmp_path, migrations.m011_chains)
+    db["datasets"].insert({"id": "d" * 64, "name": "x"})
+    db["runs"].insert_all([
+        {"id": "run-sft", "dataset_id": "d" * 64, "status": "succeeded", "backend": "openai",
+         "base_model": "gpt-4o-mini-2024-07-18", "result_model": "ft:gpt-4o-mini-2024-07-18:acme::abc",
+         "created_at": "2026-01-01T00:00:00Z"},
+        {"id": "run-dpo", "dataset_id": "d" * 64, "status": "succeeded", "backend": "openai",
+         "base_model": "ft:gpt-4o-mini-2024-07-18:acme::abc", "created_at": "2026-01-02T00:00:00Z"},
+        {"id": "run-other", "dataset_id": "d" * 64, "status": "succeeded", "backend": "openai",
+         "base_model": "gpt-4o-mini-2024-07-18", "created_at": "2026-01-03T00:00:00Z"}])
+    db.conn.close()
+    book = Ledger(home / "ftm.db")
+    assert {r: book.run(r)["base_run_id"] for r in ("run-sft", "run-dpo", "run-other")} == \
+        {"run-sft": None, "run-dpo": "run-sft", "run-other": None}
