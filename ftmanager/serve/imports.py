@@ -35,7 +35,7 @@ def submit(job, served, files: dict, upstream: dict | None = None) -> str:
 def file_problem(job) -> dict | None:
     """OpenAI's error for the job's first file that is not valid for its method, line by line as
     the stand-in checks it (ftm's own, stricter checks follow when the file is imported)."""
-    from ..standin.file_checks import check_file
+    from ..front.openai.file_checks import check_file
 
     for param, path, label in (("training_file", job.training_path, "Training"),
                                ("validation_file", job.validation_path, "Validation")):
