@@ -93,3 +93,6 @@ def test_the_cli_seeds_a_history_file(tmp_path, ftm_home, monkeypatch):
         proc.wait(10)
     bad = ftm("standin", "--port", "0", "--history", tmp_path / "nope.json")
     assert bad.code == 1 and bad.err.startswith("Error: cannot read the history file ")
+    path.write_text(json.dumps({"files": HISTORY["files"][:1], "jobs": [{"training_file": "train", "on": "sft"}]}))
+    bad = ftm("standin", "--port", "0", "--history", path)
+    assert bad.code == 1 and bad.err.startswith("Error: a seeded job is on 'sft', which names no earlier"), bad
