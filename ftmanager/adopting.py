@@ -61,6 +61,8 @@ def import_history(backend: str, data=(), job: str | None = None, since: float |
         _one(impl, listed, local, summary, dry_run)
     if not dry_run and data:
         _complete_earlier(impl, local, summary)
+    if not dry_run:
+        _link_chains()
     return summary
 
 
@@ -250,6 +252,23 @@ def _complete_earlier(impl, local: LocalCopies, summary: Summary) -> None:
         if fields:
             ledger().update_run(run["id"], **fields, missing_data=still or None)
             summary.completed.append(run["id"])
+
+
+# --- chains ---------------------------------------------------------------------------------
+
+
+def _link_chains() -> None:
+    """An imported run on another run's model (OpenAI's DPO on an SFT job's ft: model) is a chain
+    link, as a submitted one is: base_run_id names that run, whichever of the two came in first
+    (an account lists its newest jobs first, so the DPO job usually does)."""
+    owner = {}
+    for m in reversed(ledger().models()):  # where two runs gave one name, the newest, as submit takes it
+        if m["kind"] == "model":
+            owner[m["model_id"]] = m["run_id"]
+    for run in ledger().runs():
+        up = owner.get(run["base_model"])
+        if run.get("imported_at") and not run.get("base_run_id") and up and up != run["id"]:
+            ledger().update_run(run["id"], base_run_id=up)
 
 
 # --- re-running an imported run -------------------------------------------------------------

@@ -91,6 +91,20 @@ def advance(run: dict, poll: Callable[[str], object]) -> dict:
     return ledger().run(run["id"])
 
 
+def polled_once(refresh: Callable) -> Callable[[str], dict]:
+    """A poll for one pass over many runs (sync): each run polled at most once, whether the pass
+    reaches it first or a waiting link's check of its upstream does (which then reads what that
+    poll recorded). refresh is jobs' (handed in: jobs imports this module)."""
+    done: dict[str, dict] = {}
+
+    def poll(run_id: str) -> dict:
+        if run_id not in done:
+            done[run_id] = refresh(run_id, poll)[0]
+        return done[run_id]
+
+    return poll
+
+
 def _upstream(run: dict) -> dict:
     """run's upstream, refusing one that is gone or a chain that loops back on itself."""
     seen, link = {run["id"]}, run

@@ -275,14 +275,15 @@ def _recover(run: dict, impl: Backend) -> dict:
     return _start(run, impl, _spec_for(run))
 
 
-def refresh(ref: str) -> tuple[dict, Progress | None]:
-    """Poll a run's backend once and record what it reports."""
+def refresh(ref: str, poll: Callable | None = None) -> tuple[dict, Progress | None]:
+    """Poll a run's backend once and record what it reports. A waiting chain link's upstream is
+    polled first, by poll where given (sync's, which polls each run once a pass)."""
     run = ledger().run(ref)
     if is_terminal(run["status"]):
         return run, None
     impl = registry.get(run["backend"])
     if chains.waiting(run):  # a chain link: its upstream polled first, then it may start
-        run = chains.advance(run, refresh)
+        run = chains.advance(run, poll or refresh)
         if run["status"] != CREATED:
             return run, None
     if not run["provider_job_id"]:
@@ -312,10 +313,10 @@ def watch(ref: str, on_update: Callable | None = None) -> dict:
 
 def sync() -> list[dict]:
     """Poll every unfinished run once. Returns one {run, error} per run."""
-    results = []
+    results, poll = [], chains.polled_once(refresh)
     for run in ledger().unfinished_runs():
         try:
-            results.append({"run": refresh(run["id"])[0], "error": None})
+            results.append({"run": poll(run["id"]), "error": None})
         except Exception as err:  # noqa: BLE001  (one run's trouble must not stop the others' polls)
             error = err.line() if isinstance(err, FtmError) else f"{type(err).__name__}: {err}"
             results.append({"run": ledger().run(run["id"]), "error": without_userinfo(error)})

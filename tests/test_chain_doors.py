@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from conftest import ftm
+from ftm_fake_backend import SCRIPTS, FakeBackend
 from sdk_backends import aimed, served
 from test_chains import KEY, ok, openai_chain
 
@@ -27,6 +28,14 @@ def env(server, monkeypatch, ftm_home):
 
 def runs(**where) -> list[dict]:
     return [r for r in ok(ftm("runs", "--json")) if all(r[k] == v for k, v in where.items())]
+
+
+LAST_STEP = len(SCRIPTS["fake-ok"]) - 1
+
+
+def fake_step(run_id: str) -> int:
+    """How far the fake provider's job for run_id has moved: one step per poll."""
+    return next(j["step"] for j in FakeBackend().jobs() if j["run_id"] == run_id)
 
 
 def sql(home, statement: str, params=()) -> None:
@@ -130,13 +139,16 @@ def test_a_process_killed_between_the_links_leaves_the_chain_to_sync(env, tmp_pa
     waiting = json.loads(out)  # both links recorded; the process is gone, nothing else follows the chain
     assert waiting["status"] == "queued" and not waiting["provider_job_id"], err
     link = waiting["base_run_id"]
-    starts = []
+    starts, polls = [], [fake_step(link)]
     for _ in range(10):  # the fake provider moves a job one step per poll
         now = {i["run"]["id"]: i["run"]["status"] for i in ok(ftm("sync", "--json"))}
         starts.append((now.get(link, "succeeded"), now.get(waiting["id"], "succeeded")))
+        polls.append(fake_step(link))
         if starts[-1][1] not in ("queued", "created"):
             break
     assert starts[-1][0] == "succeeded" and starts[-1][1] not in ("queued", "created", "cancelled"), starts
+    # one poll of the link a sync: by sync, not again by the waiting run's check of its upstream
+    assert [b - a for a, b in zip(polls, polls[1:]) if a < LAST_STEP] == [1] * (LAST_STEP - polls[0]), polls
     assert all(mine == "queued" for theirs, mine in starts[:-1]), starts  # it waited while the link ran
     assert ftm("watch", waiting["id"]).code == 0
     shown = ok(ftm("show", waiting["id"], "--json"))

@@ -1,6 +1,7 @@
 """The HTTP front's layers hold: the generic front imports neither OpenAI's surface nor the
 stand-ins, OpenAI's surface imports no stand-in, nothing among them imports in a circle, and
-`ftm serve` loads no stand-in code at all (no fault is consulted, no request counted)."""
+`ftm serve` loads no stand-in code at all (no fault is consulted, no request counted): not at
+start-up, and no serve module imports one anywhere, directly or through the library."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ ROOT = Path(ftmanager.__file__).parent
 AREAS = ("front", "standin", "serve")
 
 
-def modules() -> dict[str, set[str]]:
-    """Each ftmanager module of the front's areas -> the ftmanager modules it imports."""
+def modules(areas: tuple[str, ...] | None = AREAS) -> dict[str, set[str]]:
+    """Each ftmanager module of the areas (None: of the whole library) -> the ftmanager modules it
+    imports, at its top or inside a function (an import a call makes is a dependency too)."""
     names = {_name(p): p for p in ROOT.rglob("*.py")}
     graph = {}
     for name, path in names.items():
-        if name.split(".")[1:2] and name.split(".")[1] in AREAS:
+        if areas is None or (name.split(".")[1:2] and name.split(".")[1] in areas):
             graph[name] = {t for t in _imports(name, path, names) if t in names and t != name}
     return graph
 
@@ -74,6 +76,15 @@ def test_no_import_circle_among_the_front_the_standins_and_serve():
         back = {d for d in _within(graph, module) if module in graph.get(d, ()) and not module.startswith(d + ".")
                 and not d.startswith(module + ".")}
         assert not back, f"{module} is imported back by {sorted(back)}"
+
+
+def test_no_serve_module_imports_standin_code_even_through_the_library():
+    graph = modules(None)
+    serve = [m for m in graph if m.startswith("ftmanager.serve")]
+    assert "ftmanager.serve.imports" in serve and "ftmanager.serve.local_service" in serve
+    for module in serve:
+        found = sorted(d for d in _within(graph, module) if d.startswith("ftmanager.standin"))
+        assert not found, f"{module} imports stand-in code: {found}"
 
 
 def test_ftm_serve_loads_no_standin_code():

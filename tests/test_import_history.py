@@ -1,6 +1,7 @@
 """History seeded into the OpenAI stand-in (`ftm standin --history FILE`) as an account that never
-saw ftm: more than a page of jobs and of events, failed and cancelled jobs, a DPO job, a deleted
-training file and one whose content is refused. `ftm import openai` takes all of it in."""
+saw ftm: more than a page of jobs and of events, failed and cancelled jobs, DPO jobs (one on an SFT
+job's model: a chain), a deleted training file and one whose content is refused. `ftm import openai`
+takes all of it in."""
 
 from __future__ import annotations
 
@@ -30,8 +31,13 @@ def chat(n: int, tag: str = "q") -> list[dict]:
 HISTORY = {
     "files": [{"name": "train", "filename": "support.jsonl", "lines": chat(12)},
               {"name": "gone", "filename": "gone.jsonl", "lines": chat(11, "g"), "deleted": True},
-              {"name": "locked", "filename": "locked.jsonl", "lines": chat(10, "l"), "refuse_download": True}],
-    "jobs": [{"training_file": "train", "events": 20, "repeat": 120},
+              {"name": "locked", "filename": "locked.jsonl", "lines": chat(10, "l"), "refuse_download": True},
+              {"name": "pairs", "filename": "pairs.jsonl", "lines": [
+                  {"input": {"messages": [{"role": "user", "content": f"q{i}"}]},
+                   "preferred_output": [{"role": "assistant", "content": "yes"}],
+                   "non_preferred_output": [{"role": "assistant", "content": "no"}]} for i in range(10)]}],
+    "jobs": [{"training_file": "train", "events": 20, "repeat": 120, "name": "sft"},
+             {"training_file": "pairs", "method": "dpo", "on": "sft"},  # OpenAI's SFT, then DPO on its model
              {"training_file": "gone", "status": "failed"},
              {"training_file": "locked", "status": "cancelled", "method": "dpo",
               "hyperparameters": {"beta": 0.1, "n_epochs": 2}},
@@ -53,7 +59,7 @@ def test_a_seeded_account_comes_in_whole(env):
     server, made = env
     server.requests.clear()
     summary = adopting.import_history("openai")
-    assert len(summary.adopted) == 124 and server.requests[("GET", "/fine_tuning/jobs")] == 2  # two pages
+    assert len(summary.adopted) == 125 and server.requests[("GET", "/fine_tuning/jobs")] == 2  # two pages
     newest = jobs.show(made[-1])
     assert len(newest["events"]) == 250 and newest["metadata"] == {"team": "help"} and newest["suffix"] == "support"
     assert [c["step"] for c in newest["checkpoints"]] == [246, 247, 248]
@@ -68,7 +74,8 @@ def test_a_seeded_account_comes_in_whole(env):
     missing = {m["run_id"]: m for m in summary.missing}
     assert missing[failed["id"]]["filename"] is None and missing[dpo["id"]]["filename"] == "locked.jsonl"
     assert failed["dataset_id"] is None and gone["deleted"]
-    assert len(ledger().datasets()) == 1  # one training file, stored once for 121 runs
+    assert len(ledger().datasets()) == 2  # one training file, stored once for 121 runs, and the pairs
+    assert jobs.show(made[120])["base_run_id"] == jobs.show(made[119])["id"]  # DPO on the SFT's model: a chain
 
 
 def test_the_cli_seeds_a_history_file(tmp_path, ftm_home, monkeypatch):
@@ -86,3 +93,6 @@ def test_the_cli_seeds_a_history_file(tmp_path, ftm_home, monkeypatch):
         proc.wait(10)
     bad = ftm("standin", "--port", "0", "--history", tmp_path / "nope.json")
     assert bad.code == 1 and bad.err.startswith("Error: cannot read the history file ")
+    path.write_text(json.dumps({"files": HISTORY["files"][:1], "jobs": [{"training_file": "train", "on": "sft"}]}))
+    bad = ftm("standin", "--port", "0", "--history", path)
+    assert bad.code == 1 and bad.err.startswith("Error: a seeded job is on 'sft', which names no earlier"), bad

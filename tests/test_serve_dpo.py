@@ -1,6 +1,7 @@
 """`ftm serve` trains DPO jobs as OpenAI's API does: a preference file and method type dpo become
 a local DPO run (beta recorded, "auto" resolved), reported through the API like an SFT job, its
-model answering chat; and OpenAI's recommended SFT-then-DPO, DPO on this server's own ft: model.
+model answering chat; and OpenAI's recommended SFT-then-DPO, DPO on this server's own ft: model, a
+chain link on top of the SFT job's run that `ftm rerun` re-runs link by link.
 
 Real local training of the tiny Llama (two steps a job), the openai SDK over HTTP on 127.0.0.1.
 """
@@ -14,6 +15,7 @@ import jsonschema
 import openai
 import pytest
 
+from conftest import ftm
 from fixtures_local import tiny_llama  # noqa: F401  (fixture)
 from ftmanager.ledger import ledger
 from ftmanager.serve import serve
@@ -77,10 +79,10 @@ def test_a_dpo_job_trains_reports_and_answers_and_dpo_runs_on_an_sft_model(tiny_
         more = finished(c, more.id)
         assert more.method.dpo.hyperparameters.beta == 0.1  # "auto", resolved as the run used it
         assert more.fine_tuned_model.startswith(f"ft:{BASE}:ftm::")  # named after the base, as OpenAI names it
-        chained = ledger().run(server.state.run_ids[more.id])
+        chained, sft_run = ledger().run(server.state.run_ids[more.id]), server.state.run_ids[sft.id]
         upstream = [e["data"] for e in ledger().events(chained["id"]) if "upstream_run_id" in (e["data"] or {})]
-        assert upstream == [{"upstream_run_id": server.state.run_ids[sft.id]}]
-        assert chained["hyperparameters"]["beta"] == "auto" and chained["base_model"] != tiny_table
+        assert upstream == [{"upstream_run_id": sft_run}] and chained["base_run_id"] == sft_run  # a chain link
+        assert chained["hyperparameters"]["beta"] == "auto" and chained["base_model"] == f"local:{sft_run}"
         said = c.chat.completions.create(model=more.fine_tuned_model, max_tokens=3,
                                          messages=[{"role": "user", "content": "say 1"}])
         assert said.choices[0].message.content is not None
@@ -88,3 +90,7 @@ def test_a_dpo_job_trains_reports_and_answers_and_dpo_runs_on_an_sft_model(tiny_
         c = openai.OpenAI(base_url=again.url, api_key=KEY, max_retries=0)
         assert c.fine_tuning.jobs.retrieve(job.id).method.type == "dpo"
         assert c.fine_tuning.jobs.retrieve(sft.id).method.type == "supervised"
+    again = ftm("rerun", chained["id"], "-b", "fake", "--wait", "--json")  # the chain, link by link
+    assert again.code == 0, again
+    link = ledger().run(again.json()["base_run_id"])
+    assert link["parent_run_id"] == sft_run and link["status"] == again.json()["status"] == "succeeded"

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import uuid
-from pathlib import Path
-
 from .. import jobs
 from ..ledger import ledger
 
 
 def submit(job, served, files: dict, upstream: dict | None = None) -> str:
-    """Import the job's files as datasets and start a local run (on upstream's model: the ledger
-    row of the ft: model the job names, when it names one); returns the run id."""
+    """Import the job's files as datasets and start a local run; returns the run id. upstream: the
+    ledger row of the ft: model the job names, when it names one: the run is a chain link on top
+    of that run (as `ftm submit -m RUN_ID`), recorded as such and trained from its weights."""
     from ftmanager import add_dataset  # the public name: it outlives module moves
 
     train = add_dataset(job.training_path, name=_stem(files[job.training_file].filename), model=served.local)[0]
@@ -21,21 +18,18 @@ def submit(job, served, files: dict, upstream: dict | None = None) -> str:
         valid = add_dataset(job.validation_path, name=_stem(files[job.validation_file].filename),
                             model=served.local)[0]["id"]
     hp = {**job.requested, "method": job.method}
-    base = trained_base(upstream) if upstream else served.local
+    base = upstream["run_id"] if upstream else served.local
     run = jobs.submit(train["id"], "local", base, hyperparameters=hp, suffix=job.suffix,
                       seed=job.seed, validation=valid, options=served.options)
     ledger().add_event(run["id"], f"created by ftm serve: job {job.id} on {job.model}",
                        data={"job_id": job.id, "requested_model": job.model})
-    if upstream:  # the chain, as jobs.submit records one it can see (its base is a folder here)
-        ledger().add_event(run["id"], f"trains on top of {upstream['run_id']}'s model {job.model}",
-                           data={"upstream_run_id": upstream["run_id"]})
     return run["id"]
 
 
 def file_problem(job) -> dict | None:
     """OpenAI's error for the job's first file that is not valid for its method, line by line as
-    the stand-in checks it (ftm's own, stricter checks follow when the file is imported)."""
-    from ..standin.file_checks import check_file
+    OpenAI checks it (ftm's own, stricter checks follow when the file is imported)."""
+    from ..front.openai.file_checks import check_file
 
     for param, path, label in (("training_file", job.training_path, "Training"),
                                ("validation_file", job.validation_path, "Validation")):
@@ -44,28 +38,6 @@ def file_problem(job) -> dict | None:
             if error:
                 return error
     return None
-
-
-def trained_base(upstream: dict) -> str:
-    """A folder with the whole model of an earlier run, for a run to train on: its own result
-    when full fine-tuning made one, else its adapter merged onto its base (once, kept)."""
-    from .. import paths, registry
-
-    result = Path(upstream["path"])
-    if (result / "config.json").exists():
-        return str(result)
-    merged = paths.home() / "serve" / "merged" / upstream["run_id"]
-    if not (merged / "config.json").exists():  # merged beside it, then moved: two jobs may race here
-        scratch = merged.with_name(f"{merged.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            registry.get("local").export(str(result), upstream["base_model"], str(scratch), merge=True)
-            scratch.rename(merged)  # whole or not at all; never over another job's merge
-        except OSError:
-            if not (merged / "config.json").exists():  # the other job's merge did not win the race
-                raise
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return str(merged)
 
 
 def _stem(filename: str) -> str:

@@ -54,7 +54,7 @@ def private(message: str, job: Job) -> str:
 def _check_kinds(job: Job) -> None:
     """A 400 naming the file whose examples are not the kind the job's method trains on
     (preference pairs for DPO, chat examples otherwise), before the job is recorded."""
-    from ..standin.file_checks import file_kind
+    from ..front.openai.file_checks import file_kind
 
     wanted = "preference" if job.method == "dpo" else "chat"
     for param, path, file_id in (("training_file", job.training_path, job.training_file),

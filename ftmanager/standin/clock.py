@@ -18,7 +18,7 @@ from ..asks import Ask, Done, Piece
 from ..facts import MIN_EXAMPLES, RANGES, auto_epochs
 from ..front.service import Service
 from ..front.state import Job
-from .file_checks import TOKEN, check_file, count_tokens
+from ..front.openai.file_checks import TOKEN, check_file, count_tokens
 
 # Seconds each phase takes at speed 1; --speed divides them.
 PHASES = {"validating_files": 2.0, "queued": 3.0, "step": 0.5}

@@ -169,7 +169,7 @@ def delete_dataset(srv, req):
 def upload_dataset(srv, req):
     """The file of a dataset still UPLOADING: checked against its count and the rules of the rows
     it holds (chat examples, or preference pairs), then kept."""
-    from .file_checks import check_file
+    from ..front.openai.file_checks import check_file
 
     part = req.form().get("file")
     if part is None or part.file is None:

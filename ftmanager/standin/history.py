@@ -4,10 +4,11 @@ A JSON object: "files" (each {"name": key, "filename", "lines": [example objects
 "purpose", "deleted", "refuse_download"}) and "jobs" (each {"model", "training_file" and
 "validation_file" naming files by their key, "status": succeeded | failed | cancelled, "method":
 supervised | dpo, "hyperparameters", "suffix", "seed", "metadata", "events": how many, "checkpoints",
-"created_at", "trained_tokens", "error", "repeat": this job so many times}). Jobs are made as
-if they had run long ago: every event, checkpoint and metric in place, ended, in the order given
-(so the last is the newest). A refused download answers OpenAI's 400 "Not allowed to download
-files of purpose: ..."; a deleted file is a 404 while its jobs still name it.
+"created_at", "trained_tokens", "error", "repeat": this job so many times, "name", and "on": the
+name of an earlier succeeded job whose ft: model this one trains on, as OpenAI's DPO after SFT}).
+Jobs are made as if they had run long ago: every event, checkpoint and metric in place, ended, in
+the order given (so the last is the newest). A refused download answers OpenAI's 400 "Not allowed
+to download files of purpose: ..."; a deleted file is a 404 while its jobs still name it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 from ..errors import InvalidInput
+from ..front.service import base_of
 from ..front.state import Job, new_id
 from .clock import dpo_figures
 
@@ -39,7 +41,8 @@ def seed(server, history: dict) -> list[str]:
     state = server.state
     with state.lock:
         files = {f["name"]: _file(server, f) for f in history.get("files", [])}
-        made = [_job(state, spec, files, i) for i, spec in enumerate(_repeated(history.get("jobs", [])))]
+        named: dict[str, str] = {}  # a job's name -> its model (the last made, where repeated)
+        made = [_job(state, spec, files, i, named) for i, spec in enumerate(_repeated(history.get("jobs", [])))]
         for f in history.get("files", []):
             if f.get("deleted"):
                 state.delete_file(files[f["name"]])
@@ -63,13 +66,13 @@ def _file(server, spec: dict) -> str:
     return f.id
 
 
-def _job(state, spec: dict, files: dict, index: int) -> str:
+def _job(state, spec: dict, files: dict, index: int, named: dict) -> str:
     status = spec.get("status", "succeeded")
     if status not in STATUSES:
         raise InvalidInput(f"a seeded job's status must be one of {', '.join(STATUSES)}, not {status!r}", "")
     train = files[spec["training_file"]]
     created = float(spec.get("created_at", 1_700_000_000)) + index
-    job = Job(id=new_id("ftjob-"), model=spec.get("model", "gpt-4o-mini-2024-07-18"), training_file=train,
+    job = Job(id=new_id("ftjob-"), model=_model(spec, named), training_file=train,
               training_path=state.files[train].path, organization_id=state.organization, created_at=created,
               validation_file=files.get(spec.get("validation_file")), suffix=spec.get("suffix"),
               seed=spec.get("seed", 42), metadata=spec.get("metadata"), method=spec.get("method", "supervised"),
@@ -79,7 +82,19 @@ def _job(state, spec: dict, files: dict, index: int) -> str:
     state.jobs[job.id] = job
     if job.fine_tuned_model:  # it answers chat requests, as a live ft: model does
         state.add_model(job.fine_tuned_model, job.id)
+    if spec.get("name"):
+        named[spec["name"]] = job.fine_tuned_model
     return job.id
+
+
+def _model(spec: dict, named: dict) -> str:
+    """The model a seeded job trains: its "model", or the ft: model of the earlier job it is "on"."""
+    if "on" not in spec:
+        return spec.get("model", "gpt-4o-mini-2024-07-18")
+    if not named.get(spec["on"]):
+        raise InvalidInput(f"a seeded job is on {spec['on']!r}, which names no earlier succeeded job",
+                           "Name the earlier job with \"name\" and let it succeed.")
+    return named[spec["on"]]
 
 
 def _history(job: Job, spec: dict, created: float, status: str) -> None:
@@ -96,11 +111,11 @@ def _history(job: Job, spec: dict, created: float, status: str) -> None:
     end = created + 20 + steps
     for k in range(min(int(spec.get("checkpoints", 3 if status == "succeeded" else 0)), steps)):
         step = steps - k
-        job.add_checkpoint(step, f"ft:{job.model}:standin:{job.suffix or ''}:{job.id[-8:]}:ckpt-step-{step}",
+        job.add_checkpoint(step, f"ft:{base_of(job.model)}:standin:{job.suffix or ''}:{job.id[-8:]}:ckpt-step-{step}",
                            {"train_loss": 1 / step}, created + 10 + step)
     job.checkpoints.sort(key=lambda c: c["step_number"])
     if status == "succeeded":
-        job.fine_tuned_model = f"ft:{job.model}:standin:{job.suffix or ''}:{job.id[-8:]}"
+        job.fine_tuned_model = f"ft:{base_of(job.model)}:standin:{job.suffix or ''}:{job.id[-8:]}"
         job.trained_tokens = spec.get("trained_tokens", 1000 * steps)
     error = spec.get("error") or ({"code": "invalid_training_file", "message": "The training file is invalid.",
                                    "param": "training_file"} if status == "failed" else None)

@@ -1,4 +1,4 @@
-"""OpenAI's API surface on the generic front: its routes, chat checks and job spec.
+"""OpenAI's API surface on the generic front: its routes, chat checks, job spec and file checks.
 
     Server(service, routes=ROUTES)   # OpenAI's /v1 endpoints, answered by `service`
 

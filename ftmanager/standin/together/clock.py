@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..file_checks import check_file
+from ...front.openai.file_checks import check_file
 from ..clock import play
 from ...front.service import Service
 from ...front.state import ApiError

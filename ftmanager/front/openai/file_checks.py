@@ -1,4 +1,5 @@
-"""The training-file checks OpenAI runs while a job is `validating_files`.
+"""The training-file checks OpenAI runs while a job is `validating_files`: OpenAI's surface, used
+by its stand-in and by `ftm serve` alike.
 
 Only what the provider does (its errors end a job as `failed` with a code and message);
 ftm's own, stricter checks live in the data layer and run before a job is ever created.
@@ -11,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..facts import MIN_EXAMPLES
+from ...facts import MIN_EXAMPLES
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>",
                   "<|fim_middle|>", "<|fim_suffix|>", "<|endofprompt|>")
