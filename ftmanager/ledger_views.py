@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from .comparing import TRAINING_TYPE_KEYS
 from .errors import InvalidInput
-from .hyperparameters import METHODS
+from .hyperparameters import DPO, METHODS
 from .facts import METRIC_NAMES, TERMINAL
 from .ledger import Ledger
 
-# How a run trained, as comparing.method() reads it, in SQL so that the runs page can filter on it.
+# How a run trained, in SQL so that the runs page can filter on it: dpo where methods.method_of says
+# so (what sets a DPO run apart in the list), else the training type as comparing.method() reads it.
 _NOT_METHOD = ", ".join(f"'{m}'" for m in METHODS)
-METHOD_SQL = "coalesce(" + ", ".join(
+METHOD_SQL = ("coalesce(CASE WHEN coalesce(json_extract(r.hyperparameters, '$.method'), r.method) = "
+              f"'{DPO}' THEN '{DPO}' END, ") + ", ".join(
     f"CASE WHEN json_extract(r.{column}, '$.{key}') NOT IN ({_NOT_METHOD}) "
     f"THEN json_extract(r.{column}, '$.{key}') END"
     for column in ("resolved_hyperparameters", "options") for key in TRAINING_TYPE_KEYS) + """,
@@ -109,6 +111,15 @@ class Views:
             pairs = [(r[0], r[i]) for r in rows if r[i] is not None]
             out[name] = ([p[0] for p in pairs], [p[1] for p in pairs])
         return out
+
+    def on_top_of(self, run_id: str, limit: int = 200) -> list[str]:
+        """The ids of the runs trained on top of this run's model (chain links), oldest first."""
+        rows = self.book._all(f"SELECT id FROM runs WHERE base_run_id = ? ORDER BY created_at LIMIT {int(limit)}", [run_id])
+        return [r["id"] for r in rows]
+
+    def exists(self, run_id: str) -> bool:
+        """Is there a run with exactly this id (no prefix, no provider job id)?"""
+        return self.book._one("SELECT 1 AS x FROM runs WHERE id = ?", [run_id]) is not None
 
     def run_row(self, ref: str) -> dict:
         """A run as ledger.run() gives it, with its dataset's name."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -239,11 +240,14 @@ def test_a_dataset_shows_its_statistics_histogram_report_and_lineage(book, site,
     assert book["two"] in text and book["three"] in text and "train-train" in text and "train-valid" in text
 
 
+def _pairs(path) -> str:
+    return _write(path, [{"input": {"messages": [{"role": "user", "content": f"q{i}"}]},
+                          "preferred_output": [{"role": "assistant", "content": "yes"}],
+                          "non_preferred_output": [{"role": "assistant", "content": "no"}]} for i in range(10)])
+
+
 def test_a_dpo_run_charts_its_reward_margins_and_accuracy_beside_the_loss(book, site, page, tmp_path):
-    pairs = [{"input": {"messages": [{"role": "user", "content": f"q{i}"}]},
-              "preferred_output": [{"role": "assistant", "content": "yes"}],
-              "non_preferred_output": [{"role": "assistant", "content": "no"}]} for i in range(10)]
-    data = _write(tmp_path / "pairs.jsonl", pairs)
+    data = _pairs(tmp_path / "pairs.jsonl")
     run = json.loads(run_ftm(book["env"], "submit", data, "-b", "fake", "--method", "dpo", "--wait", "--json").stdout)
     page.goto(f"{site}#/run/{run['id']}")
     page.locator(".chart[data-title='Reward margins'] canvas").wait_for()
@@ -254,3 +258,34 @@ def test_a_dpo_run_charts_its_reward_margins_and_accuracy_beside_the_loss(book, 
     page.goto(f"{site}#/run/{book['two']}")  # a supervised run: no reward charts
     page.locator(".chart[data-title=Loss] canvas").wait_for()
     assert page.locator(".chart").count() == 2
+
+
+def test_a_chain_links_both_ways_says_what_a_queued_link_waits_for_and_dpo_filters(book, site, page, tmp_path):
+    env, sft = book["env"], book["two"]
+    pairs = _pairs(tmp_path / "pairs.jsonl")
+    dpo = json.loads(run_ftm(env, "submit", pairs, "-b", "fake", "--method", "dpo", "-m", sft, "--wait", "--json").stdout)
+    slow = json.loads(run_ftm(env, "submit", book["data"], "-b", "fake", "--model", "fake-slow", "--json").stdout)
+    link = json.loads(run_ftm(env, "submit", pairs, "-b", "fake", "--method", "dpo", "--wait", "--json").stdout)
+    # Only a chain re-run onto another backend records a waiting link, and the fake plugin has one
+    # backend with DPO: the ledger is written as such a re-run leaves it, on a run that never ends.
+    with sqlite3.connect(Path(env["FTM_HOME"]) / "ftm.db") as db:
+        db.execute("UPDATE runs SET status = 'queued', provider_job_id = NULL, base_run_id = ? WHERE id = ?",
+                   [slow["id"], link["id"]])
+    page.goto(f"{site}#/run/{dpo['id']}")
+    page.locator("#on-top-of a").wait_for()
+    assert page.locator("#on-top-of").inner_text() == f"{sft} (SFT)"
+    assert page.locator("#waiting-for").count() == 0 and "DPO" in page.locator("main").inner_text()
+    page.locator("#on-top-of a").click()
+    page.wait_for_function("arg => document.querySelector('#run-id')?.textContent === arg", arg=sft)
+    assert page.locator("#built-on").inner_text().strip() == f"{dpo['id']} (DPO)"
+    page.goto(f"{site}#/run/{link['id']}")
+    page.locator("#waiting-for").wait_for()
+    assert page.locator("#waiting-for").inner_text() == f"waiting for {slow['id']} to succeed"
+    page.goto(f"{site}#/runs")
+    page.select_option("select[name=method]", "dpo")
+    page.wait_for_function("arg => location.hash.includes('method=dpo') && document.querySelector('#runs tbody tr')"
+                           " && !document.querySelector(`#runs tbody tr[data-run='${arg}']`)", arg=sft)
+    rows = page.locator("#runs tbody tr")
+    shown = rows.evaluate_all("rows => rows.map((r) => [r.dataset.run, r.cells[6].textContent])")
+    assert {dpo["id"], link["id"]} <= {run for run, _ in shown} and {method for _, method in shown} == {"dpo"}
+    run_ftm(env, "cancel", slow["id"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -258,3 +259,23 @@ def test_a_read_only_home_is_browsed_and_its_buttons_refuse_in_one_line(hostile,
             assert len(refused.text.splitlines()) == 1
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(home)], check=True)
+
+
+def test_a_chain_naming_a_missing_or_hostile_run_is_shown_as_text(hostile, site, page):
+    env = hostile["env"]
+    hostile_link, gone = (json.loads(run_ftm(env, "submit", hostile["tmp"] / "held.jsonl", "-b", "fake", "--wait",
+                                             "--json").stdout)["id"] for _ in range(2))
+    with sqlite3.connect(Path(env["FTM_HOME"]) / "ftm.db") as db:  # only a hand-edited ledger says these
+        db.execute("UPDATE runs SET status = 'queued', provider_job_id = NULL, base_run_id = ? WHERE id = ?",
+                   [PAYLOADS[1], hostile_link])
+        db.execute("UPDATE runs SET base_run_id = ? WHERE id = ?", [gone[:6], gone])  # a deleted run, and a prefix
+    for run, base in ((hostile_link, PAYLOADS[1]), (gone, gone[:6])):
+        page.goto(f"{site}#/run/{run}")
+        page.locator("#on-top-of").wait_for()
+        assert page.locator("#on-top-of").inner_text() == f"{base} (deleted)"
+        assert page.locator("#on-top-of a").count() == 0
+        page.mouse.move(300, 300)
+        _inert(page)
+    page.goto(f"{site}#/run/{hostile_link}")
+    assert page.locator("#waiting-for").inner_text() == f"waiting for {PAYLOADS[1]} to succeed"
+    _inert(page)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .. import catalog, comparing, jobs, registry
+from .. import catalog, chains, comparing, jobs, methods, registry
 from ..backend import Backend
 from ..errors import FtmError, InvalidInput
 from ..facts import SUCCEEDED, is_terminal
@@ -68,11 +68,23 @@ def run_detail(ref: str) -> dict:
         "run": run, "method": comparing.method(run), "settings": _settings(run),
         "events": book.events(rid)[-500:], "checkpoints": book.checkpoints(rid),
         "summary": book.metric_summary(rid), "parent": parent,
-        "children": [_brief(c) for c in book.children(rid)],
+        "children": [_brief(c) for c in book.children(rid)], **_chain(v, run),
         "evaluations": [_evaluation(book, e) for e in book.evaluations(run_id=rid)],
         "served_names": [m for m in book.models() if m["run_id"] == rid],
         "actions": actions(run),
     }
+
+
+def _chain(v: Views, run: dict) -> dict:
+    """The run it trains on top of ('run-x (SFT)', linked where the run is still there), what it
+    waits for while a queued link, and the runs trained on top of it, as `ftm show` names them."""
+    base = run.get("base_run_id")
+    found = bool(base) and v.exists(base)  # exactly: methods.label alone would take a prefix of another id
+    on_top_of = {"id": base, "label": methods.label(base) if found else f"{base} (deleted)", "exists": found}
+    trained = methods.method_of(run)
+    return {"training": methods.METHOD_LABELS.get(trained, trained), "on_top_of": on_top_of if base else None,
+            "waiting_for": base if chains.waiting(run) else None,
+            "built_on": [{"id": c, "label": methods.label(c)} for c in v.on_top_of(run["id"])]}
 
 
 def _settings(run: dict) -> dict:

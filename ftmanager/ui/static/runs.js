@@ -90,13 +90,16 @@ async function runPage(id, params) {
     actionButtons(run, detail.actions),
     el("div", {class: "grid"},
       el("div", {class: "card"}, el("h2", {}, "Run"), kv([["name", run.suffix], ["backend", run.backend], ["base model", run.base_model],
-        ["method", detail.method], ["dataset", el("a", {href: "dataset/" + encodeURIComponent(run.dataset_id)}, run.dataset_name || run.dataset_id)],
+        ["method", [detail.training, detail.method].filter(Boolean).join(" · ")], ["dataset", el("a", {href: "dataset/" + encodeURIComponent(run.dataset_id)}, run.dataset_name || run.dataset_id)],
         ["provider job", run.provider_job_id], ["model", run.result_model], ["created", run.created_at], ["finished", run.finished_at],
         ["cost", money(run.actual_cost ?? run.estimated_cost)], ["trained tokens", run.trained_tokens],
         ["error", run.error_message ? el("span", {class: "error", id: "run-error"}, run.error_message) : null]])),
       el("div", {class: "card"}, el("h2", {}, "Settings"), settingsTable(detail.settings)),
       el("div", {class: "card"}, el("h2", {}, "Family"), kv([["parent", detail.parent ? runLink(detail.parent.id) : null],
         ["re-runs", detail.children.length ? el("span", {}, detail.children.map((c) => [runLink(c.id), " "])) : null],
+        ["on top of", detail.on_top_of ? el("span", {id: "on-top-of"}, upstreamLink(detail.on_top_of)) : null],
+        ["waiting", detail.waiting_for ? el("span", {id: "waiting-for"}, `waiting for ${detail.waiting_for} to succeed`) : null],
+        ["trained on it", detail.built_on.length ? el("span", {id: "built-on"}, detail.built_on.map((c) => [upstreamLink(c), " "])) : null],
         ["served names", detail.served_names.length ? el("span", {}, detail.served_names.map((m) => [el("code", {}, m.model_id), " "])) : null]]))),
     el("h2", {}, "Curves"), charts,
     el("h2", {}, "Checkpoints"), table(["step", "model", "metrics"], detail.checkpoints.map((c) =>
@@ -105,6 +108,11 @@ async function runPage(id, params) {
     el("h2", {}, "Events"), table(["time", "level", "message"], detail.events.map((e) =>
       el("tr", {}, el("td", {class: "muted"}, e.created_at), el("td", {}, e.level), el("td", {}, el("span", {class: "text"}, e.message)))))));
   if (!TERMINAL.has(run.status)) follow(run, by);
+}
+
+function upstreamLink(link) {
+  // "run-x (SFT)": the id a link (while the run is in the ledger), its method plain text.
+  return link.exists === false ? link.label : [runLink(link.id), link.label.slice(link.id.length)];
 }
 
 function follow(run, by) {
