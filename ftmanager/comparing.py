@@ -7,7 +7,7 @@ from pathlib import Path
 from .errors import InvalidInput
 from .evaluation import SCORES
 from .facts import epoch
-from .hyperparameters import METHODS
+from .hyperparameters import DPO, METHODS
 from .ledger import ledger
 
 # Where a run says how it trained (qlora, lora, full): local's training_type, or "method" (local's
@@ -41,7 +41,8 @@ def compare(refs: list[str]) -> dict:
     for run in runs:
         ds = store.dataset(run["dataset_id"]) if run["dataset_id"] else None  # an import's data may be missing
         column = {
-            "id": run["id"], "backend": run["backend"], "method": method(run), "base_model": run["base_model"],
+            "id": run["id"], "backend": run["backend"], "method": method(run), "training_type": training_type(run),
+            "base_model": run["base_model"],
             "dataset": f"{ds['name']} ({ds['id'][:12]})" if ds else "missing", "status": run["status"],
             "parent_run_id": run["parent_run_id"], "duration_s": _seconds(run),
             "trained_tokens": run["trained_tokens"], "estimated_cost": run["estimated_cost"],
@@ -57,7 +58,14 @@ def compare(refs: list[str]) -> dict:
 
 
 def method(run: dict) -> str | None:
-    """How the run trained (qlora, lora, full, ...), as its backend recorded it."""
+    """How the run trained, as the runs page names it: dpo for a DPO run, else its training type."""
+    from .methods import method_of
+
+    return DPO if method_of(run) == DPO else training_type(run)
+
+
+def training_type(run: dict) -> str | None:
+    """What the run trained (qlora, lora, full, ...), as its backend recorded it."""
     for source in (run.get("resolved_hyperparameters") or {}, run.get("options") or {}):
         for key in TRAINING_TYPE_KEYS:  # "method" is the old name, unless it names a training method
             if source.get(key) and source[key] not in METHODS:

@@ -181,9 +181,11 @@ def test_compare_shows_each_runs_training_method(ftm_home, tmp_path):
                                       ("run-old", {"method": "full"}, {"method": "full", "n_epochs": 1}),
                                       ("run-dpo", {}, {"method": "dpo", "training_type": "lora"})):
         ledger().create_run({"id": run_id, "backend": "local", "base_model": "m", "dataset_id": hosted["dataset_id"],
-                             "status": "succeeded", "options": options, "resolved_hyperparameters": resolved})
+                             "status": "succeeded", "options": options, "resolved_hyperparameters": resolved,
+                             "hyperparameters": {"method": resolved["method"]} if resolved.get("method") == "dpo" else {}})
     compared = ftm("compare", hosted["id"], "run-qlora", "run-lora", "run-full", "run-old", "run-dpo",
                    "--json").json()["runs"]
-    assert [c["method"] for c in compared] == [None, "qlora", "lora", "full", "full", "lora"]
+    assert [c["method"] for c in compared] == [None, "qlora", "lora", "full", "full", "dpo"]  # as the runs page says
+    assert [c["training_type"] for c in compared] == [None, "qlora", "lora", "full", "full", "lora"]
     row = next(line for line in ftm("compare", "run-qlora", "run-full").out.splitlines() if "method" in line)
     assert row.split()[-2:] == ["qlora", "full"]
