@@ -5,10 +5,12 @@
 
 All train LoRA (r=16, alpha=32, dropout 0.05, all linear layers) on a float32 base with the
 adapter switched off as the reference, the sigmoid loss at beta 0.1, 8 pairs per optimizer step,
-one epoch over the same pairs. Three contenders, each in its own process, so its peak memory is
+one epoch over the same pairs. Four contenders, each in its own process, so its peak memory is
 its own (peak RSS on the CPU; peak allocated GPU memory on CUDA):
 
-- ftm: AdamW at 2e-4.
+- ftm: AdamW at 2e-4, float32 throughout (ftm's default).
+- ftm-bf16: the same with the two levers TRL's defaults pull: `-p bf16=true` (forward passes under
+  bf16 autocast) and `-p gradient_checkpointing=true`.
 - trl (matched): DPOTrainer at ftm's settings: learning rate 2e-4, bf16 and gradient
   checkpointing off (ftm uses neither here), no saving.
 - trl-defaults: DPOTrainer as DPOConfig() comes in trl 1.16.0, given only the output folder, one
@@ -18,7 +20,8 @@ its own (peak RSS on the CPU; peak allocated GPU memory on CUDA):
   every step), fused AdamW at 1e-6, 8 pairs per device, max_length 1024, logging every 10 steps,
   saving every 500; the model given by path, which DPOTrainer loads in float32.
 
-Prints pairs per second, peak memory, final loss, and ftm's ratio to each TRL contender.
+Prints pairs per second, peak memory, final loss, and ftm's ratio to the TRL contender at the
+same settings: ftm / trl (matched), and ftm-bf16 / trl-defaults.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def smollm2() -> str:
     return str(models.ensure_smollm2())
 
 
-def run_ftm(rows: list[dict], device: str) -> dict:
+def run_ftm(rows: list[dict], device: str, levers: dict | None = None) -> dict:
     import torch
 
     from ftm_backends.local.modeling import loading as models
@@ -69,7 +72,7 @@ def run_ftm(rows: list[dict], device: str) -> dict:
     from ftm_backends.local.trainer.train import Run, lr_factor
 
     path, tmp = smollm2(), Path(tempfile.mkdtemp())
-    opts = {"max_length": MAX_LENGTH, "device": device, "training_type": "lora", **LORA_OPTS}
+    opts = {"max_length": MAX_LENGTH, "device": device, "training_type": "lora", **LORA_OPTS, **(levers or {})}
     (tmp / rundir.SPEC).write_text(json.dumps({"run_id": "bench", "options": opts, "seed": 0}))
     run = Run(tmp, device=device)
     tok = models.load_tokenizer(path)
@@ -126,7 +129,12 @@ def run_trl_defaults(rows: list[dict], device: str) -> dict:
     return train_trl(smollm2(), config, rows)  # by path: DPOTrainer's own loading (float32 unless told)
 
 
-CONTENDERS = {"ftm": run_ftm, "trl": run_trl, "trl-defaults": run_trl_defaults}
+def run_ftm_bf16(rows: list[dict], device: str) -> dict:
+    return run_ftm(rows, device, {"bf16": True, "gradient_checkpointing": True})
+
+
+CONTENDERS = {"ftm": run_ftm, "trl": run_trl, "ftm-bf16": run_ftm_bf16, "trl-defaults": run_trl_defaults}
+PAIRED = (("ftm", "trl"), ("ftm-bf16", "trl-defaults"))  # each ftm setting beside TRL's at the same levers
 
 
 def one(name: str, n: int, device: str) -> dict:
@@ -163,11 +171,10 @@ def main() -> None:
     print(f"{'':14}{'pairs/s':>10}{'peak MB':>10}{'final loss':>12}")
     for name, r in results.items():
         print(f"{name:14}{r['pairs_per_s']:>10.2f}{r['peak_memory_mb']:>10.0f}{r['loss']:>12.4f}")
-    ftm = results["ftm"]
-    for name in ("trl", "trl-defaults"):
-        other = results[name]
-        print(f"ftm/{name}: {ftm['pairs_per_s'] / other['pairs_per_s']:.2f}x the pairs per second, "
-              f"{ftm['peak_memory_mb'] / other['peak_memory_mb']:.2f}x the peak memory")
+    for mine, theirs in PAIRED:
+        ours, other = results[mine], results[theirs]
+        print(f"{mine}/{theirs}: {ours['pairs_per_s'] / other['pairs_per_s']:.2f}x the pairs per second, "
+              f"{ours['peak_memory_mb'] / other['peak_memory_mb']:.2f}x the peak memory")
 
 
 if __name__ == "__main__":

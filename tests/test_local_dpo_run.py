@@ -135,3 +135,24 @@ def test_a_dpo_run_through_ftm_keeps_its_reward_figures_in_the_ledger_and_ftm_sh
     assert lines[1].split() == ["rewards/margins", f"{written[-1]['rewards/margins']:.4f}"]  # DPO's first, in order
     assert {line.split()[0] for line in lines[1:]} == DPO_FIGURES - {"train_loss"} | {
         "valid_rewards/margins", "valid_rewards/accuracies"}
+
+
+@pytest.mark.parametrize("method", ["supervised", "dpo"])
+def test_bf16_autocast_trains_near_but_not_equal_to_float32(tmp_path, tiny_llama, method):  # noqa: F811
+    """-p bf16=true computes the forward in bfloat16 (what makes it fast where the hardware has
+    bf16): the run trains as the float32 one does, its losses a rounding away, never the same."""
+    from fixtures_local import tiny_dataset
+
+    backend = LocalBackend()
+    rows = pairs() if method == "dpo" else tiny_dataset(8)
+    jobs = {bf16: backend.start(tiny_spec(tmp_path / str(bf16), tiny_llama, rows, run_id=f"run-{bf16}",
+                                          method=method, n_epochs=1, batch_size=4, bf16=bf16), None)
+            for bf16 in ("false", "true")}  # both workers at once: two cores
+    losses = {}
+    for bf16, job in jobs.items():
+        seen = follow(backend, job, timeout=300)
+        assert seen["last"].status == "succeeded", seen["last"].error
+        losses[bf16] = [m["train_loss"] for m in seen["metrics"]]
+    assert len(losses["true"]) == len(losses["false"]) == 2
+    assert losses["true"] != losses["false"]  # autocast ran: bfloat16 rounds differently
+    assert losses["true"] == pytest.approx(losses["false"], rel=0.05, abs=0.02)

@@ -32,6 +32,8 @@ SPECS: dict[str, tuple] = {
     "max_length": (int, 1024, "tokens per example; longer ones are truncated and counted"),
     "gradient_accumulation_steps": (int, 1, "micro-batches per optimizer step (saves memory)"),
     "gradient_checkpointing": (bool, False, "recompute activations in backward (saves memory)"),
+    "bf16": (bool, False, ("forward passes in bfloat16 under autocast, weights and optimizer in float32: "
+                           "faster where the hardware has bf16 (CUDA; CPUs with AVX512-BF16 or AMX)")),
     "packing": (bool, True, "pack a micro-batch into one padding-free row with position ids"),
     "gpus": (int, 1, "processes/GPUs; more than 1 launches DDP through accelerate"),
     "device": (str, "auto", "auto, cpu, cuda or cuda:N"),

@@ -102,7 +102,8 @@ def train_step(run, loss_fn, opt, sched, collate, pairs: list[dpo.Pair]) -> dict
     """One optimizer step over pairs, in micro-batches; the mean loss and figures per pair."""
     sums: dict[str, float] = {}
     for batch in batching.split(pairs, run.opts["gradient_accumulation_steps"]):
-        value, figures = loss_fn(**collate(batch))
+        with run.autocast():  # the forward only: backward runs in the dtypes it chose
+            value, figures = loss_fn(**collate(batch))
         (value / len(pairs)).backward()
         sums = {name: sums.get(name, 0.0) + figure for name, figure in figures.items()}
     from .train import optimizer_step  # train.py imports this module
@@ -117,7 +118,8 @@ def evaluate(run, loss_fn, collate, valid: list[dpo.Pair]) -> dict:
     loss_fn.eval()
     sums: dict[str, float] = {}
     for k in range(0, len(valid), EVAL_BATCH):
-        value, figures = loss_fn(**collate(valid[k:k + EVAL_BATCH]))
+        with run.autocast():
+            value, figures = loss_fn(**collate(valid[k:k + EVAL_BATCH]))
         sums = {name: sums.get(name, 0.0) + figure for name, figure in figures.items()}
     loss_fn.train()
     return {"valid_loss": sums["train_loss"] / len(valid),

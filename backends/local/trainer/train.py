@@ -63,6 +63,13 @@ class Run:
         torch.distributed.all_reduce(t)
         return t.tolist()
 
+    def autocast(self):
+        """Around a forward pass: bf16 autocast where the run asks for it (-p bf16=true), else
+        nothing. Off by default: float32 on a CPU gives the same losses on every CPU."""
+        if not self.opts["bf16"]:
+            return nullcontext()
+        return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
+
     def asked(self) -> str | None:
         """CANCEL or PAUSE when the user asked for it; every rank gets the same answer, or one
         would wait forever for the others at the next step."""
@@ -202,7 +209,8 @@ def train_step(run: Run, loss_fn, opt, sched, collate, examples: list[encoding.E
     for k, batch in enumerate(micro):
         # DDP syncs gradients on the last micro-batch only
         with nullcontext() if run.world == 1 or k == len(micro) - 1 else loss_fn.no_sync():
-            loss, correct, _count = loss_fn(**collate(batch))
+            with run.autocast():  # the forward only: backward runs in the dtypes it chose
+                loss, correct, _count = loss_fn(**collate(batch))
             # DDP averages gradients over ranks: scale so the result is the step's token mean
             (loss * run.world / n_tokens).backward()
         sums = [sums[0] + loss.item(), sums[1] + correct.item()]
@@ -236,7 +244,8 @@ def evaluate(run: Run, loss_fn, collate, valid: list[encoding.Encoded]) -> dict:
     sums = [0.0, 0.0, 0.0]
     mine = valid[run.rank::run.world]
     for k in range(0, len(mine), EVAL_BATCH):
-        loss, correct, count = inner(**collate(mine[k:k + EVAL_BATCH]))
+        with run.autocast():
+            loss, correct, count = inner(**collate(mine[k:k + EVAL_BATCH]))
         sums = [sums[0] + loss.item(), sums[1] + correct.item(), sums[2] + count.item()]
     inner.train()
     loss_sum, correct, count = run.all_sum(sums)
