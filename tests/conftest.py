@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -88,3 +89,21 @@ def chat_file(tmp_path) -> Path:
         ]})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+@contextlib.contextmanager
+def http_server(handler):
+    """A real HTTP server on 127.0.0.1 answering with handler (a BaseHTTPRequestHandler class), in
+    a thread, for a test's hostile provider, judge or web site; yields the server (its .url set)."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

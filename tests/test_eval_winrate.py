@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from conftest import ftm
+from conftest import ftm, http_server
 
 PAIRS = [("What is the capital of France?", "Paris is the capital of France.", "London."),
          ("What is 2 plus 2?", "Two plus two is four.", "Five."),
@@ -100,12 +99,8 @@ BEHAVIOURS = {
 @pytest.fixture
 def judge():
     Judge.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with http_server(Judge) as server:
+        yield f"{server.url}/v1"
 
 
 def win_rates(result) -> list:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-from conftest import ftm
+from conftest import ftm, http_server
 from test_across import capitals
 from test_eval_graders import heldout, write
 
@@ -57,12 +56,8 @@ class HostileJudge(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def judge():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileJudge)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with http_server(HostileJudge) as server:
+        yield f"{server.url}/v1"
 
 
 def scorer(model: str) -> dict:

@@ -10,12 +10,11 @@ import io
 import json
 import socket
 import tarfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-from conftest import ftm
+from conftest import ftm, http_server
 
 from ftmanager.standin import standin as fireworks_standin
 from ftmanager.standin.together import standin as together_standin
@@ -157,14 +156,9 @@ def status(code):
 
 @pytest.fixture
 def hostile():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
-    server.daemon_threads = True
-    server.mode, server.body, server.files, server.endpoint, server.seen, server.ranges = "whole", GOOD, {}, {}, [], True
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with http_server(Hostile) as server:
+        server.mode, server.body, server.files, server.endpoint, server.seen, server.ranges = "whole", GOOD, {}, {}, [], True
+        yield server
 
 
 @pytest.fixture

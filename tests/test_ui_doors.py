@@ -9,13 +9,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 
+from conftest import http_server
 from ui_browser import browser_session, home_env, require_browser, run_ftm, serving
 
 require_browser()
@@ -138,16 +138,12 @@ def test_another_site_cannot_cancel_a_run(hostile, site, browser):
                               "--suffix", "keep me", "--json").stdout)
     url = site
     target = _EvilSite.target = f"{url}api/runs/{slow['id']}/cancel"
-    evil = ThreadingHTTPServer(("127.0.0.1", 0), _EvilSite)
-    threading.Thread(target=evil.serve_forever, daemon=True).start()
-    try:
+    with http_server(_EvilSite) as evil:
         page = browser.new_page()
         page.goto(f"http://localhost:{evil.server_address[1]}/")
         page.wait_for_url(f"{url}api/runs/{slow['id']}/cancel")
         assert "cross-site request was refused" in page.locator("body").inner_text()
         page.context.close()
-    finally:
-        evil.shutdown()
     forged = [httpx.post(target, json={}, headers={"origin": "http://evil.example"}),
               httpx.post(target, json={}, headers={"origin": "null"}),
               httpx.post(target, json={}, headers={"sec-fetch-site": "cross-site"}),
