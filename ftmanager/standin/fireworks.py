@@ -23,10 +23,10 @@ from pathlib import Path
 
 from . import fireworks_dpo as dpo
 from .clock import ClockService
-from .fireworks_common import (DEFAULTS, MIN_EXAMPLES, RESOURCE_ID, Dataset, base_of, checked_rate, create_dataset,
+from .fireworks_common import (DEFAULTS, MIN_EXAMPLES, Dataset, base_of, checked_rate, create_dataset,
                                dataset_download_endpoint, delete_dataset, error_body, failed, get_dataset,
-                               list_datasets, list_page, output_model, ready_dataset, stamp, upload_dataset,
-                               whole_numbers)
+                               job_id_asked, launched, list_datasets, list_page, output_model, ready_dataset, stamp,
+                               upload_dataset, whole_numbers)
 from .standin_server import StandinServer
 from ..front.request import Raw
 from ..front.router import route_table
@@ -151,9 +151,7 @@ def _status(job: Job) -> dict:
 
 def create_job(srv, req):
     body, account = req.json(), req.params[0]
-    job_id = req.arg("supervisedFineTuningJobId") or f"sftj-{secrets.token_hex(6)}"
-    if not RESOURCE_ID.fullmatch(job_id):
-        raise failed(400, "supervisedFineTuningJobId must be 1-63 lowercase letters, digits or hyphens")
+    job_id = job_id_asked(req, "supervisedFineTuningJobId", "sftj")
     if job_id in srv.state.jobs:
         raise failed(409, f"SupervisedFineTuningJob accounts/{account}/supervisedFineTuningJobs/{job_id} already exists")
     asked = _checked_request(srv, account, job_id, body)
@@ -165,10 +163,7 @@ def create_job(srv, req):
               organization_id=account, created_at=time.time(),
               requested={"n_epochs": asked["epochs"], "batch_size": asked.get("batchSizeSamples", "auto"),
                          "learning_rate_multiplier": "auto"})
-    srv.service.requests[job_id] = {"account": account, **asked}
-    srv.state.jobs[job_id] = job
-    srv.service.start(job)
-    return srv.service.job_api(job)
+    return launched(srv, job, {"account": account, **asked})
 
 
 def _checked_request(srv, account: str, job_id: str, body: dict) -> dict:

@@ -232,3 +232,19 @@ def list_page(req, jobs: list) -> tuple[list, str]:
     start = int(token) if token.isdigit() and len(token) < 10 else 0
     more = start + size < len(jobs)
     return jobs[start:start + size], str(start + size) if more else ""
+
+
+def job_id_asked(req, field: str, prefix: str) -> str:
+    """The job id the client chose (the `field` query argument, checked), else a new one."""
+    job_id = req.arg(field) or f"{prefix}-{secrets.token_hex(6)}"
+    if not RESOURCE_ID.fullmatch(job_id):
+        raise failed(400, f"{field} must be 1-63 lowercase letters, digits or hyphens")
+    return job_id
+
+
+def launched(srv, job, request: dict) -> dict:
+    """Keep the job and what was asked for it, start it on the clock; the job as the API shows it."""
+    srv.service.requests[job.id] = request
+    srv.state.jobs[job.id] = job
+    srv.service.start(job)
+    return srv.service.job_api(job)

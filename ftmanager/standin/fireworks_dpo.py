@@ -13,13 +13,12 @@ on the clock like any job.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from pathlib import Path
 
 from ..front.state import Job
-from .fireworks_common import (DEFAULTS, PREFERENCE, RESOURCE_ID, base_of, checked_rate, failed, list_page, output_model,
-                               ready_dataset, whole_numbers)
+from .fireworks_common import (DEFAULTS, PREFERENCE, base_of, checked_rate, failed, job_id_asked, launched, list_page,
+                               output_model, ready_dataset, whole_numbers)
 
 RESOURCE = "dpoJobs"
 DEFAULT_BETA = 0.1  # what the stand-in trains with when lossConfig.dpo names no beta
@@ -54,9 +53,7 @@ def job_api(service, job: Job) -> dict:
 
 def create_job(srv, req):
     body, account = req.json(), req.params[0]
-    job_id = req.arg("dpoJobId") or f"dpoj-{secrets.token_hex(6)}"
-    if not RESOURCE_ID.fullmatch(job_id):
-        raise failed(400, "dpoJobId must be 1-63 lowercase letters, digits or hyphens")
+    job_id = job_id_asked(req, "dpoJobId", "dpoj")
     if key(job_id) in srv.state.jobs:
         raise failed(409, f"DpoJob accounts/{account}/{RESOURCE}/{job_id} already exists")
     asked = _checked(srv, account, job_id, body)
@@ -67,10 +64,7 @@ def create_job(srv, req):
               organization_id=account, created_at=time.time(), method="dpo",
               requested={"n_epochs": config["epochs"], "batch_size": config.get("batchSizeSamples", "auto"),
                          "learning_rate_multiplier": "auto", "beta": asked["lossConfig"]["dpo"]["beta"]})
-    srv.service.requests[job.id] = {"account": account, "resource": RESOURCE, **asked}
-    srv.state.jobs[job.id] = job
-    srv.service.start(job)
-    return srv.service.job_api(job)
+    return launched(srv, job, {"account": account, "resource": RESOURCE, **asked})
 
 
 def _checked(srv, account: str, job_id: str, body: dict) -> dict:
