@@ -72,6 +72,26 @@ def follow(backend, job_id: str, every: float = 0.05, timeout: float = 30, curso
     raise AssertionError(f"{job_id} still {progresses[-1].status}")
 
 
+def chat_rows(n: int, offset: int = 0, tag: str = "q") -> list[dict]:
+    """n one-turn chats (user "q<i>", assistant "a<i>"), the data an account's jobs are made of."""
+    return [{"messages": [{"role": "user", "content": f"{tag}{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(offset, offset + n)]
+
+
+def chat_jsonl(n: int) -> str:
+    """chat_rows(n) as the text of a JSONL file."""
+    return "".join(json.dumps(r) + "\n" for r in chat_rows(n))
+
+
+def openai_job_ended(client, job_id: str, timeout: float = 60):
+    """The OpenAI job once it succeeded, failed or was cancelled (fails the test after timeout)."""
+    deadline = time.time() + timeout
+    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in ("succeeded", "failed", "cancelled"):
+        assert time.time() < deadline, job.status
+        time.sleep(0.1)
+    return job
+
+
 def served(standin, **options):
     """A module's stand-in as a fixture: standin(**options), started once, closed after the module."""
 

@@ -10,7 +10,7 @@ import time
 import openai
 import pytest
 from conftest import ftm
-from sdk_backends import MODEL, aimed, served
+from sdk_backends import MODEL, aimed, chat_rows, openai_job_ended, served
 
 from ftmanager import adopting, jobs
 from ftmanager.errors import InvalidInput
@@ -21,11 +21,6 @@ KEY = "sk-import-" + "k3y" * 8
 server = served(standin, speed=60)
 
 
-def rows(n: int, offset: int = 0) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-            for i in range(offset, offset + n)]
-
-
 def write(path, data: list[dict]):
     path.write_text("".join(json.dumps(r) + "\n" for r in data))
     return path
@@ -34,14 +29,6 @@ def write(path, data: list[dict]):
 def upload(client, path) -> str:
     with open(path, "rb") as fh:
         return client.files.create(file=fh, purpose="fine-tune").id
-
-
-def ended(client, job_id: str, timeout: float = 60):
-    deadline = time.time() + timeout
-    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in ("succeeded", "failed", "cancelled"):
-        assert time.time() < deadline, job.status
-        time.sleep(0.1)
-    return job
 
 
 @pytest.fixture
@@ -57,12 +44,12 @@ def account(env, tmp_path):
     client = openai.OpenAI(api_key=KEY, base_url=env.url)
     local = tmp_path / "local"
     local.mkdir()
-    train = upload(client, write(local / "train.jsonl", rows(12)))
-    valid = upload(client, write(local / "valid.jsonl", rows(10, 100)))
+    train = upload(client, write(local / "train.jsonl", chat_rows(12)))
+    valid = upload(client, write(local / "valid.jsonl", chat_rows(10, 100)))
     done = client.fine_tuning.jobs.create(
         model=MODEL, training_file=train, validation_file=valid, suffix="mine", seed=7, metadata={"team": "a"},
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}})
-    ended(client, done.id)
+    openai_job_ended(client, done.id)
     stopped = client.fine_tuning.jobs.create(model=MODEL, training_file=train)
     client.fine_tuning.jobs.cancel(stopped.id)
     return {"client": client, "done": done.id, "stopped": stopped.id, "train": train, "valid": valid, "local": local}
@@ -84,7 +71,7 @@ def test_every_job_becomes_a_run_with_its_history_and_data(account, env):
     assert run["imported_from"] == f"{env.url} org=- project=-" and run["imported_at"]
     assert run["created_at"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.created_at))
     train = ledger().dataset(run["dataset_id"])
-    assert [json.loads(line) for line in open(train["path"])] == rows(12)
+    assert [json.loads(line) for line in open(train["path"])] == chat_rows(12)
     assert ledger().dataset(run["validation_dataset_id"])["n_examples"] == 10
     assert jobs.show(account["stopped"])["status"] == "cancelled"
 
@@ -185,7 +172,7 @@ def test_the_cli_shows_imported_runs(account, env):
 
 def test_a_job_still_running_is_followed_on_after_import(env, tmp_path, monkeypatch):
     client = openai.OpenAI(api_key=KEY, base_url=env.url)
-    train = upload(client, write(tmp_path / "train.jsonl", rows(12)))
+    train = upload(client, write(tmp_path / "train.jsonl", chat_rows(12)))
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=train,
                                          method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4}}})
     [adopted] = adopting.import_history("openai").adopted

@@ -3,14 +3,13 @@ and nothing half-written; what was adopted before a failure stays, and a second 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import openai
 import pytest
 from conftest import assert_key_never_written, ftm
-from sdk_backends import MODEL, aimed, served
+from sdk_backends import MODEL, aimed, chat_jsonl, served
 
 from ftmanager import adopting, jobs
 from ftmanager.errors import BackendError, FtmError
@@ -20,11 +19,6 @@ from ftmanager.standin import standin
 
 KEY = "sk-doors-" + "k3y" * 8
 server = served(standin, speed=200)
-
-
-def chat(n: int) -> str:
-    return "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                            {"role": "assistant", "content": f"a{i}"}]}) + "\n" for i in range(n))
 
 
 @pytest.fixture
@@ -41,7 +35,7 @@ def client(env):
 
 def made(client, tmp_path, n_jobs: int = 1, name: str = "train.jsonl") -> tuple[str, list[str]]:
     path = tmp_path / name
-    path.write_text(chat(12))
+    path.write_text(chat_jsonl(12))
     with open(path, "rb") as fh:
         file_id = client.files.create(file=fh, purpose="fine-tune").id
     return file_id, [client.fine_tuning.jobs.create(model=MODEL, training_file=file_id).id for _ in range(n_jobs)]
@@ -162,7 +156,7 @@ def test_a_killed_import_then_a_second_completes_without_duplicates(env, client,
 
     from ftmanager.standin.history import seed
 
-    made = seed(env, {"files": [{"name": "t", "filename": "t.jsonl", "text": chat(12)}],
+    made = seed(env, {"files": [{"name": "t", "filename": "t.jsonl", "text": chat_jsonl(12)}],
                       "jobs": [{"training_file": "t", "events": 150, "repeat": 12}]})
     from ftmanager.front.openai import routes
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 from conftest import ftm
-from sdk_backends import aimed, served
+from sdk_backends import aimed, chat_rows, served
 from test_openai_cli import spawn
 
 from ftmanager import adopting, jobs
@@ -23,15 +23,10 @@ KEY = "sk-history-" + "k3y" * 8
 server = served(standin, speed=60)
 
 
-def chat(n: int, tag: str = "q") -> list[dict]:
-    return [{"messages": [{"role": "user", "content": f"{tag}{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-            for i in range(n)]
-
-
 HISTORY = {
-    "files": [{"name": "train", "filename": "support.jsonl", "lines": chat(12)},
-              {"name": "gone", "filename": "gone.jsonl", "lines": chat(11, "g"), "deleted": True},
-              {"name": "locked", "filename": "locked.jsonl", "lines": chat(10, "l"), "refuse_download": True},
+    "files": [{"name": "train", "filename": "support.jsonl", "lines": chat_rows(12)},
+              {"name": "gone", "filename": "gone.jsonl", "lines": chat_rows(11, tag="g"), "deleted": True},
+              {"name": "locked", "filename": "locked.jsonl", "lines": chat_rows(10, tag="l"), "refuse_download": True},
               {"name": "pairs", "filename": "pairs.jsonl", "lines": [
                   {"input": {"messages": [{"role": "user", "content": f"q{i}"}]},
                    "preferred_output": [{"role": "assistant", "content": "yes"}],

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import together
-from sdk_backends import aimed, served
+from sdk_backends import aimed, chat_jsonl, served
 
 from ftmanager import adopting, jobs
 from ftmanager.ledger import ledger
@@ -19,11 +19,6 @@ TG_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 FAST = {"pending": 0.1, "queued": 0.1, "step": 0.05, "compressing": 0.05, "uploading": 0.05}
 
 tg_server = served(together_standin, speed=40)
-
-
-def chat(n: int) -> str:
-    return "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                            {"role": "assistant", "content": f"a{i}"}]}) + "\n" for i in range(n))
 
 
 @pytest.fixture
@@ -45,7 +40,7 @@ def ended(client, job_id: str, timeout: float = 60):
 def test_a_together_account_made_by_hand_comes_in(tg, tmp_path, chat_file):
     client = together.Together(api_key=TG_KEY, base_url=tg.base_url)
     path = tmp_path / "mine.jsonl"
-    path.write_text(chat(12))
+    path.write_text(chat_jsonl(12))
     file_id = client.files.upload(file=path, purpose="fine-tune", check=False).id
     job = client.fine_tuning.create(model=TG_MODEL, training_file=file_id, n_epochs=2, suffix="mine", lora=True)
     done = ended(client, job.id)
@@ -58,7 +53,7 @@ def test_a_together_account_made_by_hand_comes_in(tg, tmp_path, chat_file):
     assert run["hyperparameters"]["n_epochs"] == 2 and run["options"]["training_type"] == "lora"
     assert run["result_model"] == done.model_output_name and run["metrics"] and run["events"]
     assert [json.loads(line) for line in open(ledger().dataset(run["dataset_id"])["path"])] == \
-        [json.loads(line) for line in chat(12).splitlines()]
+        [json.loads(line) for line in chat_jsonl(12).splitlines()]
     assert adopting.import_history("together").adopted == []
 
 
@@ -78,7 +73,7 @@ def test_a_fireworks_account_made_by_hand_comes_in_across_pages(fw, tmp_path):
 
     client = fireworks.Fireworks(api_key=FW_KEY, base_url=fw.url, account_id=FW_ACCOUNT)
     client.datasets.create(dataset_id="mine", dataset={"example_count": "12", "user_uploaded": {}, "display_name": "mine"})
-    client.datasets.upload("mine", file=("mine.jsonl", chat(12).encode(), "application/jsonl"))
+    client.datasets.upload("mine", file=("mine.jsonl", chat_jsonl(12).encode(), "application/jsonl"))
     while client.datasets.get("mine").state != "READY":
         time.sleep(0.05)
     made = [client.supervised_fine_tuning_jobs.create(
@@ -107,7 +102,7 @@ def test_an_azure_account_comes_in_through_the_azure_client(az_server, monkeypat
                unset=("OPENAI_API_VERSION", "OPENAI_API_KEY", "OPENAI_BASE_URL", "FTM_POLL_SCALE"))
     client = openai.AzureOpenAI(api_key=AZ_KEY, azure_endpoint=az.url, api_version="2025-04-01-preview")
     path = tmp_path / "train.jsonl"
-    path.write_text(chat(12))
+    path.write_text(chat_jsonl(12))
     with open(path, "rb") as fh:
         file_id = client.files.create(file=fh, purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id, suffix="az")

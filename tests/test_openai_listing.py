@@ -5,11 +5,10 @@ their requests, all their events and checkpoints, and a cursor to follow them on
 from __future__ import annotations
 
 import json
-import time
 
 import openai
 import pytest
-from sdk_backends import MODEL, aimed, served
+from sdk_backends import MODEL, aimed, chat_jsonl, openai_job_ended, served
 
 from ftm_backends.openai import OpenAIBackend
 from ftmanager.errors import BackendError, Refused
@@ -27,20 +26,10 @@ def env(server, monkeypatch):
 
 
 def upload(client: openai.OpenAI, tmp_path, n: int, name: str) -> str:
-    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-            for i in range(n)]
     path = tmp_path / name
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.write_text(chat_jsonl(n))
     with open(path, "rb") as fh:
         return client.files.create(file=fh, purpose="fine-tune").id
-
-
-def ended(client: openai.OpenAI, job_id: str, timeout: float = 60):
-    deadline = time.time() + timeout
-    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in ("succeeded", "failed", "cancelled"):
-        assert time.time() < deadline, job.status
-        time.sleep(0.1)
-    return job
 
 
 @pytest.fixture
@@ -52,7 +41,7 @@ def account(env, tmp_path):
     done = client.fine_tuning.jobs.create(
         model=MODEL, training_file=train, validation_file=valid, suffix="mine", seed=7, metadata={"team": "a"},
         method={"type": "supervised", "supervised": {"hyperparameters": hp}})
-    ended(client, done.id)
+    openai_job_ended(client, done.id)
     tagged = client.fine_tuning.jobs.create(model=MODEL, training_file=train, metadata={"ftm_run_id": "run-1a2b3c4d"})
     client.fine_tuning.jobs.cancel(tagged.id)
     waiting = client.fine_tuning.jobs.create(model=MODEL, training_file=train)
@@ -94,7 +83,7 @@ def test_a_listed_job_is_followed_on_from_its_cursor(account, env):
     backend = OpenAIBackend()
     listed = backend.provider_job(waiting)
     seen = {e.id for e in listed.progress.events}
-    ended(client, waiting)
+    openai_job_ended(client, waiting)
     later = backend.poll(waiting, json.loads(json.dumps(listed.progress.cursor)))
     assert later.status == "succeeded" and later.events and not seen & {e.id for e in later.events}
     assert [e.id for e in listed.progress.events + later.events] == [e["id"] for e in env.state.jobs[waiting].events]
