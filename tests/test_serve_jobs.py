@@ -7,6 +7,7 @@ Real local training of the tiny Llama (a few seconds a job), real processes, the
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 
@@ -164,13 +165,19 @@ def test_every_local_model_is_served_and_a_rerun_answers_under_its_parents_name(
         assert chosen.choices[0].message.content == by_run.choices[0].message.content
 
 
-def test_pause_and_resume_agree_across_the_api_and_the_ledger(tiny_table, ftm_home):
+@contextlib.contextmanager
+def running_job(n_epochs: int):
+    """ftm serve with one long job running: (server, client, job, its run id)."""
     with serve(port=0, api_key=KEY, device="cpu") as server:
         c = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
         upload = c.files.create(file=("zz.jsonl", rows("zz", 20)), purpose="fine-tune")
-        job = c.fine_tuning.jobs.create(model=BASE, training_file=upload.id, method=method(40))
+        job = c.fine_tuning.jobs.create(model=BASE, training_file=upload.id, method=method(n_epochs))
         wait(lambda: c.fine_tuning.jobs.retrieve(job.id).status == "running")
-        run_id = server.state.run_ids[job.id]
+        yield server, c, job, server.state.run_ids[job.id]
+
+
+def test_pause_and_resume_agree_across_the_api_and_the_ledger(tiny_table, ftm_home):
+    with running_job(40) as (server, c, job, run_id):
         assert c.fine_tuning.jobs.pause(job.id).status == "paused"
         assert ftm("show", run_id, "--json").json()["status"] == "paused"  # the run says so at once
         assert c.fine_tuning.jobs.retrieve(job.id).status == "paused"  # held while the worker ends its step
@@ -188,12 +195,7 @@ def test_pause_and_resume_agree_across_the_api_and_the_ledger(tiny_table, ftm_ho
 
 def test_a_cancelled_job_is_cancelled_at_once_in_the_api_and_in_its_run(tiny_table, ftm_home):
     """A job is a view of its run: the moment the cancel is answered, the run says the same."""
-    with serve(port=0, api_key=KEY, device="cpu") as server:
-        c = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
-        upload = c.files.create(file=("zz.jsonl", rows("zz", 20)), purpose="fine-tune")
-        job = c.fine_tuning.jobs.create(model=BASE, training_file=upload.id, method=method(50))
-        wait(lambda: c.fine_tuning.jobs.retrieve(job.id).status == "running")
-        run_id = server.state.run_ids[job.id]
+    with running_job(50) as (server, c, job, run_id):
         cancelled = c.fine_tuning.jobs.cancel(job.id)
         run = ledger().run(run_id)  # read before anything could poll the worker again
         assert cancelled.status == "cancelled" and run["status"] == "cancelled"
