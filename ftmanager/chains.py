@@ -17,16 +17,16 @@ from .errors import InvalidInput, NotFound
 from .facts import CANCELLED, CREATED, QUEUED, SUCCEEDED, is_terminal
 from .ledger import ledger, now
 from .mapping import Mapped
-from .methods import check_method, method_of, trained_from
+from .methods import check_method, method_of
 
 # --- submitting on top of a run ----------------------------------------------------------
 
 
 def upstream_of(model: str) -> dict | None:
     """The ledger's run whose model `model` names (its result model, or its run id), or None."""
-    found = trained_from(model)
+    found = ledger().run_with_model(model)
     if found:
-        return ledger().run(found["run_id"])
+        return found
     if model.startswith("run-"):
         try:
             run = ledger().run(model)

@@ -268,6 +268,12 @@ class Ledger(MetricReads):
         rows = self._all("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id])
         return [{**r, "metrics": json.loads(r["metrics"]) if r["metrics"] else {}} for r in rows]
 
+    def run_with_model(self, model_id: str) -> dict | None:
+        """The run whose result is model_id (where two runs gave one name, the one that finished
+        last, as models() lists it first), or None."""
+        row = self._one("SELECT id FROM runs WHERE result_model = ? ORDER BY finished_at DESC LIMIT 1", [model_id])
+        return self.run(row["id"]) if row else None
+
     def models(self) -> list[dict]:
         """Every model the ledger knows: results of runs, their checkpoints, and the other names
         (kind "alias") each answers to: the ft: names `ftm serve` gave its jobs, and a re-run's

@@ -1,12 +1,12 @@
-"""Training methods at submit: which backends run which method, the kind of data each method
-needs, and chains (a run trained on top of an earlier run's model, as DPO on an SFT model is).
-Each check refuses in one line before anything is uploaded or recorded."""
+"""Training methods: which backends run which method and the kind of data each method needs,
+checked at submit (each check refuses in one line before anything is uploaded or recorded), and
+how a run's method is named (chains.py keeps the runs trained on top of another run's model)."""
 
 from __future__ import annotations
 
 from . import registry
 from .backend import Backend
-from .errors import InvalidInput, NotFound, Unsupported
+from .errors import NotFound, Unsupported
 from .ledger import ledger
 
 
@@ -35,11 +35,6 @@ def require_kind(method: str, train: dict, valid: dict | None) -> None:
     refuse_other_kind(train, wanted, purpose)
     if valid:
         refuse_other_kind(valid, wanted, f"{purpose}'s validation set")
-
-
-def trained_from(model: str) -> dict | None:
-    """The ledger's model row whose model id is model (an SFT run's a DPO run builds on), or None."""
-    return next((m for m in ledger().models() if m["kind"] == "model" and m["model_id"] == model), None)
 
 
 METHOD_LABELS = {"supervised": "SFT", "dpo": "DPO"}
